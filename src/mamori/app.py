@@ -1,0 +1,83 @@
+"""create_app(): settings → database → document store → routers → middleware → startup checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mamori import __version__
+from mamori.chart.api import router as chart_router
+from mamori.clinical.api import router as clinical_router
+from mamori.db import Database
+from mamori.documents.store import DocumentStore
+from mamori.fhir.api import router as fhir_router
+from mamori.migrate import require_current
+from mamori.patients.api import router as patients_router
+from mamori.records.api import router as records_router
+from mamori.settings import Settings
+from mamori.web import errors
+from mamori.web.limits import BodyLimit
+from mamori.web.routing import Ctx, TransactionalRoute, check_route_guards, public, reader
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+
+
+class SecurityHeaders:
+    """Headers on every response; patient data must never sit in a shared browser cache."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in SECURITY_HEADERS if h[0] not in present]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    """Build the app; raises before serving anything if the instance is unsafe or out of date."""
+    database = db or Database(settings.database_url)
+    require_current(database.engine)
+    app = FastAPI(title="mamori", version=__version__,
+                  description="守り — 電子カルテ API (JSON) と読み取り専用 FHIR R4 API",
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.router.route_class = TransactionalRoute
+    app.state.settings = settings
+    app.state.db = database
+    app.state.store = DocumentStore(settings.documents_dir)
+
+    @app.get("/healthz", dependencies=[Depends(public)])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/me")
+    def me(ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+        a = ctx.actor
+        return {"user_id": str(a.user_id), "clinic_id": str(a.clinic_id), "role": a.role.value,
+                "role_ja": a.role.label_ja, "display_name": a.display_name}
+
+    for router in (patients_router, clinical_router, records_router, chart_router, fhir_router):
+        app.include_router(router)
+    errors.install(app)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, json_limit=settings.max_json_bytes,
+                       upload_limit=settings.max_upload_bytes)
+    app.state.route_guards = check_route_guards(app)
+    return app

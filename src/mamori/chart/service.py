@@ -1,0 +1,58 @@
+"""Opening a chart: the summary a physician sees first."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from mamori.authz import gate
+from mamori.authz.gate import Actor, Intent
+from mamori.clinical import service as clinical
+from mamori.clinical.models import (
+    AllergyIntolerance,
+    Condition,
+    MedicationRequest,
+    Observation,
+    ProgressNote,
+)
+from mamori.patients.models import Coverage, Patient
+from mamori.patients.service import list_coverages
+
+RECENT_NOTES = 20
+RECENT_LABS = 50
+RECENT_VITALS = 10
+
+
+@dataclass
+class Chart:
+    patient: Patient
+    coverages: Sequence[Coverage]
+    allergies: Sequence[AllergyIntolerance]
+    conditions: Sequence[Condition]
+    medications: Sequence[MedicationRequest]
+    notes: Sequence[ProgressNote]
+    labs: Sequence[Observation]
+    vitals: Sequence[Observation]
+
+
+def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
+    """Patient summary + allergies + problems + current meds + last 20 notes + recent labs.
+
+    One ``chart`` access at the gate for the whole view, then the per-section loaders.
+    """
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "chart")
+    return Chart(
+        patient=patient,
+        coverages=list_coverages(session, actor, patient.id),
+        allergies=clinical.list_allergies(session, actor, patient.id),
+        conditions=clinical.list_conditions(session, actor, patient.id),
+        medications=clinical.current_medications(session, actor, patient.id),
+        notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES),
+        labs=clinical.list_observations(session, actor, patient.id, category="laboratory",
+                                        limit=RECENT_LABS),
+        vitals=clinical.list_observations(session, actor, patient.id, category="vital-signs",
+                                          limit=RECENT_VITALS),
+    )

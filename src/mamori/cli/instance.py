@@ -1,0 +1,82 @@
+"""Opening an instance from the CLI, and creating one (``mamori init``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from mamori import migrate
+from mamori.authz.gate import Actor
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import Clinic, Role
+from mamori.db import Database
+from mamori.errors import InstanceError
+from mamori.settings import Settings, load_settings, resolve_home, write_instance_files
+
+
+@dataclass
+class Instance:
+    settings: Settings
+    db: Database
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Session]:
+        """The CLI's unit of work: commit once at the end, roll back on any error."""
+        session = self.db.session(write=write)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def actor(self, session: Session, login_id: str, channel: str = "cli") -> Actor:
+        clinic = clinic_service.the_clinic(session)
+        user = clinic_service.find_staff(session, clinic.id, login_id)
+        if user is None or not user.active:
+            raise InstanceError(f"職員アカウント {login_id} が見つからないか無効です。",
+                                f"Staff account {login_id} does not exist or is disabled.")
+        return clinic_service.actor_for(user, channel)
+
+
+def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
+    settings = load_settings(resolve_home(option))
+    db = Database(settings.database_url)
+    if check_schema:
+        migrate.require_current(db.engine)
+    return Instance(settings=settings, db=db)
+
+
+@dataclass
+class Created:
+    instance: Instance
+    clinic: Clinic
+    admin_login: str
+    admin_token: str
+
+
+def create_instance(home: Path, *, clinic_name: str, institution_code: str,
+                    database_url: str | None = None, port: int = 8000,
+                    admin_login: str = "admin", admin_name: str = "院長",
+                    is_synthetic: bool = False, postal_code: str = "", address: str = "",
+                    phone: str = "") -> Created:
+    """Directory, secrets, migrated database, the clinic and its first administrator."""
+    write_instance_files(home, database_url=database_url, port=port)
+    settings = load_settings(home)
+    db = Database(settings.database_url)
+    migrate.upgrade(db.engine)
+    instance = Instance(settings=settings, db=db)
+    with instance.transaction(write=True) as session:
+        clinic = clinic_service.create_clinic(
+            session, name=clinic_name, institution_code=institution_code,
+            postal_code=postal_code, address=address, phone=phone, is_synthetic=is_synthetic)
+        admin = clinic_service.add_staff(session, clinic, login_id=admin_login,
+                                         display_name=admin_name, role=Role.DIRECTOR)
+        token = clinic_service.issue_token(session, settings.token_pepper, admin, "init")
+    return Created(instance=instance, clinic=clinic, admin_login=admin_login, admin_token=token)

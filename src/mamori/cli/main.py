@@ -1,0 +1,199 @@
+"""The ``mamori`` command: a thin edge over the services, like the HTTP API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mamori import __version__, migrate
+from mamori.cli.instance import create_instance, open_instance
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import Role
+from mamori.errors import MamoriError
+
+app = typer.Typer(help="mamori（守り）電子カルテ / security-first EHR for small clinics",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="データベース / database", no_args_is_help=True)
+staff_app = typer.Typer(help="職員アカウント / staff accounts", no_args_is_help=True)
+export_app = typer.Typer(help="書き出し / export", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(staff_app, name="staff")
+app.add_typer(export_app, name="export")
+
+console = Console()
+err = Console(stderr=True)
+
+InstanceOpt = Annotated[str | None, typer.Option(
+    "--instance", "-i", help="インスタンスのディレクトリ（既定: $MAMORI_HOME）", show_default=False)]
+
+
+def fail(exc: MamoriError) -> None:
+    err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}")
+    raise typer.Exit(2)
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", help="版を表示")] = False) -> None:
+    if version:
+        console.print(f"mamori {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="新しいインスタンスのディレクトリ")],
+    clinic_name: Annotated[str, typer.Option(help="医療機関名")] = "",
+    institution_code: Annotated[str, typer.Option(help="医療機関コード（10桁）")] = "",
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL を使う場合の URL")] = None,
+    port: int = 8000,
+    admin_login: str = "admin",
+) -> None:
+    """インスタンスを作成する / create an instance (settings, database, document store, secrets)."""
+    if not clinic_name or not institution_code:
+        err.print("[red]--clinic-name と --institution-code を指定してください。\n"
+                  "Give --clinic-name and --institution-code.[/]")
+        raise typer.Exit(2)
+    try:
+        created = create_instance(directory.resolve(), clinic_name=clinic_name,
+                                  institution_code=institution_code, database_url=database_url,
+                                  port=port, admin_login=admin_login)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"[green]作成しました / created:[/] {directory.resolve()}")
+    console.print(f"管理者 / administrator: [bold]{created.admin_login}[/]")
+    console.print(f"API トークン（一度だけ表示） / API token (shown once): [bold]{created.admin_token}[/]")
+    console.print(f"export MAMORI_HOME={directory.resolve()}")
+
+
+@app.command()
+def serve(instance: InstanceOpt = None, host: str | None = None, port: int | None = None) -> None:
+    """サーバーを起動する / run the web/API server."""
+    import uvicorn
+
+    from mamori.app import create_app
+
+    try:
+        inst = open_instance(instance)
+        application = create_app(inst.settings, inst.db)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    uvicorn.run(application, host=host or inst.settings.host, port=port or inst.settings.port,
+                log_level="info", access_log=False, server_header=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(instance: InstanceOpt = None) -> None:
+    """マイグレーションを適用する / apply migrations."""
+    try:
+        inst = open_instance(instance, check_schema=False)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    before = migrate.current_revision(inst.db.engine)
+    migrate.upgrade(inst.db.engine)
+    console.print(f"schema: {before} → {migrate.current_revision(inst.db.engine)}")
+
+
+@db_app.command("check")
+def db_check(instance: InstanceOpt = None) -> None:
+    """モデルとデータベースの差分を確認する / compare models with the migrated database."""
+    try:
+        inst = open_instance(instance)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    diffs = migrate.model_differences(inst.db.engine)
+    if diffs:
+        for d in diffs:
+            err.print(repr(d))
+        raise typer.Exit(1)
+    console.print("models and database agree / モデルとデータベースは一致しています")
+
+
+@app.command()
+def verify(instance: InstanceOpt = None) -> None:
+    """全記録の版ハッシュ連鎖を検証する / verify every record's version hash chain."""
+    from mamori.records.service import verify_all
+
+    try:
+        inst = open_instance(instance)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    with inst.transaction(write=False) as session:
+        checked, problems = verify_all(session)
+    for p in problems[:50]:
+        err.print(f"[red]{p.record_type} {p.record_id} v{p.version}: {p.problem}[/]")
+    if problems:
+        err.print(f"[red]{len(problems)} problems in {checked} records / 問題 {len(problems)} 件[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/]: {checked} records verified / {checked} 件の記録を検証しました")
+
+
+@staff_app.command("add")
+def staff_add(
+    login_id: str,
+    name: Annotated[str, typer.Option(help="表示名")],
+    role: Annotated[Role, typer.Option(help="役割")],
+    instance: InstanceOpt = None,
+) -> None:
+    """職員を追加しAPIトークンを発行する / add a staff member and issue an API token."""
+    try:
+        inst = open_instance(instance)
+        with inst.transaction(write=True) as session:
+            clinic = clinic_service.the_clinic(session)
+            user = clinic_service.add_staff(session, clinic, login_id=login_id,
+                                            display_name=name, role=role)
+            token = clinic_service.issue_token(session, inst.settings.token_pepper, user, "cli")
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"{login_id} ({role.label_ja}) token: [bold]{token}[/]")
+
+
+@export_app.command("fhir")
+def export_fhir(
+    out: Annotated[Path, typer.Argument(help="出力先ディレクトリ")],
+    as_user: Annotated[str, typer.Option("--as", help="実行する職員のログインID")],
+    instance: InstanceOpt = None,
+) -> None:
+    """FHIR R4 (JP Core) NDJSON を一括で書き出す / bulk export as FHIR NDJSON."""
+    from sqlalchemy import func, select
+
+    from mamori.fhir.service import export_ndjson
+    from mamori.patients.models import Patient
+
+    try:
+        inst = open_instance(instance)
+        with inst.transaction(write=False) as session:
+            actor = inst.actor(session, as_user)
+            total = session.scalar(select(func.count()).select_from(Patient).where(
+                Patient.clinic_id == actor.clinic_id)) or 0
+            with progress() as bar:
+                task = bar.add_task("FHIR export", total=total)
+                counts = export_ndjson(session, actor, out,
+                                       progress=lambda n: bar.advance(task, n))
+    except MamoriError as exc:
+        fail(exc)
+        return
+    table = Table("resource", "count")
+    for k, v in counts.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m mamori`
+    app(prog_name="mamori", args=sys.argv[1:])

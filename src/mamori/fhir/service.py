@@ -1,0 +1,184 @@
+"""Read-only FHIR views of the record, through the same gate as every other edge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mamori.authz import gate
+from mamori.authz.gate import Actor, Intent
+from mamori.clinic.service import clinic_of
+from mamori.clinical.models import (
+    AllergyIntolerance,
+    Condition,
+    Document,
+    Encounter,
+    MedicationRequest,
+    Observation,
+    ProgressNote,
+)
+from mamori.errors import InvalidInput, NotFound
+from mamori.fhir import mapping
+from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.patients.service import search_patients
+
+RESOURCE_TYPES = ("Patient", "Coverage", "Encounter", "Condition", "MedicationRequest",
+                  "AllergyIntolerance", "Observation", "DocumentReference")
+
+_SCOPED: dict[str, tuple[type[Any], ...]] = {
+    "Coverage": (Coverage,),
+    "Encounter": (Encounter,),
+    "Condition": (Condition,),
+    "MedicationRequest": (MedicationRequest,),
+    "AllergyIntolerance": (AllergyIntolerance,),
+    "Observation": (Observation,),
+    "DocumentReference": (Document, ProgressNote),
+}
+
+
+def _to_fhir(session: Session, actor: Actor, row: Any) -> list[dict[str, Any]]:
+    clinic = clinic_of(session, actor)
+    converters: dict[type[Any], Callable[[Any], list[dict[str, Any]]]] = {
+        Patient: lambda r: [mapping.patient(r, clinic)],
+        Coverage: lambda r: [mapping.coverage(r)],
+        Encounter: lambda r: [mapping.encounter(r, clinic)],
+        Condition: lambda r: [mapping.condition(r)],
+        MedicationRequest: mapping.medication_requests,
+        AllergyIntolerance: lambda r: [mapping.allergy(r)],
+        Observation: lambda r: [mapping.observation(r)],
+        Document: lambda r: [mapping.document(r)],
+        ProgressNote: lambda r: [mapping.note(r)],
+    }
+    return converters[type(row)](row)
+
+
+def _check_type(resource_type: str) -> None:
+    if resource_type not in RESOURCE_TYPES:
+        raise NotFound("resource type")
+
+
+def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[str, Any]:
+    _check_type(resource_type)
+    if resource_type == "MedicationRequest":
+        # ids are "<prescription uuid>-<rp>-<n>"; a UUID itself contains hyphens
+        base = rid[:36]
+        rest = rid[37:]
+        req = gate.record_for(session, actor, MedicationRequest, _uuid(base), Intent.READ)
+        for res in mapping.medication_requests(req):
+            if res["id"] == rid and rest:
+                return res
+        raise NotFound("MedicationRequest")
+    key = _uuid(rid)
+    if resource_type == "Patient":
+        return mapping.patient(gate.patient_for(session, actor, key, Intent.READ),
+                               clinic_of(session, actor))
+    for model in _SCOPED[resource_type]:
+        if session.get(model, key) is not None:
+            return _to_fhir(session, actor, gate.record_for(session, actor, model, key,
+                                                            Intent.READ))[0]
+    raise NotFound(resource_type)
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("resource") from None
+
+
+def resources_for_patient(session: Session, actor: Actor, patient_id: uuid.UUID,
+                          resource_type: str) -> list[dict[str, Any]]:
+    _check_type(resource_type)
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ, f"fhir:{resource_type}")
+    if resource_type == "Patient":
+        return [mapping.patient(patient, clinic_of(session, actor))]
+    out: list[dict[str, Any]] = []
+    for model in _SCOPED[resource_type]:
+        rows = session.scalars(select(model).where(model.patient_id == patient.id,
+                                                   model.clinic_id == actor.clinic_id)
+                               .order_by(model.created_at)).all()
+        for row in rows:
+            out.extend(_to_fhir(session, actor, row))
+    return out
+
+
+def search_patient_resources(session: Session, actor: Actor, *, name: str | None,
+                             birthdate: str | None, identifier: str | None,
+                             count: int) -> list[dict[str, Any]]:
+    """Patient search by kana name (prefix), birth date and identifier (患者番号)."""
+    bd = None
+    if birthdate:
+        try:
+            bd = dt.date.fromisoformat(birthdate.removeprefix("eq"))
+        except ValueError:
+            raise InvalidInput("birthdate は YYYY-MM-DD で指定してください。",
+                               "birthdate must be YYYY-MM-DD.", field="birthdate") from None
+    number = None
+    if identifier:
+        value = identifier.rsplit("|", 1)[-1]
+        if not value.isdigit():
+            raise InvalidInput("identifier は患者番号（数字）で指定してください。",
+                               "identifier must be a patient number.", field="identifier")
+        number = int(value)
+    found = search_patients(session, actor, kana=name, birth_date=bd, patient_number=number,
+                            limit=count)
+    clinic = clinic_of(session, actor)
+    return [mapping.patient(p, clinic) for p in found]
+
+
+def everything(session: Session, actor: Actor, patient_id: uuid.UUID) -> list[dict[str, Any]]:
+    """``Patient/$everything``: the patient and every resource about them."""
+    out: list[dict[str, Any]] = []
+    for rtype in RESOURCE_TYPES:
+        out.extend(resources_for_patient(session, actor, patient_id, rtype))
+    return out
+
+
+def bundle(resource_type: str, resources: list[dict[str, Any]], base: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+                   "search": {"mode": "match"}} for r in resources],
+    }
+
+
+def iter_patient_ids(session: Session, actor: Actor) -> Iterator[uuid.UUID]:
+    """All patients of the actor's clinic, for bulk export (each then passes the gate)."""
+    stmt = (select(Patient.id).where(Patient.clinic_id == actor.clinic_id,
+                                     Patient.status != PatientStatus.ENTERED_IN_ERROR.value)
+            .order_by(Patient.patient_number))
+    yield from session.scalars(stmt)
+
+
+def export_ndjson(session: Session, actor: Actor, out_dir: Path,
+                  progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Bulk export: one ``<ResourceType>.ndjson`` file per type, written to a temporary name and
+    renamed when complete. Returns counts per resource type."""
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = {t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8")
+             for t in RESOURCE_TYPES}
+    counts = dict.fromkeys(RESOURCE_TYPES, 0)
+    try:
+        for pid in list(iter_patient_ids(session, actor)):
+            for rtype in RESOURCE_TYPES:
+                for res in resources_for_patient(session, actor, pid, rtype):
+                    files[rtype].write(json.dumps(res, ensure_ascii=False) + "\n")
+                    counts[rtype] += 1
+            session.expunge_all()
+            if progress:
+                progress(1)
+    finally:
+        for fh in files.values():
+            fh.close()
+    for rtype in RESOURCE_TYPES:
+        (out_dir / f".{rtype}.ndjson.partial").replace(out_dir / f"{rtype}.ndjson")
+    return counts

@@ -1,0 +1,10 @@
+"""Import every model module so ``Base.metadata`` is complete (Alembic, startup checks)."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    import mamori.clinic.models
+    import mamori.clinical.models
+    import mamori.patients.models
+    import mamori.records.versioning  # noqa: F401

@@ -1,0 +1,39 @@
+"""Kana normalisation for names and for the search key.
+
+Stored カナ氏名 are full-width katakana in NFC (half-width input and hiragana converted).
+The *search key* also folds small kana to their full-size form and drops spaces and 中黒, so a
+receptionist typing ｼﾞｭﾝｲﾁ, じゅんいち or ジュンイチ finds the same patient.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import jaconv
+
+_SMALL_TO_LARGE = str.maketrans("ァィゥェォッャュョヮヵヶ", "アイウエオツヤユヨワカケ")
+_KATAKANA = re.compile(r"^[\u30A0-\u30FF\u3000 ]*$")  # katakana block incl. ー ・ and spaces
+
+
+def nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def to_katakana(text: str) -> str:
+    """Half-width → full-width (NFKC), hiragana → katakana, NFC. Returns '' for ''."""
+    text = unicodedata.normalize("NFKC", text).strip()
+    text = jaconv.hira2kata(text)
+    text = re.sub(r"[\s\u3000]+", " ", text)
+    return nfc(text)
+
+
+def is_katakana(text: str) -> bool:
+    return bool(_KATAKANA.match(text))
+
+
+def search_key(text: str) -> str:
+    """The normalised key used for kana prefix search and duplicate detection."""
+    kata = to_katakana(text)
+    kata = kata.translate(_SMALL_TO_LARGE)
+    return re.sub(r"[ ・]", "", kata)

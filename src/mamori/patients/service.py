@@ -1,0 +1,209 @@
+"""Patient registration, demographics, coverage, search and merge.
+
+Every function takes the acting user and the session first, passes the access gate before
+touching patient data, writes versions through ``write_version`` and never commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mamori.authz import gate
+from mamori.authz.gate import Actor, Intent
+from mamori.clinic.models import Clinic
+from mamori.errors import Conflict, InvalidInput, NotFound
+from mamori.patients.kana import search_key
+from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
+from mamori.records.versioning import ChangeKind, RecordStatus, write_version
+
+SEARCH_LIMIT_MAX = 200
+
+
+def _next_patient_number(session: Session, clinic_id: uuid.UUID) -> int:
+    # UPDATE … RETURNING takes the clinic row lock, so concurrent registrations on PostgreSQL
+    # queue here rather than colliding on the unique (clinic_id, patient_number) constraint.
+    number = session.execute(
+        update(Clinic)
+        .where(Clinic.id == clinic_id)
+        .values(next_patient_number=Clinic.next_patient_number + 1)
+        .returning(Clinic.next_patient_number)
+    ).scalar_one()
+    return int(number) - 1
+
+
+def _apply(patient: Patient, data: PatientIn) -> None:
+    patient.family_name = data.family_name
+    patient.given_name = data.given_name
+    patient.family_kana = data.family_kana
+    patient.given_kana = data.given_kana
+    patient.kana_key = search_key(data.family_kana) + search_key(data.given_kana)
+    patient.birth_date = data.birth_date
+    patient.sex = data.sex.value
+    patient.postal_code = data.postal_code
+    patient.prefecture = data.prefecture
+    patient.city = data.city
+    patient.address_line = data.address_line
+    patient.phone = data.phone
+
+
+def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient:
+    """Create a patient with the clinic's next 患者番号. Writes version 1."""
+    patient = Patient(status=PatientStatus.ACTIVE.value, merged_into_id=None, deceased_date=None)
+    patient.patient_number = _next_patient_number(session, actor.clinic_id)
+    _apply(patient, data)
+    write_version(session, actor, patient, ChangeKind.CREATED)
+    session.flush()
+    gate.hooks.fire(session, actor, Intent.WRITE, "Patient", [patient.id], [patient.id])
+    return patient
+
+
+def get_patient(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patient:
+    return gate.patient_for(session, actor, patient_id, Intent.READ)
+
+
+def update_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: PatientUpdate
+) -> Patient:
+    """New demographics version; ``expected_version`` stops lost updates."""
+    patient = gate.patient_for(session, actor, patient_id, Intent.WRITE)
+    if patient.status != PatientStatus.ACTIVE:
+        raise Conflict("この患者は統合済みまたは無効のため変更できません。",
+                       "This patient is merged or retired and cannot be changed.")
+    _apply(patient, data)
+    write_version(session, actor, patient, ChangeKind.UPDATED, reason=data.reason,
+                  expected_version=data.expected_version)
+    return patient
+
+
+def search_patients(
+    session: Session,
+    actor: Actor,
+    *,
+    kana: str | None = None,
+    birth_date: dt.date | None = None,
+    patient_number: int | None = None,
+    include_inactive: bool = False,
+    limit: int = 50,
+) -> list[Patient]:
+    """Kana prefix (half-width, hiragana and small kana normalised), birth date, number."""
+    if kana is None and birth_date is None and patient_number is None:
+        raise InvalidInput("検索条件を1つ以上指定してください。",
+                           "Give at least one search criterion.", field="kana")
+    limit = max(1, min(limit, SEARCH_LIMIT_MAX))
+    stmt = select(Patient).where(Patient.clinic_id == actor.clinic_id)
+    if kana is not None:
+        key = search_key(kana)
+        if not key:
+            raise InvalidInput("カナを入力してください。", "Enter kana to search.", field="kana")
+        escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Patient.kana_key.like(escaped + "%", escape="\\"))
+    if birth_date is not None:
+        stmt = stmt.where(Patient.birth_date == birth_date)
+    if patient_number is not None:
+        stmt = stmt.where(Patient.patient_number == patient_number)
+    if not include_inactive:
+        stmt = stmt.where(Patient.status == PatientStatus.ACTIVE.value)
+    stmt = stmt.order_by(Patient.kana_key, Patient.birth_date, Patient.patient_number).limit(limit)
+    found = list(session.scalars(stmt))
+    gate.listed(session, actor, "Patient:search", [p.id for p in found])
+    return found
+
+
+def find_possible_duplicates(session: Session, actor: Actor, patient_id: uuid.UUID) -> list[Patient]:
+    """Same normalised kana and birth date (同姓同名 and re-registrations)."""
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ)
+    stmt = select(Patient).where(
+        Patient.clinic_id == actor.clinic_id,
+        Patient.kana_key == patient.kana_key,
+        Patient.birth_date == patient.birth_date,
+        Patient.id != patient.id,
+        Patient.status == PatientStatus.ACTIVE.value,
+    )
+    found = list(session.scalars(stmt))
+    gate.listed(session, actor, "Patient:duplicates", [p.id for p in found])
+    return found
+
+
+def merge_patients(
+    session: Session, actor: Actor, keep_id: uuid.UUID, duplicate_id: uuid.UUID, reason: str
+) -> Patient:
+    """Fold a duplicate registration into ``keep``.
+
+    Every record of the duplicate gets a new version pointing at ``keep`` (so its history still
+    shows where it came from); the duplicate becomes ``merged`` with ``merged_into_id``.
+    Nothing is deleted.
+    """
+    from mamori.records.registry import PATIENT_SCOPED_MODELS
+
+    if keep_id == duplicate_id:
+        raise InvalidInput("同じ患者は統合できません。", "Cannot merge a patient into itself.",
+                           field="duplicate_id")
+    keep = gate.patient_for(session, actor, keep_id, Intent.WRITE)
+    dup = gate.patient_for(session, actor, duplicate_id, Intent.WRITE)
+    for p in (keep, dup):
+        if p.status != PatientStatus.ACTIVE:
+            raise Conflict("統合できるのは有効な患者だけです。", "Only active patients can be merged.")
+    for model in PATIENT_SCOPED_MODELS:
+        rows = session.scalars(
+            select(model).where(model.clinic_id == actor.clinic_id, model.patient_id == dup.id)
+        ).all()
+        for row in rows:
+            row.patient_id = keep.id
+            write_version(session, actor, row, ChangeKind.MERGED,
+                          reason=f"患者統合 {dup.patient_number}→{keep.patient_number}: {reason}")
+    dup.status = PatientStatus.MERGED.value
+    dup.merged_into_id = keep.id
+    write_version(session, actor, dup, ChangeKind.MERGED, reason=reason)
+    return keep
+
+
+def add_coverage(session: Session, actor: Actor, patient_id: uuid.UUID, data: CoverageIn) -> Coverage:
+    patient = gate.patient_for(session, actor, patient_id, Intent.WRITE, "Coverage")
+    cov = Coverage(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
+    _apply_coverage(cov, data)
+    write_version(session, actor, cov, ChangeKind.CREATED)
+    return cov
+
+
+def _apply_coverage(cov: Coverage, data: CoverageIn) -> None:
+    cov.kind = data.kind.value
+    cov.insurer_number = data.insurer_number
+    cov.symbol = data.symbol
+    cov.number = data.number
+    cov.branch = data.branch
+    cov.relationship = data.relationship.value
+    cov.copay_percent = data.copay_percent
+    cov.valid_from = data.valid_from
+    cov.valid_to = data.valid_to
+    cov.public_payer_number = data.public_payer_number
+    cov.recipient_number = data.recipient_number
+    cov.priority = data.priority
+
+
+def update_coverage(
+    session: Session, actor: Actor, coverage_id: uuid.UUID, data: CoverageIn, expected_version: int
+) -> Coverage:
+    cov = gate.record_for(session, actor, Coverage, coverage_id, Intent.WRITE)
+    _apply_coverage(cov, data)
+    write_version(session, actor, cov, ChangeKind.UPDATED, expected_version=expected_version)
+    return cov
+
+
+def list_coverages(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Coverage]:
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Coverage")
+    return session.scalars(
+        select(Coverage)
+        .where(Coverage.patient_id == patient.id, Coverage.clinic_id == actor.clinic_id)
+        .order_by(Coverage.priority, Coverage.created_at)
+    ).all()
+
+
+def require_active(patient: Patient) -> None:
+    if patient.status != PatientStatus.ACTIVE:
+        raise NotFound("patient")

@@ -1,0 +1,114 @@
+"""Services over any versioned record: history, "delete" as entered-in-error, verification."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mamori.authz import gate
+from mamori.authz.gate import Actor, Intent
+from mamori.errors import Conflict, NotFound
+from mamori.patients.models import Patient, PatientStatus
+from mamori.records.registry import PATIENT_SCOPED_MODELS, RECORD_TYPES
+from mamori.records.versioning import (
+    ChangeKind,
+    RecordVersion,
+    Versioned,
+    VerifyProblem,
+    list_versions,
+    verify_history,
+    write_version,
+)
+
+RETRACTED = "entered-in-error"
+
+
+def _model(record_type: str) -> type[Versioned]:
+    model = RECORD_TYPES.get(record_type)
+    if model is None:
+        raise NotFound("record type")
+    return model
+
+
+def _load(session: Session, actor: Actor, record_type: str, record_id: uuid.UUID,
+          intent: Intent) -> Versioned:
+    model = _model(record_type)
+    if model is Patient:
+        return gate.patient_for(session, actor, record_id, intent)
+    return gate.record_for(session, actor, model, record_id, intent)  # type: ignore[type-var]
+
+
+def record_history(session: Session, actor: Actor, record_type: str,
+                   record_id: uuid.UUID) -> list[RecordVersion]:
+    """Every version of one record, oldest first: the full, readable history (ES-A3)."""
+    _load(session, actor, record_type, record_id, Intent.READ)
+    return list_versions(session, record_type, record_id)
+
+
+def mark_entered_in_error(session: Session, actor: Actor, record_type: str, record_id: uuid.UUID,
+                          reason: str, expected_version: int) -> Versioned:
+    """The only kind of "delete": a new version with status entered-in-error and a reason."""
+    record = _load(session, actor, record_type, record_id, Intent.WRITE)
+    if record.status == RETRACTED:
+        raise Conflict("この記録はすでに取り消されています。", "This record is already retracted.")
+    record.status = PatientStatus.ENTERED_IN_ERROR.value if isinstance(record, Patient) else RETRACTED
+    write_version(session, actor, record, ChangeKind.ENTERED_IN_ERROR, reason=reason,
+                  expected_version=expected_version)
+    return record
+
+
+def verify_patient_records(session: Session, actor: Actor,
+                           patient_id: uuid.UUID) -> list[VerifyProblem]:
+    """Recompute the hash chain of the patient and each of their records."""
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "verify")
+    heads: list[Versioned] = [patient]
+    for model in PATIENT_SCOPED_MODELS:
+        heads.extend(session.scalars(select(model).where(model.patient_id == patient.id)))
+    problems: list[VerifyProblem] = []
+    for head in heads:
+        problems += verify_history(list_versions(session, head.__record_type__, head.id), head)
+    return problems
+
+
+def verify_all(session: Session, clinic_id: uuid.UUID | None = None) -> tuple[int, list[VerifyProblem]]:
+    """Check every record chain in the database (CLI/maintenance; no patient data leaves).
+
+    Returns (records checked, problems). Streams versions ordered by record so memory stays flat.
+    """
+    problems: list[VerifyProblem] = []
+    checked = 0
+    for record_type, model in RECORD_TYPES.items():
+        heads_stmt = select(model)
+        vers_stmt = select(RecordVersion).where(RecordVersion.record_type == record_type)
+        if clinic_id is not None:
+            heads_stmt = heads_stmt.where(model.clinic_id == clinic_id)
+            vers_stmt = vers_stmt.where(RecordVersion.clinic_id == clinic_id)
+        heads = {h.id: h for h in session.scalars(heads_stmt)}
+        current: uuid.UUID | None = None
+        bucket: list[RecordVersion] = []
+        seen: set[uuid.UUID] = set()
+
+        def flush(rid: uuid.UUID | None, versions: list[RecordVersion]) -> None:
+            if rid is None:
+                return
+            seen.add(rid)
+            head = heads.get(rid)
+            if head is None:
+                problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
+            problems.extend(verify_history(versions, head))
+
+        for v in session.scalars(vers_stmt.order_by(RecordVersion.record_id,
+                                                     RecordVersion.version)):
+            if v.record_id != current:
+                flush(current, bucket)
+                current, bucket = v.record_id, []
+            bucket.append(v)
+        flush(current, bucket)
+        for rid, head in heads.items():
+            if rid not in seen:
+                problems.extend(verify_history([], head))
+        checked += len(heads)
+        session.expunge_all()
+    return checked, problems

@@ -1,0 +1,301 @@
+"""Records are never destroyed: every change is a new version carrying who, when, why and a hash.
+
+Each versioned record type has a *head* table (its current state, which queries read) and shares
+one append-only ``record_version`` table holding every version ever written, as exact canonical
+JSON bytes. A version's ``content_hash`` is SHA-256 over its canonical envelope, which includes
+the previous version's hash, so each record's history is a hash chain: editing or removing a past
+version breaks the chain, and editing a head row makes it disagree with its latest version.
+
+The audit issue signs these hashes into a Merkle log; the encryption issue encrypts the stored
+content. Both attach here, because every write goes through :func:`write_version`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+
+from mamori.authz.gate import Actor
+from mamori.db import Base, UTCDateTime, new_id, utcnow
+from mamori.errors import InvalidInput, StaleVersion
+
+HASH_ALGORITHM = "sha256"
+
+
+class ChangeKind(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    FINALISED = "finalised"  # 確定
+    CONFIRMED = "confirmed"  # 代行入力の承認
+    AMENDED = "amended"  # 確定後の修正
+    ENTERED_IN_ERROR = "entered-in-error"  # 「削除」: a status, never a DELETE
+    MERGED = "merged"
+    STATUS_CHANGED = "status-changed"
+
+
+class RecordStatus(enum.StrEnum):
+    ACTIVE = "active"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        raise TypeError("floats are not stored in versioned content; use Decimal strings")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in versioned content")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    raise TypeError(f"cannot store {type(value).__name__} in versioned content")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no insignificant whitespace, UTF-8 text kept as is (NFC done at input)."""
+    return json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def version_hash(envelope: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(envelope).encode("utf-8")).hexdigest()
+
+
+class RecordVersion(Base):
+    """One immutable version of one record. Rows are only ever inserted."""
+
+    __tablename__ = "record_version"
+    __table_args__ = (UniqueConstraint("record_type", "record_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    record_type: Mapped[str] = mapped_column(String(40))
+    record_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True, index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(String(24))
+    status: Mapped[str] = mapped_column(String(24))
+    content: Mapped[str] = mapped_column(Text)
+    changed_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+
+    def envelope(self) -> dict[str, Any]:
+        return build_envelope(
+            record_type=self.record_type,
+            record_id=self.record_id,
+            version=self.version,
+            change=self.change,
+            status=self.status,
+            content=self.content,
+            changed_by_id=self.changed_by_id,
+            changed_at=self.changed_at,
+            reason=self.reason,
+            prev_hash=self.prev_hash,
+        )
+
+
+def build_envelope(
+    *,
+    record_type: str,
+    record_id: uuid.UUID,
+    version: int,
+    change: str,
+    status: str,
+    content: str,
+    changed_by_id: uuid.UUID,
+    changed_at: dt.datetime,
+    reason: str,
+    prev_hash: str | None,
+) -> dict[str, Any]:
+    return {
+        "alg": HASH_ALGORITHM,
+        "type": record_type,
+        "id": record_id,
+        "version": version,
+        "change": change,
+        "status": status,
+        "content": content,
+        "by": changed_by_id,
+        "at": changed_at,
+        "reason": reason,
+        "prev": prev_hash,
+    }
+
+
+class Versioned:
+    """Mixin for head tables of versioned records.
+
+    A subclass names its record type and the columns that make up its content; everything in
+    ``__content_fields__`` is captured in each version and covered by its hash.
+    """
+
+    __record_type__: ClassVar[str]
+    __content_fields__: ClassVar[tuple[str, ...]]
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(24))
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @declared_attr
+    def clinic_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - SQLAlchemy declared_attr
+        return mapped_column(ForeignKey("clinic.id"), index=True)
+
+    @declared_attr
+    def created_by_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+        return mapped_column(ForeignKey("staff_user.id"))
+
+    @declared_attr
+    def updated_by_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+        return mapped_column(ForeignKey("staff_user.id"))
+
+    def content(self) -> dict[str, Any]:
+        return {name: _jsonable(getattr(self, name)) for name in self.__content_fields__}
+
+    def version_patient_id(self) -> uuid.UUID | None:
+        value = getattr(self, "patient_id", None)
+        return value if isinstance(value, uuid.UUID) else None
+
+
+def write_version(
+    session: Session,
+    actor: Actor,
+    record: Versioned,
+    change: ChangeKind,
+    *,
+    reason: str = "",
+    expected_version: int | None = None,
+    at: dt.datetime | None = None,
+) -> RecordVersion:
+    """Append the record's current state as its next version and update the head's hash.
+
+    The caller has already changed the head object and passed the access gate. ``expected_version``
+    gives optimistic concurrency: a stale editor gets ``StaleVersion`` instead of overwriting.
+    Adds rows to the session; never commits.
+    """
+    if expected_version is not None and expected_version != record.version:
+        raise StaleVersion(expected_version, record.version)
+    if change in (ChangeKind.AMENDED, ChangeKind.ENTERED_IN_ERROR, ChangeKind.MERGED) and not (
+        reason and reason.strip()
+    ):
+        raise InvalidInput(
+            "理由の入力が必要です。", "A reason is required for this change.", field="reason"
+        )
+    now = at or utcnow()
+    if record.id is None:
+        record.id = new_id()
+    if record.version is None:
+        record.version = 0
+    if change is ChangeKind.CREATED:
+        record.clinic_id = actor.clinic_id
+        record.created_by_id = actor.user_id
+        record.created_at = now
+    record.updated_by_id = actor.user_id
+    record.updated_at = now
+    prev = record.content_hash or None
+    record.version += 1
+    content_text = canonical_json(record.content())
+    envelope = build_envelope(
+        record_type=record.__record_type__,
+        record_id=record.id,
+        version=record.version,
+        change=change.value,
+        status=record.status,
+        content=content_text,
+        changed_by_id=actor.user_id,
+        changed_at=now,
+        reason=reason.strip(),
+        prev_hash=prev,
+    )
+    digest = version_hash(envelope)
+    record.content_hash = digest
+    row = RecordVersion(
+        id=new_id(),
+        clinic_id=record.clinic_id,
+        record_type=record.__record_type__,
+        record_id=record.id,
+        patient_id=record.version_patient_id(),
+        version=record.version,
+        change=change.value,
+        status=record.status,
+        content=content_text,
+        changed_by_id=actor.user_id,
+        changed_at=now,
+        reason=reason.strip(),
+        prev_hash=prev,
+        content_hash=digest,
+    )
+    session.add(record)
+    session.add(row)
+    return row
+
+
+def list_versions(session: Session, record_type: str, record_id: uuid.UUID) -> list[RecordVersion]:
+    """All versions, oldest first. Callers pass the access gate for the record first."""
+    stmt = (
+        select(RecordVersion)
+        .where(RecordVersion.record_type == record_type, RecordVersion.record_id == record_id)
+        .order_by(RecordVersion.version)
+    )
+    return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    record_type: str
+    record_id: uuid.UUID
+    version: int | None
+    problem: str
+
+
+def verify_history(versions: list[RecordVersion], head: Versioned | None) -> list[VerifyProblem]:
+    """Recompute one record's chain; compare the head with its latest version."""
+    problems: list[VerifyProblem] = []
+    prev: str | None = None
+    for expected, v in enumerate(versions, start=1):
+        where = (v.record_type, v.record_id, v.version)
+        if v.version != expected:
+            problems.append(VerifyProblem(*where, f"version gap: expected {expected}"))
+        if v.prev_hash != prev:
+            problems.append(VerifyProblem(*where, "chain broken: prev_hash mismatch"))
+        if version_hash(v.envelope()) != v.content_hash:
+            problems.append(VerifyProblem(*where, "content hash mismatch"))
+        prev = v.content_hash
+    if head is not None:
+        rtype = head.__record_type__
+        if not versions:
+            problems.append(VerifyProblem(rtype, head.id, None, "head without versions"))
+        else:
+            last = versions[-1]
+            if head.version != last.version or head.content_hash != last.content_hash:
+                problems.append(VerifyProblem(rtype, head.id, head.version, "head/version mismatch"))
+            if canonical_json(head.content()) != last.content or head.status != last.status:
+                problems.append(
+                    VerifyProblem(rtype, head.id, head.version, "head differs from latest version")
+                )
+    return problems

@@ -1,0 +1,140 @@
+"""One typed ``Settings`` for an instance directory.
+
+An instance is a directory made by ``mamori init``::
+
+    DIR/mamori.toml        settings (no secrets in it)
+    DIR/data/mamori.db     the SQLite database (default; PostgreSQL via ``database.url``)
+    DIR/documents/         document contents, stored by SHA-256
+    DIR/secrets/           one file per secret, mode 0600, directory 0700
+
+There are no default secrets: a missing, short or group/world-readable secret file stops the
+process before it serves anything (fail closed).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mamori.errors import InstanceError
+
+SETTINGS_FILE = "mamori.toml"
+SECRET_NAMES = ("token_pepper",)
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    documents_dir: Path
+    token_pepper: bytes
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_json_bytes: int = 1 * 1024 * 1024
+    max_upload_bytes: int = 25 * 1024 * 1024
+    debug: bool = False
+
+
+def resolve_home(option: str | os.PathLike[str] | None) -> Path:
+    """The instance named by ``--instance`` or ``MAMORI_HOME``; a clear error when neither."""
+    raw = option if option is not None else os.environ.get("MAMORI_HOME")
+    if not raw:
+        raise InstanceError(
+            "インスタンスが指定されていません。--instance DIR を付けるか、環境変数 MAMORI_HOME を"
+            "設定してください（新規作成は mamori init DIR）。",
+            "No instance given: pass --instance DIR or set MAMORI_HOME "
+            "(create one with `mamori init DIR`).",
+        )
+    home = Path(raw).expanduser().resolve()
+    if not (home / SETTINGS_FILE).is_file():
+        raise InstanceError(
+            f"{home} は mamori のインスタンスではありません（{SETTINGS_FILE} がありません）。",
+            f"{home} is not a mamori instance ({SETTINGS_FILE} is missing).",
+        )
+    return home
+
+
+def _read_secret(home: Path, name: str) -> bytes:
+    path = home / "secrets" / name
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InstanceError(
+            f"秘密鍵ファイル {path} がありません。起動を中止します。",
+            f"Secret file {path} is missing; refusing to start.",
+        ) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InstanceError(
+            f"秘密鍵ファイル {path} が他のユーザーから読めます（chmod 600 が必要）。起動を中止します。",
+            f"Secret file {path} is readable by other users (needs chmod 600); refusing to start.",
+        )
+    value = path.read_bytes().strip()
+    if len(value) < MIN_SECRET_BYTES:
+        raise InstanceError(
+            f"秘密鍵ファイル {path} の内容が短すぎます。起動を中止します。",
+            f"Secret file {path} is too short; refusing to start.",
+        )
+    return value
+
+
+def default_sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'data' / 'mamori.db'}"
+
+
+def load_settings(home: Path) -> Settings:
+    """Read ``mamori.toml`` and the secrets; raise ``InstanceError`` on anything unsafe."""
+    try:
+        raw = tomllib.loads((home / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InstanceError(
+            f"{SETTINGS_FILE} を読めません: {exc}", f"Cannot parse {SETTINGS_FILE}: {exc}"
+        ) from exc
+    db = raw.get("database", {})
+    server = raw.get("server", {})
+    limits = raw.get("limits", {})
+    url = os.environ.get("MAMORI_DATABASE_URL") or db.get("url") or default_sqlite_url(home)
+    return Settings(
+        home=home,
+        database_url=url,
+        documents_dir=home / "documents",
+        token_pepper=_read_secret(home, "token_pepper"),
+        host=str(server.get("host", "127.0.0.1")),
+        port=int(server.get("port", 8000)),
+        max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),
+        max_upload_bytes=int(limits.get("max_upload_bytes", 25 * 1024 * 1024)),
+        debug=bool(server.get("debug", False)),
+    )
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_instance_files(home: Path, *, database_url: str | None, port: int) -> None:
+    """Create the directory tree, settings and fresh secrets. Refuses a non-empty directory."""
+    if home.exists() and any(home.iterdir()):
+        raise InstanceError(
+            f"{home} は空ではありません。既存のインスタンスを上書きしません。",
+            f"{home} is not empty; refusing to overwrite an existing instance.",
+        )
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)
+    for sub in ("data", "documents", "secrets"):
+        (home / sub).mkdir(mode=0o700)
+    lines = ["# mamori instance settings. Secrets live in secrets/, never here.", "[database]"]
+    if database_url:
+        lines.append(f"url = {_toml_str(database_url)}")
+    else:
+        lines.append("# url defaults to SQLite at data/mamori.db")
+    lines += ["", "[server]", 'host = "127.0.0.1"', f"port = {port}", "", "[limits]",
+              "max_json_bytes = 1048576", "max_upload_bytes = 26214400", ""]
+    (home / SETTINGS_FILE).write_text("\n".join(lines), encoding="utf-8")
+    for name in SECRET_NAMES:
+        fd = os.open(home / "secrets" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48) + "\n")
