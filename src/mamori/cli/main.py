@@ -197,3 +197,7 @@ def export_fhir(
 
 def run() -> None:  # pragma: no cover - console entry for `python -m mamori`
     app(prog_name="mamori", args=sys.argv[1:])
+
+
+# Commands defined in sibling modules register themselves on ``app`` when imported.
+from mamori.cli import demo as _demo  # noqa: E402, F401

@@ -180,8 +180,11 @@ class CoverageIn(InputModel):
         if self.kind in insured and not self.insurer_number:
             raise bad("この保険種別には保険者番号が必要です。",
                       "This kind of coverage needs an insurer number.")
-        if self.kind is CoverageKind.KOUKI and len(self.insurer_number) != 8:
-            raise bad("後期高齢者の保険者番号は8桁です。", "後期高齢者 insurer numbers have 8 digits.")
+        if self.kind is CoverageKind.KOUKI and not (
+            len(self.insurer_number) == 8 and self.insurer_number.startswith("39")
+        ):
+            raise bad("後期高齢者の保険者番号は法別番号39で始まる8桁です。",
+                      "後期高齢者 insurer numbers have 8 digits starting with 法別番号 39.")
         if self.kind is CoverageKind.KOUHI and not self.public_payer_number:
             raise bad("公費には公費負担者番号が必要です。", "公費 coverage needs a public payer number.")
         if self.valid_from and self.valid_to and self.valid_to < self.valid_from:

@@ -175,7 +175,7 @@ class Versioned:
         return mapped_column(ForeignKey("staff_user.id"))
 
     def content(self) -> dict[str, Any]:
-        return {name: _jsonable(getattr(self, name)) for name in self.__content_fields__}
+        return {name: getattr(self, name) for name in self.__content_fields__}
 
     def version_patient_id(self) -> uuid.UUID | None:
         value = getattr(self, "patient_id", None)
@@ -217,42 +217,57 @@ def write_version(
         record.created_at = now
     record.updated_by_id = actor.user_id
     record.updated_at = now
-    prev = record.content_hash or None
-    record.version += 1
-    content_text = canonical_json(record.content())
-    envelope = build_envelope(
-        record_type=record.__record_type__,
-        record_id=record.id,
-        version=record.version,
-        change=change.value,
-        status=record.status,
-        content=content_text,
-        changed_by_id=actor.user_id,
-        changed_at=now,
-        reason=reason.strip(),
-        prev_hash=prev,
+    values = seal_version(
+        record_type=record.__record_type__, record_id=record.id, clinic_id=record.clinic_id,
+        patient_id=record.version_patient_id(), version=record.version + 1, change=change,
+        status=record.status, content=record.content(), changed_by_id=actor.user_id,
+        changed_at=now, reason=reason, prev_hash=record.content_hash or None,
     )
-    digest = version_hash(envelope)
-    record.content_hash = digest
-    row = RecordVersion(
-        id=new_id(),
-        clinic_id=record.clinic_id,
-        record_type=record.__record_type__,
-        record_id=record.id,
-        patient_id=record.version_patient_id(),
-        version=record.version,
-        change=change.value,
-        status=record.status,
-        content=content_text,
-        changed_by_id=actor.user_id,
-        changed_at=now,
-        reason=reason.strip(),
-        prev_hash=prev,
-        content_hash=digest,
-    )
+    record.version = values["version"]
+    record.content_hash = values["content_hash"]
+    row = RecordVersion(**values)
     session.add(record)
     session.add(row)
     return row
+
+
+def content_of(model: type[Versioned], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The versioned content of a head row given as a mapping (bulk loading)."""
+    return {name: _jsonable(values[name]) for name in model.__content_fields__}
+
+
+def seal_version(
+    *,
+    record_type: str,
+    record_id: uuid.UUID,
+    clinic_id: uuid.UUID,
+    patient_id: uuid.UUID | None,
+    version: int,
+    change: ChangeKind,
+    status: str,
+    content: Mapping[str, Any],
+    changed_by_id: uuid.UUID,
+    changed_at: dt.datetime,
+    reason: str,
+    prev_hash: str | None,
+    version_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """The column values of one ``record_version`` row, hash included. The one place a
+    version's bytes and hash are made, for services and the bulk loader alike."""
+    content_text = canonical_json(content)
+    reason = reason.strip()
+    digest = version_hash(build_envelope(
+        record_type=record_type, record_id=record_id, version=version, change=change.value,
+        status=status, content=content_text, changed_by_id=changed_by_id, changed_at=changed_at,
+        reason=reason, prev_hash=prev_hash,
+    ))
+    return {
+        "id": version_id or new_id(), "clinic_id": clinic_id, "record_type": record_type,
+        "record_id": record_id, "patient_id": patient_id, "version": version,
+        "change": change.value, "status": status, "content": content_text,
+        "changed_by_id": changed_by_id, "changed_at": changed_at, "reason": reason,
+        "prev_hash": prev_hash, "content_hash": digest,
+    }
 
 
 def list_versions(session: Session, record_type: str, record_id: uuid.UUID) -> list[RecordVersion]:

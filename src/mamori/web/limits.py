@@ -40,27 +40,34 @@ class BodyLimit:
                 await _refuse(send, limit)
                 return
         seen = 0
-        started = False
+        exceeded = False
+        replaced = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            # Body parsers may turn our exception into their own 400; once the limit was
+            # crossed, whatever the app answers is replaced by the 413.
+            nonlocal replaced
+            if exceeded:
+                if not replaced:
+                    replaced = True
+                    await _refuse(send, limit)
+                return
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not replaced:
                 await _refuse(send, limit)
 
 

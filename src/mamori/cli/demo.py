@@ -1,0 +1,131 @@
+"""``mamori demo`` and ``mamori synth``: synthetic clinics for trying mamori and for benchmarks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mamori.chart.pdf import JST
+from mamori.cli.instance import create_instance, open_instance
+from mamori.cli.main import InstanceOpt, app, console, err, fail, progress
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import Role
+from mamori.documents.store import DocumentStore
+from mamori.errors import MamoriError
+from mamori.patients.insurance import with_check_digit
+from mamori.synth.generator import SIZES, generate, open_days
+
+DEMO_CLINIC = "まもり内科クリニック（デモ・合成データ）"
+# 医療機関コード for the demo: 東京都(13) 医科(1) + 郡市区 01 + 2345 + check digit (synthetic)
+DEMO_CODE = "131" + with_check_digit("012345")
+DEMO_STAFF = (
+    ("dr_aiko", "山本 愛子", Role.PHYSICIAN),
+    ("dr_kenji", "佐藤 健二", Role.PHYSICIAN),
+    ("nurse_ben", "鈴木 勉", Role.NURSE),
+    ("clerk_chika", "田中 千佳", Role.RECEPTION),
+    ("scribe_dai", "高橋 大", Role.SCRIBE),
+)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path | None, typer.Argument(help="作成先（省略時は一時ディレクトリ）")] = None,
+    port: int = 8000,
+    size: Annotated[str, typer.Option(help="合成データの規模 (XS, demo, S)")] = "demo",
+    seed: int = 7,
+    serve: Annotated[bool, typer.Option(help="作成後にサーバーを起動する")] = True,
+) -> None:
+    """デモ診療所を作成して起動する / create a demo clinic with synthetic patients and serve it."""
+    if size not in ("XS", "demo", "S"):
+        err.print("[red]--size は XS, demo, S のいずれかです / --size must be XS, demo or S[/]")
+        raise typer.Exit(2)
+    home = (directory or Path(tempfile.mkdtemp(prefix="mamori-demo-"))).resolve()
+    if home.exists() and any(home.iterdir()):
+        err.print(f"[red]{home} は空ではありません / {home} is not empty[/]")
+        raise typer.Exit(2)
+    try:
+        created = create_instance(home, clinic_name=DEMO_CLINIC, institution_code=DEMO_CODE,
+                                  port=port, admin_login="director", admin_name="院長 山本 守",
+                                  is_synthetic=True, postal_code="113-0033",
+                                  address="東京都文京区本郷（架空）", phone="03-0000-0000")
+    except MamoriError as exc:
+        fail(exc)
+        return
+    inst = created.instance
+    logins = [("director", "院長 山本 守", Role.DIRECTOR.label_ja, created.admin_token)]
+    with inst.transaction(write=True) as session:
+        clinic = clinic_service.the_clinic(session)
+        for login, name, role in DEMO_STAFF:
+            user = clinic_service.add_staff(session, clinic, login_id=login, display_name=name,
+                                            role=role)
+            logins.append((login, name, role.label_ja,
+                           clinic_service.issue_token(session, inst.settings.token_pepper, user,
+                                                      "demo")))
+        today = dt.datetime.now(JST).date()
+        with progress() as bar:
+            task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
+            generate(session, clinic, size, seed=seed, end=today,
+                     store=DocumentStore(inst.settings.documents_dir),
+                     progress=lambda n: bar.advance(task, n))
+    table = Table("ログイン / login", "氏名 / name", "役割 / role")
+    for login, name, role_ja, _ in logins:
+        table.add_row(login, name, role_ja)
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"\n[bold green]デモ診療所を作成しました / demo clinic ready[/]: {home}")
+    console.print(table)
+    console.print("API トークン（Authorization: Bearer …） / API tokens:")
+    for login, _, _, token in logins:
+        console.print(f"  {login}: {token}", soft_wrap=True)
+    console.print(f"URL: {url}   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata")
+    console.print(f'例 / example: curl -H "Authorization: Bearer {logins[1][3]}" '
+                  f'"{url}/api/v1/patients?kana=サ"', soft_wrap=True)
+    console.print("[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
+                  " / All data is synthetic; never enter real patients here.[/]")
+    if serve:
+        import uvicorn
+
+        from mamori.app import create_app
+
+        application = create_app(inst.settings, inst.db)
+        uvicorn.run(application, host="127.0.0.1", port=port, log_level="info",
+                    access_log=False, server_header=False)
+
+
+@app.command()
+def synth(
+    size: Annotated[str, typer.Option(help="XS, demo, S, M, L")] = "S",
+    seed: int = 1,
+    end: Annotated[str, typer.Option(help="最終日 YYYY-MM-DD（既定: 2026-10-30）")] = "2026-10-30",
+    documents: Annotated[bool, typer.Option(help="文書ファイルも作る")] = True,
+    instance: InstanceOpt = None,
+) -> None:
+    """合成データを生成する（ベンチマーク用） / generate a synthetic clinic into the instance."""
+    if size not in SIZES:
+        err.print(f"[red]--size: {', '.join(SIZES)}[/]")
+        raise typer.Exit(2)
+    try:
+        end_date = dt.date.fromisoformat(end)
+        inst = open_instance(instance)
+    except ValueError:
+        err.print("[red]--end は YYYY-MM-DD / --end must be YYYY-MM-DD[/]")
+        raise typer.Exit(2) from None
+    except MamoriError as exc:
+        fail(exc)
+        return
+    with inst.transaction(write=True) as session:
+        clinic = clinic_service.the_clinic(session)
+        with progress() as bar:
+            task = bar.add_task(f"synth {size}", total=open_days(size, end_date))
+            stats = generate(session, clinic, size, seed=seed, end=end_date,
+                             store=DocumentStore(inst.settings.documents_dir) if documents else None,
+                             progress=lambda n: bar.advance(task, n))
+    table = Table("record", "count")
+    for k, v in stats.counts.items():
+        table.add_row(k, str(v))
+    table.add_row("versions", str(stats.versions))
+    console.print(table)

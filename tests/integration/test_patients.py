@@ -1,0 +1,198 @@
+"""Patients and coverage through the JSON API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from mamori.patients.models import Coverage, Patient
+from mamori.records.versioning import RecordVersion
+from tests.conftest import SAMPLE_PATIENT, World
+
+
+def _count(world: World, model: Any) -> int:
+    with world.db.session(write=False) as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_register_assigns_numbers_and_normalises_kana(world: World) -> None:
+    h = world.h("clerk_chika")
+    a = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, "family_kana": "ﾔﾏﾀﾞ",
+                                                   "given_kana": "はなこ"}, headers=h)
+    b = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, "given_name": "次郎",
+                                                   "given_kana": "ジロウ", "sex": "male"}, headers=h)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["family_kana"] == "ヤマダ" and a.json()["given_kana"] == "ハナコ"
+    assert [a.json()["patient_number"], b.json()["patient_number"]] == [1, 2]
+    assert a.json()["version"] == 1 and len(a.json()["content_hash"]) == 64
+    assert "my_number" not in a.json() and "mynumber" not in str(Patient.__table__.columns)
+
+
+def test_patient_numbers_are_per_clinic(world: World) -> None:
+    world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika"))
+    r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("dr_chen"))
+    assert r.json()["patient_number"] == 1
+
+
+@pytest.mark.parametrize("query", ["ﾔﾏﾀﾞ", "やまだ", "ヤマダハ", "ヤマダ ハナ"])
+def test_search_by_kana_variants(world: World, patient: dict[str, Any], query: str) -> None:
+    r = world.http.get("/api/v1/patients", params={"kana": query}, headers=world.h("clerk_chika"))
+    assert [p["id"] for p in r.json()] == [patient["id"]]
+
+
+def test_search_by_birth_date_and_number(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("clerk_chika")
+    r = world.http.get("/api/v1/patients", params={"birth_date": "1948-04-03"}, headers=h)
+    assert [p["id"] for p in r.json()] == [patient["id"]]
+    r = world.http.get("/api/v1/patients", params={"number": patient["patient_number"]}, headers=h)
+    assert [p["id"] for p in r.json()] == [patient["id"]]
+    r = world.http.get("/api/v1/patients", params={"kana": "ス"}, headers=h)
+    assert r.json() == []
+    r = world.http.get("/api/v1/patients", headers=h)
+    assert r.status_code == 422 and r.json()["error"]["message_ja"]
+
+
+def test_search_wildcards_are_literal(world: World, patient: dict[str, Any]) -> None:
+    r = world.http.get("/api/v1/patients", params={"kana": "%"}, headers=world.h("clerk_chika"))
+    assert r.status_code == 422 or r.json() == []
+
+
+def test_other_clinic_sees_nothing(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("dr_chen")
+    pid = patient["id"]
+    for path in (f"/api/v1/patients/{pid}", f"/api/v1/patients/{pid}/chart",
+                 f"/api/v1/patients/{pid}/notes", f"/api/v1/records/Patient/{pid}/history",
+                 f"/fhir/r4/Patient/{pid}", f"/fhir/r4/Patient/{pid}/$everything"):
+        assert world.http.get(path, headers=h).status_code == 404, path
+    r = world.http.get("/api/v1/patients", params={"kana": "ヤマダ"}, headers=h)
+    assert r.json() == []
+    r = world.http.put(f"/api/v1/patients/{pid}", json={**SAMPLE_PATIENT, "expected_version": 1},
+                       headers=h)
+    assert r.status_code == 404
+    # …and the 404 looks exactly like a patient that does not exist
+    missing = world.http.get("/api/v1/patients/00000000-0000-4000-8000-000000000000", headers=h)
+    assert missing.json() == world.http.get(f"/api/v1/patients/{pid}", headers=h).json()
+
+
+def test_authentication_required(world: World, patient: dict[str, Any]) -> None:
+    for headers in ({}, {"Authorization": "Bearer mmr_nottoken"}, {"Authorization": "Basic x"},
+                    {"Authorization": "Bearer " + "mmr_" + "a" * 500}):
+        r = world.http.get(f"/api/v1/patients/{patient['id']}", headers=headers)
+        assert r.status_code == 401
+        assert r.json()["error"]["message_ja"] == "ログインが必要です。"
+
+
+def test_update_creates_version_and_rejects_stale_writer(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("clerk_chika")
+    url = f"/api/v1/patients/{patient['id']}"
+    r = world.http.put(url, json={**SAMPLE_PATIENT, "phone": "090-1111-2222", "expected_version": 1,
+                                  "reason": "転居"}, headers=h)
+    assert r.status_code == 200 and r.json()["version"] == 2
+    stale = world.http.put(url, json={**SAMPLE_PATIENT, "phone": "090-3333-4444",
+                                      "expected_version": 1}, headers=h)
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale_version"
+    history = world.http.get(f"/api/v1/records/Patient/{patient['id']}/history", headers=h).json()
+    assert [v["content"]["phone"] for v in history] == ["03-3812-0000", "090-1111-2222"]
+    assert history[1]["prev_hash"] == history[0]["content_hash"]
+    assert history[1]["reason"] == "転居"
+
+
+BAD_INPUTS = [
+    ({"birth_date": "2026-02-30"}, "birth_date"),
+    ({"birth_date": "2999-01-01"}, "birth_date"),
+    ({"birth_date": "1700-01-01"}, "birth_date"),
+    ({"family_kana": "Yamada"}, "family_kana"),
+    ({"phone": "12345"}, "phone"),
+    ({"postal_code": "1130"}, "postal_code"),
+    ({"sex": "robot"}, "sex"),
+    ({"family_name": ""}, "family_name"),
+    ({"family_name": "山" * 61}, "family_name"),
+    ({"given_name": "花\x00子"}, "given_name"),
+    ({"mynumber": "123456789012"}, "mynumber"),
+]
+
+
+@pytest.mark.parametrize(("patch", "field"), BAD_INPUTS)
+def test_bad_patient_input_names_the_field_and_writes_nothing(
+    world: World, patch: dict[str, Any], field: str
+) -> None:
+    r = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, **patch},
+                        headers=world.h("clerk_chika"))
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["field"] == field
+    assert err["message_ja"] and err["message_en"] and err["message_ja"] != err["message_en"]
+    assert _count(world, Patient) == 0 and _count(world, RecordVersion) == 0
+
+
+def test_malformed_and_oversize_bodies(world: World) -> None:
+    h = {**world.h("clerk_chika"), "content-type": "application/json"}
+    r = world.http.post("/api/v1/patients", content=b'{"family_name": "\xe5', headers=h)
+    assert r.status_code in (400, 422) and r.json()["error"]["message_ja"]
+    r = world.http.post("/api/v1/patients", content=b"[1, 2", headers=h)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+    big = b'{"family_name": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    r = world.http.post("/api/v1/patients", content=big, headers=h)
+    assert r.status_code == 413 and "大きすぎ" in r.json()["error"]["message_ja"]
+
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = world.http.post("/api/v1/patients", content=chunks(), headers=h)
+    assert r.status_code == 413
+    assert _count(world, Patient) == 0
+
+
+def test_wrong_method_is_rejected(world: World, patient: dict[str, Any]) -> None:
+    r = world.http.delete(f"/api/v1/patients/{patient['id']}", headers=world.h("director"))
+    assert r.status_code == 405 and r.json()["error"]["message_ja"]
+
+
+COVERAGE = {"kind": "shaho", "insurer_number": "01130012", "symbol": "ミツ", "number": "１８７",
+            "branch": "01", "relationship": "family", "copay_percent": 30}
+
+
+def test_coverage_validation(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("clerk_chika")
+    url = f"/api/v1/patients/{patient['id']}/coverages"
+    ok = world.http.post(url, json=COVERAGE, headers=h)
+    assert ok.status_code == 201 and ok.json()["number"] == "１８７"  # 番号 stays text as written
+    for patch, field in (({"insurer_number": "01130013"}, "insurer_number"),
+                         ({"insurer_number": "0113001"}, "insurer_number"),
+                         ({"branch": "1"}, "branch"),
+                         ({"kind": "kouki"}, "body"),
+                         ({"kind": "kouhi", "insurer_number": ""}, "body"),
+                         ({"valid_from": "2026-01-01", "valid_to": "2025-01-01"}, "body")):
+        r = world.http.post(url, json={**COVERAGE, **patch}, headers=h)
+        assert r.status_code == 422, patch
+        assert r.json()["error"]["field"] == field, patch
+    kokuho = world.http.post(url, json={"kind": "kokuho", "insurer_number": "１３８２２２"}, headers=h)
+    # 138222: body 13822 → check digit 2 under the 2-1 rule; full-width digits normalised
+    assert kokuho.status_code == 201, kokuho.text
+    assert _count(world, Coverage) == 2
+
+
+def test_merge_duplicate_moves_records_and_keeps_history(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("director")
+    dup = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h).json()
+    world.http.post(f"/api/v1/patients/{dup['id']}/allergies",
+                    json={"category": "medication", "substance": "ペニシリン"}, headers=h)
+    found = world.http.get(f"/api/v1/patients/{patient['id']}/duplicates", headers=h).json()
+    assert [p["id"] for p in found] == [dup["id"]]
+    r = world.http.post(f"/api/v1/patients/{patient['id']}/merge", json={"duplicate_id": dup["id"],
+                        "reason": "二重登録"}, headers=h)
+    assert r.status_code == 200
+    allergies = world.http.get(f"/api/v1/patients/{patient['id']}/allergies", headers=h).json()
+    assert [a["substance"] for a in allergies] == ["ペニシリン"] and allergies[0]["version"] == 2
+    merged = world.http.get(f"/api/v1/patients/{dup['id']}", headers=h).json()
+    assert merged["status"] == "merged" and merged["merged_into_id"] == patient["id"]
+    hist = world.http.get(f"/api/v1/records/AllergyIntolerance/{allergies[0]['id']}/history",
+                          headers=h).json()
+    assert hist[0]["content"]["patient_id"] == dup["id"]  # where it came from stays readable
+    assert world.http.get(f"/api/v1/patients/{patient['id']}/verify", headers=h).json()["ok"]
+    no_reason = world.http.post(f"/api/v1/patients/{patient['id']}/merge",
+                                json={"duplicate_id": dup["id"], "reason": ""}, headers=h)
+    assert no_reason.status_code == 422
