@@ -76,8 +76,18 @@ class PgServer:
         assert self.datadir is not None
         pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
         os.kill(pid, 9)
-        time.sleep(0.5)
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                 f"-c unix_socket_directories={self.tmp}")
-        self._run([self._bin("pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w", "-t", "60",
-                   "-l", str(self.tmp / "server.log"), "start"])
+        # Orphaned backends notice the postmaster's death and exit on their own; until they
+        # have, the old shared memory is in use and a new postmaster refuses to start.
+        deadline = time.monotonic() + 30
+        while True:
+            time.sleep(0.5)
+            try:
+                self._run([self._bin("pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w",
+                           "-t", "60", "-l", str(self.tmp / "server.log"), "start"])
+                return
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    log = (self.tmp / "server.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError("PostgreSQL did not restart after kill -9:\n" + log)

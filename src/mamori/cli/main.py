@@ -34,7 +34,7 @@ InstanceOpt = Annotated[str | None, typer.Option(
 
 
 def fail(exc: MamoriError) -> None:
-    err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}")
+    err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}", soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -1,0 +1,132 @@
+"""FHIR R4 (JP Core-shaped) output: every exported resource parses with fhir.resources (R4B
+models) and carries the JP Core profile and the JP Core details we rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from mamori.clinic.models import Clinic
+from mamori.documents.store import DocumentStore
+from mamori.fhir import mapping
+from mamori.fhir.service import RESOURCE_TYPES, export_ndjson
+from mamori.synth.generator import generate
+from tests.conftest import World
+
+JP = "http://jpfhir.jp/fhir/core/StructureDefinition/"
+EXPECTED_PROFILE = {
+    "Patient": {JP + "JP_Patient"}, "Coverage": {JP + "JP_Coverage"},
+    "Encounter": {JP + "JP_Encounter"}, "Condition": {JP + "JP_Condition"},
+    "MedicationRequest": {JP + "JP_MedicationRequest"},
+    "AllergyIntolerance": {JP + "JP_AllergyIntolerance"},
+    "Observation": {JP + "JP_Observation_LabResult", JP + "JP_Observation_VitalSigns"},
+    "DocumentReference": {JP + "JP_DocumentReference"},
+}
+
+
+@pytest.fixture
+def synthetic(world: World) -> World:
+    with world.db.session(write=True) as s:
+        clinic = s.get(Clinic, world.actors["dr_aiko"].clinic_id)
+        assert clinic is not None
+        generate(s, clinic, "XS", seed=3, store=DocumentStore(world.settings.documents_dir))
+        s.commit()
+    return world
+
+
+def _check_jp_core(res: dict[str, Any]) -> None:
+    rtype = res["resourceType"]
+    assert set(res["meta"]["profile"]) <= EXPECTED_PROFILE[rtype]
+    if rtype == "Patient":
+        reps = [n["extension"][0]["valueCode"] for n in res["name"]]
+        assert reps == ["IDE", "SYL"]
+        assert res["identifier"][0]["system"] == mapping.PATIENT_ID_SYSTEM + "1310123455"
+        if "address" in res:
+            assert res["address"][0]["text"].startswith(res["address"][0]["state"])
+    if rtype == "Coverage" and res["type"]["coding"][0]["code"] in ("shaho", "kokuho", "kouki"):
+        urls = {e["url"] for e in res.get("extension", [])}
+        assert mapping.JP_EXT + "JP_Coverage_InsuredPersonNumber" in urls
+        assert res["identifier"][0]["system"] == mapping.MEMBER_ID_SYSTEM
+        assert res["identifier"][0]["value"].count(":") == 3
+    if rtype == "Encounter":
+        assert res["class"]["code"] == "AMB"
+    if rtype == "Observation" and "valueQuantity" in res:
+        assert res["valueQuantity"]["unit"]
+
+
+def test_bulk_export_parses_with_fhir_resources(synthetic: World, tmp_path: Path) -> None:
+    actor = synthetic.actors["dr_aiko"]
+    with synthetic.db.session(write=False) as s:
+        counts = export_ndjson(s, actor, tmp_path)
+    assert set(counts) == set(RESOURCE_TYPES)
+    assert all(counts[t] > 0 for t in RESOURCE_TYPES), counts
+    parsed = 0
+    for rtype in RESOURCE_TYPES:
+        lines = (tmp_path / f"{rtype}.ndjson").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == counts[rtype]
+        model = get_fhir_model_class(rtype)
+        for line in lines:
+            res = json.loads(line)
+            model.model_validate(res)  # raises on any structural error
+            _check_jp_core(res)
+            parsed += 1
+    assert parsed == sum(counts.values())
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_fhir_api_read_search_and_everything(synthetic: World) -> None:
+    h = synthetic.h("dr_aiko")
+    meta = synthetic.http.get("/fhir/r4/metadata")
+    assert meta.status_code == 200 and meta.json()["fhirVersion"] == "4.0.1"
+    get_fhir_model_class("CapabilityStatement").model_validate(meta.json())
+    found = synthetic.http.get("/fhir/r4/Patient", params={"name": "ｻ"}, headers=h)
+    assert found.headers["content-type"].startswith("application/fhir+json")
+    bundle = found.json()
+    get_fhir_model_class("Bundle").model_validate(bundle)
+    assert bundle["total"] >= 1
+    assert all(e["resource"]["name"][1]["family"].startswith("サ") for e in bundle["entry"])
+    patient = bundle["entry"][0]["resource"]
+    by_id = synthetic.http.get("/fhir/r4/Patient", headers=h, params={
+        "identifier": f"{mapping.PATIENT_ID_SYSTEM}1310123455|{patient['identifier'][0]['value']}",
+        "birthdate": patient["birthDate"]}).json()
+    assert [e["resource"]["id"] for e in by_id["entry"]] == [patient["id"]]
+    everything = synthetic.http.get(f"/fhir/r4/Patient/{patient['id']}/$everything", headers=h).json()
+    get_fhir_model_class("Bundle").model_validate(everything)
+    types = {e["resource"]["resourceType"] for e in everything["entry"]}
+    assert {"Patient", "Coverage", "Encounter", "Observation"} <= types
+    for e in everything["entry"]:
+        res = e["resource"]
+        assert synthetic.http.get(f"/fhir/r4/{res['resourceType']}/{res['id']}",
+                                  headers=h).json() == res
+        if res["resourceType"] != "Patient":
+            ref = res.get("subject") or res.get("patient") or res.get("beneficiary")
+            assert ref == {"reference": f"Patient/{patient['id']}"}
+    by_patient = synthetic.http.get("/fhir/r4/Observation", params={"patient": patient["id"]},
+                                    headers=h).json()
+    assert by_patient["total"] == sum(1 for e in everything["entry"]
+                                      if e["resource"]["resourceType"] == "Observation")
+
+
+def test_fhir_errors_are_operation_outcomes(synthetic: World) -> None:
+    h = synthetic.h("dr_chen")
+    with synthetic.db.session(write=False) as s:
+        from sqlalchemy import select
+
+        from mamori.patients.models import Patient
+
+        pid = s.scalars(select(Patient.id).limit(1)).one()
+    for path in (f"/fhir/r4/Patient/{pid}", f"/fhir/r4/Patient/{pid}/$everything",
+                 f"/fhir/r4/Observation?patient={pid}", "/fhir/r4/Basic/1",
+                 "/fhir/r4/Patient/not-a-uuid"):
+        r = synthetic.http.get(path, headers=h)
+        assert r.status_code == 404, path
+        body = r.json()
+        assert body["resourceType"] == "OperationOutcome"
+        get_fhir_model_class("OperationOutcome").model_validate(body)
+    r = synthetic.http.get("/fhir/r4/Patient", params={"birthdate": "1990-13-01"}, headers=h)
+    assert r.status_code == 422 and r.json()["resourceType"] == "OperationOutcome"
+    assert synthetic.http.get(f"/fhir/r4/Patient/{pid}").status_code == 401

@@ -1,0 +1,41 @@
+"""Migrations reach head on both databases and match the models exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mamori import migrate
+from mamori.app import create_app
+from mamori.db import Database
+from mamori.errors import InstanceError
+from tests.conftest import World
+
+
+def test_upgrade_head_matches_models(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        assert migrate.current_revision(db.engine) == migrate.head_revision()
+        assert migrate.model_differences(db.engine) == []
+    finally:
+        db.dispose()
+
+
+def test_server_refuses_an_unmigrated_database(world: World) -> None:
+    with world.db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM alembic_version")
+    with pytest.raises(InstanceError) as exc:
+        create_app(world.settings, world.db)
+    assert "mamori db upgrade" in exc.value.ja and "mamori db upgrade" in exc.value.en
+
+
+def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        db.dispose()

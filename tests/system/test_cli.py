@@ -1,0 +1,97 @@
+"""The ``mamori`` command on a real instance directory (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from mamori.cli.main import app
+from mamori.db import Database
+from mamori.settings import load_settings
+
+runner = CliRunner()
+CODE = "1310123455"
+
+
+def _init(home: Path) -> str:
+    r = runner.invoke(app, ["init", str(home), "--clinic-name", "テスト診療所",
+                            "--institution-code", CODE])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_init_creates_private_instance_with_fresh_secrets(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    out = _init(a)
+    _init(b)
+    assert "mmr_" in out
+    for d in (a, a / "secrets", a / "data", a / "documents"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    secret = a / "secrets" / "token_pepper"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert secret.read_bytes() != (b / "secrets" / "token_pepper").read_bytes()
+    assert "token_pepper" not in (a / "mamori.toml").read_text()
+    again = runner.invoke(app, ["init", str(a), "--clinic-name", "x", "--institution-code", CODE])
+    assert again.exit_code == 2 and "空ではありません" in again.output
+
+
+def test_commands_say_clearly_when_there_is_no_instance(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAMORI_HOME", raising=False)
+    for args in (["serve"], ["db", "upgrade"], ["verify"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2
+        assert "MAMORI_HOME" in r.output and "--instance" in r.output
+    r = runner.invoke(app, ["verify", "--instance", str(tmp_path)])
+    assert r.exit_code == 2 and "not a mamori instance" in r.output
+
+
+@pytest.mark.parametrize("damage", ["loose", "missing", "short"])
+def test_unsafe_secrets_stop_the_server(tmp_path: Path, damage: str) -> None:
+    home = tmp_path / "i"
+    _init(home)
+    secret = home / "secrets" / "token_pepper"
+    if damage == "loose":
+        os.chmod(secret, 0o644)
+    elif damage == "missing":
+        secret.unlink()
+    else:
+        secret.write_text("short")
+    r = runner.invoke(app, ["serve", "--instance", str(home)])
+    assert r.exit_code == 2
+    assert "起動を中止します" in r.output and "refusing to start" in r.output
+
+
+def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
+    home = tmp_path / "i"
+    _init(home)
+    inst = ["--instance", str(home)]
+    assert runner.invoke(app, ["db", "upgrade", *inst]).exit_code == 0
+    assert runner.invoke(app, ["db", "check", *inst]).exit_code == 0
+    r = runner.invoke(app, ["staff", "add", "dr_x", "--name", "医師 太郎", "--role", "physician", *inst])
+    assert r.exit_code == 0 and "mmr_" in r.output
+    r = runner.invoke(app, ["synth", "--size", "XS", "--seed", "2", *inst])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["verify", *inst])
+    assert r.exit_code == 0 and "OK" in r.output
+    out = tmp_path / "export"
+    r = runner.invoke(app, ["export", "fhir", str(out), "--as", "dr_x", *inst])
+    assert r.exit_code == 0, r.output
+    patients = (out / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
+    assert len(patients) == 40 and json.loads(patients[0])["resourceType"] == "Patient"
+    r = runner.invoke(app, ["export", "fhir", str(out), "--as", "nobody", *inst])
+    assert r.exit_code == 2
+    # editing a past version behind mamori's back is found by `mamori verify`
+    db = Database(load_settings(home).database_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE record_version SET content = replace(content, '高血圧', '低血圧') "
+                          "WHERE record_type = 'Condition'"))
+    db.dispose()
+    r = runner.invoke(app, ["verify", *inst])
+    assert r.exit_code == 1 and "content hash mismatch" in r.output
