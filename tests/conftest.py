@@ -32,8 +32,11 @@ CLINIC_B_CODE = "2710543215"  # 大阪府, also valid
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backends", default="sqlite,postgresql",
-                     help="comma-separated database backends to run integration tests on")
+    parser.addoption(
+        "--backends",
+        default="sqlite,postgresql",
+        help="comma-separated database backends to run integration tests on",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -52,12 +55,15 @@ def pg_server() -> Iterator[PgServer]:
 
 def _pg_admin(url: str) -> psycopg.Connection:  # type: ignore[type-arg]
     u = make_url(url)
-    return psycopg.connect(host=u.host, port=u.port, user=u.username, dbname="postgres",
-                           autocommit=True)
+    return psycopg.connect(
+        host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True
+    )
 
 
 @pytest.fixture(scope="session")
-def templates(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict[str, str]:
+def templates(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, str]:
     """Migrated template databases, built once per session and backend."""
     out: dict[str, str] = {}
     backends = request.config.getoption("--backends").split(",")
@@ -116,9 +122,14 @@ class World:
 
 
 PERSONAS = {
-    "A": [("director", "院長 守", Role.DIRECTOR), ("dr_aiko", "山本 愛子", Role.PHYSICIAN),
-          ("dr_kenji", "佐藤 健二", Role.PHYSICIAN), ("nurse_ben", "鈴木 勉", Role.NURSE),
-          ("clerk_chika", "田中 千佳", Role.RECEPTION), ("scribe_dai", "高橋 大", Role.SCRIBE)],
+    "A": [
+        ("director", "院長 守", Role.DIRECTOR),
+        ("dr_aiko", "山本 愛子", Role.PHYSICIAN),
+        ("dr_kenji", "佐藤 健二", Role.PHYSICIAN),
+        ("nurse_ben", "鈴木 勉", Role.NURSE),
+        ("clerk_chika", "田中 千佳", Role.RECEPTION),
+        ("scribe_dai", "高橋 大", Role.SCRIBE),
+    ],
     "B": [("dr_chen", "陳 医師", Role.PHYSICIAN)],
 }
 
@@ -131,11 +142,15 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     db = Database(db_url)
     w = World(settings=settings, db=db)
     with db.session(write=True) as session:
-        for name, code, key in (("まもり内科", CLINIC_A_CODE, "A"), ("別の診療所", CLINIC_B_CODE, "B")):
+        for name, code, key in (
+            ("まもり内科", CLINIC_A_CODE, "A"),
+            ("別の診療所", CLINIC_B_CODE, "B"),
+        ):
             clinic = clinic_service.create_clinic(session, name=name, institution_code=code)
             for login, display, role in PERSONAS[key]:
-                user = clinic_service.add_staff(session, clinic, login_id=login,
-                                                display_name=display, role=role)
+                user = clinic_service.add_staff(
+                    session, clinic, login_id=login, display_name=display, role=role
+                )
                 w.tokens[login] = clinic_service.issue_token(session, settings.token_pepper, user)
                 w.actors[login] = clinic_service.actor_for(user, "test")
         session.commit()
@@ -146,9 +161,16 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
 
 
 SAMPLE_PATIENT = {
-    "family_name": "山田", "given_name": "花子", "family_kana": "ヤマダ", "given_kana": "ハナコ",
-    "birth_date": "1948-04-03", "sex": "female", "postal_code": "113-0033",
-    "prefecture": "東京都", "city": "文京区", "address_line": "本郷1丁目2番3号",
+    "family_name": "山田",
+    "given_name": "花子",
+    "family_kana": "ヤマダ",
+    "given_kana": "ハナコ",
+    "birth_date": "1948-04-03",
+    "sex": "female",
+    "postal_code": "113-0033",
+    "prefecture": "東京都",
+    "city": "文京区",
+    "address_line": "本郷1丁目2番3号",
     "phone": "03-3812-0000",
 }
 

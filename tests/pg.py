@@ -33,14 +33,16 @@ class PgServer:
         if path is None:
             raise RuntimeError(
                 f"PostgreSQL binary {name} not found: install the Debian package 'postgresql' "
-                "(.ci/run does) or set MAMORI_TEST_PG_URL")
+                "(.ci/run does) or set MAMORI_TEST_PG_URL"
+            )
         return path
 
     def _run(self, args: list[str]) -> None:
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=120)
+        subprocess.run(
+            args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120
+        )
 
     def start(self) -> str:
         if self.base_url:
@@ -52,20 +54,47 @@ class PgServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self._run([self._bin("initdb"), "-D", str(self.datadir), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.tmp} -c fsync=on -c max_connections=100")
-        self._run([self._bin("pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w", "-t", "60",
-                   "-l", str(self.tmp / "server.log"), "start"])
+        self._run(
+            [
+                self._bin("initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.tmp} -c fsync=on -c max_connections=100"
+        )
+        self._run(
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.tmp / "server.log"),
+                "start",
+            ]
+        )
         self.base_url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
         return self.base_url
 
     def stop(self) -> None:
         if self.datadir is not None:
             try:
-                self._run([self._bin("pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-                           "-w", "stop"])
+                self._run(
+                    [self._bin("pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"]
+                )
             finally:
                 time.sleep(0.1)
                 shutil.rmtree(self.tmp or "", ignore_errors=True)
@@ -76,18 +105,33 @@ class PgServer:
         assert self.datadir is not None
         pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
         os.kill(pid, 9)
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.tmp}")
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.tmp}"
+        )
         # Orphaned backends notice the postmaster's death and exit on their own; until they
         # have, the old shared memory is in use and a new postmaster refuses to start.
         deadline = time.monotonic() + 30
         while True:
             time.sleep(0.5)
             try:
-                self._run([self._bin("pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w",
-                           "-t", "60", "-l", str(self.tmp / "server.log"), "start"])
+                self._run(
+                    [
+                        self._bin("pg_ctl"),
+                        "-D",
+                        str(self.datadir),
+                        "-o",
+                        opts,
+                        "-w",
+                        "-t",
+                        "60",
+                        "-l",
+                        str(self.tmp / "server.log"),
+                        "start",
+                    ]
+                )
                 return
-            except subprocess.CalledProcessError:
+            except subprocess.CalledProcessError as exc:
                 if time.monotonic() > deadline:
                     log = (self.tmp / "server.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError("PostgreSQL did not restart after kill -9:\n" + log)
+                    raise RuntimeError("PostgreSQL did not restart after kill -9:\n" + log) from exc

@@ -45,7 +45,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 message["headers"] = list(message.get("headers", [])) + [
-                    h for h in SECURITY_HEADERS if h[0] not in present]
+                    h for h in SECURITY_HEADERS if h[0] not in present
+                ]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -55,9 +56,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or Database(settings.database_url)
     require_current(database.engine)
-    app = FastAPI(title="mamori", version=__version__,
-                  description="守り — 電子カルテ API (JSON) と読み取り専用 FHIR R4 API",
-                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="mamori",
+        version=__version__,
+        description="守り — 電子カルテ API (JSON) と読み取り専用 FHIR R4 API",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.router.route_class = TransactionalRoute
     app.state.settings = settings
     app.state.db = database
@@ -70,14 +76,20 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     @app.get("/api/v1/me")
     def me(ctx: Ctx = Depends(reader)) -> dict[str, Any]:
         a = ctx.actor
-        return {"user_id": str(a.user_id), "clinic_id": str(a.clinic_id), "role": a.role.value,
-                "role_ja": a.role.label_ja, "display_name": a.display_name}
+        return {
+            "user_id": str(a.user_id),
+            "clinic_id": str(a.clinic_id),
+            "role": a.role.value,
+            "role_ja": a.role.label_ja,
+            "display_name": a.display_name,
+        }
 
     for router in (patients_router, clinical_router, records_router, chart_router, fhir_router):
         app.include_router(router)
     errors.install(app)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, json_limit=settings.max_json_bytes,
-                       upload_limit=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
+    )
     app.state.route_guards = check_route_guards(app)
     return app

@@ -22,7 +22,12 @@ class MamoriError(Exception):
             self.code = code
 
     def as_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "field": self.field, "message_ja": self.ja, "message_en": self.en}
+        return {
+            "code": self.code,
+            "field": self.field,
+            "message_ja": self.ja,
+            "message_en": self.en,
+        }
 
 
 class InvalidInput(MamoriError):

@@ -7,7 +7,7 @@ error's context; the HTTP edge shows both languages and names the field.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic_core import PydanticCustomError
@@ -24,17 +24,24 @@ def _nfc(value: str) -> str:
     return value
 
 
-def text(max_length: int) -> Any:
-    return Annotated[
-        str, StringConstraints(max_length=max_length, strip_whitespace=True), AfterValidator(_nfc)
-    ]
-
-
-Name = text(60)
-ShortText = text(200)
-LongText = text(20000)  # one SOAP section; p99 of real notes is ~2,000 characters
+NFC = AfterValidator(_nfc)
+# NFC-normalised, stripped strings of bounded length, one alias per bound so that both
+# pydantic and mypy read them.
+Text2 = Annotated[str, StringConstraints(max_length=2, strip_whitespace=True), NFC]
+Text10 = Annotated[str, StringConstraints(max_length=10, strip_whitespace=True), NFC]
+Text20 = Annotated[str, StringConstraints(max_length=20, strip_whitespace=True), NFC]
+Text40 = Annotated[str, StringConstraints(max_length=40, strip_whitespace=True), NFC]
+Name = Annotated[str, StringConstraints(max_length=60, strip_whitespace=True), NFC]
+Text100 = Annotated[str, StringConstraints(max_length=100, strip_whitespace=True), NFC]
+ShortText = Annotated[str, StringConstraints(max_length=200, strip_whitespace=True), NFC]
+Text500 = Annotated[str, StringConstraints(max_length=500, strip_whitespace=True), NFC]
+LongText = Annotated[
+    str, StringConstraints(max_length=20000, strip_whitespace=True), NFC
+]  # one SOAP section; p99 of real notes is ~2,000 chars
 Reason = Annotated[
-    str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True), AfterValidator(_nfc)
+    str,
+    StringConstraints(min_length=1, max_length=1000, strip_whitespace=True),
+    AfterValidator(_nfc),
 ]
 
 

@@ -49,8 +49,7 @@ def require_current(engine: Engine) -> None:
         raise InstanceError(
             f"データベースの版（{current}）がプログラム（{head}）と一致しません。"
             "`mamori db upgrade` を実行してください。",
-            f"Database schema {current} does not match the code ({head}); "
-            "run `mamori db upgrade`.",
+            f"Database schema {current} does not match the code ({head}); run `mamori db upgrade`.",
         )
 
 

@@ -70,7 +70,8 @@ def _read_secret(home: Path, name: str) -> bytes:
         ) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InstanceError(
-            f"秘密鍵ファイル {path} が他のユーザーから読めます（chmod 600 が必要）。起動を中止します。",
+            f"秘密鍵ファイル {path} が他のユーザーから読めます（chmod 600 が必要）。"
+            "起動を中止します。",
             f"Secret file {path} is readable by other users (needs chmod 600); refusing to start.",
         )
     value = path.read_bytes().strip()
@@ -131,8 +132,17 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         lines.append(f"url = {_toml_str(database_url)}")
     else:
         lines.append("# url defaults to SQLite at data/mamori.db")
-    lines += ["", "[server]", 'host = "127.0.0.1"', f"port = {port}", "", "[limits]",
-              "max_json_bytes = 1048576", "max_upload_bytes = 26214400", ""]
+    lines += [
+        "",
+        "[server]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        "",
+        "[limits]",
+        "max_json_bytes = 1048576",
+        "max_upload_bytes = 26214400",
+        "",
+    ]
     (home / SETTINGS_FILE).write_text("\n".join(lines), encoding="utf-8")
     for name in SECRET_NAMES:
         fd = os.open(home / "secrets" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -9,18 +9,20 @@ from typing import Any
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from tests.conftest import World
 
 from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
 from mamori.fhir import mapping
 from mamori.fhir.service import RESOURCE_TYPES, export_ndjson
 from mamori.synth.generator import generate
-from tests.conftest import World
 
 JP = "http://jpfhir.jp/fhir/core/StructureDefinition/"
 EXPECTED_PROFILE = {
-    "Patient": {JP + "JP_Patient"}, "Coverage": {JP + "JP_Coverage"},
-    "Encounter": {JP + "JP_Encounter"}, "Condition": {JP + "JP_Condition"},
+    "Patient": {JP + "JP_Patient"},
+    "Coverage": {JP + "JP_Coverage"},
+    "Encounter": {JP + "JP_Encounter"},
+    "Condition": {JP + "JP_Condition"},
     "MedicationRequest": {JP + "JP_MedicationRequest"},
     "AllergyIntolerance": {JP + "JP_AllergyIntolerance"},
     "Observation": {JP + "JP_Observation_LabResult", JP + "JP_Observation_VitalSigns"},
@@ -90,25 +92,37 @@ def test_fhir_api_read_search_and_everything(synthetic: World) -> None:
     assert bundle["total"] >= 1
     assert all(e["resource"]["name"][1]["family"].startswith("サ") for e in bundle["entry"])
     patient = bundle["entry"][0]["resource"]
-    by_id = synthetic.http.get("/fhir/r4/Patient", headers=h, params={
-        "identifier": f"{mapping.PATIENT_ID_SYSTEM}1310123455|{patient['identifier'][0]['value']}",
-        "birthdate": patient["birthDate"]}).json()
+    by_id = synthetic.http.get(
+        "/fhir/r4/Patient",
+        headers=h,
+        params={
+            "identifier": f"{patient['identifier'][0]['system']}|"
+            f"{patient['identifier'][0]['value']}",
+            "birthdate": patient["birthDate"],
+        },
+    ).json()
     assert [e["resource"]["id"] for e in by_id["entry"]] == [patient["id"]]
-    everything = synthetic.http.get(f"/fhir/r4/Patient/{patient['id']}/$everything", headers=h).json()
+    everything = synthetic.http.get(
+        f"/fhir/r4/Patient/{patient['id']}/$everything", headers=h
+    ).json()
     get_fhir_model_class("Bundle").model_validate(everything)
     types = {e["resource"]["resourceType"] for e in everything["entry"]}
     assert {"Patient", "Coverage", "Encounter", "Observation"} <= types
     for e in everything["entry"]:
         res = e["resource"]
-        assert synthetic.http.get(f"/fhir/r4/{res['resourceType']}/{res['id']}",
-                                  headers=h).json() == res
+        assert (
+            synthetic.http.get(f"/fhir/r4/{res['resourceType']}/{res['id']}", headers=h).json()
+            == res
+        )
         if res["resourceType"] != "Patient":
             ref = res.get("subject") or res.get("patient") or res.get("beneficiary")
             assert ref == {"reference": f"Patient/{patient['id']}"}
-    by_patient = synthetic.http.get("/fhir/r4/Observation", params={"patient": patient["id"]},
-                                    headers=h).json()
-    assert by_patient["total"] == sum(1 for e in everything["entry"]
-                                      if e["resource"]["resourceType"] == "Observation")
+    by_patient = synthetic.http.get(
+        "/fhir/r4/Observation", params={"patient": patient["id"]}, headers=h
+    ).json()
+    assert by_patient["total"] == sum(
+        1 for e in everything["entry"] if e["resource"]["resourceType"] == "Observation"
+    )
 
 
 def test_fhir_errors_are_operation_outcomes(synthetic: World) -> None:
@@ -119,9 +133,13 @@ def test_fhir_errors_are_operation_outcomes(synthetic: World) -> None:
         from mamori.patients.models import Patient
 
         pid = s.scalars(select(Patient.id).limit(1)).one()
-    for path in (f"/fhir/r4/Patient/{pid}", f"/fhir/r4/Patient/{pid}/$everything",
-                 f"/fhir/r4/Observation?patient={pid}", "/fhir/r4/Basic/1",
-                 "/fhir/r4/Patient/not-a-uuid"):
+    for path in (
+        f"/fhir/r4/Patient/{pid}",
+        f"/fhir/r4/Patient/{pid}/$everything",
+        f"/fhir/r4/Observation?patient={pid}",
+        "/fhir/r4/Basic/1",
+        "/fhir/r4/Patient/not-a-uuid",
+    ):
         r = synthetic.http.get(path, headers=h)
         assert r.status_code == 404, path
         body = r.json()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.conftest import World
 
 from mamori import migrate
 from mamori.app import create_app
 from mamori.db import Database
 from mamori.errors import InstanceError
-from tests.conftest import World
 
 
 def test_upgrade_head_matches_models(db_url: str) -> None:

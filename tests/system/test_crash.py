@@ -21,16 +21,22 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from tests.pg import PgServer
 
 from mamori.cli.instance import create_instance
 from mamori.db import Database
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
-from tests.pg import PgServer
 
 pytestmark = pytest.mark.slow
-BODY = {"family_name": "試験", "given_name": "太郎", "family_kana": "シケン", "given_kana": "タロウ",
-        "birth_date": "1960-05-05", "sex": "male"}
+BODY = {
+    "family_name": "試験",
+    "given_name": "太郎",
+    "family_kana": "シケン",
+    "given_kana": "タロウ",
+    "birth_date": "1960-05-05",
+    "sex": "male",
+}
 
 
 def _free_port() -> int:
@@ -48,8 +54,19 @@ class Server:
         log = self.home.parent / "server.log"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mamori", "serve", "--instance", str(self.home),
-                 "--port", str(self.port)], stdout=out, stderr=out)
+                [
+                    sys.executable,
+                    "-m",
+                    "mamori",
+                    "serve",
+                    "--instance",
+                    str(self.home),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=out,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
@@ -61,8 +78,10 @@ class Server:
                 time.sleep(0.1)
             finally:
                 c.close()
-        raise RuntimeError("server did not start: " +
-                           (self.home.parent / "server.log").read_text(errors="replace")[-2000:])
+        raise RuntimeError(
+            "server did not start: "
+            + (self.home.parent / "server.log").read_text(errors="replace")[-2000:]
+        )
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -103,10 +122,15 @@ class Writer(threading.Thread):
         try:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            self.conn.request("POST", "/api/v1/patients",
-                              body=json.dumps({**BODY, "phone": f"090-0000-{i:04d}"}),
-                              headers={"Authorization": f"Bearer {self.token}",
-                                       "Content-Type": "application/json"})
+            self.conn.request(
+                "POST",
+                "/api/v1/patients",
+                body=json.dumps({**BODY, "phone": f"090-0000-{i:04d}"}),
+                headers={
+                    "Authorization": f"Bearer {self.token}",
+                    "Content-Type": "application/json",
+                },
+            )
             resp = self.conn.getresponse()
             payload = resp.read()
             if resp.status == 201:
@@ -167,12 +191,14 @@ def test_kill9_postgresql(tmp_path: Path, pg_server: PgServer) -> None:
     from sqlalchemy.engine import make_url
 
     u = make_url(pg_server.base_url)
-    with psycopg.connect(host=u.host, port=u.port, user=u.username, dbname="postgres",
-                         autocommit=True) as con:
+    with psycopg.connect(
+        host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True
+    ) as con:
         con.execute("DROP DATABASE IF EXISTS crash_test WITH (FORCE)")
         con.execute("CREATE DATABASE crash_test")
     url = f"{pg_server.base_url}/crash_test"
-    created = create_instance(tmp_path / "i", clinic_name="試験", institution_code="1310123455",
-                              database_url=url)
+    created = create_instance(
+        tmp_path / "i", clinic_name="試験", institution_code="1310123455", database_url=url
+    )
     created.instance.db.dispose()
     _run_crash(tmp_path / "i", created.admin_token, url, pg=pg_server)

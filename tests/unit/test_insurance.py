@@ -33,7 +33,7 @@ def test_generated_numbers_validate_and_any_single_digit_change_is_caught(body: 
     for i in range(len(number)):
         for d in "0123456789":
             if d != number[i]:
-                mutated = number[:i] + d + number[i + 1:]
+                mutated = number[:i] + d + number[i + 1 :]
                 assert not insurance.is_valid(mutated, (len(number),))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -24,6 +24,7 @@ from mamori.errors import NotFound
 
 if TYPE_CHECKING:
     from mamori.patients.models import Patient
+    from mamori.records.versioning import PatientRecord
 
 
 class Intent(enum.StrEnum):
@@ -76,13 +77,7 @@ class Hooks:
 hooks = Hooks()
 
 
-class PatientScoped(Protocol):
-    id: uuid.UUID
-    clinic_id: uuid.UUID
-    patient_id: uuid.UUID
-
-
-T = TypeVar("T", bound=PatientScoped)
+T = TypeVar("T", bound="PatientRecord")
 
 
 def patient_for(
@@ -107,13 +102,6 @@ def record_for(
     return record
 
 
-def listed(
-    session: Session, actor: Actor, what: str, patient_ids: Sequence[uuid.UUID]
-) -> None:
+def listed(session: Session, actor: Actor, what: str, patient_ids: Sequence[uuid.UUID]) -> None:
     """Record that a list or search showed these patients (one event per list, with IDs)."""
     hooks.fire(session, actor, Intent.READ, what, list(patient_ids))
-
-
-def clinic_filter(actor: Actor) -> Callable[[type[PatientScoped]], object]:
-    """A WHERE clause factory keeping bulk queries inside the actor's clinic."""
-    return lambda model: model.clinic_id == actor.clinic_id

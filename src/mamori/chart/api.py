@@ -47,7 +47,11 @@ def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> dict[str, Any]:
 def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response:
     c = open_chart(ctx.session, ctx.actor, patient_id)
     pdf = render_chart_pdf(c, clinic_of(ctx.session, ctx.actor).name, ctx.actor.display_name)
-    return Response(content=pdf, media_type="application/pdf",
-                    headers={"Content-Disposition":
-                             f'inline; filename="chart-{c.patient.patient_number}.pdf"',
-                             "Cache-Control": "no-store"})
+    return Response(
+        content=pdf,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="chart-{c.patient.patient_number}.pdf"',
+            "Cache-Control": "no-store",
+        },
+    )

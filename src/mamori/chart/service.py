@@ -51,8 +51,10 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
         conditions=clinical.list_conditions(session, actor, patient.id),
         medications=clinical.current_medications(session, actor, patient.id),
         notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES),
-        labs=clinical.list_observations(session, actor, patient.id, category="laboratory",
-                                        limit=RECENT_LABS),
-        vitals=clinical.list_observations(session, actor, patient.id, category="vital-signs",
-                                          limit=RECENT_VITALS),
+        labs=clinical.list_observations(
+            session, actor, patient.id, category="laboratory", limit=RECENT_LABS
+        ),
+        vitals=clinical.list_observations(
+            session, actor, patient.id, category="vital-signs", limit=RECENT_VITALS
+        ),
     )

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mamori.chart.pdf import JST
 from mamori.cli.instance import create_instance, open_instance
 from mamori.cli.main import InstanceOpt, app, console, err, fail, progress
 from mamori.clinic import service as clinic_service
+from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import Role
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
@@ -34,7 +34,9 @@ DEMO_STAFF = (
 
 @app.command()
 def demo(
-    directory: Annotated[Path | None, typer.Argument(help="作成先（省略時は一時ディレクトリ）")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="作成先（省略時は一時ディレクトリ）")
+    ] = None,
     port: int = 8000,
     size: Annotated[str, typer.Option(help="合成データの規模 (XS, demo, S)")] = "demo",
     seed: int = 7,
@@ -49,10 +51,18 @@ def demo(
         err.print(f"[red]{home} は空ではありません / {home} is not empty[/]")
         raise typer.Exit(2)
     try:
-        created = create_instance(home, clinic_name=DEMO_CLINIC, institution_code=DEMO_CODE,
-                                  port=port, admin_login="director", admin_name="院長 山本 守",
-                                  is_synthetic=True, postal_code="113-0033",
-                                  address="東京都文京区本郷（架空）", phone="03-0000-0000")
+        created = create_instance(
+            home,
+            clinic_name=DEMO_CLINIC,
+            institution_code=DEMO_CODE,
+            port=port,
+            admin_login="director",
+            admin_name="院長 山本 守",
+            is_synthetic=True,
+            postal_code="113-0033",
+            address="東京都文京区本郷（架空）",
+            phone="03-0000-0000",
+        )
     except MamoriError as exc:
         fail(exc)
         return
@@ -61,17 +71,29 @@ def demo(
     with inst.transaction(write=True) as session:
         clinic = clinic_service.the_clinic(session)
         for login, name, role in DEMO_STAFF:
-            user = clinic_service.add_staff(session, clinic, login_id=login, display_name=name,
-                                            role=role)
-            logins.append((login, name, role.label_ja,
-                           clinic_service.issue_token(session, inst.settings.token_pepper, user,
-                                                      "demo")))
-        today = dt.datetime.now(JST).date()
+            user = clinic_service.add_staff(
+                session, clinic, login_id=login, display_name=name, role=role
+            )
+            logins.append(
+                (
+                    login,
+                    name,
+                    role.label_ja,
+                    clinic_service.issue_token(session, inst.settings.token_pepper, user, "demo"),
+                )
+            )
+        today = clinic_today()
         with progress() as bar:
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
-            generate(session, clinic, size, seed=seed, end=today,
-                     store=DocumentStore(inst.settings.documents_dir),
-                     progress=lambda n: bar.advance(task, n))
+            generate(
+                session,
+                clinic,
+                size,
+                seed=seed,
+                end=today,
+                store=DocumentStore(inst.settings.documents_dir),
+                progress=lambda n: bar.advance(task, n),
+            )
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
     for login, name, role_ja, _ in logins:
         table.add_row(login, name, role_ja)
@@ -82,18 +104,29 @@ def demo(
     for login, _, _, token in logins:
         console.print(f"  {login}: {token}", soft_wrap=True)
     console.print(f"URL: {url}   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata")
-    console.print(f'例 / example: curl -H "Authorization: Bearer {logins[1][3]}" '
-                  f'"{url}/api/v1/patients?kana=サ"', soft_wrap=True)
-    console.print("[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
-                  " / All data is synthetic; never enter real patients here.[/]")
+    console.print(
+        f'例 / example: curl -H "Authorization: Bearer {logins[1][3]}" '
+        f'"{url}/api/v1/patients?kana=サ"',
+        soft_wrap=True,
+    )
+    console.print(
+        "[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
+        " / All data is synthetic; never enter real patients here.[/]"
+    )
     if serve:
         import uvicorn
 
         from mamori.app import create_app
 
         application = create_app(inst.settings, inst.db)
-        uvicorn.run(application, host="127.0.0.1", port=port, log_level="info",
-                    access_log=False, server_header=False)
+        uvicorn.run(
+            application,
+            host="127.0.0.1",
+            port=port,
+            log_level="info",
+            access_log=False,
+            server_header=False,
+        )
 
 
 @app.command()
@@ -121,9 +154,15 @@ def synth(
         clinic = clinic_service.the_clinic(session)
         with progress() as bar:
             task = bar.add_task(f"synth {size}", total=open_days(size, end_date))
-            stats = generate(session, clinic, size, seed=seed, end=end_date,
-                             store=DocumentStore(inst.settings.documents_dir) if documents else None,
-                             progress=lambda n: bar.advance(task, n))
+            stats = generate(
+                session,
+                clinic,
+                size,
+                seed=seed,
+                end=end_date,
+                store=DocumentStore(inst.settings.documents_dir) if documents else None,
+                progress=lambda n: bar.advance(task, n),
+            )
     table = Table("record", "count")
     for k, v in stats.counts.items():
         table.add_row(k, str(v))

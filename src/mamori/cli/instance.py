@@ -40,8 +40,10 @@ class Instance:
         clinic = clinic_service.the_clinic(session)
         user = clinic_service.find_staff(session, clinic.id, login_id)
         if user is None or not user.active:
-            raise InstanceError(f"職員アカウント {login_id} が見つからないか無効です。",
-                                f"Staff account {login_id} does not exist or is disabled.")
+            raise InstanceError(
+                f"職員アカウント {login_id} が見つからないか無効です。",
+                f"Staff account {login_id} does not exist or is disabled.",
+            )
         return clinic_service.actor_for(user, channel)
 
 
@@ -61,11 +63,20 @@ class Created:
     admin_token: str
 
 
-def create_instance(home: Path, *, clinic_name: str, institution_code: str,
-                    database_url: str | None = None, port: int = 8000,
-                    admin_login: str = "admin", admin_name: str = "院長",
-                    is_synthetic: bool = False, postal_code: str = "", address: str = "",
-                    phone: str = "") -> Created:
+def create_instance(
+    home: Path,
+    *,
+    clinic_name: str,
+    institution_code: str,
+    database_url: str | None = None,
+    port: int = 8000,
+    admin_login: str = "admin",
+    admin_name: str = "院長",
+    is_synthetic: bool = False,
+    postal_code: str = "",
+    address: str = "",
+    phone: str = "",
+) -> Created:
     """Directory, secrets, migrated database, the clinic and its first administrator."""
     write_instance_files(home, database_url=database_url, port=port)
     settings = load_settings(home)
@@ -74,9 +85,16 @@ def create_instance(home: Path, *, clinic_name: str, institution_code: str,
     instance = Instance(settings=settings, db=db)
     with instance.transaction(write=True) as session:
         clinic = clinic_service.create_clinic(
-            session, name=clinic_name, institution_code=institution_code,
-            postal_code=postal_code, address=address, phone=phone, is_synthetic=is_synthetic)
-        admin = clinic_service.add_staff(session, clinic, login_id=admin_login,
-                                         display_name=admin_name, role=Role.DIRECTOR)
+            session,
+            name=clinic_name,
+            institution_code=institution_code,
+            postal_code=postal_code,
+            address=address,
+            phone=phone,
+            is_synthetic=is_synthetic,
+        )
+        admin = clinic_service.add_staff(
+            session, clinic, login_id=admin_login, display_name=admin_name, role=Role.DIRECTOR
+        )
         token = clinic_service.issue_token(session, settings.token_pepper, admin, "init")
     return Created(instance=instance, clinic=clinic, admin_login=admin_login, admin_token=token)

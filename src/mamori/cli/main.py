@@ -17,8 +17,11 @@ from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
 from mamori.errors import MamoriError
 
-app = typer.Typer(help="mamori（守り）電子カルテ / security-first EHR for small clinics",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="mamori（守り）電子カルテ / security-first EHR for small clinics",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="データベース / database", no_args_is_help=True)
 staff_app = typer.Typer(help="職員アカウント / staff accounts", no_args_is_help=True)
 export_app = typer.Typer(help="書き出し / export", no_args_is_help=True)
@@ -29,8 +32,15 @@ app.add_typer(export_app, name="export")
 console = Console()
 err = Console(stderr=True)
 
-InstanceOpt = Annotated[str | None, typer.Option(
-    "--instance", "-i", help="インスタンスのディレクトリ（既定: $MAMORI_HOME）", show_default=False)]
+InstanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--instance",
+        "-i",
+        help="インスタンスのディレクトリ（既定: $MAMORI_HOME）",
+        show_default=False,
+    ),
+]
 
 
 def fail(exc: MamoriError) -> None:
@@ -39,8 +49,14 @@ def fail(exc: MamoriError) -> None:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 @app.callback()
@@ -61,19 +77,28 @@ def init(
 ) -> None:
     """インスタンスを作成する / create an instance (settings, database, document store, secrets)."""
     if not clinic_name or not institution_code:
-        err.print("[red]--clinic-name と --institution-code を指定してください。\n"
-                  "Give --clinic-name and --institution-code.[/]")
+        err.print(
+            "[red]--clinic-name と --institution-code を指定してください。\n"
+            "Give --clinic-name and --institution-code.[/]"
+        )
         raise typer.Exit(2)
     try:
-        created = create_instance(directory.resolve(), clinic_name=clinic_name,
-                                  institution_code=institution_code, database_url=database_url,
-                                  port=port, admin_login=admin_login)
+        created = create_instance(
+            directory.resolve(),
+            clinic_name=clinic_name,
+            institution_code=institution_code,
+            database_url=database_url,
+            port=port,
+            admin_login=admin_login,
+        )
     except MamoriError as exc:
         fail(exc)
         return
     console.print(f"[green]作成しました / created:[/] {directory.resolve()}")
     console.print(f"管理者 / administrator: [bold]{created.admin_login}[/]")
-    console.print(f"API トークン（一度だけ表示） / API token (shown once): [bold]{created.admin_token}[/]")
+    console.print(
+        f"API トークン（一度だけ表示） / API token (shown once): [bold]{created.admin_token}[/]"
+    )
     console.print(f"export MAMORI_HOME={directory.resolve()}")
 
 
@@ -90,8 +115,14 @@ def serve(instance: InstanceOpt = None, host: str | None = None, port: int | Non
     except MamoriError as exc:
         fail(exc)
         return
-    uvicorn.run(application, host=host or inst.settings.host, port=port or inst.settings.port,
-                log_level="info", access_log=False, server_header=False)
+    uvicorn.run(
+        application,
+        host=host or inst.settings.host,
+        port=port or inst.settings.port,
+        log_level="info",
+        access_log=False,
+        server_header=False,
+    )
 
 
 @db_app.command("upgrade")
@@ -138,7 +169,9 @@ def verify(instance: InstanceOpt = None) -> None:
     for p in problems[:50]:
         err.print(f"[red]{p.record_type} {p.record_id} v{p.version}: {p.problem}[/]")
     if problems:
-        err.print(f"[red]{len(problems)} problems in {checked} records / 問題 {len(problems)} 件[/]")
+        err.print(
+            f"[red]{len(problems)} problems in {checked} records / 問題 {len(problems)} 件[/]"
+        )
         raise typer.Exit(1)
     console.print(f"[green]OK[/]: {checked} records verified / {checked} 件の記録を検証しました")
 
@@ -155,8 +188,9 @@ def staff_add(
         inst = open_instance(instance)
         with inst.transaction(write=True) as session:
             clinic = clinic_service.the_clinic(session)
-            user = clinic_service.add_staff(session, clinic, login_id=login_id,
-                                            display_name=name, role=role)
+            user = clinic_service.add_staff(
+                session, clinic, login_id=login_id, display_name=name, role=role
+            )
             token = clinic_service.issue_token(session, inst.settings.token_pepper, user, "cli")
     except MamoriError as exc:
         fail(exc)
@@ -180,12 +214,17 @@ def export_fhir(
         inst = open_instance(instance)
         with inst.transaction(write=False) as session:
             actor = inst.actor(session, as_user)
-            total = session.scalar(select(func.count()).select_from(Patient).where(
-                Patient.clinic_id == actor.clinic_id)) or 0
+            total = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Patient)
+                    .where(Patient.clinic_id == actor.clinic_id)
+                )
+                or 0
+            )
             with progress() as bar:
                 task = bar.add_task("FHIR export", total=total)
-                counts = export_ndjson(session, actor, out,
-                                       progress=lambda n: bar.advance(task, n))
+                counts = export_ndjson(session, actor, out, progress=lambda n: bar.advance(task, n))
     except MamoriError as exc:
         fail(exc)
         return

@@ -16,25 +16,45 @@ from mamori.db import utcnow
 from mamori.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from mamori.patients import insurance
 
-TOKEN_PREFIX = "mmr_"
+TOKEN_PREFIX = "mmr_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 
 def institution_code_valid(code: str) -> bool:
     """医療機関コード: 都道府県(2) + 点数表(1) + 郡市区(2) + 番号(4) + 検証番号(1); the check digit
     covers the 6 digits of 郡市区 and 番号 with the same 2-1 weights as insurer numbers."""
-    return (len(code) == 10 and code.isascii() and code.isdigit()
-            and insurance.check_digit(code[3:9]) == int(code[9]))
+    return (
+        len(code) == 10
+        and code.isascii()
+        and code.isdigit()
+        and insurance.check_digit(code[3:9]) == int(code[9])
+    )
 
 
-def create_clinic(session: Session, *, name: str, institution_code: str, postal_code: str = "",
-                  address: str = "", phone: str = "", is_synthetic: bool = False) -> Clinic:
+def create_clinic(
+    session: Session,
+    *,
+    name: str,
+    institution_code: str,
+    postal_code: str = "",
+    address: str = "",
+    phone: str = "",
+    is_synthetic: bool = False,
+) -> Clinic:
     if not institution_code_valid(institution_code):
-        raise InvalidInput("医療機関コードが正しくありません（10桁、検証番号を確認してください）。",
-                           "Invalid 医療機関コード (10 digits with a valid check digit).",
-                           field="institution_code")
-    clinic = Clinic(name=name, institution_code=institution_code, postal_code=postal_code,
-                    address=address, phone=phone, is_synthetic=is_synthetic,
-                    next_patient_number=1)
+        raise InvalidInput(
+            "医療機関コードが正しくありません（10桁、検証番号を確認してください）。",
+            "Invalid 医療機関コード (10 digits with a valid check digit).",
+            field="institution_code",
+        )
+    clinic = Clinic(
+        name=name,
+        institution_code=institution_code,
+        postal_code=postal_code,
+        address=address,
+        phone=phone,
+        is_synthetic=is_synthetic,
+        next_patient_number=1,
+    )
     session.add(clinic)
     session.flush()
     return clinic
@@ -55,22 +75,39 @@ def the_clinic(session: Session) -> Clinic:
     return clinics[0]
 
 
-def add_staff(session: Session, clinic: Clinic, *, login_id: str, display_name: str,
-              role: Role, display_kana: str = "") -> StaffUser:
-    exists = session.scalar(select(StaffUser).where(StaffUser.clinic_id == clinic.id,
-                                                    StaffUser.login_id == login_id))
+def add_staff(
+    session: Session,
+    clinic: Clinic,
+    *,
+    login_id: str,
+    display_name: str,
+    role: Role,
+    display_kana: str = "",
+) -> StaffUser:
+    exists = session.scalar(
+        select(StaffUser).where(StaffUser.clinic_id == clinic.id, StaffUser.login_id == login_id)
+    )
     if exists is not None:
-        raise Conflict("そのログインIDは使われています。", "That login ID is taken.", field="login_id")
-    user = StaffUser(clinic_id=clinic.id, login_id=login_id, display_name=display_name,
-                     display_kana=display_kana, role=role.value, active=True)
+        raise Conflict(
+            "そのログインIDは使われています。", "That login ID is taken.", field="login_id"
+        )
+    user = StaffUser(
+        clinic_id=clinic.id,
+        login_id=login_id,
+        display_name=display_name,
+        display_kana=display_kana,
+        role=role.value,
+        active=True,
+    )
     session.add(user)
     session.flush()
     return user
 
 
 def find_staff(session: Session, clinic_id: uuid.UUID, login_id: str) -> StaffUser | None:
-    return session.scalar(select(StaffUser).where(StaffUser.clinic_id == clinic_id,
-                                                  StaffUser.login_id == login_id))
+    return session.scalar(
+        select(StaffUser).where(StaffUser.clinic_id == clinic_id, StaffUser.login_id == login_id)
+    )
 
 
 def _token_hash(pepper: bytes, token: str) -> str:
@@ -86,15 +123,21 @@ def issue_token(session: Session, pepper: bytes, user: StaffUser, label: str = "
 
 
 def actor_for(user: StaffUser, channel: str) -> Actor:
-    return Actor(user_id=user.id, clinic_id=user.clinic_id, role=Role(user.role),
-                 display_name=user.display_name, channel=channel)
+    return Actor(
+        user_id=user.id,
+        clinic_id=user.clinic_id,
+        role=Role(user.role),
+        display_name=user.display_name,
+        channel=channel,
+    )
 
 
 def authenticate_token(session: Session, pepper: bytes, token: str, channel: str) -> Actor:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         raise Unauthenticated()
     row = session.execute(
-        select(ApiToken, StaffUser).join(StaffUser, StaffUser.id == ApiToken.user_id)
+        select(ApiToken, StaffUser)
+        .join(StaffUser, StaffUser.id == ApiToken.user_id)
         .where(ApiToken.token_hash == _token_hash(pepper, token))
     ).first()
     if row is None:
@@ -107,8 +150,9 @@ def authenticate_token(session: Session, pepper: bytes, token: str, channel: str
 
 def revoke_tokens(session: Session, user: StaffUser) -> int:
     now = utcnow()
-    tokens = session.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
-                                                    ApiToken.revoked_at.is_(None))).all()
+    tokens = session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    ).all()
     for t in tokens:
         t.revoked_at = now
     return len(tokens)

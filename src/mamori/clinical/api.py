@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from mamori.clinic.calendar import clinic_today
 from mamori.clinical import service
 from mamori.clinical.models import ENCOUNTER_STATUS_JA
 from mamori.clinical.schemas import (
@@ -45,37 +46,44 @@ router = APIRouter(prefix="/api/v1", tags=["clinical"], route_class=Transactiona
 
 # encounters ---------------------------------------------------------------------------------
 
+
 @router.post("/patients/{patient_id}/encounters", status_code=201, response_model=EncounterOut)
 def check_in(patient_id: uuid.UUID, body: EncounterIn, ctx: Ctx = Depends(writer)) -> object:
     return service.check_in(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/encounters", response_model=list[EncounterOut])
-def list_encounters(patient_id: uuid.UUID, limit: int = Query(default=50, ge=1, le=500),
-                    ctx: Ctx = Depends(reader)) -> object:
+def list_encounters(
+    patient_id: uuid.UUID, limit: int = Query(default=50, ge=1, le=500), ctx: Ctx = Depends(reader)
+) -> object:
     return service.list_encounters(ctx.session, ctx.actor, patient_id, limit)
 
 
 @router.post("/encounters/{encounter_id}/status", response_model=EncounterOut)
-def move_encounter(encounter_id: uuid.UUID, body: EncounterTransitionIn,
-                   ctx: Ctx = Depends(writer)) -> object:
-    return service.move_encounter(ctx.session, ctx.actor, encounter_id, body.status,
-                                  body.expected_version)
+def move_encounter(
+    encounter_id: uuid.UUID, body: EncounterTransitionIn, ctx: Ctx = Depends(writer)
+) -> object:
+    return service.move_encounter(
+        ctx.session, ctx.actor, encounter_id, body.status, body.expected_version
+    )
 
 
 @router.get("/reception")
 def reception_list(date: dt.date | None = None, ctx: Ctx = Depends(reader)) -> list[dict[str, Any]]:
     """受付一覧: the day's visits (demographics and visit state only, never note text)."""
-    rows = service.list_day(ctx.session, ctx.actor, date or service.clinic_today())
+    rows = service.list_day(ctx.session, ctx.actor, date or clinic_today())
     return [
-        {"encounter": EncounterOut.model_validate(e).model_dump(mode="json"),
-         "status_ja": ENCOUNTER_STATUS_JA.get(e.status, e.status),  # type: ignore[call-overload]
-         "patient": PatientOut.model_validate(p).model_dump(mode="json")}
+        {
+            "encounter": EncounterOut.model_validate(e).model_dump(mode="json"),
+            "status_ja": ENCOUNTER_STATUS_JA.get(e.status, e.status),  # type: ignore[call-overload]
+            "patient": PatientOut.model_validate(p).model_dump(mode="json"),
+        }
         for e, p in rows
     ]
 
 
 # progress notes -----------------------------------------------------------------------------
+
 
 @router.post("/patients/{patient_id}/notes", status_code=201, response_model=NoteOut)
 def write_note(patient_id: uuid.UUID, body: NoteIn, ctx: Ctx = Depends(writer)) -> object:
@@ -83,8 +91,9 @@ def write_note(patient_id: uuid.UUID, body: NoteIn, ctx: Ctx = Depends(writer)) 
 
 
 @router.get("/patients/{patient_id}/notes", response_model=list[NoteOut])
-def list_notes(patient_id: uuid.UUID, limit: int = Query(default=20, ge=1, le=500),
-               ctx: Ctx = Depends(reader)) -> object:
+def list_notes(
+    patient_id: uuid.UUID, limit: int = Query(default=20, ge=1, le=500), ctx: Ctx = Depends(reader)
+) -> object:
     return service.list_notes(ctx.session, ctx.actor, patient_id, limit)
 
 
@@ -110,6 +119,7 @@ def amend_note(note_id: uuid.UUID, body: NoteAmend, ctx: Ctx = Depends(writer)) 
 
 # diagnoses, allergies, prescriptions, observations -------------------------------------------
 
+
 @router.post("/patients/{patient_id}/conditions", status_code=201, response_model=ConditionOut)
 def add_condition(patient_id: uuid.UUID, body: ConditionIn, ctx: Ctx = Depends(writer)) -> object:
     return service.add_condition(ctx.session, ctx.actor, patient_id, body)
@@ -121,11 +131,13 @@ def list_conditions(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object
 
 
 @router.put("/conditions/{condition_id}", response_model=ConditionOut)
-def update_condition(condition_id: uuid.UUID, body: ConditionUpdate,
-                     ctx: Ctx = Depends(writer)) -> object:
+def update_condition(
+    condition_id: uuid.UUID, body: ConditionUpdate, ctx: Ctx = Depends(writer)
+) -> object:
     data = ConditionIn.model_validate(body.model_dump(exclude={"expected_version"}))
-    return service.update_condition(ctx.session, ctx.actor, condition_id, data,
-                                    body.expected_version)
+    return service.update_condition(
+        ctx.session, ctx.actor, condition_id, data, body.expected_version
+    )
 
 
 @router.post("/patients/{patient_id}/allergies", status_code=201, response_model=AllergyOut)
@@ -138,10 +150,12 @@ def list_allergies(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
     return service.list_allergies(ctx.session, ctx.actor, patient_id)
 
 
-@router.post("/patients/{patient_id}/medication-requests", status_code=201,
-             response_model=PrescriptionResult)
-def prescribe(patient_id: uuid.UUID, body: MedicationRequestIn,
-              ctx: Ctx = Depends(writer)) -> object:
+@router.post(
+    "/patients/{patient_id}/medication-requests", status_code=201, response_model=PrescriptionResult
+)
+def prescribe(
+    patient_id: uuid.UUID, body: MedicationRequestIn, ctx: Ctx = Depends(writer)
+) -> object:
     req, warnings = service.prescribe(ctx.session, ctx.actor, patient_id, body)
     ctx.session.flush()
     return {"medication_request": MedicationRequestOut.model_validate(req), "warnings": warnings}
@@ -153,22 +167,27 @@ def current_medications(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> ob
 
 
 @router.post("/patients/{patient_id}/observations", status_code=201, response_model=ObservationOut)
-def record_observation(patient_id: uuid.UUID, body: ObservationIn,
-                       ctx: Ctx = Depends(writer)) -> object:
+def record_observation(
+    patient_id: uuid.UUID, body: ObservationIn, ctx: Ctx = Depends(writer)
+) -> object:
     return service.record_observation(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/observations", response_model=list[ObservationOut])
-def list_observations(patient_id: uuid.UUID,
-                      category: str | None = Query(default=None, max_length=20),
-                      code: str | None = Query(default=None, max_length=20),
-                      limit: int = Query(default=100, ge=1, le=1000),
-                      ctx: Ctx = Depends(reader)) -> object:
-    return service.list_observations(ctx.session, ctx.actor, patient_id, category=category,
-                                     code=code, limit=limit)
+def list_observations(
+    patient_id: uuid.UUID,
+    category: str | None = Query(default=None, max_length=20),
+    code: str | None = Query(default=None, max_length=20),
+    limit: int = Query(default=100, ge=1, le=1000),
+    ctx: Ctx = Depends(reader),
+) -> object:
+    return service.list_observations(
+        ctx.session, ctx.actor, patient_id, category=category, code=code, limit=limit
+    )
 
 
 # documents ----------------------------------------------------------------------------------
+
 
 @router.post("/patients/{patient_id}/documents", status_code=201, response_model=DocumentOut)
 def file_document(
@@ -182,10 +201,15 @@ def file_document(
     ctx: Ctx = Depends(writer),
 ) -> object:
     try:
-        meta = DocumentMeta.model_validate({
-            "doc_type": doc_type, "title": title, "direction": direction,
-            "document_date": document_date or None, "encounter_id": encounter_id or None,
-        })
+        meta = DocumentMeta.model_validate(
+            {
+                "doc_type": doc_type,
+                "title": title,
+                "direction": direction,
+                "document_date": document_date or None,
+                "encounter_id": encounter_id or None,
+            }
+        )
     except ValidationError as exc:
         d = validation_details(list(exc.errors()))[0]
         raise InvalidInput(d["message_ja"], d["message_en"], field=d["field"]) from exc
@@ -204,7 +228,12 @@ def list_documents(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
 @router.get("/documents/{document_id}/content")
 def document_content(document_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response:
     doc, data = service.read_document(ctx.session, ctx.actor, ctx.store, document_id)
-    return Response(content=data, media_type=doc.mime_type,
-                    headers={"Content-Disposition": "attachment",
-                             "X-Content-Type-Options": "nosniff",
-                             "Cache-Control": "no-store"})
+    return Response(
+        content=data,
+        media_type=doc.mime_type,
+        headers={
+            "Content-Disposition": "attachment",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )

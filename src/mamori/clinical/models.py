@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime
-from mamori.records.versioning import Versioned
+from mamori.records.versioning import PatientRecord
 
 
 class EncounterStatus(enum.StrEnum):
@@ -55,12 +55,20 @@ class VisitType(enum.StrEnum):
     HOME = "home"  # 往診
 
 
-class Encounter(Versioned, Base):
+class Encounter(PatientRecord, Base):
     __tablename__ = "encounter"
     __record_type__ = "Encounter"
     __content_fields__ = (
-        "patient_id", "visit_date", "visit_type", "department", "attending_id", "coverage_id",
-        "arrived_at", "started_at", "ended_at", "status",
+        "patient_id",
+        "visit_date",
+        "visit_type",
+        "department",
+        "attending_id",
+        "coverage_id",
+        "arrived_at",
+        "started_at",
+        "ended_at",
+        "status",
     )
     __table_args__ = (
         Index("ix_encounter_clinic_date", "clinic_id", "visit_date"),
@@ -92,7 +100,7 @@ class NoteStatus(enum.StrEnum):
     ENTERED_IN_ERROR = "entered-in-error"
 
 
-class ProgressNote(Versioned, Base):
+class ProgressNote(PatientRecord, Base):
     """A SOAP or nursing note. Final (確定) notes change only by amendment (ES-A2, ES-A3);
     a proxy entry (代行入力) records the person who typed it and the physician who confirms it
     separately (ES-A4)."""
@@ -100,8 +108,18 @@ class ProgressNote(Versioned, Base):
     __tablename__ = "progress_note"
     __record_type__ = "ProgressNote"
     __content_fields__ = (
-        "patient_id", "encounter_id", "kind", "subjective", "objective", "assessment", "plan",
-        "author_id", "entered_by_id", "is_proxy_entry", "finalised_by_id", "finalised_at",
+        "patient_id",
+        "encounter_id",
+        "kind",
+        "subjective",
+        "objective",
+        "assessment",
+        "plan",
+        "author_id",
+        "entered_by_id",
+        "is_proxy_entry",
+        "finalised_by_id",
+        "finalised_at",
         "status",
     )
     __table_args__ = (Index("ix_progress_note_patient_created", "patient_id", "created_at"),)
@@ -141,15 +159,27 @@ OUTCOME_JA = {
 }
 
 
-class Condition(Versioned, Base):
+class Condition(PatientRecord, Base):
     """傷病名 with 主病, 疑い, 転帰, 未告知 and 長期保存 flags."""
 
     __tablename__ = "condition"
     __record_type__ = "Condition"
     __content_fields__ = (
-        "patient_id", "encounter_id", "display_name", "code", "code_system", "icd10",
-        "is_primary", "is_suspected", "is_undisclosed", "is_long_term", "is_billing_only",
-        "onset_date", "outcome", "outcome_date", "status",
+        "patient_id",
+        "encounter_id",
+        "display_name",
+        "code",
+        "code_system",
+        "icd10",
+        "is_primary",
+        "is_suspected",
+        "is_undisclosed",
+        "is_long_term",
+        "is_billing_only",
+        "onset_date",
+        "outcome",
+        "outcome_date",
+        "status",
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
@@ -178,7 +208,7 @@ class MedicationRequestStatus(enum.StrEnum):
     ENTERED_IN_ERROR = "entered-in-error"
 
 
-class MedicationRequest(Versioned, Base):
+class MedicationRequest(PatientRecord, Base):
     """One prescription (処方箋) holding RP groups.
 
     ``rp_groups`` is a list of ``{"rp": 1, "usage": "1日1回朝食後", "days": 28,
@@ -189,8 +219,14 @@ class MedicationRequest(Versioned, Base):
     __tablename__ = "medication_request"
     __record_type__ = "MedicationRequest"
     __content_fields__ = (
-        "patient_id", "encounter_id", "prescriber_id", "issued_on", "dispensing",
-        "refill_count", "rp_groups", "status",
+        "patient_id",
+        "encounter_id",
+        "prescriber_id",
+        "issued_on",
+        "dispensing",
+        "refill_count",
+        "rp_groups",
+        "status",
     )
     __table_args__ = (Index("ix_medication_request_patient_issued", "patient_id", "issued_on"),)
 
@@ -209,12 +245,21 @@ class MedicationRequest(Versioned, Base):
         return max((int(g.get("days") or 0) for g in self.rp_groups), default=0)
 
 
-class AllergyIntolerance(Versioned, Base):
+class AllergyIntolerance(PatientRecord, Base):
     __tablename__ = "allergy_intolerance"
     __record_type__ = "AllergyIntolerance"
     __content_fields__ = (
-        "patient_id", "category", "substance", "substance_code", "code_system", "reaction",
-        "severity", "is_contraindication", "verification", "onset_date", "status",
+        "patient_id",
+        "category",
+        "substance",
+        "substance_code",
+        "code_system",
+        "reaction",
+        "severity",
+        "is_contraindication",
+        "verification",
+        "onset_date",
+        "status",
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
@@ -229,14 +274,26 @@ class AllergyIntolerance(Versioned, Base):
     onset_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
 
 
-class Observation(Versioned, Base):
+class Observation(PatientRecord, Base):
     """Vitals and lab values. Values are decimal strings (never floats: hashes must be exact)."""
 
     __tablename__ = "observation"
     __record_type__ = "Observation"
     __content_fields__ = (
-        "patient_id", "encounter_id", "category", "code", "code_system", "name", "value",
-        "value_text", "unit", "ref_low", "ref_high", "abnormal_flag", "effective_at", "status",
+        "patient_id",
+        "encounter_id",
+        "category",
+        "code",
+        "code_system",
+        "name",
+        "value",
+        "value_text",
+        "unit",
+        "ref_low",
+        "ref_high",
+        "abnormal_flag",
+        "effective_at",
+        "status",
     )
     __table_args__ = (
         Index("ix_observation_patient_effective", "patient_id", "effective_at"),
@@ -260,14 +317,22 @@ class Observation(Versioned, Base):
     effective_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
-class Document(Versioned, Base):
+class Document(PatientRecord, Base):
     """A referral letter, scan or photo. The bytes live in the document store by SHA-256."""
 
     __tablename__ = "document"
     __record_type__ = "Document"
     __content_fields__ = (
-        "patient_id", "encounter_id", "doc_type", "direction", "title", "document_date",
-        "mime_type", "size_bytes", "sha256", "status",
+        "patient_id",
+        "encounter_id",
+        "doc_type",
+        "direction",
+        "title",
+        "document_date",
+        "mime_type",
+        "size_bytes",
+        "sha256",
+        "status",
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)

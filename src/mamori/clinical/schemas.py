@@ -9,13 +9,26 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from mamori.clinic.calendar import clinic_today
 from mamori.clinical.models import (
     ConditionOutcome,
     EncounterStatus,
     NoteKind,
     VisitType,
 )
-from mamori.inputs import InputModel, LongText, OutputModel, Reason, ShortText, bad, text
+from mamori.inputs import (
+    InputModel,
+    LongText,
+    OutputModel,
+    Reason,
+    ShortText,
+    Text10,
+    Text20,
+    Text40,
+    Text100,
+    Text500,
+    bad,
+)
 
 
 def _decimal_text(value: str) -> str:
@@ -44,7 +57,7 @@ class Versioned_(OutputModel):  # noqa: N801 - base of every versioned output sh
 class EncounterIn(InputModel):
     visit_date: dt.date | None = None
     visit_type: VisitType = VisitType.RETURN
-    department: text(40) = "内科"
+    department: Text40 = "内科"
     attending_id: uuid.UUID | None = None
     coverage_id: uuid.UUID | None = None
 
@@ -119,11 +132,11 @@ class NoteOut(Versioned_):
 
 
 class ConditionIn(InputModel):
-    display_name: text(200) = Field(min_length=1)
+    display_name: ShortText = Field(min_length=1)
     encounter_id: uuid.UUID | None = None
-    code: text(20) = ""
-    code_system: text(200) = ""
-    icd10: text(10) = ""
+    code: Text20 = ""
+    code_system: ShortText = ""
+    icd10: Text10 = ""
     is_primary: bool = False
     is_suspected: bool = False
     is_undisclosed: bool = False
@@ -135,13 +148,15 @@ class ConditionIn(InputModel):
 
     @model_validator(mode="after")
     def _dates(self) -> ConditionIn:
-        if self.onset_date and self.onset_date > dt.date.today():
+        if self.onset_date and self.onset_date > clinic_today():
             raise bad("発症日が未来の日付です。", "Onset date is in the future.")
         if self.outcome_date and self.onset_date and self.outcome_date < self.onset_date:
             raise bad("転帰日が発症日より前です。", "Outcome date is before the onset date.")
         if self.outcome is not ConditionOutcome.CONTINUING and self.outcome_date is None:
-            raise bad("転帰を入力するときは転帰日も入力してください。",
-                      "An outcome needs an outcome date.")
+            raise bad(
+                "転帰を入力するときは転帰日も入力してください。",
+                "An outcome needs an outcome date.",
+            )
         return self
 
 
@@ -167,15 +182,15 @@ class ConditionOut(Versioned_):
 
 
 class DrugIn(InputModel):
-    drug_name: text(200) = Field(min_length=1)
-    drug_code: text(20) = ""
-    code_system: text(200) = ""
+    drug_name: ShortText = Field(min_length=1)
+    drug_code: Text20 = ""
+    code_system: ShortText = ""
     dose: str
-    unit: text(20) = Field(min_length=1)
+    unit: Text20 = Field(min_length=1)
     per: Literal["dose", "day"] = "day"  # 1回量 or 1日量
     generic: bool = False  # 一般名処方
     no_substitution: bool = False  # 後発品変更不可
-    comment: text(200) = ""
+    comment: ShortText = ""
 
     @field_validator("dose")
     @classmethod
@@ -187,7 +202,7 @@ class DrugIn(InputModel):
 
 
 class RpGroupIn(InputModel):
-    usage: text(100) = Field(min_length=1)  # 用法
+    usage: Text100 = Field(min_length=1)  # 用法
     days: int = Field(ge=1, le=365)  # 日数 (or 回数)
     items: list[DrugIn] = Field(min_length=1, max_length=20)
 
@@ -198,12 +213,11 @@ class MedicationRequestIn(InputModel):
     dispensing: Literal["outside", "inside"] = "outside"
     refill_count: int = Field(default=0, ge=0, le=3)
     rp_groups: list[RpGroupIn] = Field(min_length=1, max_length=30)
-    allergy_override_reason: text(500) = ""  # needed to prescribe against a 薬剤禁忌
+    allergy_override_reason: Text500 = ""  # needed to prescribe against a 薬剤禁忌
 
     def groups_as_json(self) -> list[dict[str, Any]]:
         return [
-            {"rp": i, "usage": g.usage, "days": g.days,
-             "items": [d.model_dump() for d in g.items]}
+            {"rp": i, "usage": g.usage, "days": g.days, "items": [d.model_dump() for d in g.items]}
             for i, g in enumerate(self.rp_groups, start=1)
         ]
 
@@ -225,10 +239,10 @@ class PrescriptionResult(OutputModel):
 
 class AllergyIn(InputModel):
     category: Literal["medication", "food", "environment", "biologic"]
-    substance: text(200) = Field(min_length=1)
-    substance_code: text(20) = ""
-    code_system: text(200) = ""
-    reaction: text(500) = ""
+    substance: ShortText = Field(min_length=1)
+    substance_code: Text20 = ""
+    code_system: ShortText = ""
+    reaction: Text500 = ""
     severity: Literal["", "mild", "moderate", "severe"] = ""
     is_contraindication: bool = False  # 薬剤禁忌
     verification: Literal["unconfirmed", "confirmed", "refuted"] = "unconfirmed"
@@ -251,12 +265,12 @@ class AllergyOut(Versioned_):
 class ObservationIn(InputModel):
     encounter_id: uuid.UUID | None = None
     category: Literal["vital-signs", "laboratory"]
-    code: text(20) = Field(min_length=1)
-    code_system: text(200) = ""
-    name: text(100) = Field(min_length=1)
+    code: Text20 = Field(min_length=1)
+    code_system: ShortText = ""
+    name: Text100 = Field(min_length=1)
     value: str = ""
-    value_text: text(200) = ""
-    unit: text(20) = ""
+    value_text: ShortText = ""
+    unit: Text20 = ""
     ref_low: str = ""
     ref_high: str = ""
     effective_at: dt.datetime | None = None
@@ -270,8 +284,10 @@ class ObservationIn(InputModel):
     @classmethod
     def _aware(cls, v: dt.datetime | None) -> dt.datetime | None:
         if v is not None and v.tzinfo is None:
-            raise bad("日時にはタイムゾーン（例: +09:00）を付けてください。",
-                      "Date-times need a time zone offset (e.g. +09:00).")
+            raise bad(
+                "日時にはタイムゾーン（例: +09:00）を付けてください。",
+                "Date-times need a time zone offset (e.g. +09:00).",
+            )
         return v
 
     @model_validator(mode="after")
@@ -327,8 +343,9 @@ class VersionOut(OutputModel):
 
 
 class DocumentMeta(InputModel):
-    doc_type: Literal["referral", "reply", "certificate", "report", "consent", "photo", "scan",
-                      "other"]
+    doc_type: Literal[
+        "referral", "reply", "certificate", "report", "consent", "photo", "scan", "other"
+    ]
     direction: Literal["in", "out", "internal"] = "in"
     title: ShortText = Field(min_length=1)
     document_date: dt.date | None = None

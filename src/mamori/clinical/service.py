@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
+from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import Role, StaffUser
 from mamori.clinical.models import (
     ENCOUNTER_TRANSITIONS,
@@ -44,16 +45,10 @@ from mamori.clinical.schemas import (
 )
 from mamori.db import utcnow
 from mamori.documents.store import DocumentStore
-from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound, NoteAlreadyFinal
+from mamori.errors import Conflict, InvalidInput, NotAllowed, NoteAlreadyFinal, NotFound
 from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
-
-JST = dt.timezone(dt.timedelta(hours=9), "JST")
-
-
-def clinic_today() -> dt.date:
-    return dt.datetime.now(JST).date()
 
 
 def _active_patient(session: Session, actor: Actor, patient_id: uuid.UUID, what: str) -> Patient:
@@ -63,14 +58,18 @@ def _active_patient(session: Session, actor: Actor, patient_id: uuid.UUID, what:
     return patient
 
 
-def _same_patient(session: Session, actor: Actor, model: type[Encounter], rid: uuid.UUID | None,
-                  patient: Patient) -> None:
+def _same_patient(
+    session: Session, actor: Actor, model: type[Encounter], rid: uuid.UUID | None, patient: Patient
+) -> None:
     if rid is None:
         return
     row = session.get(model, rid)
     if row is None or row.clinic_id != actor.clinic_id or row.patient_id != patient.id:
-        raise InvalidInput("指定した受診がこの患者のものではありません。",
-                           "The encounter does not belong to this patient.", field="encounter_id")
+        raise InvalidInput(
+            "指定した受診がこの患者のものではありません。",
+            "The encounter does not belong to this patient.",
+            field="encounter_id",
+        )
 
 
 def _staff(session: Session, actor: Actor, user_id: uuid.UUID, field: str) -> StaffUser:
@@ -82,6 +81,7 @@ def _staff(session: Session, actor: Actor, user_id: uuid.UUID, field: str) -> St
 
 # --- encounters (受付 → 診察 → 会計) -------------------------------------------------------
 
+
 def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: EncounterIn) -> Encounter:
     """Open today's visit in the 受付 state."""
     patient = _active_patient(session, actor, patient_id, "Encounter")
@@ -90,8 +90,11 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
     if data.coverage_id is not None:
         cov = session.get(Coverage, data.coverage_id)
         if cov is None or cov.patient_id != patient.id or cov.clinic_id != actor.clinic_id:
-            raise InvalidInput("指定した保険がこの患者のものではありません。",
-                               "The coverage does not belong to this patient.", field="coverage_id")
+            raise InvalidInput(
+                "指定した保険がこの患者のものではありません。",
+                "The coverage does not belong to this patient.",
+                field="coverage_id",
+            )
     enc = Encounter(
         patient_id=patient.id,
         visit_date=data.visit_date or clinic_today(),
@@ -109,15 +112,20 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
 
 
 def move_encounter(
-    session: Session, actor: Actor, encounter_id: uuid.UUID, to: EncounterStatus,
+    session: Session,
+    actor: Actor,
+    encounter_id: uuid.UUID,
+    to: EncounterStatus,
     expected_version: int,
 ) -> Encounter:
     enc = gate.record_for(session, actor, Encounter, encounter_id, Intent.WRITE)
     current = EncounterStatus(enc.status)
     if to not in ENCOUNTER_TRANSITIONS[current]:
-        raise Conflict(f"受診の状態を {current.value} から {to.value} に変えられません。",
-                       f"An encounter cannot go from {current.value} to {to.value}.",
-                       field="status")
+        raise Conflict(
+            f"受診の状態を {current.value} から {to.value} に変えられません。",
+            f"An encounter cannot go from {current.value} to {to.value}.",
+            field="status",
+        )
     now = utcnow()
     if to is EncounterStatus.ARRIVED:
         enc.arrived_at = now
@@ -135,8 +143,11 @@ def list_day(session: Session, actor: Actor, day: dt.date) -> list[tuple[Encount
     rows = session.execute(
         select(Encounter, Patient)
         .join(Patient, Patient.id == Encounter.patient_id)
-        .where(Encounter.clinic_id == actor.clinic_id, Encounter.visit_date == day,
-               Encounter.status != EncounterStatus.ENTERED_IN_ERROR.value)
+        .where(
+            Encounter.clinic_id == actor.clinic_id,
+            Encounter.visit_date == day,
+            Encounter.status != EncounterStatus.ENTERED_IN_ERROR.value,
+        )
         .order_by(Encounter.arrived_at, Encounter.created_at)
     ).all()
     result = [(e, p) for e, p in rows]
@@ -144,16 +155,20 @@ def list_day(session: Session, actor: Actor, day: dt.date) -> list[tuple[Encount
     return result
 
 
-def list_encounters(session: Session, actor: Actor, patient_id: uuid.UUID,
-                    limit: int = 50) -> Sequence[Encounter]:
+def list_encounters(
+    session: Session, actor: Actor, patient_id: uuid.UUID, limit: int = 50
+) -> Sequence[Encounter]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Encounter")
     return session.scalars(
-        select(Encounter).where(Encounter.patient_id == patient.id)
-        .order_by(Encounter.visit_date.desc(), Encounter.created_at.desc()).limit(limit)
+        select(Encounter)
+        .where(Encounter.patient_id == patient.id)
+        .order_by(Encounter.visit_date.desc(), Encounter.created_at.desc())
+        .limit(limit)
     ).all()
 
 
 # --- progress notes ----------------------------------------------------------------------
+
 
 def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: NoteIn) -> ProgressNote:
     """A draft note. With ``proxy_for_id`` it is a 代行入力: the typist is recorded separately
@@ -165,19 +180,32 @@ def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: Note
     if data.proxy_for_id is not None and data.proxy_for_id != actor.user_id:
         physician = _staff(session, actor, data.proxy_for_id, "proxy_for_id")
         if not Role(physician.role).signs_clinical_records:
-            raise InvalidInput("代行入力の承認者は医師を指定してください。",
-                               "A proxy entry must name a physician to confirm it.",
-                               field="proxy_for_id")
+            raise InvalidInput(
+                "代行入力の承認者は医師を指定してください。",
+                "A proxy entry must name a physician to confirm it.",
+                field="proxy_for_id",
+            )
         author_id, is_proxy = physician.id, True
     elif actor.role is Role.SCRIBE:
-        raise InvalidInput("医師事務作業補助者の入力は代行入力として承認医を指定してください。",
-                           "A scribe's entry must name the confirming physician (proxy_for_id).",
-                           field="proxy_for_id")
+        raise InvalidInput(
+            "医師事務作業補助者の入力は代行入力として承認医を指定してください。",
+            "A scribe's entry must name the confirming physician (proxy_for_id).",
+            field="proxy_for_id",
+        )
     note = ProgressNote(
-        patient_id=patient.id, encounter_id=data.encounter_id, kind=data.kind.value,
-        subjective=data.subjective, objective=data.objective, assessment=data.assessment,
-        plan=data.plan, author_id=author_id, entered_by_id=actor.user_id, is_proxy_entry=is_proxy,
-        finalised_by_id=None, finalised_at=None, status=NoteStatus.DRAFT.value,
+        patient_id=patient.id,
+        encounter_id=data.encounter_id,
+        kind=data.kind.value,
+        subjective=data.subjective,
+        objective=data.objective,
+        assessment=data.assessment,
+        plan=data.plan,
+        author_id=author_id,
+        entered_by_id=actor.user_id,
+        is_proxy_entry=is_proxy,
+        finalised_by_id=None,
+        finalised_at=None,
+        status=NoteStatus.DRAFT.value,
     )
     write_version(session, actor, note, ChangeKind.CREATED)
     return note
@@ -195,8 +223,10 @@ def edit_draft(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteEdi
     if note.status != NoteStatus.DRAFT:
         raise NoteAlreadyFinal()
     if actor.user_id not in (note.author_id, note.entered_by_id):
-        raise NotAllowed("下書きを編集できるのは作成者だけです。",
-                         "Only the note's author or typist may edit a draft.")
+        raise NotAllowed(
+            "下書きを編集できるのは作成者だけです。",
+            "Only the note's author or typist may edit a draft.",
+        )
     _set_sections(note, data)
     write_version(session, actor, note, ChangeKind.UPDATED, expected_version=data.expected_version)
     return note
@@ -218,9 +248,11 @@ def finalise_note(
     if note.status != NoteStatus.DRAFT:
         raise NoteAlreadyFinal()
     if not _may_sign(actor, note):
-        raise NotAllowed("この記録を確定できるのは責任者の医師（看護記録は記載者）だけです。",
-                         "Only the responsible physician (or the nurse for a nursing note) "
-                         "may finalise this note.")
+        raise NotAllowed(
+            "この記録を確定できるのは責任者の医師（看護記録は記載者）だけです。",
+            "Only the responsible physician (or the nurse for a nursing note) "
+            "may finalise this note.",
+        )
     note.status = NoteStatus.FINAL.value
     note.finalised_by_id = actor.user_id
     note.finalised_at = utcnow()
@@ -234,19 +266,30 @@ def amend_note(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteAme
     readable in the history (ES-A3)."""
     note = gate.record_for(session, actor, ProgressNote, note_id, Intent.WRITE)
     if note.status not in (NoteStatus.FINAL, NoteStatus.AMENDED):
-        raise Conflict("確定前の記録は修正ではなく編集してください。",
-                       "Only finalised notes are amended; edit the draft instead.")
+        raise Conflict(
+            "確定前の記録は修正ではなく編集してください。",
+            "Only finalised notes are amended; edit the draft instead.",
+        )
     allowed = actor.role.signs_clinical_records or (
-        note.kind == NoteKind.NURSING and actor.user_id == note.author_id)
+        note.kind == NoteKind.NURSING and actor.user_id == note.author_id
+    )
     if not allowed:
-        raise NotAllowed("確定済みの記録を修正できるのは医師（看護記録は記載者）だけです。",
-                         "Only a physician (or the nurse for a nursing note) may amend.")
+        raise NotAllowed(
+            "確定済みの記録を修正できるのは医師（看護記録は記載者）だけです。",
+            "Only a physician (or the nurse for a nursing note) may amend.",
+        )
     _set_sections(note, data)
     note.status = NoteStatus.AMENDED.value
     note.finalised_by_id = actor.user_id
     note.finalised_at = utcnow()
-    write_version(session, actor, note, ChangeKind.AMENDED, reason=data.reason,
-                  expected_version=data.expected_version)
+    write_version(
+        session,
+        actor,
+        note,
+        ChangeKind.AMENDED,
+        reason=data.reason,
+        expected_version=data.expected_version,
+    )
     return note
 
 
@@ -254,8 +297,13 @@ def get_note(session: Session, actor: Actor, note_id: uuid.UUID) -> ProgressNote
     return gate.record_for(session, actor, ProgressNote, note_id, Intent.READ)
 
 
-def list_notes(session: Session, actor: Actor, patient_id: uuid.UUID, limit: int = 20,
-               include_retracted: bool = False) -> Sequence[ProgressNote]:
+def list_notes(
+    session: Session,
+    actor: Actor,
+    patient_id: uuid.UUID,
+    limit: int = 20,
+    include_retracted: bool = False,
+) -> Sequence[ProgressNote]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "ProgressNote")
     stmt = select(ProgressNote).where(ProgressNote.patient_id == patient.id)
     if not include_retracted:
@@ -265,16 +313,29 @@ def list_notes(session: Session, actor: Actor, patient_id: uuid.UUID, limit: int
 
 # --- diagnoses ---------------------------------------------------------------------------
 
+
 def _apply_condition(cond: Condition, data: ConditionIn) -> None:
-    for name in ("display_name", "encounter_id", "code", "code_system", "icd10", "is_primary",
-                 "is_suspected", "is_undisclosed", "is_long_term", "is_billing_only",
-                 "onset_date", "outcome_date"):
+    for name in (
+        "display_name",
+        "encounter_id",
+        "code",
+        "code_system",
+        "icd10",
+        "is_primary",
+        "is_suspected",
+        "is_undisclosed",
+        "is_long_term",
+        "is_billing_only",
+        "onset_date",
+        "outcome_date",
+    ):
         setattr(cond, name, getattr(data, name))
     cond.outcome = data.outcome.value
 
 
-def add_condition(session: Session, actor: Actor, patient_id: uuid.UUID,
-                  data: ConditionIn) -> Condition:
+def add_condition(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: ConditionIn
+) -> Condition:
     patient = _active_patient(session, actor, patient_id, "Condition")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     cond = Condition(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
@@ -283,8 +344,13 @@ def add_condition(session: Session, actor: Actor, patient_id: uuid.UUID,
     return cond
 
 
-def update_condition(session: Session, actor: Actor, condition_id: uuid.UUID, data: ConditionIn,
-                     expected_version: int) -> Condition:
+def update_condition(
+    session: Session,
+    actor: Actor,
+    condition_id: uuid.UUID,
+    data: ConditionIn,
+    expected_version: int,
+) -> Condition:
     cond = gate.record_for(session, actor, Condition, condition_id, Intent.WRITE)
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.UPDATED, expected_version=expected_version)
@@ -294,46 +360,60 @@ def update_condition(session: Session, actor: Actor, condition_id: uuid.UUID, da
 def list_conditions(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Condition]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Condition")
     return session.scalars(
-        select(Condition).where(Condition.patient_id == patient.id,
-                                Condition.status == RecordStatus.ACTIVE.value)
+        select(Condition)
+        .where(Condition.patient_id == patient.id, Condition.status == RecordStatus.ACTIVE.value)
         .order_by(Condition.is_primary.desc(), Condition.onset_date.desc())
     ).all()
 
 
 # --- allergies ---------------------------------------------------------------------------
 
-def add_allergy(session: Session, actor: Actor, patient_id: uuid.UUID,
-                data: AllergyIn) -> AllergyIntolerance:
+
+def add_allergy(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: AllergyIn
+) -> AllergyIntolerance:
     patient = _active_patient(session, actor, patient_id, "AllergyIntolerance")
     verification = data.verification
     if verification == "confirmed" and not actor.role.signs_clinical_records:
         verification = "unconfirmed"  # nurses record, physicians confirm (matrix §6)
     allergy = AllergyIntolerance(
-        patient_id=patient.id, category=data.category, substance=data.substance,
-        substance_code=data.substance_code, code_system=data.code_system, reaction=data.reaction,
-        severity=data.severity, is_contraindication=data.is_contraindication,
-        verification=verification, onset_date=data.onset_date, status=RecordStatus.ACTIVE.value,
+        patient_id=patient.id,
+        category=data.category,
+        substance=data.substance,
+        substance_code=data.substance_code,
+        code_system=data.code_system,
+        reaction=data.reaction,
+        severity=data.severity,
+        is_contraindication=data.is_contraindication,
+        verification=verification,
+        onset_date=data.onset_date,
+        status=RecordStatus.ACTIVE.value,
     )
     write_version(session, actor, allergy, ChangeKind.CREATED)
     return allergy
 
 
-def list_allergies(session: Session, actor: Actor,
-                   patient_id: uuid.UUID) -> Sequence[AllergyIntolerance]:
+def list_allergies(
+    session: Session, actor: Actor, patient_id: uuid.UUID
+) -> Sequence[AllergyIntolerance]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "AllergyIntolerance")
     return session.scalars(
-        select(AllergyIntolerance).where(
+        select(AllergyIntolerance)
+        .where(
             AllergyIntolerance.patient_id == patient.id,
             AllergyIntolerance.status == RecordStatus.ACTIVE.value,
             AllergyIntolerance.verification != "refuted",
-        ).order_by(AllergyIntolerance.is_contraindication.desc(), AllergyIntolerance.created_at)
+        )
+        .order_by(AllergyIntolerance.is_contraindication.desc(), AllergyIntolerance.created_at)
     ).all()
 
 
 # --- prescriptions -----------------------------------------------------------------------
 
-def allergy_conflicts(allergies: Sequence[AllergyIntolerance],
-                      data: MedicationRequestIn) -> list[dict[str, str]]:
+
+def allergy_conflicts(
+    allergies: Sequence[AllergyIntolerance], data: MedicationRequestIn
+) -> list[dict[str, str]]:
     """Drugs whose name contains a recorded medication allergen (normalised kana match)."""
     found = []
     for a in allergies:
@@ -345,56 +425,85 @@ def allergy_conflicts(allergies: Sequence[AllergyIntolerance],
         for group in data.rp_groups:
             for drug in group.items:
                 if key in search_key(drug.drug_name):
-                    found.append({"drug_name": drug.drug_name, "substance": a.substance,
-                                  "level": "contraindication" if a.is_contraindication
-                                  else "allergy"})
+                    found.append(
+                        {
+                            "drug_name": drug.drug_name,
+                            "substance": a.substance,
+                            "level": "contraindication" if a.is_contraindication else "allergy",
+                        }
+                    )
     return found
 
 
-def prescribe(session: Session, actor: Actor, patient_id: uuid.UUID,
-              data: MedicationRequestIn) -> tuple[MedicationRequest, list[dict[str, str]]]:
+def prescribe(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: MedicationRequestIn
+) -> tuple[MedicationRequest, list[dict[str, str]]]:
     """Issue a prescription in RP groups. A 薬剤禁忌 match stops it unless the prescriber
     gives an override reason; plain allergy matches come back as warnings."""
     patient = _active_patient(session, actor, patient_id, "MedicationRequest")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
-    allergies = session.scalars(select(AllergyIntolerance).where(
-        AllergyIntolerance.patient_id == patient.id,
-        AllergyIntolerance.status == RecordStatus.ACTIVE.value)).all()
+    allergies = session.scalars(
+        select(AllergyIntolerance).where(
+            AllergyIntolerance.patient_id == patient.id,
+            AllergyIntolerance.status == RecordStatus.ACTIVE.value,
+        )
+    ).all()
     warnings = allergy_conflicts(allergies, data)
     if any(w["level"] == "contraindication" for w in warnings) and not data.allergy_override_reason:
         names = "、".join(sorted({w["drug_name"] for w in warnings}))
-        raise Conflict(f"薬剤禁忌に該当します（{names}）。処方する場合は理由を入力してください。",
-                       f"Contraindicated for this patient ({names}); give an override reason.",
-                       field="allergy_override_reason", code="allergy_contraindication")
-    status = (MedicationRequestStatus.ACTIVE if actor.role.signs_clinical_records
-              else MedicationRequestStatus.DRAFT)
-    req = MedicationRequest(
-        patient_id=patient.id, encounter_id=data.encounter_id, prescriber_id=actor.user_id,
-        issued_on=data.issued_on or clinic_today(), dispensing=data.dispensing,
-        refill_count=data.refill_count, rp_groups=data.groups_as_json(), status=status.value,
+        raise Conflict(
+            f"薬剤禁忌に該当します（{names}）。処方する場合は理由を入力してください。",
+            f"Contraindicated for this patient ({names}); give an override reason.",
+            field="allergy_override_reason",
+            code="allergy_contraindication",
+        )
+    status = (
+        MedicationRequestStatus.ACTIVE
+        if actor.role.signs_clinical_records
+        else MedicationRequestStatus.DRAFT
     )
-    write_version(session, actor, req, ChangeKind.CREATED,
-                  reason=("薬剤禁忌を確認のうえ処方: " + data.allergy_override_reason)
-                  if data.allergy_override_reason else "")
+    req = MedicationRequest(
+        patient_id=patient.id,
+        encounter_id=data.encounter_id,
+        prescriber_id=actor.user_id,
+        issued_on=data.issued_on or clinic_today(),
+        dispensing=data.dispensing,
+        refill_count=data.refill_count,
+        rp_groups=data.groups_as_json(),
+        status=status.value,
+    )
+    write_version(
+        session,
+        actor,
+        req,
+        ChangeKind.CREATED,
+        reason=("薬剤禁忌を確認のうえ処方: " + data.allergy_override_reason)
+        if data.allergy_override_reason
+        else "",
+    )
     return req, warnings
 
 
-def current_medications(session: Session, actor: Actor, patient_id: uuid.UUID,
-                        today: dt.date | None = None) -> list[MedicationRequest]:
+def current_medications(
+    session: Session, actor: Actor, patient_id: uuid.UUID, today: dt.date | None = None
+) -> list[MedicationRequest]:
     """Prescriptions still running today (issued_on + longest RP days), newest first."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "MedicationRequest")
     today = today or clinic_today()
     recent = session.scalars(
-        select(MedicationRequest).where(
+        select(MedicationRequest)
+        .where(
             MedicationRequest.patient_id == patient.id,
             MedicationRequest.status == MedicationRequestStatus.ACTIVE.value,
             MedicationRequest.issued_on >= today - dt.timedelta(days=365),
-        ).order_by(MedicationRequest.issued_on.desc())
+        )
+        .order_by(MedicationRequest.issued_on.desc())
     ).all()
     return [m for m in recent if m.issued_on + dt.timedelta(days=m.max_days) >= today]
 
 
 # --- observations ------------------------------------------------------------------------
+
 
 def abnormal_flag(value: str, low: str, high: str) -> str:
     if not value:
@@ -407,27 +516,45 @@ def abnormal_flag(value: str, low: str, high: str) -> str:
     return ""
 
 
-def record_observation(session: Session, actor: Actor, patient_id: uuid.UUID,
-                       data: ObservationIn) -> Observation:
+def record_observation(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: ObservationIn
+) -> Observation:
     patient = _active_patient(session, actor, patient_id, "Observation")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     obs = Observation(
-        patient_id=patient.id, encounter_id=data.encounter_id, category=data.category,
-        code=data.code, code_system=data.code_system, name=data.name, value=data.value,
-        value_text=data.value_text, unit=data.unit, ref_low=data.ref_low, ref_high=data.ref_high,
+        patient_id=patient.id,
+        encounter_id=data.encounter_id,
+        category=data.category,
+        code=data.code,
+        code_system=data.code_system,
+        name=data.name,
+        value=data.value,
+        value_text=data.value_text,
+        unit=data.unit,
+        ref_low=data.ref_low,
+        ref_high=data.ref_high,
         abnormal_flag=abnormal_flag(data.value, data.ref_low, data.ref_high),
-        effective_at=data.effective_at or utcnow(), status="final",
+        effective_at=data.effective_at or utcnow(),
+        status="final",
     )
     write_version(session, actor, obs, ChangeKind.CREATED)
     return obs
 
 
-def list_observations(session: Session, actor: Actor, patient_id: uuid.UUID, *,
-                      category: str | None = None, code: str | None = None,
-                      limit: int = 100) -> Sequence[Observation]:
+def list_observations(
+    session: Session,
+    actor: Actor,
+    patient_id: uuid.UUID,
+    *,
+    category: str | None = None,
+    code: str | None = None,
+    limit: int = 100,
+) -> Sequence[Observation]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Observation")
-    stmt = select(Observation).where(Observation.patient_id == patient.id,
-                                     Observation.status != RecordStatus.ENTERED_IN_ERROR.value)
+    stmt = select(Observation).where(
+        Observation.patient_id == patient.id,
+        Observation.status != RecordStatus.ENTERED_IN_ERROR.value,
+    )
     if category:
         stmt = stmt.where(Observation.category == category)
     if code:
@@ -440,29 +567,46 @@ def list_observations(session: Session, actor: Actor, patient_id: uuid.UUID, *,
 ALLOWED_MIME = {"application/pdf", "image/jpeg", "image/png", "image/tiff", "text/plain"}
 
 
-def file_document(session: Session, actor: Actor, store: DocumentStore, patient_id: uuid.UUID,
-                  meta: DocumentMeta, content: bytes, mime_type: str) -> Document:
+def file_document(
+    session: Session,
+    actor: Actor,
+    store: DocumentStore,
+    patient_id: uuid.UUID,
+    meta: DocumentMeta,
+    content: bytes,
+    mime_type: str,
+) -> Document:
     """Store the bytes by hash (outside the database), then the record."""
     patient = _active_patient(session, actor, patient_id, "Document")
     _same_patient(session, actor, Encounter, meta.encounter_id, patient)
     if mime_type not in ALLOWED_MIME:
-        raise InvalidInput("この形式のファイルは登録できません（PDF・JPEG・PNG・TIFF・テキスト）。",
-                           "Unsupported file type (PDF, JPEG, PNG, TIFF or text).", field="file")
+        raise InvalidInput(
+            "この形式のファイルは登録できません（PDF・JPEG・PNG・TIFF・テキスト）。",
+            "Unsupported file type (PDF, JPEG, PNG, TIFF or text).",
+            field="file",
+        )
     if not content:
         raise InvalidInput("ファイルが空です。", "The file is empty.", field="file")
     digest = store.put(content)
     doc = Document(
-        patient_id=patient.id, encounter_id=meta.encounter_id, doc_type=meta.doc_type,
-        direction=meta.direction, title=meta.title,
-        document_date=meta.document_date or clinic_today(), mime_type=mime_type,
-        size_bytes=len(content), sha256=digest, status=RecordStatus.ACTIVE.value,
+        patient_id=patient.id,
+        encounter_id=meta.encounter_id,
+        doc_type=meta.doc_type,
+        direction=meta.direction,
+        title=meta.title,
+        document_date=meta.document_date or clinic_today(),
+        mime_type=mime_type,
+        size_bytes=len(content),
+        sha256=digest,
+        status=RecordStatus.ACTIVE.value,
     )
     write_version(session, actor, doc, ChangeKind.CREATED)
     return doc
 
 
-def read_document(session: Session, actor: Actor, store: DocumentStore,
-                  document_id: uuid.UUID) -> tuple[Document, bytes]:
+def read_document(
+    session: Session, actor: Actor, store: DocumentStore, document_id: uuid.UUID
+) -> tuple[Document, bytes]:
     doc = gate.record_for(session, actor, Document, document_id, Intent.READ)
     if doc.status == RecordStatus.ENTERED_IN_ERROR:
         raise NotFound("document")
@@ -472,7 +616,7 @@ def read_document(session: Session, actor: Actor, store: DocumentStore,
 def list_documents(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Document]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Document")
     return session.scalars(
-        select(Document).where(Document.patient_id == patient.id,
-                               Document.status == RecordStatus.ACTIVE.value)
+        select(Document)
+        .where(Document.patient_id == patient.id, Document.status == RecordStatus.ACTIVE.value)
         .order_by(Document.document_date.desc())
     ).all()

@@ -59,9 +59,12 @@ class DocumentStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise DocumentCorrupt("文書の本体が見つかりません。", "Document content is missing.") from None
+            raise DocumentCorrupt(
+                "文書の本体が見つかりません。", "Document content is missing."
+            ) from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise DocumentCorrupt(
-                "文書の本体が改変または破損しています。", "Document content does not match its hash."
+                "文書の本体が改変または破損しています。",
+                "Document content does not match its hash.",
             )
         return data

@@ -42,40 +42,56 @@ def capability_statement() -> dict[str, Any]:
         "software": {"name": "mamori", "version": __version__},
         "fhirVersion": "4.0.1",
         "format": ["json"],
-        "rest": [{
-            "mode": "server",
-            "resource": [
-                {"type": t,
-                 "profile": profile_for.get(t, mapping.PROFILES.get(t, "")),
-                 "interaction": [{"code": "read"}, {"code": "search-type"}],
-                 "searchParam": ([{"name": "name", "type": "string"},
-                                  {"name": "birthdate", "type": "date"},
-                                  {"name": "identifier", "type": "token"}]
-                                 if t == "Patient" else
-                                 [{"name": "patient", "type": "reference"}])}
-                for t in RESOURCE_TYPES
-            ],
-            "operation": [{"name": "everything",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {
+                        "type": t,
+                        "profile": profile_for.get(t, mapping.PROFILES.get(t, "")),
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": (
+                            [
+                                {"name": "name", "type": "string"},
+                                {"name": "birthdate", "type": "date"},
+                                {"name": "identifier", "type": "token"},
+                            ]
+                            if t == "Patient"
+                            else [{"name": "patient", "type": "reference"}]
+                        ),
+                    }
+                    for t in RESOURCE_TYPES
+                ],
+                "operation": [
+                    {
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    }
+                ],
+            }
+        ],
     }
 
 
 @router.get("/Patient", response_class=FhirResponse)
-def search_patients(request: Request, name: str | None = Query(default=None, max_length=60),
-                    birthdate: str | None = Query(default=None, max_length=20),
-                    identifier: str | None = Query(default=None, max_length=200),
-                    count: int = Query(default=50, alias="_count", ge=1, le=200),
-                    ctx: Ctx = Depends(reader)) -> dict[str, Any]:
-    found = service.search_patient_resources(ctx.session, ctx.actor, name=name,
-                                             birthdate=birthdate, identifier=identifier,
-                                             count=count)
+def search_patients(
+    request: Request,
+    name: str | None = Query(default=None, max_length=60),
+    birthdate: str | None = Query(default=None, max_length=20),
+    identifier: str | None = Query(default=None, max_length=200),
+    count: int = Query(default=50, alias="_count", ge=1, le=200),
+    ctx: Ctx = Depends(reader),
+) -> dict[str, Any]:
+    found = service.search_patient_resources(
+        ctx.session, ctx.actor, name=name, birthdate=birthdate, identifier=identifier, count=count
+    )
     return service.bundle("Patient", found, _base(request))
 
 
 @router.get("/Patient/{patient_id}/$everything", response_class=FhirResponse)
-def patient_everything(request: Request, patient_id: uuid.UUID,
-                       ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+def patient_everything(
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(reader)
+) -> dict[str, Any]:
     resources = service.everything(ctx.session, ctx.actor, patient_id)
     out = service.bundle("Patient", resources, _base(request))
     out["type"] = "searchset"
@@ -83,8 +99,9 @@ def patient_everything(request: Request, patient_id: uuid.UUID,
 
 
 @router.get("/{resource_type}", response_class=FhirResponse)
-def search_by_patient(request: Request, resource_type: str, patient: uuid.UUID,
-                      ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+def search_by_patient(
+    request: Request, resource_type: str, patient: uuid.UUID, ctx: Ctx = Depends(reader)
+) -> dict[str, Any]:
     found = service.resources_for_patient(ctx.session, ctx.actor, patient, resource_type)
     return service.bundle(resource_type, found, _base(request))
 

@@ -29,8 +29,16 @@ from mamori.fhir import mapping
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.patients.service import search_patients
 
-RESOURCE_TYPES = ("Patient", "Coverage", "Encounter", "Condition", "MedicationRequest",
-                  "AllergyIntolerance", "Observation", "DocumentReference")
+RESOURCE_TYPES = (
+    "Patient",
+    "Coverage",
+    "Encounter",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Observation",
+    "DocumentReference",
+)
 
 _SCOPED: dict[str, tuple[type[Any], ...]] = {
     "Coverage": (Coverage,),
@@ -77,12 +85,14 @@ def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[s
         raise NotFound("MedicationRequest")
     key = _uuid(rid)
     if resource_type == "Patient":
-        return mapping.patient(gate.patient_for(session, actor, key, Intent.READ),
-                               clinic_of(session, actor))
+        return mapping.patient(
+            gate.patient_for(session, actor, key, Intent.READ), clinic_of(session, actor)
+        )
     for model in _SCOPED[resource_type]:
         if session.get(model, key) is not None:
-            return _to_fhir(session, actor, gate.record_for(session, actor, model, key,
-                                                            Intent.READ))[0]
+            return _to_fhir(
+                session, actor, gate.record_for(session, actor, model, key, Intent.READ)
+            )[0]
     raise NotFound(resource_type)
 
 
@@ -93,42 +103,58 @@ def _uuid(value: str) -> uuid.UUID:
         raise NotFound("resource") from None
 
 
-def resources_for_patient(session: Session, actor: Actor, patient_id: uuid.UUID,
-                          resource_type: str) -> list[dict[str, Any]]:
+def resources_for_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, resource_type: str
+) -> list[dict[str, Any]]:
     _check_type(resource_type)
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, f"fhir:{resource_type}")
     if resource_type == "Patient":
         return [mapping.patient(patient, clinic_of(session, actor))]
     out: list[dict[str, Any]] = []
     for model in _SCOPED[resource_type]:
-        rows = session.scalars(select(model).where(model.patient_id == patient.id,
-                                                   model.clinic_id == actor.clinic_id)
-                               .order_by(model.created_at)).all()
+        rows = session.scalars(
+            select(model)
+            .where(model.patient_id == patient.id, model.clinic_id == actor.clinic_id)
+            .order_by(model.created_at)
+        ).all()
         for row in rows:
             out.extend(_to_fhir(session, actor, row))
     return out
 
 
-def search_patient_resources(session: Session, actor: Actor, *, name: str | None,
-                             birthdate: str | None, identifier: str | None,
-                             count: int) -> list[dict[str, Any]]:
+def search_patient_resources(
+    session: Session,
+    actor: Actor,
+    *,
+    name: str | None,
+    birthdate: str | None,
+    identifier: str | None,
+    count: int,
+) -> list[dict[str, Any]]:
     """Patient search by kana name (prefix), birth date and identifier (患者番号)."""
     bd = None
     if birthdate:
         try:
             bd = dt.date.fromisoformat(birthdate.removeprefix("eq"))
         except ValueError:
-            raise InvalidInput("birthdate は YYYY-MM-DD で指定してください。",
-                               "birthdate must be YYYY-MM-DD.", field="birthdate") from None
+            raise InvalidInput(
+                "birthdate は YYYY-MM-DD で指定してください。",
+                "birthdate must be YYYY-MM-DD.",
+                field="birthdate",
+            ) from None
     number = None
     if identifier:
         value = identifier.rsplit("|", 1)[-1]
         if not value.isdigit():
-            raise InvalidInput("identifier は患者番号（数字）で指定してください。",
-                               "identifier must be a patient number.", field="identifier")
+            raise InvalidInput(
+                "identifier は患者番号（数字）で指定してください。",
+                "identifier must be a patient number.",
+                field="identifier",
+            )
         number = int(value)
-    found = search_patients(session, actor, kana=name, birth_date=bd, patient_number=number,
-                            limit=count)
+    found = search_patients(
+        session, actor, kana=name, birth_date=bd, patient_number=number, limit=count
+    )
     clinic = clinic_of(session, actor)
     return [mapping.patient(p, clinic) for p in found]
 
@@ -146,26 +172,39 @@ def bundle(resource_type: str, resources: list[dict[str, Any]], base: str) -> di
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(resources),
-        "entry": [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in resources],
+        "entry": [
+            {
+                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
     }
 
 
 def iter_patient_ids(session: Session, actor: Actor) -> Iterator[uuid.UUID]:
     """All patients of the actor's clinic, for bulk export (each then passes the gate)."""
-    stmt = (select(Patient.id).where(Patient.clinic_id == actor.clinic_id,
-                                     Patient.status != PatientStatus.ENTERED_IN_ERROR.value)
-            .order_by(Patient.patient_number))
+    stmt = (
+        select(Patient.id)
+        .where(
+            Patient.clinic_id == actor.clinic_id,
+            Patient.status != PatientStatus.ENTERED_IN_ERROR.value,
+        )
+        .order_by(Patient.patient_number)
+    )
     yield from session.scalars(stmt)
 
 
-def export_ndjson(session: Session, actor: Actor, out_dir: Path,
-                  progress: Callable[[int], None] | None = None) -> dict[str, int]:
+def export_ndjson(
+    session: Session, actor: Actor, out_dir: Path, progress: Callable[[int], None] | None = None
+) -> dict[str, int]:
     """Bulk export: one ``<ResourceType>.ndjson`` file per type, written to a temporary name and
     renamed when complete. Returns counts per resource type."""
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    files = {t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8")
-             for t in RESOURCE_TYPES}
+    files = {
+        t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8") for t in RESOURCE_TYPES
+    }
     counts = dict.fromkeys(RESOURCE_TYPES, 0)
     try:
         for pid in list(iter_patient_ids(session, actor)):

@@ -40,9 +40,15 @@ def search_patients(
     limit: int = Query(default=50, ge=1, le=service.SEARCH_LIMIT_MAX),
     ctx: Ctx = Depends(reader),
 ) -> object:
-    return service.search_patients(ctx.session, ctx.actor, kana=kana, birth_date=birth_date,
-                                   patient_number=number, include_inactive=include_inactive,
-                                   limit=limit)
+    return service.search_patients(
+        ctx.session,
+        ctx.actor,
+        kana=kana,
+        birth_date=birth_date,
+        patient_number=number,
+        include_inactive=include_inactive,
+        limit=limit,
+    )
 
 
 @router.get("/patients/{patient_id}", response_model=PatientOut)
@@ -51,7 +57,9 @@ def get_patient(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
 
 
 @router.put("/patients/{patient_id}", response_model=PatientOut)
-def update_patient(patient_id: uuid.UUID, body: PatientUpdate, ctx: Ctx = Depends(writer)) -> object:
+def update_patient(
+    patient_id: uuid.UUID, body: PatientUpdate, ctx: Ctx = Depends(writer)
+) -> object:
     return service.update_patient(ctx.session, ctx.actor, patient_id, body)
 
 
@@ -62,7 +70,9 @@ def possible_duplicates(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> ob
 
 @router.post("/patients/{patient_id}/merge", response_model=PatientOut)
 def merge_duplicate(patient_id: uuid.UUID, body: MergeIn, ctx: Ctx = Depends(writer)) -> object:
-    return service.merge_patients(ctx.session, ctx.actor, patient_id, body.duplicate_id, body.reason)
+    return service.merge_patients(
+        ctx.session, ctx.actor, patient_id, body.duplicate_id, body.reason
+    )
 
 
 @router.get("/patients/{patient_id}/coverages", response_model=list[CoverageOut])
@@ -76,7 +86,8 @@ def add_coverage(patient_id: uuid.UUID, body: CoverageIn, ctx: Ctx = Depends(wri
 
 
 @router.put("/coverages/{coverage_id}", response_model=CoverageOut)
-def update_coverage(coverage_id: uuid.UUID, body: CoverageUpdate,
-                    ctx: Ctx = Depends(writer)) -> object:
+def update_coverage(
+    coverage_id: uuid.UUID, body: CoverageUpdate, ctx: Ctx = Depends(writer)
+) -> object:
     data = CoverageIn.model_validate(body.model_dump(exclude={"expected_version"}))
     return service.update_coverage(ctx.session, ctx.actor, coverage_id, data, body.expected_version)

@@ -11,7 +11,7 @@ from sqlalchemy import Date, ForeignKey, Index, Integer, String, UniqueConstrain
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base
-from mamori.records.versioning import Versioned
+from mamori.records.versioning import PatientRecord, Versioned
 
 
 class Sex(enum.StrEnum):
@@ -32,9 +32,21 @@ class Patient(Versioned, Base):
     __tablename__ = "patient"
     __record_type__ = "Patient"
     __content_fields__ = (
-        "patient_number", "family_name", "given_name", "family_kana", "given_kana",
-        "birth_date", "sex", "postal_code", "prefecture", "city", "address_line", "phone",
-        "status", "merged_into_id", "deceased_date",
+        "patient_number",
+        "family_name",
+        "given_name",
+        "family_kana",
+        "given_kana",
+        "birth_date",
+        "sex",
+        "postal_code",
+        "prefecture",
+        "city",
+        "address_line",
+        "phone",
+        "status",
+        "merged_into_id",
+        "deceased_date",
     )
     __table_args__ = (
         UniqueConstraint("clinic_id", "patient_number"),
@@ -89,13 +101,24 @@ class Relationship(enum.StrEnum):
     FAMILY = "family"  # 家族
 
 
-class Coverage(Versioned, Base):
+class Coverage(PatientRecord, Base):
     __tablename__ = "coverage"
     __record_type__ = "Coverage"
     __content_fields__ = (
-        "patient_id", "kind", "insurer_number", "symbol", "number", "branch", "relationship",
-        "copay_percent", "valid_from", "valid_to", "public_payer_number", "recipient_number",
-        "priority", "status",
+        "patient_id",
+        "kind",
+        "insurer_number",
+        "symbol",
+        "number",
+        "branch",
+        "relationship",
+        "copay_percent",
+        "valid_from",
+        "valid_to",
+        "public_payer_number",
+        "recipient_number",
+        "priority",
+        "status",
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)

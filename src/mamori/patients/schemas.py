@@ -9,7 +9,19 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from mamori.inputs import InputModel, Name, OutputModel, Reason, ShortText, bad, text
+from mamori.clinic.calendar import clinic_today
+from mamori.inputs import (
+    InputModel,
+    Name,
+    OutputModel,
+    Reason,
+    ShortText,
+    Text2,
+    Text10,
+    Text20,
+    Text40,
+    bad,
+)
 from mamori.patients import insurance
 from mamori.patients.kana import is_katakana, to_katakana
 from mamori.patients.models import CoverageKind, Relationship, Sex
@@ -22,8 +34,10 @@ EARLIEST_BIRTH = dt.date(1890, 1, 1)
 def _kana(value: str) -> str:
     kata = to_katakana(value)
     if not kata or not is_katakana(kata):
-        raise bad("カナ氏名は全角カタカナ（またはひらがな）で入力してください。",
-                  "Kana names must be katakana (or hiragana).")
+        raise bad(
+            "カナ氏名は全角カタカナ（またはひらがな）で入力してください。",
+            "Kana names must be katakana (or hiragana).",
+        )
     return kata
 
 
@@ -32,8 +46,10 @@ def _phone(value: str) -> str:
         return ""
     digits = re.sub(r"[\s\-‐－()（）]", "", to_katakana(value))
     if not _PHONE.match(digits):
-        raise bad("電話番号は0から始まる10桁または11桁で入力してください。",
-                  "Phone numbers start with 0 and have 10 or 11 digits.")
+        raise bad(
+            "電話番号は0から始まる10桁または11桁で入力してください。",
+            "Phone numbers start with 0 and have 10 or 11 digits.",
+        )
     return value.strip()
 
 
@@ -42,15 +58,19 @@ def _postal(value: str) -> str:
         return ""
     value = to_katakana(value)  # NFKC: full-width digits → ASCII
     if not _POSTAL.match(value):
-        raise bad("郵便番号は NNN-NNNN の形式で入力してください。", "Postal codes look like NNN-NNNN.")
+        raise bad(
+            "郵便番号は NNN-NNNN の形式で入力してください。", "Postal codes look like NNN-NNNN."
+        )
     digits = value.replace("-", "")
     return f"{digits[:3]}-{digits[3:]}"
 
 
 def _birth(value: dt.date) -> dt.date:
-    if value > dt.date.today() or value < EARLIEST_BIRTH:
-        raise bad("生年月日が正しくありません（未来や1890年より前の日付は入力できません）。",
-                  "Impossible birth date (in the future or before 1890).")
+    if value > clinic_today() or value < EARLIEST_BIRTH:
+        raise bad(
+            "生年月日が正しくありません（未来や1890年より前の日付は入力できません）。",
+            "Impossible birth date (in the future or before 1890).",
+        )
     return value
 
 
@@ -62,10 +82,10 @@ class PatientIn(InputModel):
     birth_date: dt.date
     sex: Sex
     postal_code: ShortText = ""
-    prefecture: text(10) = ""
-    city: text(60) = ""
-    address_line: text(200) = ""
-    phone: text(20) = ""
+    prefecture: Text10 = ""
+    city: Name = ""
+    address_line: ShortText = ""
+    phone: Text20 = ""
 
     @field_validator("family_kana", "given_kana")
     @classmethod
@@ -122,9 +142,9 @@ class PatientOut(OutputModel):
 class CoverageIn(InputModel):
     kind: CoverageKind
     insurer_number: ShortText = ""
-    symbol: text(40) = ""
-    number: text(40) = ""
-    branch: text(2) = ""
+    symbol: Text40 = ""
+    number: Text40 = ""
+    branch: Text2 = ""
     relationship: Relationship = Relationship.SELF
     copay_percent: int | None = Field(default=None, ge=0, le=100)
     valid_from: dt.date | None = None
@@ -140,8 +160,10 @@ class CoverageIn(InputModel):
             return ""
         n = insurance.normalise_number(v)
         if not insurance.is_valid(n, insurance.INSURER_LENGTHS):
-            raise bad("保険者番号が正しくありません（6桁または8桁、検証番号を確認してください）。",
-                      "Invalid insurer number (6 or 8 digits with a valid check digit).")
+            raise bad(
+                "保険者番号が正しくありません（6桁または8桁、検証番号を確認してください）。",
+                "Invalid insurer number (6 or 8 digits with a valid check digit).",
+            )
         return n
 
     @field_validator("public_payer_number")
@@ -151,8 +173,10 @@ class CoverageIn(InputModel):
             return ""
         n = insurance.normalise_number(v)
         if not insurance.is_valid(n, insurance.PUBLIC_PAYER_LENGTHS):
-            raise bad("公費負担者番号が正しくありません（8桁、検証番号を確認してください）。",
-                      "Invalid public payer number (8 digits with a valid check digit).")
+            raise bad(
+                "公費負担者番号が正しくありません（8桁、検証番号を確認してください）。",
+                "Invalid public payer number (8 digits with a valid check digit).",
+            )
         return n
 
     @field_validator("recipient_number")
@@ -162,8 +186,10 @@ class CoverageIn(InputModel):
             return ""
         n = insurance.normalise_number(v)
         if not insurance.is_valid(n, insurance.RECIPIENT_LENGTHS):
-            raise bad("公費受給者番号が正しくありません（7桁、検証番号を確認してください）。",
-                      "Invalid recipient number (7 digits with a valid check digit).")
+            raise bad(
+                "公費受給者番号が正しくありません（7桁、検証番号を確認してください）。",
+                "Invalid recipient number (7 digits with a valid check digit).",
+            )
         return n
 
     @field_validator("branch")
@@ -178,15 +204,21 @@ class CoverageIn(InputModel):
     def _by_kind(self) -> Self:
         insured = (CoverageKind.SHAHO, CoverageKind.KOKUHO, CoverageKind.KOUKI)
         if self.kind in insured and not self.insurer_number:
-            raise bad("この保険種別には保険者番号が必要です。",
-                      "This kind of coverage needs an insurer number.")
+            raise bad(
+                "この保険種別には保険者番号が必要です。",
+                "This kind of coverage needs an insurer number.",
+            )
         if self.kind is CoverageKind.KOUKI and not (
             len(self.insurer_number) == 8 and self.insurer_number.startswith("39")
         ):
-            raise bad("後期高齢者の保険者番号は法別番号39で始まる8桁です。",
-                      "後期高齢者 insurer numbers have 8 digits starting with 法別番号 39.")
+            raise bad(
+                "後期高齢者の保険者番号は法別番号39で始まる8桁です。",
+                "後期高齢者 insurer numbers have 8 digits starting with 法別番号 39.",
+            )
         if self.kind is CoverageKind.KOUHI and not self.public_payer_number:
-            raise bad("公費には公費負担者番号が必要です。", "公費 coverage needs a public payer number.")
+            raise bad(
+                "公費には公費負担者番号が必要です。", "公費 coverage needs a public payer number."
+            )
         if self.valid_from and self.valid_to and self.valid_to < self.valid_from:
             raise bad("有効期限が開始日より前です。", "valid_to is before valid_from.")
         return self

@@ -73,11 +73,19 @@ def update_patient(
     """New demographics version; ``expected_version`` stops lost updates."""
     patient = gate.patient_for(session, actor, patient_id, Intent.WRITE)
     if patient.status != PatientStatus.ACTIVE:
-        raise Conflict("この患者は統合済みまたは無効のため変更できません。",
-                       "This patient is merged or retired and cannot be changed.")
+        raise Conflict(
+            "この患者は統合済みまたは無効のため変更できません。",
+            "This patient is merged or retired and cannot be changed.",
+        )
     _apply(patient, data)
-    write_version(session, actor, patient, ChangeKind.UPDATED, reason=data.reason,
-                  expected_version=data.expected_version)
+    write_version(
+        session,
+        actor,
+        patient,
+        ChangeKind.UPDATED,
+        reason=data.reason,
+        expected_version=data.expected_version,
+    )
     return patient
 
 
@@ -93,8 +101,11 @@ def search_patients(
 ) -> list[Patient]:
     """Kana prefix (half-width, hiragana and small kana normalised), birth date, number."""
     if kana is None and birth_date is None and patient_number is None:
-        raise InvalidInput("検索条件を1つ以上指定してください。",
-                           "Give at least one search criterion.", field="kana")
+        raise InvalidInput(
+            "検索条件を1つ以上指定してください。",
+            "Give at least one search criterion.",
+            field="kana",
+        )
     limit = max(1, min(limit, SEARCH_LIMIT_MAX))
     stmt = select(Patient).where(Patient.clinic_id == actor.clinic_id)
     if kana is not None:
@@ -115,7 +126,9 @@ def search_patients(
     return found
 
 
-def find_possible_duplicates(session: Session, actor: Actor, patient_id: uuid.UUID) -> list[Patient]:
+def find_possible_duplicates(
+    session: Session, actor: Actor, patient_id: uuid.UUID
+) -> list[Patient]:
     """Same normalised kana and birth date (同姓同名 and re-registrations)."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ)
     stmt = select(Patient).where(
@@ -142,28 +155,40 @@ def merge_patients(
     from mamori.records.registry import PATIENT_SCOPED_MODELS
 
     if keep_id == duplicate_id:
-        raise InvalidInput("同じ患者は統合できません。", "Cannot merge a patient into itself.",
-                           field="duplicate_id")
+        raise InvalidInput(
+            "同じ患者は統合できません。",
+            "Cannot merge a patient into itself.",
+            field="duplicate_id",
+        )
     keep = gate.patient_for(session, actor, keep_id, Intent.WRITE)
     dup = gate.patient_for(session, actor, duplicate_id, Intent.WRITE)
     for p in (keep, dup):
         if p.status != PatientStatus.ACTIVE:
-            raise Conflict("統合できるのは有効な患者だけです。", "Only active patients can be merged.")
+            raise Conflict(
+                "統合できるのは有効な患者だけです。", "Only active patients can be merged."
+            )
     for model in PATIENT_SCOPED_MODELS:
         rows = session.scalars(
             select(model).where(model.clinic_id == actor.clinic_id, model.patient_id == dup.id)
         ).all()
         for row in rows:
             row.patient_id = keep.id
-            write_version(session, actor, row, ChangeKind.MERGED,
-                          reason=f"患者統合 {dup.patient_number}→{keep.patient_number}: {reason}")
+            write_version(
+                session,
+                actor,
+                row,
+                ChangeKind.MERGED,
+                reason=f"患者統合 {dup.patient_number}→{keep.patient_number}: {reason}",
+            )
     dup.status = PatientStatus.MERGED.value
     dup.merged_into_id = keep.id
     write_version(session, actor, dup, ChangeKind.MERGED, reason=reason)
     return keep
 
 
-def add_coverage(session: Session, actor: Actor, patient_id: uuid.UUID, data: CoverageIn) -> Coverage:
+def add_coverage(
+    session: Session, actor: Actor, patient_id: uuid.UUID, data: CoverageIn
+) -> Coverage:
     patient = gate.patient_for(session, actor, patient_id, Intent.WRITE, "Coverage")
     cov = Coverage(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
     _apply_coverage(cov, data)

@@ -29,14 +29,22 @@ from mamori.patients.models import Coverage, Patient
 from mamori.records.versioning import ChangeKind, RecordVersion, Versioned, content_of, seal_version
 
 INSERT_ORDER: tuple[type[Versioned], ...] = (
-    Patient, Coverage, Encounter, ProgressNote, Condition, MedicationRequest, AllergyIntolerance,
-    Observation, Document,
+    Patient,
+    Coverage,
+    Encounter,
+    ProgressNote,
+    Condition,
+    MedicationRequest,
+    AllergyIntolerance,
+    Observation,
+    Document,
 )
 
 
 class BulkWriter:
-    def __init__(self, session: Session, clinic_id: uuid.UUID,
-                 id_factory: Callable[[], uuid.UUID] = new_id) -> None:
+    def __init__(
+        self, session: Session, clinic_id: uuid.UUID, id_factory: Callable[[], uuid.UUID] = new_id
+    ) -> None:
         self.session = session
         self.clinic_id = clinic_id
         self.new_id = id_factory
@@ -48,31 +56,71 @@ class BulkWriter:
     def pending(self) -> int:
         return len(self.versions)
 
-    def add(self, model: type[Versioned], values: dict[str, Any], *, by: uuid.UUID,
-            at: dt.datetime, reason: str = "") -> dict[str, Any]:
+    def add(
+        self,
+        model: type[Versioned],
+        values: dict[str, Any],
+        *,
+        by: uuid.UUID,
+        at: dt.datetime,
+        reason: str = "",
+    ) -> dict[str, Any]:
         """Queue a new record (version 1). Returns the row mapping for later revisions."""
-        values.update(id=self.new_id(), clinic_id=self.clinic_id, version=0, created_at=at,
-                      updated_at=at, created_by_id=by, updated_by_id=by, content_hash="")
+        values.update(
+            id=self.new_id(),
+            clinic_id=self.clinic_id,
+            version=0,
+            created_at=at,
+            updated_at=at,
+            created_by_id=by,
+            updated_by_id=by,
+            content_hash="",
+        )
         self.rows[model].append(values)
         self._seal(model, values, ChangeKind.CREATED, by, at, reason)
         self.counts[model.__record_type__] += 1
         return values
 
-    def revise(self, model: type[Versioned], values: dict[str, Any], change: ChangeKind, *,
-               by: uuid.UUID, at: dt.datetime, reason: str = "", **changes: Any) -> None:
+    def revise(
+        self,
+        model: type[Versioned],
+        values: dict[str, Any],
+        change: ChangeKind,
+        *,
+        by: uuid.UUID,
+        at: dt.datetime,
+        reason: str = "",
+        **changes: Any,
+    ) -> None:
         """Apply changes to a row still queued (not yet flushed) and append its next version."""
         values.update(changes, updated_at=at, updated_by_id=by)
         self._seal(model, values, change, by, at, reason)
 
-    def _seal(self, model: type[Versioned], values: dict[str, Any], change: ChangeKind,
-              by: uuid.UUID, at: dt.datetime, reason: str) -> None:
+    def _seal(
+        self,
+        model: type[Versioned],
+        values: dict[str, Any],
+        change: ChangeKind,
+        by: uuid.UUID,
+        at: dt.datetime,
+        reason: str,
+    ) -> None:
         pid = values["id"] if model is Patient else values.get("patient_id")
         sealed = seal_version(
-            record_type=model.__record_type__, record_id=values["id"], clinic_id=self.clinic_id,
-            patient_id=pid, version=values["version"] + 1, change=change,
-            status=values["status"], content=content_of(model, values), changed_by_id=by,
-            changed_at=at, reason=reason, prev_hash=values["content_hash"] or None,
-            version_id=self.new_id())
+            record_type=model.__record_type__,
+            record_id=values["id"],
+            clinic_id=self.clinic_id,
+            patient_id=pid,
+            version=values["version"] + 1,
+            change=change,
+            status=values["status"],
+            content=content_of(model, values),
+            changed_by_id=by,
+            changed_at=at,
+            reason=reason,
+            prev_hash=values["content_hash"] or None,
+            version_id=self.new_id(),
+        )
         values["version"] = sealed["version"]
         values["content_hash"] = sealed["content_hash"]
         self.versions.append(sealed)

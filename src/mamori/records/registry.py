@@ -12,15 +12,18 @@ from mamori.clinical.models import (
     ProgressNote,
 )
 from mamori.patients.models import Coverage, Patient
-from mamori.records.versioning import Versioned
+from mamori.records.versioning import PatientRecord, Versioned
 
-PATIENT_SCOPED_MODELS: tuple[type[Coverage | Encounter | ProgressNote | Condition |
-                                  MedicationRequest | AllergyIntolerance | Observation |
-                                  Document], ...] = (
-    Coverage, Encounter, ProgressNote, Condition, MedicationRequest, AllergyIntolerance,
-    Observation, Document,
+PATIENT_SCOPED_MODELS: tuple[type[PatientRecord], ...] = (
+    Coverage,
+    Encounter,
+    ProgressNote,
+    Condition,
+    MedicationRequest,
+    AllergyIntolerance,
+    Observation,
+    Document,
 )
 
-RECORD_TYPES: dict[str, type[Versioned]] = {
-    m.__record_type__: m for m in (Patient, *PATIENT_SCOPED_MODELS)
-}
+_ALL: tuple[type[Versioned], ...] = (Patient, *PATIENT_SCOPED_MODELS)
+RECORD_TYPES: dict[str, type[Versioned]] = {m.__record_type__: m for m in _ALL}

@@ -15,8 +15,8 @@ from mamori.records.registry import PATIENT_SCOPED_MODELS, RECORD_TYPES
 from mamori.records.versioning import (
     ChangeKind,
     RecordVersion,
-    Versioned,
     VerifyProblem,
+    Versioned,
     list_versions,
     verify_history,
     write_version,
@@ -32,35 +32,52 @@ def _model(record_type: str) -> type[Versioned]:
     return model
 
 
-def _load(session: Session, actor: Actor, record_type: str, record_id: uuid.UUID,
-          intent: Intent) -> Versioned:
+def _load(
+    session: Session, actor: Actor, record_type: str, record_id: uuid.UUID, intent: Intent
+) -> Versioned:
     model = _model(record_type)
     if model is Patient:
         return gate.patient_for(session, actor, record_id, intent)
     return gate.record_for(session, actor, model, record_id, intent)  # type: ignore[type-var]
 
 
-def record_history(session: Session, actor: Actor, record_type: str,
-                   record_id: uuid.UUID) -> list[RecordVersion]:
+def record_history(
+    session: Session, actor: Actor, record_type: str, record_id: uuid.UUID
+) -> list[RecordVersion]:
     """Every version of one record, oldest first: the full, readable history (ES-A3)."""
     _load(session, actor, record_type, record_id, Intent.READ)
     return list_versions(session, record_type, record_id)
 
 
-def mark_entered_in_error(session: Session, actor: Actor, record_type: str, record_id: uuid.UUID,
-                          reason: str, expected_version: int) -> Versioned:
+def mark_entered_in_error(
+    session: Session,
+    actor: Actor,
+    record_type: str,
+    record_id: uuid.UUID,
+    reason: str,
+    expected_version: int,
+) -> Versioned:
     """The only kind of "delete": a new version with status entered-in-error and a reason."""
     record = _load(session, actor, record_type, record_id, Intent.WRITE)
     if record.status == RETRACTED:
         raise Conflict("この記録はすでに取り消されています。", "This record is already retracted.")
-    record.status = PatientStatus.ENTERED_IN_ERROR.value if isinstance(record, Patient) else RETRACTED
-    write_version(session, actor, record, ChangeKind.ENTERED_IN_ERROR, reason=reason,
-                  expected_version=expected_version)
+    record.status = (
+        PatientStatus.ENTERED_IN_ERROR.value if isinstance(record, Patient) else RETRACTED
+    )
+    write_version(
+        session,
+        actor,
+        record,
+        ChangeKind.ENTERED_IN_ERROR,
+        reason=reason,
+        expected_version=expected_version,
+    )
     return record
 
 
-def verify_patient_records(session: Session, actor: Actor,
-                           patient_id: uuid.UUID) -> list[VerifyProblem]:
+def verify_patient_records(
+    session: Session, actor: Actor, patient_id: uuid.UUID
+) -> list[VerifyProblem]:
     """Recompute the hash chain of the patient and each of their records."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "verify")
     heads: list[Versioned] = [patient]
@@ -72,43 +89,44 @@ def verify_patient_records(session: Session, actor: Actor,
     return problems
 
 
-def verify_all(session: Session, clinic_id: uuid.UUID | None = None) -> tuple[int, list[VerifyProblem]]:
+def verify_all(
+    session: Session, clinic_id: uuid.UUID | None = None, batch: int = 5000
+) -> tuple[int, list[VerifyProblem]]:
     """Check every record chain in the database (CLI/maintenance; no patient data leaves).
 
-    Returns (records checked, problems). Streams versions ordered by record so memory stays flat.
+    Returns (records checked, problems). Heads and versions are both read in record-ID order
+    and merged, in batches, so memory stays flat however large the clinic.
     """
     problems: list[VerifyProblem] = []
     checked = 0
     for record_type, model in RECORD_TYPES.items():
-        heads_stmt = select(model)
-        vers_stmt = select(RecordVersion).where(RecordVersion.record_type == record_type)
+        heads_stmt = select(model).order_by(model.id)
+        vers_stmt = (
+            select(RecordVersion)
+            .where(RecordVersion.record_type == record_type)
+            .order_by(RecordVersion.record_id, RecordVersion.version)
+        )
         if clinic_id is not None:
             heads_stmt = heads_stmt.where(model.clinic_id == clinic_id)
             vers_stmt = vers_stmt.where(RecordVersion.clinic_id == clinic_id)
-        heads = {h.id: h for h in session.scalars(heads_stmt)}
-        current: uuid.UUID | None = None
-        bucket: list[RecordVersion] = []
-        seen: set[uuid.UUID] = set()
-
-        def flush(rid: uuid.UUID | None, versions: list[RecordVersion]) -> None:
-            if rid is None:
-                return
-            seen.add(rid)
-            head = heads.get(rid)
-            if head is None:
+        heads = iter(session.scalars(heads_stmt.execution_options(yield_per=batch)))
+        versions = iter(session.scalars(vers_stmt.execution_options(yield_per=batch)))
+        head = next(heads, None)
+        version = next(versions, None)
+        while head is not None or version is not None:
+            if version is None or (head is not None and head.id < version.record_id):
+                problems.extend(verify_history([], head))  # head without versions
+                head, checked = next(heads, None), checked + 1
+                continue
+            rid, chain = version.record_id, []
+            while version is not None and version.record_id == rid:
+                chain.append(version)
+                version = next(versions, None)
+            if head is not None and head.id == rid:
+                problems.extend(verify_history(chain, head))
+                head, checked = next(heads, None), checked + 1
+            else:
                 problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
-            problems.extend(verify_history(versions, head))
-
-        for v in session.scalars(vers_stmt.order_by(RecordVersion.record_id,
-                                                     RecordVersion.version)):
-            if v.record_id != current:
-                flush(current, bucket)
-                current, bucket = v.record_id, []
-            bucket.append(v)
-        flush(current, bucket)
-        for rid, head in heads.items():
-            if rid not in seen:
-                problems.extend(verify_history([], head))
-        checked += len(heads)
+                problems.extend(verify_history(chain, None))
         session.expunge_all()
     return checked, problems

@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
@@ -182,6 +182,14 @@ class Versioned:
         return value if isinstance(value, uuid.UUID) else None
 
 
+class PatientRecord(Versioned):
+    """A versioned record about one patient. Each subclass declares its own ``patient_id``
+    column (foreign key and indexes differ); the annotation here is for the type checker."""
+
+    if TYPE_CHECKING:
+        patient_id: Mapped[uuid.UUID]
+
+
 def write_version(
     session: Session,
     actor: Actor,
@@ -218,10 +226,18 @@ def write_version(
     record.updated_by_id = actor.user_id
     record.updated_at = now
     values = seal_version(
-        record_type=record.__record_type__, record_id=record.id, clinic_id=record.clinic_id,
-        patient_id=record.version_patient_id(), version=record.version + 1, change=change,
-        status=record.status, content=record.content(), changed_by_id=actor.user_id,
-        changed_at=now, reason=reason, prev_hash=record.content_hash or None,
+        record_type=record.__record_type__,
+        record_id=record.id,
+        clinic_id=record.clinic_id,
+        patient_id=record.version_patient_id(),
+        version=record.version + 1,
+        change=change,
+        status=record.status,
+        content=record.content(),
+        changed_by_id=actor.user_id,
+        changed_at=now,
+        reason=reason,
+        prev_hash=record.content_hash or None,
     )
     record.version = values["version"]
     record.content_hash = values["content_hash"]
@@ -256,17 +272,35 @@ def seal_version(
     version's bytes and hash are made, for services and the bulk loader alike."""
     content_text = canonical_json(content)
     reason = reason.strip()
-    digest = version_hash(build_envelope(
-        record_type=record_type, record_id=record_id, version=version, change=change.value,
-        status=status, content=content_text, changed_by_id=changed_by_id, changed_at=changed_at,
-        reason=reason, prev_hash=prev_hash,
-    ))
+    digest = version_hash(
+        build_envelope(
+            record_type=record_type,
+            record_id=record_id,
+            version=version,
+            change=change.value,
+            status=status,
+            content=content_text,
+            changed_by_id=changed_by_id,
+            changed_at=changed_at,
+            reason=reason,
+            prev_hash=prev_hash,
+        )
+    )
     return {
-        "id": version_id or new_id(), "clinic_id": clinic_id, "record_type": record_type,
-        "record_id": record_id, "patient_id": patient_id, "version": version,
-        "change": change.value, "status": status, "content": content_text,
-        "changed_by_id": changed_by_id, "changed_at": changed_at, "reason": reason,
-        "prev_hash": prev_hash, "content_hash": digest,
+        "id": version_id or new_id(),
+        "clinic_id": clinic_id,
+        "record_type": record_type,
+        "record_id": record_id,
+        "patient_id": patient_id,
+        "version": version,
+        "change": change.value,
+        "status": status,
+        "content": content_text,
+        "changed_by_id": changed_by_id,
+        "changed_at": changed_at,
+        "reason": reason,
+        "prev_hash": prev_hash,
+        "content_hash": digest,
     }
 
 
@@ -308,7 +342,9 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
         else:
             last = versions[-1]
             if head.version != last.version or head.content_hash != last.content_hash:
-                problems.append(VerifyProblem(rtype, head.id, head.version, "head/version mismatch"))
+                problems.append(
+                    VerifyProblem(rtype, head.id, head.version, "head/version mismatch")
+                )
             if canonical_json(head.content()) != last.content or head.status != last.status:
                 problems.append(
                     VerifyProblem(rtype, head.id, head.version, "head differs from latest version")

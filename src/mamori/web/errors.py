@@ -19,6 +19,7 @@ log = logging.getLogger("mamori.web")
 class BodyTooLarge(Exception):
     """Raised while a request body streams past its limit (see ``web/limits.py``)."""
 
+
 _PYDANTIC_JA = {
     "missing": "必須項目です。",
     "extra_forbidden": "不明な項目です。",
@@ -55,26 +56,38 @@ _HTTP_JA = {
 }
 
 
-def error_body(code: str, ja: str, en: str, field: str | None = None,
-               details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str,
+    ja: str,
+    en: str,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "field": field, "message_ja": ja, "message_en": en}
     if details is not None:
         body["details"] = details
     return {"error": body}
 
 
-def _respond(request: Request, body: dict[str, Any], status: int,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def _respond(
+    request: Request, body: dict[str, Any], status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """JSON error; on the FHIR API the same content as an OperationOutcome."""
     if request.url.path.startswith("/fhir/"):
         err = body["error"]
-        outcome = {"resourceType": "OperationOutcome", "issue": [{
-            "severity": "error",
-            "code": {404: "not-found", 401: "login", 413: "too-long"}.get(status, "invalid")
-            if status < 500 else "exception",
-            "details": {"text": f"{err['message_ja']} / {err['message_en']}"},
-            **({"expression": [err["field"]]} if err.get("field") else {}),
-        }]}
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": {404: "not-found", 401: "login", 413: "too-long"}.get(status, "invalid")
+                    if status < 500
+                    else "exception",
+                    "details": {"text": f"{err['message_ja']} / {err['message_en']}"},
+                    **({"expression": [err["field"]]} if err.get("field") else {}),
+                }
+            ],
+        }
         return JSONResponse(outcome, status, headers=headers, media_type="application/fhir+json")
     return JSONResponse(body, status, headers=headers)
 
@@ -89,9 +102,19 @@ def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
     for err in errors:
         etype = err.get("type", "")
         ctx = err.get("ctx") or {}
-        ja = ctx.get("ja") if etype == "mamori" else _PYDANTIC_JA.get(etype, "入力が正しくありません。")
-        out.append({"field": _field(tuple(err.get("loc", ()))), "code": etype,
-                    "message_ja": ja, "message_en": err.get("msg", "Invalid input.")})
+        ja = (
+            ctx.get("ja")
+            if etype == "mamori"
+            else _PYDANTIC_JA.get(etype, "入力が正しくありません。")
+        )
+        out.append(
+            {
+                "field": _field(tuple(err.get("loc", ()))),
+                "code": etype,
+                "message_ja": ja,
+                "message_en": err.get("msg", "Invalid input."),
+            }
+        )
     return out
 
 
@@ -104,20 +127,39 @@ def install(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = validation_details(list(exc.errors()))
         if any(d["code"] == "json_invalid" for d in details):
-            return _respond(request, error_body("malformed_json", "JSONの形式が正しくありません。",
-                                           "Malformed JSON body.", "body", details), 400)
+            return _respond(
+                request,
+                error_body(
+                    "malformed_json",
+                    "JSONの形式が正しくありません。",
+                    "Malformed JSON body.",
+                    "body",
+                    details,
+                ),
+                400,
+            )
         first = details[0] if details else {"field": None, "message_ja": "", "message_en": ""}
-        return _respond(request, 
-            error_body("invalid_input", f"{first['field']}: {first['message_ja']}",
-                       f"{first['field']}: {first['message_en']}", first["field"], details),
+        return _respond(
+            request,
+            error_body(
+                "invalid_input",
+                f"{first['field']}: {first['message_ja']}",
+                f"{first['field']}: {first['message_en']}",
+                first["field"],
+                details,
+            ),
             422,
         )
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         ja, en = _HTTP_JA.get(exc.status_code, ("エラーが発生しました。", str(exc.detail)))
-        return _respond(request, error_body(f"http_{exc.status_code}", ja, en), exc.status_code,
-                        getattr(exc, "headers", None))
+        return _respond(
+            request,
+            error_body(f"http_{exc.status_code}", ja, en),
+            exc.status_code,
+            getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -127,19 +169,38 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity error: %s", exc.orig)
-        return _respond(request, error_body("conflict", "同時に別の更新があり、保存できませんでした。"
-                                       "もう一度お試しください。",
-                                       "A concurrent change conflicted; nothing was saved."), 409)
+        return _respond(
+            request,
+            error_body(
+                "conflict",
+                "同時に別の更新があり、保存できませんでした。もう一度お試しください。",
+                "A concurrent change conflicted; nothing was saved.",
+            ),
+            409,
+        )
 
     @app.exception_handler(OperationalError)
     async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error: %s", exc.orig)
-        return _respond(request, error_body("database_unavailable",
-                                       "データベースに接続できません。何も保存されていません。",
-                                       "The database is unavailable; nothing was saved."), 503)
+        return _respond(
+            request,
+            error_body(
+                "database_unavailable",
+                "データベースに接続できません。何も保存されていません。",
+                "The database is unavailable; nothing was saved.",
+            ),
+            503,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=exc)
-        return _respond(request, error_body("internal_error", "内部エラーが発生しました。何も保存されていません。",
-                                       "Internal error; nothing was saved."), 500)
+        return _respond(
+            request,
+            error_body(
+                "internal_error",
+                "内部エラーが発生しました。何も保存されていません。",
+                "Internal error; nothing was saved.",
+            ),
+            500,
+        )

@@ -73,10 +73,19 @@ class BodyLimit:
 
 async def _refuse(send: Send, limit: int) -> None:
     body: dict[str, Any] = error_body(
-        "body_too_large", f"送信データが大きすぎます（上限 {limit} バイト）。",
-        f"Request body too large (limit {limit} bytes).")
+        "body_too_large",
+        f"送信データが大きすぎます（上限 {limit} バイト）。",
+        f"Request body too large (limit {limit} bytes).",
+    )
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json; charset=utf-8"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
