@@ -126,12 +126,15 @@ class BulkWriter:
         self.versions.append(sealed)
 
     def flush(self) -> None:
+        # Core executemany on the session's connection: one batched statement per table,
+        # with the same column types (UTC datetimes, UUIDs) as the ORM would apply.
+        conn = self.session.connection()
         for model in INSERT_ORDER:
             rows = self.rows[model]
             if rows:
-                self.session.execute(insert(model), rows)
+                conn.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
                 rows.clear()
         if self.versions:
-            self.session.execute(insert(RecordVersion), self.versions)
+            conn.execute(insert(RecordVersion.__table__), self.versions)  # type: ignore[arg-type]
             self.version_count += len(self.versions)
             self.versions.clear()

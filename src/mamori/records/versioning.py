@@ -48,13 +48,8 @@ class RecordStatus(enum.StrEnum):
     ENTERED_IN_ERROR = "entered-in-error"
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        raise TypeError("floats are not stored in versioned content; use Decimal strings")
-    if isinstance(value, enum.Enum):
-        return value.value
+def _encode(value: Any) -> Any:
+    """``json.dumps`` hook for the non-JSON types our records hold."""
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime):
@@ -65,16 +60,29 @@ def _jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
     raise TypeError(f"cannot store {type(value).__name__} in versioned content")
+
+
+def _no_floats(content: Mapping[str, Any]) -> None:
+    # Floats do not round-trip exactly through every database and JSON encoder, so a stored
+    # hash could stop matching its record; numeric values are kept as decimal strings instead.
+    for name, value in content.items():
+        if isinstance(value, float):
+            raise TypeError(f"float in versioned field {name}; use a Decimal string")
 
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no insignificant whitespace, UTF-8 text kept as is (NFC done at input)."""
-    return json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return json.dumps(
+        value,
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        default=_encode,
+        allow_nan=False,
+    )
 
 
 def version_hash(envelope: Mapping[str, Any]) -> str:
@@ -175,7 +183,9 @@ class Versioned:
         return mapped_column(ForeignKey("staff_user.id"))
 
     def content(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__content_fields__}
+        content = {name: getattr(self, name) for name in self.__content_fields__}
+        _no_floats(content)
+        return content
 
     def version_patient_id(self) -> uuid.UUID | None:
         value = getattr(self, "patient_id", None)
@@ -249,7 +259,9 @@ def write_version(
 
 def content_of(model: type[Versioned], values: Mapping[str, Any]) -> dict[str, Any]:
     """The versioned content of a head row given as a mapping (bulk loading)."""
-    return {name: _jsonable(values[name]) for name in model.__content_fields__}
+    content = {name: values[name] for name in model.__content_fields__}
+    _no_floats(content)
+    return content
 
 
 def seal_version(
