@@ -9,10 +9,11 @@ timeout instead of failing with "database is locked" when a read lock is upgrade
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -26,8 +27,35 @@ NAMING_CONVENTION = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _uuid_from_text(value: str) -> uuid.UUID:
+    return uuid.UUID(value)
+
+
+class CachedUuid(Uuid[uuid.UUID]):
+    """``Uuid`` that reuses parsed values on databases storing UUIDs as text (SQLite).
+
+    A chart holds the same clinic, patient, staff and encounter IDs on every row; parsing each
+    occurrence with ``uuid.UUID`` was a quarter of a chart open. UUIDs are immutable, so
+    sharing parsed instances is safe. Same column type in the schema as plain ``Uuid``.
+    """
+
+    cache_ok = True
+
+    def result_processor(self, dialect: Any, coltype: object) -> Any:
+        if dialect.name == "sqlite" or not self.native_uuid:
+            def process(value: Any) -> uuid.UUID | None:
+                if value is None or isinstance(value, uuid.UUID):
+                    return value
+                return _uuid_from_text(value if isinstance(value, str) else str(value))
+
+            return process
+        return super().result_processor(dialect, coltype)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {uuid.UUID: CachedUuid()}
 
 
 def utcnow() -> dt.datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
@@ -18,29 +17,29 @@ from mamori.clinical.schemas import (
     NoteOut,
     ObservationOut,
 )
+from mamori.inputs import OutputModel
 from mamori.patients.schemas import CoverageOut, PatientOut
 from mamori.web.routing import Ctx, TransactionalRoute, reader
 
 router = APIRouter(prefix="/api/v1", tags=["chart"], route_class=TransactionalRoute)
 
 
-@router.get("/patients/{patient_id}/chart")
-def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> dict[str, Any]:
-    c = open_chart(ctx.session, ctx.actor, patient_id)
+class ChartOut(OutputModel):
+    """The chart summary, validated from the service's ``Chart`` and serialised by pydantic."""
 
-    def dump(model: Any, rows: Any) -> list[dict[str, Any]]:
-        return [model.model_validate(r).model_dump(mode="json") for r in rows]
+    patient: PatientOut
+    coverages: list[CoverageOut]
+    allergies: list[AllergyOut]
+    conditions: list[ConditionOut]
+    medications: list[MedicationRequestOut]
+    notes: list[NoteOut]
+    labs: list[ObservationOut]
+    vitals: list[ObservationOut]
 
-    return {
-        "patient": PatientOut.model_validate(c.patient).model_dump(mode="json"),
-        "coverages": dump(CoverageOut, c.coverages),
-        "allergies": dump(AllergyOut, c.allergies),
-        "conditions": dump(ConditionOut, c.conditions),
-        "medications": dump(MedicationRequestOut, c.medications),
-        "notes": dump(NoteOut, c.notes),
-        "labs": dump(ObservationOut, c.labs),
-        "vitals": dump(ObservationOut, c.vitals),
-    }
+
+@router.get("/patients/{patient_id}/chart", response_model=ChartOut)
+def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+    return open_chart(ctx.session, ctx.actor, patient_id)
 
 
 @router.get("/patients/{patient_id}/chart.pdf")

@@ -1,0 +1,201 @@
+"""Chart-open benchmark: mamori vs a plain baseline, side by side in one run.
+
+Generates (or reuses) a synthetic clinic, starts ``mamori serve`` and the plain baseline
+(``bench/baseline_app.py``) on loopback, and opens charts (patient summary + last 20 notes +
+current medications + allergies + recent labs and vitals) at several concurrency levels
+against both, alternating targets. Prints p50/p95 latency, requests/s and the ratios.
+
+    python bench/chart_open.py                  # M clinic (≈10k patients, 116k visits)
+    python bench/chart_open.py --size S         # quicker
+    python bench/chart_open.py --instance DIR   # reuse an instance that already holds data
+
+The client is Python threads with keep-alive connections on the same 2-core machine, so
+absolute numbers include client cost; the ratio is what later issues must keep ≤ 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mamori(*args: str, home: Path | None = None) -> str:
+    cmd = [sys.executable, "-m", "mamori", *args]
+    if home is not None:
+        cmd += ["--instance", str(home)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
+    return out.stdout
+
+
+def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str]:
+    """An instance with synthetic data and a physician's API token."""
+    if instance is not None:
+        home = instance
+    else:
+        home = RESULTS / f"instance-{size}-{seed}"
+        if not (home / "mamori.toml").exists():
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            mamori("init", str(home), "--clinic-name", "ベンチ診療所（合成）",
+                   "--institution-code", "1310123455")
+            t0 = time.monotonic()
+            print(f"generating {size} clinic (seed {seed}) …", flush=True)
+            mamori("synth", "--size", size, "--seed", str(seed), "--no-documents", home=home)
+            print(f"  generated in {time.monotonic() - t0:.0f} s", flush=True)
+    out = mamori("staff", "add", f"bench-{os.getpid()}", "--name", "ベンチ医師",
+                 "--role", "physician", home=home)
+    token = out.split("token:")[-1].strip().split()[0]
+    return home, token
+
+
+class Target:
+    def __init__(self, name: str, cmd: list[str], path: str, headers: dict[str, str]) -> None:
+        self.name, self.cmd, self.path, self.headers = name, cmd, path, headers
+        self.port = int(cmd[cmd.index("--port") + 1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                c.request("GET", "/")
+                c.getresponse().read()
+                c.close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+def run_load(target: Target, ids: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
+        mine: list[float] = []
+        bad = 0
+        while time.monotonic() < stop_at:
+            pid = rng.choice(ids)
+            t0 = time.perf_counter()
+            conn.request("GET", target.path.format(pid=pid), headers=target.headers)
+            resp = conn.getresponse()
+            resp.read()
+            mine.append(time.perf_counter() - t0)
+            if resp.status != 200:
+                bad += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--size", default="M")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--instance", type=Path)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", default="1,4,16")
+    args = ap.parse_args()
+
+    home, token = prepare(args.size, args.seed, args.instance)
+    db = home / "data" / "mamori.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+              for t in ("patient", "encounter", "progress_note", "observation")}
+    raw = [r[0] for r in con.execute(
+        "SELECT DISTINCT patient_id FROM encounter ORDER BY random() LIMIT 2000")]
+    con.close()
+    ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in raw]
+    print(f"dataset: {counts}")
+
+    mp, bp = free_port(), free_port()
+    targets = [
+        Target("baseline", [sys.executable, str(HERE / "baseline_app.py"), "--db", str(db),
+                            "--port", str(bp)], "/chart/{pid}", {}),
+        Target("mamori", [sys.executable, "-m", "mamori", "serve", "--instance", str(home),
+                          "--port", str(mp)], "/api/v1/patients/{pid}/chart",
+               {"Authorization": f"Bearer {token}"}),
+    ]
+    results: dict[str, dict[int, dict[str, float]]] = {t.name: {} for t in targets}
+    for t in targets:
+        t.start()
+    try:
+        for t in targets:  # warm caches on both sides
+            run_load(t, ids, 2, 2.0)
+        for c in (int(x) for x in args.concurrency.split(",")):
+            for t in targets:
+                results[t.name][c] = run_load(t, ids, c, args.seconds)
+    finally:
+        for t in targets:
+            t.stop()
+
+    print(f"\nchart open, {args.size} clinic, {args.seconds:.0f} s per cell, SQLite\n")
+    print(f"{'conc':>4} | {'baseline p50':>12} {'p95':>8} {'req/s':>8} | "
+          f"{'mamori p50':>10} {'p95':>8} {'req/s':>8} | {'p50 ×':>6} {'p95 ×':>6} {'thr ÷':>6}")
+    rows = []
+    for c in results["mamori"]:
+        b, m = results["baseline"][c], results["mamori"][c]
+        row = {"concurrency": c, "baseline": b, "mamori": m,
+               "p50_ratio": m["p50_ms"] / b["p50_ms"], "p95_ratio": m["p95_ms"] / b["p95_ms"],
+               "throughput_ratio": b["rps"] / m["rps"]}
+        rows.append(row)
+        print(f"{c:>4} | {b['p50_ms']:>10.1f}ms {b['p95_ms']:>6.1f}ms {b['rps']:>8.0f} | "
+              f"{m['p50_ms']:>8.1f}ms {m['p95_ms']:>6.1f}ms {m['rps']:>8.0f} | "
+              f"{row['p50_ratio']:>6.2f} {row['p95_ratio']:>6.2f} {row['throughput_ratio']:>6.2f}")
+        if b["errors"] or m["errors"]:
+            print(f"     errors: baseline {b['errors']}, mamori {m['errors']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"chart_open-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"size": args.size, "dataset": counts, "rows": rows}, indent=2))
+    print(f"\n(ratios: mamori ÷ baseline latency, baseline ÷ mamori throughput; saved {out})")
+
+
+if __name__ == "__main__":
+    main()
