@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -44,18 +45,19 @@ class CachedUuid(Uuid[uuid.UUID]):
 
     def result_processor(self, dialect: Any, coltype: object) -> Any:
         if dialect.name == "sqlite" or not self.native_uuid:
+
             def process(value: Any) -> uuid.UUID | None:
                 if value is None or isinstance(value, uuid.UUID):
                     return value
                 return _uuid_from_text(value if isinstance(value, str) else str(value))
 
             return process
-        return super().result_processor(dialect, coltype)
+        return super().result_processor(dialect, coltype)  # type: ignore[no-untyped-call]
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {uuid.UUID: CachedUuid()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {uuid.UUID: CachedUuid()}
 
 
 def utcnow() -> dt.datetime:
@@ -92,8 +94,16 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 before SQLite does (it gives -wal/-shm the same mode)."""
+    path = make_url(url).database
+    if path and path != ":memory:" and not os.path.exists(path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
         )

@@ -103,3 +103,16 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     db.dispose()
     r = runner.invoke(app, ["verify", *inst])
     assert r.exit_code == 1 and "content hash mismatch" in r.output
+
+
+def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
+    assert r.exit_code == 0, r.output
+    for login in ("director", "dr_aiko", "nurse_ben", "clerk_chika", "scribe_dai"):
+        assert f"  {login}: mmr_" in r.output
+    assert "http://127.0.0.1:8000" in r.output and "合成データ" in r.output
+    r = runner.invoke(app, ["verify", "--instance", str(home)])
+    assert r.exit_code == 0
+    again = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
+    assert again.exit_code == 2

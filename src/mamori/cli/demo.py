@@ -162,6 +162,7 @@ def synth(
                 end=end_date,
                 store=DocumentStore(inst.settings.documents_dir) if documents else None,
                 progress=lambda n: bar.advance(task, n),
+                commit_batches=True,
             )
     table = Table("record", "count")
     for k, v in stats.counts.items():

@@ -168,6 +168,7 @@ class Generator:
         store: DocumentStore | None = None,
         progress: Callable[[int], None] | None = None,
         flush_every: int = 20000,
+        commit_batches: bool = False,
     ) -> None:
         self.session = session
         self.clinic = clinic
@@ -178,6 +179,9 @@ class Generator:
         self.store = store
         self.progress = progress
         self.flush_every = flush_every
+        # Large synthetic clinics commit per batch so the WAL stays small; a half-generated
+        # synthetic clinic is harmless and re-creatable. Never used for real data paths.
+        self.commit_batches = commit_batches
         # IDs from the seeded PRNG too, so the same seed gives byte-identical content hashes.
         self.bulk = BulkWriter(
             session,
@@ -654,7 +658,7 @@ class Generator:
         self._note(st, enc, dxs, first, started, doctor)
         if (acute and r.random() < 0.8) or (not acute):
             self._prescribe(st, enc, dxs, day, ended, doctor)
-        if (not acute and st.visits % 3 == 1) or r.random() < 0.03:
+        if (not acute and st.visits % 4 == 1) or r.random() < 0.03:
             self._labs(st, enc, started, doctor)
         if r.random() < 0.07:
             self._document(st, enc, day, ended, doctor)
@@ -743,6 +747,8 @@ class Generator:
                 slot += 1
             if self.bulk.pending() >= self.flush_every:
                 self.bulk.flush()
+                if self.commit_batches:
+                    self._commit()
             if self.progress:
                 self.progress(1)
         self.bulk.flush()
@@ -754,6 +760,14 @@ class Generator:
         stats.counts = dict(self.bulk.counts)
         stats.versions = self.bulk.version_count
         return stats
+
+    def _commit(self) -> None:
+        self.session.execute(
+            update(Clinic)
+            .where(Clinic.id == self.clinic.id)
+            .values(next_patient_number=self.next_number)
+        )
+        self.session.commit()
 
     def _plan_followup(
         self,
@@ -777,10 +791,21 @@ def generate(
     end: dt.date = DEFAULT_END,
     store: DocumentStore | None = None,
     progress: Callable[[int], None] | None = None,
+    commit_batches: bool = False,
 ) -> Stats:
-    """Fill ``clinic`` with a synthetic practice. The caller commits."""
+    """Fill ``clinic`` with a synthetic practice. The caller commits the rest."""
     sz = SIZES[size] if isinstance(size, str) else size
-    return Generator(session, clinic, sz, seed=seed, end=end, store=store, progress=progress).run()
+    gen = Generator(
+        session,
+        clinic,
+        sz,
+        seed=seed,
+        end=end,
+        store=store,
+        progress=progress,
+        commit_batches=commit_batches,
+    )
+    return gen.run()
 
 
 def open_days(size: str | Size, end: dt.date = DEFAULT_END) -> int:
