@@ -47,8 +47,10 @@ def chart(pid: str) -> dict[str, Any] | None:
     today = dt.datetime.now(JST).date()
     meds = _rows(
         "SELECT * FROM medication_request WHERE patient_id = ? AND status = 'active' "
-        "AND issued_on >= ? ORDER BY issued_on DESC", pid,
-        (today - dt.timedelta(days=365)).isoformat())
+        "AND issued_on >= ? ORDER BY issued_on DESC",
+        pid,
+        (today - dt.timedelta(days=365)).isoformat(),
+    )
     current = []
     for m in meds:
         m["rp_groups"] = json.loads(m["rp_groups"])
@@ -57,22 +59,39 @@ def chart(pid: str) -> dict[str, Any] | None:
             current.append(m)
     return {
         "patient": patient[0],
-        "coverages": _rows("SELECT * FROM coverage WHERE patient_id = ? "
-                           "ORDER BY priority, created_at", pid),
-        "allergies": _rows("SELECT * FROM allergy_intolerance WHERE patient_id = ? AND "
-                           "status = 'active' AND verification != 'refuted' "
-                           "ORDER BY is_contraindication DESC, created_at", pid),
-        "conditions": _rows("SELECT * FROM condition WHERE patient_id = ? AND status = 'active' "
-                            "ORDER BY is_primary DESC, onset_date DESC", pid),
+        "coverages": _rows(
+            "SELECT * FROM coverage WHERE patient_id = ? ORDER BY priority, created_at", pid
+        ),
+        "allergies": _rows(
+            "SELECT * FROM allergy_intolerance WHERE patient_id = ? AND "
+            "status = 'active' AND verification != 'refuted' "
+            "ORDER BY is_contraindication DESC, created_at",
+            pid,
+        ),
+        "conditions": _rows(
+            "SELECT * FROM condition WHERE patient_id = ? AND status = 'active' "
+            "AND outcome = 'continuing' "
+            "ORDER BY is_primary DESC, onset_date DESC",
+            pid,
+        ),
         "medications": current,
-        "notes": _rows("SELECT * FROM progress_note WHERE patient_id = ? AND "
-                       "status != 'entered-in-error' ORDER BY created_at DESC LIMIT 20", pid),
-        "labs": _rows("SELECT * FROM observation WHERE patient_id = ? AND status != "
-                      "'entered-in-error' AND category = 'laboratory' "
-                      "ORDER BY effective_at DESC LIMIT 50", pid),
-        "vitals": _rows("SELECT * FROM observation WHERE patient_id = ? AND status != "
-                        "'entered-in-error' AND category = 'vital-signs' "
-                        "ORDER BY effective_at DESC LIMIT 10", pid),
+        "notes": _rows(
+            "SELECT * FROM progress_note WHERE patient_id = ? AND "
+            "status != 'entered-in-error' ORDER BY created_at DESC LIMIT 20",
+            pid,
+        ),
+        "labs": _rows(
+            "SELECT * FROM observation WHERE patient_id = ? AND status != "
+            "'entered-in-error' AND category = 'laboratory' "
+            "ORDER BY effective_at DESC LIMIT 50",
+            pid,
+        ),
+        "vitals": _rows(
+            "SELECT * FROM observation WHERE patient_id = ? AND status != "
+            "'entered-in-error' AND category = 'vital-signs' "
+            "ORDER BY effective_at DESC LIMIT 10",
+            pid,
+        ),
     }
 
 
@@ -80,8 +99,9 @@ def chart_route(request: Request) -> Response:
     body = chart(request.path_params["pid"].replace("-", ""))
     if body is None:
         return Response(status_code=404)
-    return Response(json.dumps(body, ensure_ascii=False, default=str),
-                    media_type="application/json")
+    return Response(
+        json.dumps(body, ensure_ascii=False, default=str), media_type="application/json"
+    )
 
 
 app = Starlette(routes=[Route("/chart/{pid}", chart_route)])

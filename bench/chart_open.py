@@ -55,14 +55,28 @@ def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str]:
         home = RESULTS / f"instance-{size}-{seed}"
         if not (home / "mamori.toml").exists():
             RESULTS.mkdir(parents=True, exist_ok=True)
-            mamori("init", str(home), "--clinic-name", "ベンチ診療所（合成）",
-                   "--institution-code", "1310123455")
+            mamori(
+                "init",
+                str(home),
+                "--clinic-name",
+                "ベンチ診療所（合成）",
+                "--institution-code",
+                "1310123455",
+            )
             t0 = time.monotonic()
             print(f"generating {size} clinic (seed {seed}) …", flush=True)
             mamori("synth", "--size", size, "--seed", str(seed), "--no-documents", home=home)
             print(f"  generated in {time.monotonic() - t0:.0f} s", flush=True)
-    out = mamori("staff", "add", f"bench-{os.getpid()}", "--name", "ベンチ医師",
-                 "--role", "physician", home=home)
+    out = mamori(
+        "staff",
+        "add",
+        f"bench-{os.getpid()}",
+        "--name",
+        "ベンチ医師",
+        "--role",
+        "physician",
+        home=home,
+    )
     token = out.split("token:")[-1].strip().split()[0]
     return home, token
 
@@ -147,21 +161,34 @@ def main() -> None:
     home, token = prepare(args.size, args.seed, args.instance)
     db = home / "data" / "mamori.db"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
-              for t in ("patient", "encounter", "progress_note", "observation")}
-    raw = [r[0] for r in con.execute(
-        "SELECT DISTINCT patient_id FROM encounter ORDER BY random() LIMIT 2000")]
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+        for t in ("patient", "encounter", "progress_note", "observation")
+    }
+    raw = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT patient_id FROM encounter ORDER BY random() LIMIT 2000"
+        )
+    ]
     con.close()
     ids = [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in raw]
     print(f"dataset: {counts}")
 
     mp, bp = free_port(), free_port()
     targets = [
-        Target("baseline", [sys.executable, str(HERE / "baseline_app.py"), "--db", str(db),
-                            "--port", str(bp)], "/chart/{pid}", {}),
-        Target("mamori", [sys.executable, "-m", "mamori", "serve", "--instance", str(home),
-                          "--port", str(mp)], "/api/v1/patients/{pid}/chart",
-               {"Authorization": f"Bearer {token}"}),
+        Target(
+            "baseline",
+            [sys.executable, str(HERE / "baseline_app.py"), "--db", str(db), "--port", str(bp)],
+            "/chart/{pid}",
+            {},
+        ),
+        Target(
+            "mamori",
+            [sys.executable, "-m", "mamori", "serve", "--instance", str(home), "--port", str(mp)],
+            "/api/v1/patients/{pid}/chart",
+            {"Authorization": f"Bearer {token}"},
+        ),
     ]
     results: dict[str, dict[int, dict[str, float]]] = {t.name: {} for t in targets}
     for t in targets:
@@ -177,18 +204,27 @@ def main() -> None:
             t.stop()
 
     print(f"\nchart open, {args.size} clinic, {args.seconds:.0f} s per cell, SQLite\n")
-    print(f"{'conc':>4} | {'baseline p50':>12} {'p95':>8} {'req/s':>8} | "
-          f"{'mamori p50':>10} {'p95':>8} {'req/s':>8} | {'p50 ×':>6} {'p95 ×':>6} {'thr ÷':>6}")
+    print(
+        f"{'conc':>4} | {'baseline p50':>12} {'p95':>8} {'req/s':>8} | "
+        f"{'mamori p50':>10} {'p95':>8} {'req/s':>8} | {'p50 ×':>6} {'p95 ×':>6} {'thr ÷':>6}"
+    )
     rows = []
     for c in results["mamori"]:
         b, m = results["baseline"][c], results["mamori"][c]
-        row = {"concurrency": c, "baseline": b, "mamori": m,
-               "p50_ratio": m["p50_ms"] / b["p50_ms"], "p95_ratio": m["p95_ms"] / b["p95_ms"],
-               "throughput_ratio": b["rps"] / m["rps"]}
+        row = {
+            "concurrency": c,
+            "baseline": b,
+            "mamori": m,
+            "p50_ratio": m["p50_ms"] / b["p50_ms"],
+            "p95_ratio": m["p95_ms"] / b["p95_ms"],
+            "throughput_ratio": b["rps"] / m["rps"],
+        }
         rows.append(row)
-        print(f"{c:>4} | {b['p50_ms']:>10.1f}ms {b['p95_ms']:>6.1f}ms {b['rps']:>8.0f} | "
-              f"{m['p50_ms']:>8.1f}ms {m['p95_ms']:>6.1f}ms {m['rps']:>8.0f} | "
-              f"{row['p50_ratio']:>6.2f} {row['p95_ratio']:>6.2f} {row['throughput_ratio']:>6.2f}")
+        print(
+            f"{c:>4} | {b['p50_ms']:>10.1f}ms {b['p95_ms']:>6.1f}ms {b['rps']:>8.0f} | "
+            f"{m['p50_ms']:>8.1f}ms {m['p95_ms']:>6.1f}ms {m['rps']:>8.0f} | "
+            f"{row['p50_ratio']:>6.2f} {row['p95_ratio']:>6.2f} {row['throughput_ratio']:>6.2f}"
+        )
         if b["errors"] or m["errors"]:
             print(f"     errors: baseline {b['errors']}, mamori {m['errors']}")
     RESULTS.mkdir(parents=True, exist_ok=True)

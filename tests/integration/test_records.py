@@ -386,9 +386,21 @@ def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -
         json={"category": "medication", "substance": "ペニシリン", "is_contraindication": True},
         headers=h,
     )
+    world.http.post(
+        f"/api/v1/patients/{pid}/conditions",
+        json={
+            "display_name": "急性上気道炎",
+            "onset_date": "2026-01-05",
+            "outcome": "cured",
+            "outcome_date": "2026-01-10",
+        },
+        headers=h,
+    )
     _note(world, pid)
     chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=h).json()
-    assert chart["conditions"][0]["display_name"] == "高血圧症"
+    assert [c["display_name"] for c in chart["conditions"]] == ["高血圧症"]  # the problem list
+    every = world.http.get(f"/api/v1/patients/{pid}/conditions", headers=h).json()
+    assert len(every) == 2
     assert chart["allergies"][0]["is_contraindication"] is True
     assert len(chart["notes"]) == 1
     r = world.http.get(f"/api/v1/patients/{pid}/chart.pdf", headers=h)

@@ -169,7 +169,7 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
                             f"{g['days']}日",
                         ]
                     )
-        story.append(table(rows, [22 * mm, 10 * mm, 60 * mm, 22 * mm, 40 * mm, 16 * mm]))
+        story.append(table(rows, [25 * mm, 10 * mm, 57 * mm, 22 * mm, 40 * mm, 16 * mm]))
     else:
         story.append(p("なし"))
     story.append(p("最近の検査結果", h2))

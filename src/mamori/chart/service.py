@@ -48,7 +48,7 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
         patient=patient,
         coverages=list_coverages(session, actor, patient.id),
         allergies=clinical.list_allergies(session, actor, patient.id),
-        conditions=clinical.list_conditions(session, actor, patient.id),
+        conditions=clinical.list_conditions(session, actor, patient.id, current_only=True),
         medications=clinical.current_medications(session, actor, patient.id),
         notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES),
         labs=clinical.list_observations(

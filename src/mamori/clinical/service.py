@@ -22,6 +22,7 @@ from mamori.clinical.models import (
     ENCOUNTER_TRANSITIONS,
     AllergyIntolerance,
     Condition,
+    ConditionOutcome,
     Document,
     Encounter,
     EncounterStatus,
@@ -357,12 +358,18 @@ def update_condition(
     return cond
 
 
-def list_conditions(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Condition]:
+def list_conditions(
+    session: Session, actor: Actor, patient_id: uuid.UUID, *, current_only: bool = False
+) -> Sequence[Condition]:
+    """傷病名, 主病 first. ``current_only``: the problem list (転帰 継続) for the chart."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Condition")
+    stmt = select(Condition).where(
+        Condition.patient_id == patient.id, Condition.status == RecordStatus.ACTIVE.value
+    )
+    if current_only:
+        stmt = stmt.where(Condition.outcome == ConditionOutcome.CONTINUING.value)
     return session.scalars(
-        select(Condition)
-        .where(Condition.patient_id == patient.id, Condition.status == RecordStatus.ACTIVE.value)
-        .order_by(Condition.is_primary.desc(), Condition.onset_date.desc())
+        stmt.order_by(Condition.is_primary.desc(), Condition.onset_date.desc())
     ).all()
 
 

@@ -632,6 +632,8 @@ class Generator:
         )
         st.visits += 1
         for i, d in enumerate(new_conditions):
+            # an acute illness is recorded as cured once its course is over (never in the future)
+            healed = not d.chronic and day + dt.timedelta(days=d.days) <= self.end
             self.bulk.add(
                 Condition,
                 {
@@ -647,8 +649,8 @@ class Generator:
                     "is_long_term": d.chronic and r.random() < 0.3,
                     "is_billing_only": False,
                     "onset_date": day,
-                    "outcome": "continuing" if d.chronic else "cured",
-                    "outcome_date": None if d.chronic else day + dt.timedelta(days=d.days),
+                    "outcome": "cured" if healed else "continuing",
+                    "outcome_date": day + dt.timedelta(days=d.days) if healed else None,
                     "status": "active",
                 },
                 by=doctor,
