@@ -116,3 +116,22 @@ def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     assert r.exit_code == 0
     again = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
     assert again.exit_code == 2
+
+
+def test_revoked_tokens_stop_working(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mamori.app import create_app
+    from mamori.cli.instance import open_instance
+
+    home = tmp_path / "i"
+    token = _init(home).split("(shown once): ")[1].split()[0]
+    inst = open_instance(str(home))
+    client = TestClient(create_app(inst.settings, inst.db))
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/me", headers=auth).status_code == 200
+    r = runner.invoke(app, ["staff", "revoke", "admin", "--instance", str(home)])
+    assert r.exit_code == 0 and "1 token" in r.output
+    assert client.get("/api/v1/me", headers=auth).status_code == 401
+    client.close()
+    inst.db.dispose()

@@ -15,7 +15,7 @@ from mamori import __version__, migrate
 from mamori.cli.instance import create_instance, open_instance
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
-from mamori.errors import MamoriError
+from mamori.errors import InstanceError, MamoriError
 
 app = typer.Typer(
     help="mamori（守り）電子カルテ / security-first EHR for small clinics",
@@ -196,6 +196,23 @@ def staff_add(
         fail(exc)
         return
     console.print(f"{login_id} ({role.label_ja}) token: [bold]{token}[/]")
+
+
+@staff_app.command("revoke")
+def staff_revoke(login_id: str, instance: InstanceOpt = None) -> None:
+    """職員の API トークンをすべて失効させる / revoke every API token of a staff member."""
+    try:
+        inst = open_instance(instance)
+        with inst.transaction(write=True) as session:
+            clinic = clinic_service.the_clinic(session)
+            user = clinic_service.find_staff(session, clinic.id, login_id)
+            if user is None:
+                raise InstanceError(f"職員 {login_id} が見つかりません。", f"No staff {login_id}.")
+            count = clinic_service.revoke_tokens(session, user)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"{login_id}: {count} token(s) revoked / 失効しました")
 
 
 @export_app.command("fhir")

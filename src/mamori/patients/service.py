@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
 from mamori.clinic.models import Clinic
-from mamori.errors import Conflict, InvalidInput, NotFound
+from mamori.errors import Conflict, InvalidInput
 from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
@@ -227,8 +227,3 @@ def list_coverages(session: Session, actor: Actor, patient_id: uuid.UUID) -> Seq
         .where(Coverage.patient_id == patient.id, Coverage.clinic_id == actor.clinic_id)
         .order_by(Coverage.priority, Coverage.created_at)
     ).all()
-
-
-def require_active(patient: Patient) -> None:
-    if patient.status != PatientStatus.ACTIVE:
-        raise NotFound("patient")
