@@ -67,27 +67,21 @@ class PgServer:
                 "--locale=C.UTF-8",
             ]
         )
+        self._pg_ctl_start()
+        self.base_url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+        return self.base_url
+
+    def _pg_ctl_start(self) -> None:
+        assert self.tmp is not None and self.datadir is not None
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.tmp} -c fsync=on -c max_connections=100"
         )
+        log = str(self.tmp / "server.log")
+        pg_ctl = self._bin("pg_ctl")
         self._run(
-            [
-                self._bin("pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-o",
-                opts,
-                "-w",
-                "-t",
-                "60",
-                "-l",
-                str(self.tmp / "server.log"),
-                "start",
-            ]
+            [pg_ctl, "-D", str(self.datadir), "-o", opts, "-w", "-t", "60", "-l", log, "start"]
         )
-        self.base_url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
-        return self.base_url
 
     def stop(self) -> None:
         if self.datadir is not None:
@@ -105,31 +99,13 @@ class PgServer:
         assert self.datadir is not None
         pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
         os.kill(pid, 9)
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.tmp}"
-        )
         # Orphaned backends notice the postmaster's death and exit on their own; until they
         # have, the old shared memory is in use and a new postmaster refuses to start.
         deadline = time.monotonic() + 30
         while True:
             time.sleep(0.5)
             try:
-                self._run(
-                    [
-                        self._bin("pg_ctl"),
-                        "-D",
-                        str(self.datadir),
-                        "-o",
-                        opts,
-                        "-w",
-                        "-t",
-                        "60",
-                        "-l",
-                        str(self.tmp / "server.log"),
-                        "start",
-                    ]
-                )
+                self._pg_ctl_start()
                 return
             except subprocess.CalledProcessError as exc:
                 if time.monotonic() > deadline:

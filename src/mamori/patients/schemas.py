@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mamori.clinic.calendar import clinic_today
 from mamori.inputs import (
@@ -139,6 +139,18 @@ class PatientOut(OutputModel):
     updated_at: dt.datetime
 
 
+# field → (Japanese label, English label, allowed lengths); all end in a mod-10 check digit
+_NUMBERS = {
+    "insurer_number": ("保険者番号", "insurer number", insurance.INSURER_LENGTHS),
+    "public_payer_number": (
+        "公費負担者番号",
+        "public payer number",
+        insurance.PUBLIC_PAYER_LENGTHS,
+    ),
+    "recipient_number": ("公費受給者番号", "recipient number", insurance.RECIPIENT_LENGTHS),
+}
+
+
 class CoverageIn(InputModel):
     kind: CoverageKind
     insurer_number: ShortText = ""
@@ -153,42 +165,19 @@ class CoverageIn(InputModel):
     recipient_number: ShortText = ""
     priority: int = Field(default=1, ge=1, le=9)
 
-    @field_validator("insurer_number")
+    @field_validator("insurer_number", "public_payer_number", "recipient_number")
     @classmethod
-    def _insurer(cls, v: str) -> str:
+    def _checked_number(cls, v: str, info: ValidationInfo) -> str:
         if not v:
             return ""
         n = insurance.normalise_number(v)
-        if not insurance.is_valid(n, insurance.INSURER_LENGTHS):
+        label_ja, label_en, lengths = _NUMBERS[info.field_name or ""]
+        if not insurance.is_valid(n, lengths):
+            digits = "または".join(str(x) for x in lengths)
             raise bad(
-                "保険者番号が正しくありません（6桁または8桁、検証番号を確認してください）。",
-                "Invalid insurer number (6 or 8 digits with a valid check digit).",
-            )
-        return n
-
-    @field_validator("public_payer_number")
-    @classmethod
-    def _payer(cls, v: str) -> str:
-        if not v:
-            return ""
-        n = insurance.normalise_number(v)
-        if not insurance.is_valid(n, insurance.PUBLIC_PAYER_LENGTHS):
-            raise bad(
-                "公費負担者番号が正しくありません（8桁、検証番号を確認してください）。",
-                "Invalid public payer number (8 digits with a valid check digit).",
-            )
-        return n
-
-    @field_validator("recipient_number")
-    @classmethod
-    def _recipient(cls, v: str) -> str:
-        if not v:
-            return ""
-        n = insurance.normalise_number(v)
-        if not insurance.is_valid(n, insurance.RECIPIENT_LENGTHS):
-            raise bad(
-                "公費受給者番号が正しくありません（7桁、検証番号を確認してください）。",
-                "Invalid recipient number (7 digits with a valid check digit).",
+                f"{label_ja}が正しくありません（{digits}桁、検証番号を確認してください）。",
+                f"Invalid {label_en} ({' or '.join(map(str, lengths))} digits with a valid "
+                "check digit).",
             )
         return n
 

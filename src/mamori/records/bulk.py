@@ -15,30 +15,13 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from mamori.clinical.models import (
-    AllergyIntolerance,
-    Condition,
-    Document,
-    Encounter,
-    MedicationRequest,
-    Observation,
-    ProgressNote,
-)
 from mamori.db import new_id
-from mamori.patients.models import Coverage, Patient
+from mamori.patients.models import Patient
+from mamori.records.registry import PATIENT_SCOPED_MODELS
 from mamori.records.versioning import ChangeKind, RecordVersion, Versioned, content_of, seal_version
 
-INSERT_ORDER: tuple[type[Versioned], ...] = (
-    Patient,
-    Coverage,
-    Encounter,
-    ProgressNote,
-    Condition,
-    MedicationRequest,
-    AllergyIntolerance,
-    Observation,
-    Document,
-)
+# Foreign-key order: patients, then coverage, encounters, then what refers to them.
+INSERT_ORDER: tuple[type[Versioned], ...] = (Patient, *PATIENT_SCOPED_MODELS)
 
 
 class BulkWriter:
