@@ -86,6 +86,20 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value = value.astimezone(dt.UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Any, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # SQLite hands back text; SQLAlchemy would parse it with a regular expression.
+        # ``fromisoformat`` (C) reads the same "YYYY-MM-DD HH:MM:SS.ffffff" several times faster.
+        def process(value: Any) -> dt.datetime | None:
+            if value is None:
+                return None
+            parsed = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+            return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
+
+        return process
+
     def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is None:
             return None
