@@ -7,6 +7,7 @@ gets its own database, cloned from a template that was built once by ``alembic u
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from mamori.clinic.models import Role
 from mamori.db import Database
 from mamori.settings import Settings, load_settings, write_instance_files
 from tests.pg import PgServer
+
+os.environ["MAMORI_ENV"] = "test"  # the audit safety net is strict in tests
 
 CLINIC_A_CODE = "1310123455"  # valid 医療機関コード check digit
 CLINIC_B_CODE = "2710543215"  # 大阪府, also valid
@@ -180,3 +183,21 @@ def patient(world: World) -> dict[str, object]:
     r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika"))
     assert r.status_code == 201, r.text
     return dict(r.json())
+
+
+def drop_insert_only_triggers(engine: object) -> None:
+    """What a database administrator (or an intruder with DB credentials) can do first:
+    remove the insert-only triggers. Tamper tests start here; detection must not depend on
+    the triggers being present."""
+    from sqlalchemy import Engine
+
+    assert isinstance(engine, Engine)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            for table in ("audit_event", "record_version"):
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_insert_only ON {table}")
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+        else:
+            for table in ("audit_event", "record_version"):
+                for action in ("update", "delete"):
+                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_{action}")

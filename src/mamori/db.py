@@ -161,9 +161,16 @@ class Database:
         write_engine = self.engine.execution_options(mamori_write=True)
         self.read_session = sessionmaker(self.engine, expire_on_commit=False)
         self.write_session = sessionmaker(write_engine, expire_on_commit=False)
+        # The audit trail is part of every database mamori opens; it cannot be left out.
+        from mamori.audit.trail import install
+
+        install()
 
     def session(self, *, write: bool) -> Session:
-        return self.write_session() if write else self.read_session()
+        session = self.write_session() if write else self.read_session()
+        session.info["mamori_db"] = self
+        session.info["mamori_write"] = write
+        return session
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -85,6 +85,21 @@ class Unauthenticated(MamoriError):
         super().__init__("ログインが必要です。", "Authentication required.")
 
 
+class AuditUnavailable(MamoriError):
+    """The audit event could not be stored: the data is not released, the write not kept."""
+
+    status = 503
+    code = "audit_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "監査記録を保存できないため、処理を中止しました（データは表示・保存されていません）。"
+            "管理者に連絡してください。",
+            "The audit trail could not be written, so nothing was shown or saved. "
+            "Contact the administrator.",
+        )
+
+
 class InstanceError(MamoriError):
     """The instance is missing, incomplete or unsafe; the process must not start."""
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 from sqlalchemy import text
-from tests.conftest import World
+from sqlalchemy.exc import DBAPIError
+from tests.conftest import World, drop_insert_only_triggers
 
 NOTE = {
     "subjective": "3日前から咳。",
@@ -164,6 +165,10 @@ def test_direct_database_edits_are_detected(
     world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
     verify = f"/api/v1/patients/{patient['id']}/verify"
     assert world.http.get(verify, headers=h).json()["ok"]
+    if attack != "head":  # history rows are insert-only for the application…
+        with pytest.raises(DBAPIError, match="insert-only"):
+            _tamper(world, "DELETE FROM record_version")
+        drop_insert_only_triggers(world.db.engine)  # …so the attacker removes the triggers
     if attack == "head":
         _tamper(world, "UPDATE progress_note SET assessment = '改ざん'")
     elif attack == "version":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from tests.conftest import drop_insert_only_triggers
 from typer.testing import CliRunner
 
 from mamori.cli.main import app
@@ -91,8 +92,11 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert len(patients) == 40 and json.loads(patients[0])["resourceType"] == "Patient"
     r = runner.invoke(app, ["export", "fhir", str(out), "--as", "nobody", *inst])
     assert r.exit_code == 2
+    r = runner.invoke(app, ["audit", "verify", *inst])
+    assert r.exit_code == 0 and "OK" in r.output
     # editing a past version behind mamori's back is found by `mamori verify`
     db = Database(load_settings(home).database_url)
+    drop_insert_only_triggers(db.engine)
     with db.engine.begin() as conn:
         conn.execute(
             text(
@@ -103,6 +107,12 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     db.dispose()
     r = runner.invoke(app, ["verify", *inst])
     assert r.exit_code == 1 and "content hash mismatch" in r.output
+    db = Database(load_settings(home).database_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_event WHERE seq = 3"))
+    db.dispose()
+    r = runner.invoke(app, ["audit", "verify", *inst])
+    assert r.exit_code == 1 and "#3" in r.output
 
 
 def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:

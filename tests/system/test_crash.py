@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select, text
 from tests.pg import PgServer
 
+from mamori.audit.verify import verify_log
 from mamori.cli.instance import create_instance
 from mamori.db import Database
 from mamori.patients.models import Patient
@@ -165,6 +166,9 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
                 assert acked <= stored, f"lost {len(acked - stored)} acknowledged writes"
                 checked, problems = verify_all(s)
                 assert problems == [] and checked >= len(acked)
+                log = verify_log(s)  # the audit trail survived the crash intact and gap-free
+                assert log.ok, log.problems[:3]
+                assert log.size >= len(acked)
                 numbers = sorted(s.scalars(select(Patient.patient_number)))
                 assert numbers == list(range(1, len(numbers) + 1))  # no duplicates, no gaps
             if db.dialect == "sqlite":

@@ -15,7 +15,7 @@ import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,9 @@ class Actor:
     role: Role
     display_name: str
     channel: str = "api"  # api | fhir | cli | web
+    auth_method: str = "api-token"  # the second factor, once issue 3 adds sign-in
+    source_ip: str | None = None
+    user_agent: str | None = None
 
 
 class AccessHook(Protocol):
@@ -55,11 +58,21 @@ class AccessHook(Protocol):
     ) -> None: ...
 
 
+class VersionHook(Protocol):
+    def __call__(self, session: Session, actor: Actor, version: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class Hooks:
-    """Listeners called on every patient-data access (the audit trail attaches here)."""
+    """Listeners called on every patient-data access and every record version written (the
+    audit trail attaches here)."""
 
     on_access: list[AccessHook] = field(default_factory=list)
+    on_version: list[VersionHook] = field(default_factory=list)
+
+    def version_written(self, session: Session, actor: Actor, version: dict[str, Any]) -> None:
+        for hook in self.on_version:
+            hook(session, actor, version)
 
     def fire(
         self,

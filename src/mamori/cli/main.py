@@ -25,9 +25,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="データベース / database", no_args_is_help=True)
 staff_app = typer.Typer(help="職員アカウント / staff accounts", no_args_is_help=True)
 export_app = typer.Typer(help="書き出し / export", no_args_is_help=True)
+audit_app = typer.Typer(help="監査証跡 / audit trail", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(export_app, name="export")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
@@ -174,6 +176,37 @@ def verify(instance: InstanceOpt = None) -> None:
         )
         raise typer.Exit(1)
     console.print(f"[green]OK[/]: {checked} records verified / {checked} 件の記録を検証しました")
+
+
+@audit_app.command("verify")
+def audit_verify(instance: InstanceOpt = None) -> None:
+    """監査証跡を再計算して検証する / recompute the audit log; report the first bad position."""
+    from mamori.audit.trail import AuditTag, record_system
+    from mamori.audit.verify import verify_log
+
+    try:
+        inst = open_instance(instance)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    with inst.transaction(write=False) as session:
+        report = verify_log(session)
+    for seq, problem in report.problems[:20]:
+        err.print(f"[red]#{seq}: {problem}[/]", soft_wrap=True)
+    with inst.transaction(write=True) as session:  # the check itself is logged
+        record_system(
+            session,
+            AuditTag.AUDIT_VERIFIED,
+            {"size": report.size, "root": report.root.hex(), "problems": len(report.problems)},
+        )
+    if not report.ok:
+        err.print(
+            f"[bold red]改ざんまたは破損を検出しました（最初の位置 #{report.first_bad}）/ "
+            f"audit log damaged, first bad position #{report.first_bad}[/]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/]: {report.size} events, root {report.root.hex()}", soft_wrap=True)
 
 
 @staff_app.command("add")

@@ -97,6 +97,8 @@ def verify_all(
     Returns (records checked, problems). Heads and versions are both read in record-ID order
     and merged, in batches, so memory stays flat however large the clinic.
     """
+    from mamori.audit.trail import AuditTag, record_system
+
     problems: list[VerifyProblem] = []
     checked = 0
     for record_type, model in RECORD_TYPES.items():
@@ -129,4 +131,8 @@ def verify_all(
                 problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
                 problems.extend(verify_history(chain, None))
         session.expunge_all()
+    # Hashes were recomputed over every record; nothing was shown. Logged all the same.
+    record_system(
+        session, AuditTag.RECORDS_VERIFIED, {"records": checked, "problems": len(problems)}
+    )
     return checked, problems

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
-from mamori.authz.gate import Actor
+from mamori.authz.gate import Actor, hooks
 from mamori.db import Base, UTCDateTime, new_id, utcnow
 from mamori.errors import InvalidInput, StaleVersion
 
@@ -252,6 +252,7 @@ def write_version(
     record.version = values["version"]
     record.content_hash = values["content_hash"]
     row = RecordVersion(**values)
+    hooks.version_written(session, actor, values)
     session.add(record)
     session.add(row)
     return row

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,11 @@ def _open(request: Request, *, write: bool) -> Ctx:
     session: Session = state.db.session(write=write)
     request.state.db_session = session
     channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
-    actor = authenticate_token(session, state.settings.token_pepper, _bearer(request), channel)
+    actor = dataclasses.replace(
+        authenticate_token(session, state.settings.token_pepper, _bearer(request), channel),
+        source_ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
     return Ctx(session=session, actor=actor, settings=state.settings, store=state.store)
 
 

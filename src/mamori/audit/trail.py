@@ -1,0 +1,285 @@
+"""The audit trail: every read and write of patient data, in a tamper-evident log.
+
+Services never call this directly for ordinary access: the access gate and ``write_version``
+fire hooks, and :func:`install` subscribes to them. Events are queued on the session during the
+unit of work and appended when it commits:
+
+* in a **write** transaction, in ``before_commit`` — the events commit *in the same
+  transaction* as the change they record;
+* after a **read** transaction, in ``after_commit`` — a separate write transaction appends
+  them before ``commit()`` returns, so no caller gets the data before its audit event is
+  durable (log-before-release). If the append fails, ``commit()`` raises and nothing is sent.
+
+Each event is canonical JSON bytes with a contiguous ``seq``; it is hashed as an RFC 9162
+Merkle leaf and chained (``chain_i = SHA-256(chain_{i-1} ‖ SHA-256(body_i))``). Bodies hold IDs,
+roles, tags, hashes and versions — never secrets, tokens or clinical free text.
+
+In development and test (``MAMORI_ENV=dev|test``) a unit of work that loaded patient data and
+recorded no event raises :class:`AuditMissing`: a new code path that forgot the gate fails
+loudly instead of leaking silently.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import event, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from mamori.audit import merkle
+from mamori.audit.models import AuditEvent, AuditHead
+from mamori.authz.gate import Actor, Intent, hooks
+from mamori.db import utcnow
+from mamori.errors import AuditUnavailable
+from mamori.records.versioning import PatientRecord, canonical_json
+
+QUEUE = "mamori_audit_queue"
+PHI_LOADED = "mamori_phi_loaded"
+RECORDED = "mamori_audit_recorded"
+FORMAT_VERSION = 1
+
+
+class AuditTag(enum.StrEnum):
+    """Past-tense ``source:subject:action`` tags. Chosen once; renaming needs a migration."""
+
+    CHART_VIEWED = "patient:chart:viewed"
+    CHART_PRINTED = "patient:chart:printed"
+    RECORD_VIEWED = "patient:record:viewed"
+    LIST_VIEWED = "patient:list:viewed"
+    DATA_EXPORTED = "patient:data:exported"
+    RECORDS_VERIFIED = "system:records:verified"
+    DATA_IMPORTED = "system:data:imported"  # bulk load (synthetic data, future migrations)
+    AUDIT_VERIFIED = "system:audit:verified"
+
+
+class AuditMissing(RuntimeError):
+    """Patient data was loaded and no audit event was recorded (dev/test safety net)."""
+
+
+def strict() -> bool:
+    return os.environ.get("MAMORI_ENV", "") in ("dev", "test")
+
+
+def _actor(actor: Actor) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "user": str(actor.user_id),
+        "role": actor.role.value,
+        "clinic": str(actor.clinic_id),
+        "channel": actor.channel,
+        "auth": actor.auth_method,
+    }
+    if actor.source_ip:
+        out["ip"] = actor.source_ip
+    if actor.user_agent:
+        # a hash: enough to tell workstations apart, without storing arbitrary header text
+        out["ua"] = hashlib.sha256(actor.user_agent.encode()).hexdigest()[:16]
+    return out
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    tag: AuditTag | str,
+    *,
+    patients: Sequence[uuid.UUID] = (),
+    records: Sequence[dict[str, Any]] = (),
+    detail: dict[str, Any] | None = None,
+    outcome: str = "success",
+) -> None:
+    """Queue one event on the session; it is appended when the unit of work commits.
+
+    Reads of the same kind on the same patients within one unit of work are merged into one
+    event (a chart open is one event, not one per section)."""
+    queue: list[dict[str, Any]] = session.info.setdefault(QUEUE, [])
+    session.info[RECORDED] = True
+    pids = sorted({str(p) for p in patients})
+    what = (detail or {}).get("what")
+    if not records:
+        for queued in queue:
+            if (
+                queued["tag"] == tag
+                and queued["patients"] == pids
+                and queued["actor"]["user"] == str(actor.user_id)
+                and queued.get("detail", {}).get("what") == what
+            ):
+                return
+    ev: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "tag": str(tag),
+        "actor": _actor(actor),
+        "patients": pids,
+        "outcome": outcome,
+    }
+    if records:
+        ev["records"] = list(records)
+    if detail:
+        ev["detail"] = detail
+    queue.append(ev)
+
+
+def record_system(
+    session: Session, tag: AuditTag, detail: dict[str, Any], channel: str = "cli"
+) -> None:
+    """An event of mamori itself (maintenance, verification), with no staff member acting."""
+    queue: list[dict[str, Any]] = session.info.setdefault(QUEUE, [])
+    session.info[RECORDED] = True
+    queue.append(
+        {
+            "v": FORMAT_VERSION,
+            "tag": str(tag),
+            "patients": [],
+            "outcome": "success",
+            "actor": {"user": None, "role": "system", "channel": channel},
+            "detail": detail,
+        }
+    )
+
+
+def _chart_logged(session: Session, actor: Actor, patient_ids: Sequence[uuid.UUID]) -> bool:
+    pids = sorted({str(p) for p in patient_ids})
+    return any(
+        ev["tag"] == AuditTag.CHART_VIEWED
+        and ev["patients"] == pids
+        and ev["actor"]["user"] == str(actor.user_id)
+        for ev in session.info.get(QUEUE, ())
+    )
+
+
+def _on_access(
+    session: Session,
+    actor: Actor,
+    intent: Intent,
+    what: str,
+    patient_ids: Sequence[uuid.UUID],
+    record_ids: Sequence[uuid.UUID],
+) -> None:
+    if intent is Intent.WRITE:
+        return  # every write produces a version, and the version event records it
+    if what == "chart":
+        tag = AuditTag.CHART_VIEWED
+    elif _chart_logged(session, actor, patient_ids):
+        return  # the sections of a chart already logged in this unit of work
+    elif ":" in what and not what.startswith("fhir:"):
+        tag = AuditTag.LIST_VIEWED  # searches and lists: one event with every patient shown
+    else:
+        tag = AuditTag.RECORD_VIEWED
+    record(session, actor, tag, patients=patient_ids, detail={"what": what})
+
+
+def _on_version(session: Session, actor: Actor, version: dict[str, Any]) -> None:
+    pid = version.get("patient_id")
+    record(
+        session,
+        actor,
+        f"record:{version['change']}",
+        patients=[pid] if pid else [],
+        records=[
+            {
+                "type": version["record_type"],
+                "id": str(version["record_id"]),
+                "version": version["version"],
+                "hash": version["content_hash"],
+            }
+        ],
+    )
+
+
+def append(session: Session, events: list[dict[str, Any]]) -> int:
+    """Append events under the head row's lock; returns the new log size."""
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one()
+    frontier = merkle.Frontier(head.size, [bytes.fromhex(h) for h in head.frontier])
+    chain = head.chain_hash
+    now = utcnow()
+    rows = []
+    for ev in events:
+        seq = frontier.size + 1
+        body = canonical_json({**ev, "seq": seq, "at": now}).encode("utf-8")
+        leaf = merkle.leaf_hash(body)
+        chain = hashlib.sha256(chain + hashlib.sha256(body).digest()).digest()
+        frontier.append(leaf)
+        rows.append(
+            {
+                "seq": seq,
+                "recorded_at": now,
+                "tag": ev["tag"],
+                "body": body,
+                "leaf_hash": leaf,
+                "chain_hash": chain,
+            }
+        )
+    session.execute(insert(AuditEvent), rows)
+    session.execute(
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(size=frontier.size, chain_hash=chain, frontier=[n.hex() for n in frontier.nodes])
+    )
+    session.expire(head)
+    return frontier.size
+
+
+def _check_net(session: Session) -> None:
+    if strict() and session.info.get(PHI_LOADED) and not session.info.get(RECORDED):
+        raise AuditMissing("patient data was loaded but no audit event was recorded")
+
+
+def _before_commit(session: Session) -> None:
+    _check_net(session)
+    queue = session.info.pop(QUEUE, None)
+    if queue and session.info.get("mamori_write"):
+        try:
+            append(session, queue)
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable() from exc
+    elif queue:
+        session.info["mamori_audit_pending"] = queue
+
+
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop("mamori_audit_pending", None)
+    _reset(session)
+    if not pending:
+        return
+    db = session.info["mamori_db"]
+    try:
+        with db.session(write=True) as writer:
+            append(writer, pending)
+            writer.commit()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable() from exc
+
+
+def _reset(session: Session, *_: Any) -> None:
+    for key in (QUEUE, PHI_LOADED, RECORDED):
+        session.info.pop(key, None)
+
+
+def _loaded(session: Session, instance: object) -> None:
+    from mamori.patients.models import Patient
+
+    if isinstance(instance, Patient | PatientRecord):
+        session.info[PHI_LOADED] = True
+
+
+_installed = False
+
+
+def install() -> None:
+    """Subscribe to the gate and version hooks and to session events (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    hooks.on_access.append(_on_access)
+    hooks.on_version.append(_on_version)
+    event.listen(Session, "before_commit", _before_commit)
+    event.listen(Session, "after_commit", _after_commit)
+    event.listen(Session, "after_rollback", _reset)
+    event.listen(Session, "loaded_as_persistent", _loaded)
+    _installed = True

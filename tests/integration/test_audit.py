@@ -1,0 +1,229 @@
+"""The audit trail: what is recorded, that it is recorded before data leaves, that the
+database refuses to change it, and that `verify_log` finds every kind of tampering."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from tests.conftest import SAMPLE_PATIENT, World, drop_insert_only_triggers
+
+from mamori.audit.models import AuditEvent
+from mamori.audit.trail import AuditMissing
+from mamori.audit.verify import verify_log
+from mamori.patients.models import Patient
+from mamori.records.versioning import RecordVersion
+
+SECRET_SENTENCE = "隣の家の犬に噛まれたと本人が話した"
+
+
+def _events(world: World) -> list[dict[str, Any]]:
+    with world.db.session(write=False) as s:
+        return [json.loads(b) for b in s.scalars(select(AuditEvent.body).order_by(AuditEvent.seq))]
+
+
+def _sql(world: World, sql: str, **params: Any) -> None:
+    with world.db.engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def test_reads_and_writes_are_recorded_with_ids_not_text(
+    world: World, patient: dict[str, Any]
+) -> None:
+    pid = patient["id"]
+    h = world.h("dr_aiko")
+    note = world.http.post(
+        f"/api/v1/patients/{pid}/notes",
+        headers=h,
+        json={"subjective": SECRET_SENTENCE, "plan": "経過観察"},
+    ).json()
+    world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
+    before = len(_events(world))
+    chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=h)
+    assert chart.status_code == 200
+    events = _events(world)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    new = events[before:]
+    assert [e["tag"] for e in new] == ["patient:chart:viewed"]  # one event per chart open
+    assert new[0]["patients"] == [pid]
+    assert new[0]["actor"]["role"] == "physician"
+    assert new[0]["actor"]["user"] == str(world.actors["dr_aiko"].user_id)
+    assert new[0]["actor"]["ip"] == "testclient"
+    tags = [e["tag"] for e in events]
+    assert tags[:3] == ["record:created", "record:created", "record:finalised"]
+    with world.db.session(write=False) as s:
+        versions = {
+            (v.record_id.hex, v.version): v.content_hash for v in s.scalars(select(RecordVersion))
+        }
+    for e in events:
+        for r in e.get("records", []):
+            assert versions[(r["id"].replace("-", ""), r["version"])] == r["hash"]
+    everything = json.dumps(events, ensure_ascii=False)
+    for secret in (
+        SECRET_SENTENCE,
+        SAMPLE_PATIENT["family_name"],
+        SAMPLE_PATIENT["phone"],
+        world.tokens["dr_aiko"],
+    ):
+        assert secret not in everything
+
+
+def test_search_records_every_patient_shown(world: World) -> None:
+    h = world.h("clerk_chika")
+    ids = [
+        world.http.post(
+            "/api/v1/patients", json={**SAMPLE_PATIENT, "given_name": g}, headers=h
+        ).json()["id"]
+        for g in ("一", "二")
+    ]
+    world.http.get("/api/v1/patients", params={"kana": "ヤマダ"}, headers=h)
+    last = _events(world)[-1]
+    assert last["tag"] == "patient:list:viewed" and sorted(last["patients"]) == sorted(ids)
+
+
+def test_refused_requests_record_nothing(world: World, patient: dict[str, Any]) -> None:
+    before = len(_events(world))
+    world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "birth_date": "2999-01-01"},
+        headers=world.h("clerk_chika"),
+    )
+    world.http.get(f"/api/v1/patients/{patient['id']}")  # no token
+    world.http.get(f"/api/v1/patients/{patient['id']}", headers=world.h("dr_chen"))
+    assert len(_events(world)) == before
+
+
+def test_no_data_leaves_without_its_audit_event(world: World, patient: dict[str, Any]) -> None:
+    if world.db.dialect == "postgresql":
+        _sql(
+            world,
+            "CREATE FUNCTION block() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store down'; END $$",
+        )
+        _sql(
+            world,
+            "CREATE TRIGGER block BEFORE INSERT ON audit_event "
+            "FOR EACH ROW EXECUTE FUNCTION block()",
+        )
+    else:
+        _sql(
+            world,
+            "CREATE TRIGGER block BEFORE INSERT ON audit_event "
+            "BEGIN SELECT RAISE(ABORT, 'audit store down'); END",
+        )
+    r = world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+    assert SAMPLE_PATIENT["family_name"] not in r.text
+    r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika"))
+    assert r.status_code == 503
+    with world.db.session(write=False) as s:
+        assert len(s.scalars(select(Patient)).all()) == 1  # the write was not kept either
+
+
+def test_the_database_refuses_to_change_the_log(world: World, patient: dict[str, Any]) -> None:
+    for sql in (
+        "UPDATE audit_event SET tag = 'x'",
+        "DELETE FROM audit_event",
+        "UPDATE record_version SET reason = 'x'",
+        "DELETE FROM record_version",
+    ):
+        with pytest.raises(DBAPIError, match="insert-only"):
+            _sql(world, sql)
+    if world.db.dialect == "postgresql":
+        with pytest.raises(DBAPIError, match="insert-only"):
+            _sql(world, "TRUNCATE audit_event")
+
+
+def _build_log(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("dr_aiko")
+    for i in range(4):
+        world.http.post(
+            f"/api/v1/patients/{patient['id']}/notes", headers=h, json={"subjective": f"記載{i}"}
+        )
+        world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=h)
+    with world.db.session(write=False) as s:
+        assert verify_log(s).ok
+
+
+def _verify(world: World) -> Any:
+    with world.db.session(write=False) as s:
+        return verify_log(s)
+
+
+@pytest.mark.parametrize(
+    "attack", ["edit", "delete", "insert", "reorder", "truncate", "version", "leaf_and_chain"]
+)
+def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: str) -> None:
+    _build_log(world, patient)
+    drop_insert_only_triggers(world.db.engine)
+    with world.db.session(write=False) as s:
+        size = len(s.scalars(select(AuditEvent.seq)).all())
+        body5 = s.scalar(select(AuditEvent.body).where(AuditEvent.seq == 5))
+    assert body5 is not None
+    if attack == "edit":  # change who did it, keep the stored hashes
+        forged = body5.replace(b'"physician"', b'"nurse"')
+        assert forged != body5
+        _sql(world, "UPDATE audit_event SET body = :b WHERE seq = 5", b=forged)
+        expected = 5
+    elif attack == "delete":
+        _sql(world, "DELETE FROM audit_event WHERE seq = 5")
+        expected = 5
+    elif attack == "insert":  # shift later events up and slip one in at 5
+        for seq in range(size, 4, -1):
+            _sql(world, "UPDATE audit_event SET seq = :n WHERE seq = :o", n=seq + 1, o=seq)
+        _sql(
+            world,
+            "INSERT INTO audit_event SELECT 5, recorded_at, tag, body, leaf_hash, "
+            "chain_hash FROM audit_event WHERE seq = 4",
+        )
+        expected = 5
+    elif attack == "reorder":
+        _sql(world, "UPDATE audit_event SET seq = -1 WHERE seq = 5")
+        _sql(world, "UPDATE audit_event SET seq = 5 WHERE seq = 6")
+        _sql(world, "UPDATE audit_event SET seq = 6 WHERE seq = -1")
+        expected = 5
+    elif attack == "truncate":
+        _sql(world, "DELETE FROM audit_event WHERE seq > :n", n=size - 2)
+        expected = size - 1
+    elif attack == "version":  # rewrite a past note *and* its own hash chain entry
+        _sql(
+            world,
+            "UPDATE record_version SET content_hash = :h WHERE version = 1 AND "
+            "record_type = 'ProgressNote'",
+            h="0" * 64,
+        )
+        expected = 2  # seq 1 registered the patient; seq 2 logged the first note's version
+    else:  # rewrite an event and recompute its leaf and chain: later links break
+        import hashlib
+
+        from mamori.audit import merkle
+
+        forged = body5.replace(b'"physician"', b'"nurse"')
+        with world.db.session(write=False) as s:
+            prev = s.scalar(select(AuditEvent.chain_hash).where(AuditEvent.seq == 4))
+        assert prev is not None
+        chain = hashlib.sha256(prev + hashlib.sha256(forged).digest()).digest()
+        _sql(
+            world,
+            "UPDATE audit_event SET body = :b, leaf_hash = :l, chain_hash = :c WHERE seq = 5",
+            b=forged,
+            l=merkle.leaf_hash(forged),
+            c=chain,
+        )
+        expected = 6
+    report = _verify(world)
+    assert not report.ok
+    assert report.first_bad == expected, report.problems
+
+
+def test_safety_net_fails_unaudited_access(world: World, patient: dict[str, Any]) -> None:
+    session = world.db.session(write=False)
+    try:
+        session.scalars(select(Patient)).all()  # straight to the table, around the gate
+        with pytest.raises(AuditMissing):
+            session.commit()
+    finally:
+        session.close()
