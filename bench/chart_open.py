@@ -67,6 +67,7 @@ def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str]:
             print(f"generating {size} clinic (seed {seed}) …", flush=True)
             mamori("synth", "--size", size, "--seed", str(seed), "--no-documents", home=home)
             print(f"  generated in {time.monotonic() - t0:.0f} s", flush=True)
+    mamori("db", "upgrade", home=home)  # a kept instance may predate the current schema
     out = mamori(
         "staff",
         "add",

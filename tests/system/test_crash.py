@@ -206,3 +206,43 @@ def test_kill9_postgresql(tmp_path: Path, pg_server: PgServer) -> None:
     )
     created.instance.db.dispose()
     _run_crash(tmp_path / "i", created.admin_token, url, pg=pg_server)
+
+
+def test_more_concurrent_reads_than_pooled_connections_all_complete(tmp_path: Path) -> None:
+    """Each audited read needs a second connection for its audit append; the edge releases
+    the first before taking the second, so a burst larger than the pool cannot deadlock."""
+    created = create_instance(tmp_path / "i", clinic_name="試験", institution_code="1310123455")
+    port = _free_port()
+    server = Server(tmp_path / "i", port)
+    server.start()
+    try:
+        writer = Writer(port, created.admin_token, limit=3)
+        writer.run()
+        pid = writer.acked[0]
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def read() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                for _ in range(3):
+                    conn.request(
+                        "GET",
+                        f"/api/v1/patients/{pid}/chart",
+                        headers={"Authorization": f"Bearer {created.admin_token}"},
+                    )
+                    resp = conn.getresponse()
+                    resp.read()
+                    with lock:
+                        statuses.append(resp.status)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=read) for _ in range(24)]  # pool: 5 + 10 overflow
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert statuses == [200] * 72
+    finally:
+        server.stop()

@@ -239,15 +239,41 @@ def _before_commit(session: Session) -> None:
         except SQLAlchemyError as exc:
             raise AuditUnavailable() from exc
     elif queue:
-        session.info["mamori_audit_pending"] = queue
+        session.info[PENDING] = queue
+
+
+PENDING = "mamori_audit_pending"
+DEFER = "mamori_audit_deferred"
+
+
+def defer_release(session: Session) -> None:
+    """The caller will release pending read events itself after closing the session.
+
+    Edges that run many sessions at once (the HTTP server) must not hold a read session's
+    connection while waiting for another to append its events: with enough concurrent
+    requests the pool runs dry and every request waits on every other.
+    """
+    session.info[DEFER] = True
+
+
+def release(session: Session) -> None:
+    """Commit-time events of a deferred read session: append them now, durably. Call after
+    ``session.close()``; raises ``AuditUnavailable`` if they cannot be stored."""
+    pending = session.info.pop(PENDING, None)
+    if pending:
+        _append_durably(session.info["mamori_db"], pending)
 
 
 def _after_commit(session: Session) -> None:
-    pending = session.info.pop("mamori_audit_pending", None)
     _reset(session)
-    if not pending:
+    if session.info.get(DEFER):
         return
-    db = session.info["mamori_db"]
+    pending = session.info.pop(PENDING, None)
+    if pending:
+        _append_durably(session.info["mamori_db"], pending)
+
+
+def _append_durably(db: Any, pending: list[dict[str, Any]]) -> None:
     try:
         with db.session(write=True) as writer:
             append(writer, pending)

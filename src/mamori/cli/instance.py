@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mamori import migrate
+from mamori.audit.trail import defer_release, release
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic, Role
@@ -27,14 +28,16 @@ class Instance:
     def transaction(self, *, write: bool) -> Iterator[Session]:
         """The CLI's unit of work: commit once at the end, roll back on any error."""
         session = self.db.session(write=write)
+        defer_release(session)
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
-            raise
-        finally:
             session.close()
+            raise
+        session.close()
+        release(session)  # read events: appended once the read connection is back
 
     def actor(self, session: Session, login_id: str, channel: str = "cli") -> Actor:
         clinic = clinic_service.the_clinic(session)

@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from mamori.audit.trail import defer_release, release
 from mamori.authz.gate import Actor
 from mamori.clinic.service import authenticate_token
 from mamori.documents.store import DocumentStore
@@ -51,6 +52,7 @@ def _bearer(request: Request) -> str:
 def _open(request: Request, *, write: bool) -> Ctx:
     state = request.app.state
     session: Session = state.db.session(write=write)
+    defer_release(session)
     request.state.db_session = session
     channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
     actor = dataclasses.replace(
@@ -129,6 +131,8 @@ def _finish(request: Request, commit: bool) -> None:
     finally:
         session.close()
         request.state.db_session = None
+    if commit:
+        release(session)  # read events: durable before the response is sent
 
 
 class TransactionalRoute(APIRoute):
