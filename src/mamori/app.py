@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori import __version__
@@ -52,11 +57,51 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+log = logging.getLogger("mamori.audit")
+
+
+def _checkpoint(database: Database, settings: Settings) -> None:
+    """Sign a checkpoint; a refusal means the log disagrees with what was signed — say so
+    as loudly as a server can, and keep serving (the clinic still has to work)."""
+    from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
+
+    try:
+        make_checkpoint(database, settings)
+    except CheckpointRefused as exc:
+        log.critical("AUDIT CHECKPOINT REFUSED: %s / %s", exc.en, exc.ja)
+    except Exception:
+        log.exception("audit checkpoint failed")
+
+
+def _lifespan(database: Database, settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+
+        async def every_interval() -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=settings.checkpoint_interval)
+                except TimeoutError:
+                    await run_in_threadpool(_checkpoint, database, settings)
+
+        task = asyncio.create_task(every_interval())
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+            await run_in_threadpool(_checkpoint, database, settings)  # and one at shutdown
+
+    return lifespan
+
+
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or Database(settings.database_url)
     require_current(database.engine)
     app = FastAPI(
+        lifespan=_lifespan(database, settings),
         title="mamori",
         version=__version__,
         description="守り — 電子カルテ API (JSON) と読み取り専用 FHIR R4 API",

@@ -13,17 +13,19 @@ process before it serves anything (fail closed).
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import stat
 import tomllib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from mamori.errors import InstanceError
 
 SETTINGS_FILE = "mamori.toml"
-SECRET_NAMES = ("token_pepper",)
+SECRET_NAMES = ("token_pepper", "audit_signing_key")
 MIN_SECRET_BYTES = 32
 
 
@@ -33,6 +35,10 @@ class Settings:
     database_url: str
     documents_dir: Path
     token_pepper: bytes
+    audit_signing_key: bytes  # Ed25519 seed (32 bytes) for signing audit checkpoints
+    instance_id: str = ""
+    checkpoint_dir: Path = Path()
+    checkpoint_interval: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8000
     max_json_bytes: int = 1 * 1024 * 1024
@@ -99,11 +105,31 @@ def load_settings(home: Path) -> Settings:
     server = raw.get("server", {})
     limits = raw.get("limits", {})
     url = os.environ.get("MAMORI_DATABASE_URL") or db.get("url") or default_sqlite_url(home)
+    audit = raw.get("audit", {})
+    instance_id = str(raw.get("instance", {}).get("id", ""))
+    if not instance_id:
+        raise InstanceError(
+            f"{SETTINGS_FILE} に [instance] id がありません。",
+            f"{SETTINGS_FILE} has no [instance] id.",
+        )
+    try:
+        seed = base64.b64decode(_read_secret(home, "audit_signing_key"), validate=True)
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise InstanceError(
+            "監査署名鍵の形式が正しくありません。起動を中止します。",
+            "The audit signing key is malformed; refusing to start.",
+        )
     return Settings(
         home=home,
         database_url=url,
         documents_dir=home / "documents",
         token_pepper=_read_secret(home, "token_pepper"),
+        audit_signing_key=seed,
+        instance_id=instance_id,
+        checkpoint_dir=home / "checkpoints",
+        checkpoint_interval=float(audit.get("checkpoint_interval_seconds", 60)),
         host=str(server.get("host", "127.0.0.1")),
         port=int(server.get("port", 8000)),
         max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),
@@ -125,14 +151,25 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         )
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(home, 0o700)
-    for sub in ("data", "documents", "secrets"):
+    # checkpoints/ sits outside the database so that restoring an old database copy is
+    # caught; backups and an outside copy take it along.
+    for sub in ("data", "documents", "secrets", "checkpoints"):
         (home / sub).mkdir(mode=0o700)
-    lines = ["# mamori instance settings. Secrets live in secrets/, never here.", "[database]"]
+    lines = [
+        "# mamori instance settings. Secrets live in secrets/, never here.",
+        "[instance]",
+        f'id = "{uuid.uuid4()}"',
+        "",
+        "[database]",
+    ]
     if database_url:
         lines.append(f"url = {_toml_str(database_url)}")
     else:
         lines.append("# url defaults to SQLite at data/mamori.db")
     lines += [
+        "",
+        "[audit]",
+        "checkpoint_interval_seconds = 60",
         "",
         "[server]",
         'host = "127.0.0.1"',
@@ -144,7 +181,11 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         "",
     ]
     (home / SETTINGS_FILE).write_text("\n".join(lines), encoding="utf-8")
+    values = {
+        "token_pepper": secrets.token_urlsafe(48),
+        "audit_signing_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
     for name in SECRET_NAMES:
         fd = os.open(home / "secrets" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48) + "\n")
+            fh.write(values[name] + "\n")

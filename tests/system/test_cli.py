@@ -92,8 +92,21 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert len(patients) == 40 and json.loads(patients[0])["resourceType"] == "Patient"
     r = runner.invoke(app, ["export", "fhir", str(out), "--as", "nobody", *inst])
     assert r.exit_code == 2
-    r = runner.invoke(app, ["audit", "verify", *inst])
-    assert r.exit_code == 0 and "OK" in r.output
+    r = runner.invoke(app, ["audit", "checkpoint", *inst])
+    assert r.exit_code == 0 and "size" in r.output
+    vkey = (home / "checkpoints" / "audit.vkey").read_text().strip()
+    r = runner.invoke(app, ["audit", "verify", "--trusted-key", vkey, *inst])
+    assert r.exit_code == 0 and "OK" in r.output and "1 signed checkpoints agree" in r.output
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from mamori.audit.checkpoint import NoteSigner
+
+    name = vkey.split("+")[0]  # same log name, another key: the checkpoints must not pass
+    other = NoteSigner(name, Ed25519PrivateKey.generate()).verifier().vkey()
+    r = runner.invoke(app, ["audit", "verify", "--trusted-key", other, *inst])
+    assert r.exit_code == 1 and "not signed by any trusted key" in r.output
+    r = runner.invoke(app, ["audit", "verify", "--trusted-key", "garbage", *inst])
+    assert r.exit_code == 2
     # editing a past version behind mamori's back is found by `mamori verify`
     db = Database(load_settings(home).database_url)
     drop_insert_only_triggers(db.engine)

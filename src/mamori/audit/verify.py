@@ -9,8 +9,9 @@ Checks, streaming in ``seq`` order (flat memory):
 4. every record version named in an event still has that content hash in ``record_version``
    (editing a past note in the database breaks this link even if its own chain is rebuilt).
 
-What it cannot see alone: an attacker who rewrites the whole log *and* the head consistently.
-Signed checkpoints kept outside the database close that gap (issue 4, next part).
+5. with the signed checkpoints from ``checkpoints/``: the root at every checkpointed size
+   matches, and the log is not shorter than any checkpoint (rollback, truncation, a history
+   rewritten consistently with its head, or a fork shown to someone else).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
+from mamori.audit.checkpoint import Checkpoint
 from mamori.audit.models import AuditEvent, AuditHead
 from mamori.records.versioning import RecordVersion
 
@@ -72,8 +75,14 @@ def _check_versions(
             )
 
 
-def verify_log(session: Session) -> LogReport:
+def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogReport:
+    """Recompute the log; with signed ``checkpoints``, also check that the log still has every
+    checkpointed size with the same root (a rollback to an old copy, a truncated tail or a
+    consistently rewritten history all fail here)."""
     report = LogReport()
+    signed: dict[int, set[bytes]] = {}
+    for cp in checkpoints:
+        signed.setdefault(cp.size, set()).add(cp.root)
     frontier = merkle.Frontier()
     chain = b"\x00" * 32
     expected = 1
@@ -100,6 +109,17 @@ def verify_log(session: Session) -> LogReport:
             report.problems.append((ev.seq, "hash chain broken"))
             chain = ev.chain_hash  # resynchronise so one edit is reported once
         frontier.append(leaf)
+        if frontier.size in signed:
+            root_now = frontier.root()
+            for cp_root in signed[frontier.size]:
+                if cp_root != root_now:
+                    report.problems.append(
+                        (
+                            frontier.size,
+                            f"root at size {frontier.size} differs from a signed "
+                            "checkpoint (history rewritten or forked)",
+                        )
+                    )
         for ref in body.get("records", []) if isinstance(body, dict) else []:
             refs.append((ev.seq, ref))
         if len(refs) >= BATCH:
@@ -111,6 +131,14 @@ def verify_log(session: Session) -> LogReport:
         _check_versions(session, refs, report)
     report.size = frontier.size
     report.root = frontier.root()
+    for size in sorted(s for s in signed if s > frontier.size):
+        report.problems.append(
+            (
+                frontier.size + 1,
+                f"log has {frontier.size} events but a signed checkpoint covers "
+                f"{size} (restored from an old copy, or truncated)",
+            )
+        )
     head = session.get(AuditHead, 1)
     if head is None:
         report.problems.append((0, "audit head is missing"))

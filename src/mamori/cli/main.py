@@ -179,7 +179,12 @@ def verify(instance: InstanceOpt = None) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify(instance: InstanceOpt = None) -> None:
+def audit_verify(
+    instance: InstanceOpt = None,
+    trusted_key: Annotated[
+        str | None, typer.Option(help="信頼する公開鍵（紙に控えた audit.vkey の文字列）")
+    ] = None,
+) -> None:
     """監査証跡を再計算して検証する / recompute the audit log; report the first bad position."""
     from mamori.audit.trail import AuditTag, record_system
     from mamori.audit.verify import verify_log
@@ -189,8 +194,24 @@ def audit_verify(instance: InstanceOpt = None) -> None:
     except MamoriError as exc:
         fail(exc)
         return
+    from mamori.audit.checkpoint import NoteVerifier
+    from mamori.audit.checkpointer import load_checkpoints, origin, signer
+
+    if trusted_key:
+        try:
+            trusted = NoteVerifier.from_vkey(trusted_key)
+        except ValueError:
+            err.print("[red]--trusted-key の形式が正しくありません / not a verifier key[/]")
+            raise typer.Exit(2) from None
+    else:
+        trusted = signer(inst.settings).verifier()
+    checkpoints, bad_files = load_checkpoints(
+        inst.settings.checkpoint_dir, [trusted], origin(inst.settings)
+    )
     with inst.transaction(write=False) as session:
-        report = verify_log(session)
+        report = verify_log(session, checkpoints)
+    for problem in bad_files:
+        report.problems.insert(0, (0, problem))
     for seq, problem in report.problems[:20]:
         err.print(f"[red]#{seq}: {problem}[/]", soft_wrap=True)
     with inst.transaction(write=True) as session:  # the check itself is logged
@@ -206,7 +227,28 @@ def audit_verify(instance: InstanceOpt = None) -> None:
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    console.print(f"[green]OK[/]: {report.size} events, root {report.root.hex()}", soft_wrap=True)
+    console.print(
+        f"[green]OK[/]: {report.size} events, root {report.root.hex()}, "
+        f"{len(checkpoints)} signed checkpoints agree",
+        soft_wrap=True,
+    )
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(instance: InstanceOpt = None) -> None:
+    """監査ログのチェックポイントを今すぐ署名する / sign an audit checkpoint now."""
+    from mamori.audit.checkpointer import make_checkpoint
+
+    try:
+        inst = open_instance(instance)
+        result = make_checkpoint(inst.db, inst.settings)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    where = result.path or "(no new events / 新しい記録なし)"
+    console.print(
+        f"checkpoint: size {result.size}, root {result.root.hex()} → {where}", soft_wrap=True
+    )
 
 
 @staff_app.command("add")
