@@ -1,0 +1,180 @@
+"""Audit trail benchmark: audited writes/s, and `verify_log` throughput next to raw SHA-256.
+
+    python bench/audit.py                      # SQLite and PostgreSQL (started on loopback)
+    python bench/audit.py --backends sqlite --events 200000
+
+1. **Audited writes/s**: patient registrations through the service layer, one transaction
+   each (version row + audit event + head update, committed durably), 1 and 4 writer threads.
+2. **Verify throughput**: a log of N events is appended, then `verify_log` recomputes it
+   (read from the database, JSON, leaf hash, chain, Merkle frontier); in the same run, plain
+   SHA-256 over the same bodies already in memory is the floor. Goal ≥ 100,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # reuse tests/pg.py
+
+from sqlalchemy import select
+
+from mamori import migrate
+from mamori.audit.models import AuditEvent
+from mamori.audit.trail import append
+from mamori.audit.verify import verify_log
+from mamori.authz.gate import Actor
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import Role
+from mamori.db import Database
+from mamori.patients.schemas import PatientIn
+from mamori.patients.service import register_patient
+
+PATIENT = PatientIn(
+    family_name="試験",
+    given_name="太郎",
+    family_kana="シケン",
+    given_kana="タロウ",
+    birth_date="1960-05-05",
+    sex="male",
+)  # type: ignore[arg-type]
+
+
+def bench_actor(db: Database) -> Actor:
+    with db.session(write=True) as s:
+        clinic = clinic_service.create_clinic(s, name="ベンチ", institution_code="1310123455")
+        user = clinic_service.add_staff(
+            s, clinic, login_id="bench", display_name="x", role=Role.RECEPTION
+        )
+        s.commit()
+        return clinic_service.actor_for(user, "bench")
+
+
+def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = []
+        for _ in range(per_thread):
+            t0 = time.perf_counter()
+            with db.session(write=True) as s:
+                register_patient(s, actor, PATIENT)
+                s.commit()
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return (
+        len(latencies) / elapsed,
+        1000 * statistics.median(latencies),
+        1000 * latencies[int(0.99 * (len(latencies) - 1))],
+    )
+
+
+def fill_log(db: Database, n: int) -> None:
+    template = {
+        "v": 1,
+        "tag": "patient:chart:viewed",
+        "outcome": "success",
+        "actor": {
+            "user": str(uuid.uuid4()),
+            "role": "physician",
+            "clinic": str(uuid.uuid4()),
+            "channel": "api",
+            "auth": "api-token",
+            "ip": "192.0.2.10",
+            "ua": "0123456789abcdef",
+        },
+    }
+    done = 0
+    while done < n:
+        batch = min(10000, n - done)
+        with db.session(write=True) as s:
+            append(s, [{**template, "patients": [str(uuid.uuid4())]} for _ in range(batch)])
+            s.commit()
+        done += batch
+
+
+def verify_speed(db: Database) -> tuple[int, float, float]:
+    with db.session(write=False) as s:
+        t0 = time.perf_counter()
+        report = verify_log(s)
+        t_verify = time.perf_counter() - t0
+        assert report.ok, report.problems[:3]
+        bodies = [bytes(b) for b in s.scalars(select(AuditEvent.body).order_by(AuditEvent.seq))]
+    t0 = time.perf_counter()
+    for b in bodies:
+        hashlib.sha256(b).digest()
+    t_sha = time.perf_counter() - t0
+    return report.size, report.size / t_verify, len(bodies) / t_sha
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--writes", type=int, default=2000)
+    ap.add_argument("--events", type=int, default=300000)
+    args = ap.parse_args()
+    pg = None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mamori-bench-audit-") as tmp:
+        for backend in args.backends.split(","):
+            if backend == "sqlite":
+                url = f"sqlite:///{Path(tmp) / 'audit.db'}"
+            else:
+                from tests.pg import PgServer
+
+                pg = PgServer()
+                base = pg.start()
+                import psycopg
+                from sqlalchemy.engine import make_url
+
+                u = make_url(base)
+                with psycopg.connect(
+                    host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True
+                ) as con:
+                    con.execute("CREATE DATABASE bench_audit")
+                url = f"{base}/bench_audit"
+            db = Database(url)
+            migrate.upgrade(db.engine)
+            actor = bench_actor(db)
+            w1 = writes(db, actor, 1, args.writes)
+            w4 = writes(db, actor, 4, args.writes // 4)
+            fill_log(db, args.events)
+            size, v_rate, sha_rate = verify_speed(db)
+            rows.append((backend, w1, w4, size, v_rate, sha_rate))
+            db.dispose()
+        if pg is not None:
+            pg.stop()
+    print("\naudited writes (service layer, one durable transaction each)")
+    print(f"{'db':<10} {'threads':>7} {'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
+    for backend, w1, w4, *_ in rows:
+        for n, (rate, p50, p99) in ((1, w1), (4, w4)):
+            print(f"{backend:<10} {n:>7} {rate:>9.0f} {p50:>7.2f} {p99:>7.2f}")
+    print("\naudit verify vs raw SHA-256 over the same bodies (same run)")
+    print(f"{'db':<10} {'events':>8} {'verify ev/s':>12} {'sha256 ev/s':>12} {'ratio':>6}")
+    for backend, _, _, size, v_rate, sha_rate in rows:
+        print(
+            f"{backend:<10} {size:>8} {v_rate:>12.0f} {sha_rate:>12.0f} {sha_rate / v_rate:>6.1f}"
+        )
+    print("\ngoals: ≥ 1,000 audited writes/s; verify ≥ 100,000 events/s")
+
+
+if __name__ == "__main__":
+    main()
