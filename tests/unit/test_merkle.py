@@ -182,3 +182,19 @@ def test_frontier_matches_full_root(data: list[bytes]) -> None:
         assert f.root() == m.root(leaves)
     restored = m.Frontier(f.size, f.nodes)
     assert restored.root() == m.root(leaves)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 400), st.data())
+def test_memoised_tree_gives_the_same_proofs_as_the_rfc_recursion(
+    n: int, data: st.DataObject
+) -> None:
+    leaves = _leaves(n)
+    tree = m.Tree(leaves)
+    assert tree.root() == m.root(leaves)
+    i = data.draw(st.integers(0, n - 1))
+    assert tree.inclusion_proof(i) == m.inclusion_proof(i, leaves)
+    k = data.draw(st.integers(1, n))
+    assert tree.consistency_proof(k, n) == m.consistency_proof(k, leaves)
+    size = data.draw(st.integers(i + 1, n))
+    assert m.verify_inclusion(i, size, leaves[i], tree.inclusion_proof(i, size), tree.root(size))

@@ -161,3 +161,62 @@ class Frontier:
         for node in reversed(self.nodes[:-1]):
             acc = node_hash(node, acc)
         return acc
+
+
+class Tree:
+    """All leaves in memory with memoised subtree hashes: one O(n) pass, then O(log n) per
+    inclusion or consistency proof (the recursive functions above recompute subtrees)."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.leaves = list(leaves)
+        self._memo: dict[tuple[int, int], bytes] = {}
+
+    def _hash(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n == 1:
+            return self.leaves[lo]
+        key = (lo, hi)
+        found = self._memo.get(key)
+        if found is None:
+            k = split_point(n)
+            found = node_hash(self._hash(lo, lo + k), self._hash(lo + k, hi))
+            self._memo[key] = found
+        return found
+
+    def root(self, size: int | None = None) -> bytes:
+        return self._hash(0, len(self.leaves) if size is None else size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        size = len(self.leaves) if size is None else size
+        if not 0 <= index < size <= len(self.leaves):
+            raise ValueError("leaf index outside the tree")
+        proof: list[bytes] = []
+        lo, hi, m = 0, size, index
+        while hi - lo > 1:  # walk down, then reverse: PATH lists siblings from the leaf up
+            k = split_point(hi - lo)
+            if m < k:
+                proof.append(self._hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._hash(lo, lo + k))
+                lo, m = lo + k, m - k
+        return proof[::-1]
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        if not 0 < first <= second <= len(self.leaves):
+            raise ValueError("tree sizes out of range")
+        proof: list[bytes] = []
+        lo, hi, m, whole = 0, second, first, True
+        while m != hi - lo:
+            k = split_point(hi - lo)
+            if m <= k:
+                proof.append(self._hash(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self._hash(lo, lo + k))
+                lo, m, whole = lo + k, m - k, False
+        if not whole:
+            proof.append(self._hash(lo, hi))
+        return proof[::-1]

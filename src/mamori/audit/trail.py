@@ -56,6 +56,7 @@ class AuditTag(enum.StrEnum):
     RECORDS_VERIFIED = "system:records:verified"
     DATA_IMPORTED = "system:data:imported"  # bulk load (synthetic data, future migrations)
     AUDIT_VERIFIED = "system:audit:verified"
+    AUDIT_EXPORTED = "system:audit:exported"
 
 
 class AuditMissing(RuntimeError):

@@ -234,6 +234,49 @@ def audit_verify(
     )
 
 
+@audit_app.command("bundle")
+def audit_bundle(
+    out: Annotated[Path, typer.Argument(help="出力先（空のディレクトリ）")],
+    patient: Annotated[
+        str | None, typer.Option(help="この患者のイベントだけ（開示請求用）")
+    ] = None,
+    instance: InstanceOpt = None,
+) -> None:
+    """外部監査人向けのバンドルを書き出す / write an offline bundle for an outside auditor."""
+    import uuid as uuid_module
+
+    from mamori.audit.bundle import write_bundle
+    from mamori.audit.checkpointer import origin, signer
+    from mamori.audit.trail import AuditTag, record_system
+
+    try:
+        inst = open_instance(instance)
+        pid = uuid_module.UUID(patient) if patient else None
+        with inst.transaction(write=False) as session:
+            stats = write_bundle(
+                session,
+                out.resolve(),
+                inst.settings.checkpoint_dir,
+                signer(inst.settings).verifier(),
+                origin(inst.settings),
+                pid,
+            )
+        with inst.transaction(write=True) as session:  # handing out the log is itself logged
+            record_system(
+                session, AuditTag.AUDIT_EXPORTED, {**stats, "patient": str(pid) if pid else None}
+            )
+    except ValueError:
+        err.print("[red]--patient は患者ID（UUID）です / --patient takes a patient ID[/]")
+        raise typer.Exit(2) from None
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"bundle: {stats} → {out.resolve()}", soft_wrap=True)
+    console.print(
+        f"verify: python {out.resolve() / 'verify_bundle.py'} {out.resolve()}", soft_wrap=True
+    )
+
+
 @audit_app.command("checkpoint")
 def audit_checkpoint(instance: InstanceOpt = None) -> None:
     """監査ログのチェックポイントを今すぐ署名する / sign an audit checkpoint now."""
