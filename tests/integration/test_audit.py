@@ -227,3 +227,13 @@ def test_safety_net_fails_unaudited_access(world: World, patient: dict[str, Any]
             session.commit()
     finally:
         session.close()
+
+
+def test_system_events_with_a_records_count_verify(world: World, patient: dict[str, Any]) -> None:
+    from mamori.records.service import verify_all
+
+    with world.db.session(write=True) as s:
+        verify_all(s)  # logs {"records": <count>} in its detail
+        s.commit()
+    report = _verify(world)
+    assert report.ok, report.problems

@@ -135,10 +135,14 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
         if b'"records":' in body_bytes:
             try:
                 body = json.loads(body_bytes)
-                logged = body["records"] if isinstance(body, dict) else []
-            except (ValueError, KeyError):
-                logged = []
+            except ValueError:
+                body = None
                 report.problems.append((seq, "body is not valid JSON"))
+            # "records" may also be a key inside a system event's detail; only the top-level
+            # list names record versions
+            logged = body.get("records", []) if isinstance(body, dict) else []
+            if not isinstance(logged, list):
+                logged = []
             refs.extend((seq, ref) for ref in logged)
             if len(refs) >= BATCH:
                 _check_versions(session, refs, report)
