@@ -185,6 +185,15 @@ def patient(world: World) -> dict[str, object]:
     return dict(r.json())
 
 
+INSERT_ONLY_TABLES = (
+    "audit_event",
+    "record_version",
+    "audit_event_patient",
+    "audit_event_user",
+    "audit_review",
+)
+
+
 def drop_insert_only_triggers(engine: object) -> None:
     """What a database administrator (or an intruder with DB credentials) can do first:
     remove the insert-only triggers. Tamper tests start here; detection must not depend on
@@ -194,10 +203,10 @@ def drop_insert_only_triggers(engine: object) -> None:
     assert isinstance(engine, Engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            for table in ("audit_event", "record_version"):
+            for table in INSERT_ONLY_TABLES:
                 conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_insert_only ON {table}")
                 conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         else:
-            for table in ("audit_event", "record_version"):
+            for table in INSERT_ONLY_TABLES:
                 for action in ("update", "delete"):
                     conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_{action}")

@@ -107,7 +107,8 @@ def test_rollback_to_an_old_copy_is_detected(world: World, patient: dict[str, An
     # "restore last week's database": the events after old_size vanish, the head goes back
     drop_insert_only_triggers(world.db.engine)
     with world.db.engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq > :n"), {"n": old_size})
+        for table in ("audit_event", "audit_event_patient", "audit_event_user"):
+            conn.execute(text(f"DELETE FROM {table} WHERE seq > :n"), {"n": old_size})
         conn.execute(
             text("UPDATE audit_head SET size = :n, chain_hash = :c, frontier = :f"),
             {

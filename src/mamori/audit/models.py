@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
-from sqlalchemy import JSON, Integer, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mamori.db import Base, UTCDateTime
+from mamori.db import Base, UTCDateTime, new_id
 
 
 class AuditEvent(Base):
@@ -39,3 +40,41 @@ class AuditHead(Base):
     size: Mapped[int] = mapped_column(Integer)
     chain_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     frontier: Mapped[list[str]] = mapped_column(JSON)
+
+
+class AuditEventPatient(Base):
+    """Index: which patients an event names (for "who opened this patient"). Derived from the
+    bodies and cross-checked by ``verify_log``, so deleting a row cannot hide an access."""
+
+    __tablename__ = "audit_event_patient"
+    __table_args__ = (Index("ix_audit_event_patient_patient_seq", "patient_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
+class AuditEventUser(Base):
+    """Index: which staff member acted (for "what did this user open")."""
+
+    __tablename__ = "audit_event_user"
+    __table_args__ = (Index("ix_audit_event_user_user_seq", "user_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+
+
+class AuditReview(Base):
+    """A completed log review (監査証跡のレビュー): who looked, when, at what, and the finding.
+    Evidence for the MHLW checklist item on regular log review. Insert-only."""
+
+    __tablename__ = "audit_review"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    reviewer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    reviewed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    scope: Mapped[str] = mapped_column(String(20))  # period | patient | user
+    subject_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    through_seq: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))  # no-issue | follow-up
+    finding: Mapped[str] = mapped_column(Text, default="")

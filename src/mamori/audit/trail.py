@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
-from mamori.audit.models import AuditEvent, AuditHead
+from mamori.audit.models import AuditEvent, AuditEventPatient, AuditEventUser, AuditHead
 from mamori.authz.gate import Actor, Intent, hooks
 from mamori.db import utcnow
 from mamori.errors import AuditUnavailable
@@ -200,6 +200,8 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
     chain = head.chain_hash
     now = utcnow()
     rows = []
+    patient_rows: list[dict[str, Any]] = []
+    user_rows: list[dict[str, Any]] = []
     for ev in events:
         seq = frontier.size + 1
         body = canonical_json({**ev, "seq": seq, "at": now}).encode("utf-8")
@@ -216,7 +218,14 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
                 "chain_hash": chain,
             }
         )
+        patient_rows += [{"seq": seq, "patient_id": uuid.UUID(p)} for p in ev["patients"]]
+        if ev["actor"].get("user"):
+            user_rows.append({"seq": seq, "user_id": uuid.UUID(ev["actor"]["user"])})
     session.execute(insert(AuditEvent), rows)
+    if patient_rows:
+        session.execute(insert(AuditEventPatient), patient_rows)
+    if user_rows:
+        session.execute(insert(AuditEventUser), user_rows)
     session.execute(
         update(AuditHead)
         .where(AuditHead.id == 1)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
 from mamori.audit.checkpoint import Checkpoint
-from mamori.audit.models import AuditEvent, AuditHead
+from mamori.audit.models import AuditEvent, AuditEventPatient, AuditEventUser, AuditHead
 from mamori.records.versioning import RecordVersion
 
 BATCH = 5000
@@ -84,6 +84,39 @@ def _body_seq(body: bytes) -> int | None:
     end = body.find(b",", at)
     digits = body[at + 6 : end if end >= 0 else None]
     return int(digits) if digits.isdigit() else None
+
+
+def _indexed_ids(body: bytes) -> tuple[set[str], str | None]:
+    """Patient IDs and acting user named by a canonical body, read from its bytes."""
+    start = body.find(b'"patients":[')
+    patients: set[str] = set()
+    if start >= 0:
+        end = body.find(b"]", start)
+        inner = body[start + 12 : end].decode("ascii", "replace")
+        patients = {p.strip('"') for p in inner.split(",") if p}
+    at = body.find(b'"user":"')
+    user = body[at + 8 : at + 44].decode("ascii", "replace") if at >= 0 else None
+    return patients, user
+
+
+def _index_problems(session: Session, report: LogReport) -> None:
+    """The review indexes must say exactly what the bodies say: a deleted index row would hide
+    an access from "who opened this patient"."""
+    expected: dict[int, tuple[set[str], str | None]] = {}
+    stmt = select(AuditEvent.seq, AuditEvent.body).order_by(AuditEvent.seq)
+    for seq, body in session.execute(stmt.execution_options(yield_per=BATCH)):
+        expected[seq] = _indexed_ids(bytes(body))
+    found_p: dict[int, set[str]] = {}
+    for seq, pid in session.execute(select(AuditEventPatient.seq, AuditEventPatient.patient_id)):
+        found_p.setdefault(seq, set()).add(str(pid))
+    found_u = {
+        seq: str(uid)
+        for seq, uid in session.execute(select(AuditEventUser.seq, AuditEventUser.user_id))
+    }
+    for seq in sorted(set(expected) | set(found_p) | set(found_u)):
+        patients, user = expected.get(seq, (set(), None))
+        if found_p.get(seq, set()) != patients or found_u.get(seq) != user:
+            report.problems.append((seq, "review index differs from the event body"))
 
 
 def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogReport:
@@ -181,5 +214,6 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
         )
         if head.size == frontier.size and head_root != report.root:
             report.problems.append((frontier.size, "head Merkle root differs from the log"))
+    _index_problems(session, report)
     report.problems.sort(key=lambda p: p[0])
     return report
