@@ -154,7 +154,8 @@ def _verify(world: World) -> Any:
 
 
 @pytest.mark.parametrize(
-    "attack", ["edit", "delete", "insert", "reorder", "truncate", "version", "leaf_and_chain"]
+    "attack",
+    ["edit", "delete", "insert", "reorder", "truncate", "version", "leaf_and_chain", "hide"],
 )
 def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: str) -> None:
     _build_log(world, patient)
@@ -188,6 +189,9 @@ def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: s
     elif attack == "truncate":
         _sql(world, "DELETE FROM audit_event WHERE seq > :n", n=size - 2)
         expected = size - 1
+    elif attack == "hide":  # leave the event, remove it from "who opened this patient"
+        _sql(world, "DELETE FROM audit_event_patient WHERE seq = 5")
+        expected = 5
     elif attack == "version":  # rewrite a past note *and* its own hash chain entry
         _sql(
             world,
