@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori import __version__
+from mamori.audit.api import router as audit_router
 from mamori.chart.api import router as chart_router
 from mamori.clinical.api import router as clinical_router
 from mamori.db import Database
@@ -129,7 +130,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             "display_name": a.display_name,
         }
 
-    for router in (patients_router, clinical_router, records_router, chart_router, fhir_router):
+    for router in (
+        patients_router,
+        clinical_router,
+        records_router,
+        chart_router,
+        audit_router,
+        fhir_router,
+    ):
         app.include_router(router)
     errors.install(app)
     app.add_middleware(SecurityHeaders)

@@ -57,6 +57,8 @@ class AuditTag(enum.StrEnum):
     DATA_IMPORTED = "system:data:imported"  # bulk load (synthetic data, future migrations)
     AUDIT_VERIFIED = "system:audit:verified"
     AUDIT_EXPORTED = "system:audit:exported"
+    AUDIT_VIEWED = "audit:log:viewed"
+    REVIEW_RECORDED = "audit:review:recorded"
 
 
 class AuditMissing(RuntimeError):

@@ -1,0 +1,92 @@
+"""「診療記録の閲覧履歴」— the printable answer to a patient's "who has looked at my record"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Sequence
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from mamori.audit.review import Access, tag_ja
+from mamori.chart.pdf import japanese_font, wareki
+from mamori.clinic.calendar import JST
+from mamori.patients.models import Patient
+
+
+def render_access_report(
+    patient: Patient,
+    rows: Sequence[Access],
+    clinic_name: str,
+    issued_by: str,
+    log_size: int,
+    log_root_hex: str,
+) -> bytes:
+    font = japanese_font()
+    base = ParagraphStyle("b", fontName=font, fontSize=9.5, leading=13)
+    h1 = ParagraphStyle("h", parent=base, fontSize=15, leading=20, spaceAfter=4)
+    small = ParagraphStyle("s", parent=base, fontSize=8, leading=10, textColor=colors.grey)
+
+    def p(text: str, style: ParagraphStyle = base) -> Paragraph:
+        return Paragraph(escape(text), style)
+
+    now = dt.datetime.now(JST)
+    story: list[object] = [
+        p(f"診療記録の閲覧履歴　{clinic_name}", h1),
+        p(
+            f"患者番号 {patient.patient_number}　{patient.full_name}（{patient.full_kana}）　"
+            f"生年月日 {wareki(patient.birth_date)}"
+        ),
+        p(f"作成日時 {now:%Y年%m月%d日 %H:%M}　作成者 {issued_by}　件数 {len(rows)}", small),
+        Spacer(1, 4 * mm),
+    ]
+    table_rows = [[p("日時"), p("職員"), p("職種"), p("操作")]]
+    for r in rows:
+        table_rows.append(
+            [
+                p(f"{r.at.astimezone(JST):%Y-%m-%d %H:%M}"),
+                p(r.user_name),
+                p(r.role),
+                p(tag_ja(r.tag)),
+            ]
+        )
+    if len(table_rows) == 1:
+        table_rows.append([p("—"), p("閲覧の記録はありません"), p(""), p("")])
+    t = Table(
+        table_rows, colWidths=[38 * mm, 45 * mm, 40 * mm, 55 * mm], repeatRows=1, hAlign="LEFT"
+    )
+    t.setStyle(
+        TableStyle(
+            [
+                ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
+    story += [
+        t,
+        Spacer(1, 5 * mm),
+        p(
+            "この一覧は、改ざんを検知できる監査証跡（Merkle 木・電子署名付きチェックポイント）から"
+            f"作成しました。証跡の長さ {log_size} 件、ルート {log_root_hex[:16]}…",
+            small,
+        ),
+    ]
+    buf = io.BytesIO()
+    SimpleDocTemplate(
+        buf,
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        title=f"閲覧履歴 {patient.patient_number}",
+        author="mamori",
+    ).build(story)
+    return buf.getvalue()

@@ -1,0 +1,259 @@
+"""Reviewing the audit trail: who opened this patient, what did this user open, recorded
+reviews (MHLW checklist evidence), and the patient's "who has looked at my record" report.
+
+Only the director, the security officer and the auditor read the log (the access-control issue
+turns this into permissions). Reading the log is itself logged, with the patients it showed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mamori.audit import merkle
+from mamori.audit.models import (
+    AuditEvent,
+    AuditEventPatient,
+    AuditEventUser,
+    AuditHead,
+    AuditReview,
+)
+from mamori.audit.trail import AuditTag, record
+from mamori.authz import gate
+from mamori.authz.gate import Actor, Intent
+from mamori.clinic.models import Role, StaffUser
+from mamori.db import new_id, utcnow
+from mamori.errors import InvalidInput, NotAllowed, NotFound
+from mamori.patients.models import Patient
+
+REVIEWER_ROLES = frozenset({Role.DIRECTOR, Role.SECURITY_OFFICER, Role.AUDITOR})
+MAX_ROWS = 2000
+
+TAG_JA = {
+    "patient:chart:viewed": "カルテを閲覧",
+    "patient:chart:printed": "カルテを印刷",
+    "patient:record:viewed": "記録を閲覧",
+    "patient:list:viewed": "一覧・検索結果に表示",
+    "patient:data:exported": "データを出力",
+    "record:created": "記録を作成",
+    "record:updated": "記録を更新",
+    "record:finalised": "記録を確定",
+    "record:confirmed": "代行入力を承認",
+    "record:amended": "確定後に修正",
+    "record:entered-in-error": "記録を取消",
+    "record:merged": "患者統合",
+    "record:status-changed": "状態を変更",
+    "audit:log:viewed": "監査証跡を閲覧",
+}
+
+
+def tag_ja(tag: str) -> str:
+    return TAG_JA.get(tag, tag)
+
+
+@dataclass(frozen=True)
+class Access:
+    seq: int
+    at: dt.datetime
+    tag: str
+    user_id: str | None
+    user_name: str
+    role: str
+    patients: list[str]
+    what: str | None
+    ip: str | None
+
+
+def _require_reviewer(actor: Actor) -> None:
+    if actor.role not in REVIEWER_ROLES:
+        raise NotAllowed(
+            "監査証跡を見られるのは院長・安全管理者・監査担当だけです。",
+            "Only the director, security officer or auditor may read the audit log.",
+        )
+
+
+def _rows(
+    session: Session,
+    actor: Actor,
+    seqs_stmt: Any,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+) -> list[Access]:
+    stmt = select(AuditEvent.seq, AuditEvent.recorded_at, AuditEvent.tag, AuditEvent.body).where(
+        AuditEvent.seq.in_(seqs_stmt)
+    )
+    if since:
+        stmt = stmt.where(AuditEvent.recorded_at >= since)
+    if until:
+        stmt = stmt.where(AuditEvent.recorded_at < until)
+    rows = session.execute(stmt.order_by(AuditEvent.seq.desc()).limit(min(limit, MAX_ROWS))).all()
+    names = {
+        str(u.id): (u.display_name, Role(u.role).label_ja)
+        for u in session.scalars(select(StaffUser).where(StaffUser.clinic_id == actor.clinic_id))
+    }
+    out = []
+    for seq, at, tag, body in rows:
+        event = json.loads(bytes(body))
+        who = event.get("actor", {})
+        if who.get("clinic") not in (None, str(actor.clinic_id)):
+            continue  # another clinic's staff on a shared instance: not this reviewer's to see
+        uid = who.get("user")
+        name, role = names.get(
+            uid or "", ("（システム）" if uid is None else "（他院）", who.get("role", ""))
+        )
+        out.append(
+            Access(
+                seq=seq,
+                at=at,
+                tag=tag,
+                user_id=uid,
+                user_name=name,
+                role=role,
+                patients=event.get("patients", []),
+                what=(event.get("detail") or {}).get("what"),
+                ip=who.get("ip"),
+            )
+        )
+    return out
+
+
+def who_opened(
+    session: Session,
+    actor: Actor,
+    patient_id: uuid.UUID,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 500,
+) -> list[Access]:
+    """Every logged access to one patient, newest first."""
+    _require_reviewer(actor)
+    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "audit-review")
+    seqs = select(AuditEventPatient.seq).where(AuditEventPatient.patient_id == patient.id)
+    rows = _rows(session, actor, seqs, since, until, limit)
+    record(
+        session,
+        actor,
+        AuditTag.AUDIT_VIEWED,
+        patients=[patient.id],
+        detail={"scope": "patient", "rows": len(rows)},
+    )
+    return rows
+
+
+def what_user_opened(
+    session: Session,
+    actor: Actor,
+    user_id: uuid.UUID,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 500,
+) -> list[Access]:
+    """Everything one staff member did, newest first (the patients shown are logged)."""
+    _require_reviewer(actor)
+    user = session.get(StaffUser, user_id)
+    if user is None or user.clinic_id != actor.clinic_id:
+        raise NotFound("staff")
+    seqs = select(AuditEventUser.seq).where(AuditEventUser.user_id == user.id)
+    rows = _rows(session, actor, seqs, since, until, limit)
+    shown = sorted({uuid.UUID(p) for r in rows for p in r.patients})
+    record(
+        session,
+        actor,
+        AuditTag.AUDIT_VIEWED,
+        patients=shown,
+        detail={"scope": "user", "user": str(user.id), "rows": len(rows)},
+    )
+    return rows
+
+
+def record_review(
+    session: Session,
+    actor: Actor,
+    *,
+    scope: str,
+    subject_id: uuid.UUID | None,
+    outcome: str,
+    finding: str,
+) -> AuditReview:
+    """A completed review: who, when, which part of the log (through the current size), and
+    the finding. Kept forever (insert-only), logged in the trail as well."""
+    _require_reviewer(actor)
+    if scope not in ("period", "patient", "user") or outcome not in ("no-issue", "follow-up"):
+        raise InvalidInput(
+            "レビューの範囲または結果が正しくありません。",
+            "Invalid review scope or outcome.",
+            field="scope",
+        )
+    if outcome == "follow-up" and not finding.strip():
+        raise InvalidInput(
+            "要対応の場合は所見を入力してください。",
+            "A follow-up needs a finding.",
+            field="finding",
+        )
+    size = session.scalar(select(AuditHead.size).where(AuditHead.id == 1)) or 0
+    review = AuditReview(
+        id=new_id(),
+        clinic_id=actor.clinic_id,
+        reviewer_id=actor.user_id,
+        reviewed_at=utcnow(),
+        scope=scope,
+        subject_id=subject_id,
+        through_seq=size,
+        outcome=outcome,
+        finding=finding.strip(),
+    )
+    session.add(review)
+    record(
+        session,
+        actor,
+        AuditTag.REVIEW_RECORDED,
+        detail={"scope": scope, "through_seq": size, "outcome": outcome},
+    )
+    return review
+
+
+def list_reviews(session: Session, actor: Actor, limit: int = 100) -> Sequence[AuditReview]:
+    _require_reviewer(actor)
+    return session.scalars(
+        select(AuditReview)
+        .where(AuditReview.clinic_id == actor.clinic_id)
+        .order_by(AuditReview.reviewed_at.desc())
+        .limit(limit)
+    ).all()
+
+
+def review_status(session: Session, actor: Actor) -> dict[str, Any]:
+    """When the log was last reviewed and how much has been logged since (checklist evidence)."""
+    _require_reviewer(actor)
+    last = (
+        session.scalar(
+            select(func.max(AuditReview.through_seq)).where(
+                AuditReview.clinic_id == actor.clinic_id
+            )
+        )
+        or 0
+    )
+    head = session.get(AuditHead, 1)
+    size = head.size if head else 0
+    root = merkle.Frontier(size, [bytes.fromhex(h) for h in head.frontier]).root() if head else b""
+    return {
+        "log_size": size,
+        "root": root.hex(),
+        "reviewed_through": last,
+        "unreviewed_events": size - last,
+    }
+
+
+def patient_of(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patient:
+    _require_reviewer(actor)
+    return gate.patient_for(session, actor, patient_id, Intent.READ, "audit-review")

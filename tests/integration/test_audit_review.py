@@ -1,0 +1,105 @@
+"""Reviewing the trail: only reviewers read it, it answers "who opened this patient" and "what
+did this user open", reading it is logged, reviews are kept, and the patient gets a PDF."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from pypdf import PdfReader
+from tests.conftest import World
+
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import Clinic, Role
+
+
+def _reviewer(world: World) -> dict[str, str]:
+    with world.db.session(write=True) as s:
+        clinic = s.get(Clinic, world.actors["director"].clinic_id)
+        assert clinic is not None
+        user = clinic_service.add_staff(
+            s, clinic, login_id="auditor_eri", display_name="監査 恵理", role=Role.AUDITOR
+        )
+        token = clinic_service.issue_token(s, world.settings.token_pepper, user)
+        s.commit()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_who_opened_this_patient(world: World, patient: dict[str, Any]) -> None:
+    pid = patient["id"]
+    world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("dr_aiko"))
+    world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("nurse_ben"))
+    auditor = _reviewer(world)
+    rows = world.http.get(f"/api/v1/audit/patients/{pid}/accesses", headers=auditor).json()
+    who = [(r["user_name"], r["action_ja"]) for r in rows]
+    assert ("山本 愛子", "カルテを閲覧") in who and ("鈴木 勉", "カルテを閲覧") in who
+    assert ("田中 千佳", "記録を作成") in who  # reception registered the patient
+    assert all(pid in r["patients"] for r in rows)
+    # reading the log is itself in the log, naming the patient it concerned
+    again = world.http.get(f"/api/v1/audit/patients/{pid}/accesses", headers=auditor).json()
+    assert again[0]["action_ja"] == "監査証跡を閲覧" and again[0]["user_name"] == "監査 恵理"
+
+
+def test_what_did_this_user_open(world: World, patient: dict[str, Any]) -> None:
+    world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("nurse_ben"))
+    ben = world.actors["nurse_ben"].user_id
+    rows = world.http.get(f"/api/v1/audit/users/{ben}/accesses", headers=world.h("director")).json()
+    assert [r["tag"] for r in rows] == ["patient:chart:viewed"]
+    assert rows[0]["patients"] == [patient["id"]]
+    chen = world.actors["dr_chen"].user_id  # another clinic's staff: not found here
+    assert (
+        world.http.get(
+            f"/api/v1/audit/users/{chen}/accesses", headers=world.h("director")
+        ).status_code
+        == 404
+    )
+
+
+def test_only_reviewers_read_the_log(world: World, patient: dict[str, Any]) -> None:
+    for who in ("dr_aiko", "nurse_ben", "clerk_chika", "scribe_dai"):
+        r = world.http.get(f"/api/v1/audit/patients/{patient['id']}/accesses", headers=world.h(who))
+        assert r.status_code == 403, who
+        assert r.json()["error"]["message_ja"]
+    r = world.http.get(
+        f"/api/v1/audit/patients/{patient['id']}/accesses", headers=world.h("dr_chen")
+    )
+    assert r.status_code in (403, 404)
+
+
+def test_reviews_are_recorded_as_evidence(world: World, patient: dict[str, Any]) -> None:
+    h = world.h("director")
+    status = world.http.get("/api/v1/audit/status", headers=h).json()
+    assert status["unreviewed_events"] == status["log_size"] > 0
+    bad = world.http.post(
+        "/api/v1/audit/reviews",
+        headers=h,
+        json={"scope": "period", "outcome": "follow-up", "finding": ""},
+    )
+    assert bad.status_code == 422
+    r = world.http.post(
+        "/api/v1/audit/reviews",
+        headers=h,
+        json={"scope": "period", "outcome": "no-issue", "finding": "異常なし"},
+    )
+    assert r.status_code == 201
+    assert r.json()["through_seq"] >= status["log_size"]
+    assert world.http.get("/api/v1/audit/reviews", headers=h).json()[0]["finding"] == "異常なし"
+    after = world.http.get("/api/v1/audit/status", headers=h).json()
+    assert after["reviewed_through"] == r.json()["through_seq"]
+
+
+def test_patient_access_report_pdf(world: World, patient: dict[str, Any]) -> None:
+    world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko"))
+    r = world.http.get(
+        f"/api/v1/audit/patients/{patient['id']}/access-report.pdf", headers=world.h("director")
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    page = PdfReader(io.BytesIO(r.content)).pages[0]
+    text = page.extract_text()
+    for expected in ("診療記録の閲覧履歴", "山田 花子", "山本 愛子", "カルテを閲覧", "医師"):
+        assert expected in text, expected
+    fonts = {
+        str(page["/Resources"]["/Font"][k].get_object().get("/BaseFont"))
+        for k in page["/Resources"]["/Font"]
+    }
+    assert any("IPAex" in f for f in fonts)
