@@ -241,3 +241,37 @@ def test_system_events_with_a_records_count_verify(world: World, patient: dict[s
         s.commit()
     report = _verify(world)
     assert report.ok, report.problems
+
+
+def test_fhir_auditevent_export_parses_and_is_balp_shaped(
+    world: World, patient: dict[str, Any], tmp_path: Any
+) -> None:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from mamori.audit.fhir import export_ndjson
+
+    h = world.h("dr_aiko")
+    note = world.http.post(
+        f"/api/v1/patients/{patient['id']}/notes", headers=h, json={"subjective": SECRET_SENTENCE}
+    ).json()
+    world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
+    world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=h)
+    world.http.get("/api/v1/patients", params={"kana": "ヤマダ"}, headers=h)
+    out = tmp_path / "audit.ndjson"
+    with world.db.session(write=False) as s:
+        count = export_ndjson(s, out, world.settings.instance_id)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert count == len(lines) == len(_events(world))
+    model = get_fhir_model_class("AuditEvent")
+    events = [json.loads(line) for line in lines]
+    for e in events:
+        model.model_validate(e)
+    actions = {e["extension"][1]["valueString"]: e["action"] for e in events}
+    assert actions["record:created"] == "C" and actions["record:finalised"] == "U"
+    assert actions["patient:chart:viewed"] == "R" and actions["patient:list:viewed"] == "E"
+    read = next(e for e in events if e["action"] == "R")
+    assert read["meta"]["profile"] == [
+        "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"
+    ]
+    assert read["entity"][0]["what"]["reference"] == f"Patient/{patient['id']}"
+    assert SECRET_SENTENCE not in out.read_text(encoding="utf-8")

@@ -92,6 +92,9 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert len(patients) == 40 and json.loads(patients[0])["resourceType"] == "Patient"
     r = runner.invoke(app, ["export", "fhir", str(out), "--as", "nobody", *inst])
     assert r.exit_code == 2
+    r = runner.invoke(app, ["audit", "export-fhir", str(tmp_path / "audit.ndjson"), *inst])
+    assert r.exit_code == 0 and "AuditEvent" in r.output
+    assert (tmp_path / "audit.ndjson").read_text().count('"resourceType": "AuditEvent"') > 3
     r = runner.invoke(app, ["audit", "checkpoint", *inst])
     assert r.exit_code == 0 and "size" in r.output
     vkey = (home / "checkpoints" / "audit.vkey").read_text().strip()

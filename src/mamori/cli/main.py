@@ -277,6 +277,29 @@ def audit_bundle(
     )
 
 
+@audit_app.command("export-fhir")
+def audit_export_fhir(
+    out: Annotated[Path, typer.Argument(help="出力ファイル（NDJSON）")],
+    instance: InstanceOpt = None,
+) -> None:
+    """監査証跡を FHIR AuditEvent (IHE BALP) NDJSON で書き出す / export as FHIR AuditEvent."""
+    from mamori.audit.fhir import export_ndjson
+    from mamori.audit.trail import AuditTag, record_system
+
+    try:
+        inst = open_instance(instance)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    with inst.transaction(write=False) as session:
+        count = export_ndjson(session, out.resolve(), inst.settings.instance_id)
+    with inst.transaction(write=True) as session:
+        record_system(
+            session, AuditTag.AUDIT_EXPORTED, {"format": "fhir-auditevent", "events": count}
+        )
+    console.print(f"{count} AuditEvent → {out.resolve()}", soft_wrap=True)
+
+
 @audit_app.command("checkpoint")
 def audit_checkpoint(instance: InstanceOpt = None) -> None:
     """監査ログのチェックポイントを今すぐ署名する / sign an audit checkpoint now."""
