@@ -11,10 +11,10 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
 
 from mamori.audit.review import Access, tag_ja
-from mamori.chart.pdf import japanese_font, wareki
+from mamori.chart.pdf import japanese_font, styled_table, wareki
 from mamori.clinic.calendar import JST
 from mamori.patients.models import Patient
 
@@ -57,18 +57,7 @@ def render_access_report(
         )
     if len(table_rows) == 1:
         table_rows.append([p("—"), p("閲覧の記録はありません"), p(""), p("")])
-    t = Table(
-        table_rows, colWidths=[38 * mm, 45 * mm, 40 * mm, 55 * mm], repeatRows=1, hAlign="LEFT"
-    )
-    t.setStyle(
-        TableStyle(
-            [
-                ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ]
-        )
-    )
+    t = styled_table(table_rows, [38 * mm, 45 * mm, 40 * mm, 55 * mm])
     story += [
         t,
         Spacer(1, 5 * mm),

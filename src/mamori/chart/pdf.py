@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import os
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -75,6 +76,21 @@ def age_on(birth: dt.date, today: dt.date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
+def styled_table(cells: list[list[Any]], widths: list[float]) -> Table:
+    """The house table: a header row, light grid, top-aligned cells, left on the page."""
+    t = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    t.setStyle(
+        TableStyle(
+            [
+                ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ]
+        )
+    )
+    return t
+
+
 def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
     font = japanese_font()
     base = ParagraphStyle("base", fontName=font, fontSize=9.5, leading=13)
@@ -95,17 +111,7 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
         return Paragraph(escape(text).replace("\n", "<br/>"), style)
 
     def table(rows: list[list[str]], widths: list[float]) -> Table:
-        t = Table([[p(c) for c in r] for r in rows], colWidths=widths, repeatRows=1, hAlign="LEFT")
-        t.setStyle(
-            TableStyle(
-                [
-                    ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
-                    ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
-                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ]
-            )
-        )
-        return t
+        return styled_table([[p(c) for c in r] for r in rows], widths)
 
     pt = chart.patient
     now = dt.datetime.now(JST)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mamori import __version__, migrate
-from mamori.cli.instance import create_instance, open_instance
+from mamori.cli.instance import Instance, create_instance, open_instance
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
 from mamori.errors import InstanceError, MamoriError
@@ -45,9 +45,17 @@ InstanceOpt = Annotated[
 ]
 
 
-def fail(exc: MamoriError) -> None:
+def fail(exc: MamoriError) -> NoReturn:
     err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def instance_or_fail(option: str | None, *, check_schema: bool = True) -> Instance:
+    """The instance named by --instance / MAMORI_HOME, or a clear bilingual error and exit 2."""
+    try:
+        return open_instance(option, check_schema=check_schema)
+    except MamoriError as exc:
+        fail(exc)
 
 
 def progress() -> Progress:
@@ -130,11 +138,7 @@ def serve(instance: InstanceOpt = None, host: str | None = None, port: int | Non
 @db_app.command("upgrade")
 def db_upgrade(instance: InstanceOpt = None) -> None:
     """マイグレーションを適用する / apply migrations."""
-    try:
-        inst = open_instance(instance, check_schema=False)
-    except MamoriError as exc:
-        fail(exc)
-        return
+    inst = instance_or_fail(instance, check_schema=False)
     before = migrate.current_revision(inst.db.engine)
     migrate.upgrade(inst.db.engine)
     console.print(f"schema: {before} → {migrate.current_revision(inst.db.engine)}")
@@ -143,11 +147,7 @@ def db_upgrade(instance: InstanceOpt = None) -> None:
 @db_app.command("check")
 def db_check(instance: InstanceOpt = None) -> None:
     """モデルとデータベースの差分を確認する / compare models with the migrated database."""
-    try:
-        inst = open_instance(instance)
-    except MamoriError as exc:
-        fail(exc)
-        return
+    inst = instance_or_fail(instance)
     diffs = migrate.model_differences(inst.db.engine)
     if diffs:
         for d in diffs:
@@ -161,11 +161,7 @@ def verify(instance: InstanceOpt = None) -> None:
     """全記録の版ハッシュ連鎖を検証する / verify every record's version hash chain."""
     from mamori.records.service import verify_all
 
-    try:
-        inst = open_instance(instance)
-    except MamoriError as exc:
-        fail(exc)
-        return
+    inst = instance_or_fail(instance)
     with inst.transaction(write=False) as session:
         checked, problems = verify_all(session)
     for p in problems[:50]:
@@ -189,11 +185,7 @@ def audit_verify(
     from mamori.audit.trail import AuditTag, record_system
     from mamori.audit.verify import verify_log
 
-    try:
-        inst = open_instance(instance)
-    except MamoriError as exc:
-        fail(exc)
-        return
+    inst = instance_or_fail(instance)
     from mamori.audit.checkpoint import NoteVerifier
     from mamori.audit.checkpointer import load_checkpoints, origin, signer
 
@@ -286,11 +278,7 @@ def audit_export_fhir(
     from mamori.audit.fhir import export_ndjson
     from mamori.audit.trail import AuditTag, record_system
 
-    try:
-        inst = open_instance(instance)
-    except MamoriError as exc:
-        fail(exc)
-        return
+    inst = instance_or_fail(instance)
     with inst.transaction(write=False) as session:
         count = export_ndjson(session, out.resolve(), inst.settings.instance_id)
     with inst.transaction(write=True) as session:
