@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,41 @@ def model_differences(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return list(compare_metadata(ctx, Base.metadata))
+
+
+# Rows of these tables are only ever inserted; the application role gets no UPDATE on them.
+APPEND_ONLY_TABLES = frozenset(
+    {"audit_event", "audit_event_patient", "audit_event_user", "audit_review", "record_version"}
+)
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_app_role(engine: Engine, role: str) -> dict[str, str]:
+    """PostgreSQL: give the application's login role exactly what it needs, run as the owner.
+
+    No table gets DELETE or TRUNCATE (records are never destroyed); the append-only tables get
+    SELECT and INSERT only. So even with the triggers dropped, the application's credentials
+    cannot rewrite the audit log or record history. Returns table → granted privileges.
+    """
+    if engine.dialect.name != "postgresql":
+        raise InstanceError(
+            "ロール権限は PostgreSQL でのみ設定できます。", "Role grants apply to PostgreSQL only."
+        )
+    if not _ROLE.match(role):
+        raise InstanceError("ロール名が正しくありません。", "Invalid role name.")
+    from mamori.db import Base
+    from mamori.models import load_all
+
+    load_all()
+    granted: dict[str, str] = {}
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+        conn.exec_driver_sql(f'GRANT SELECT ON alembic_version TO "{role}"')
+        for table in Base.metadata.sorted_tables:
+            privileges = (
+                "SELECT, INSERT" if table.name in APPEND_ONLY_TABLES else "SELECT, INSERT, UPDATE"
+            )
+            conn.exec_driver_sql(f'REVOKE ALL ON "{table.name}" FROM "{role}"')
+            conn.exec_driver_sql(f'GRANT {privileges} ON "{table.name}" TO "{role}"')
+            granted[table.name] = privileges
+    return granted

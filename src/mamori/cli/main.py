@@ -144,6 +144,24 @@ def db_upgrade(instance: InstanceOpt = None) -> None:
     console.print(f"schema: {before} → {migrate.current_revision(inst.db.engine)}")
 
 
+@db_app.command("grant-app-role")
+def db_grant_app_role(
+    role: Annotated[str, typer.Argument(help="アプリケーションが接続に使う PostgreSQL ロール")],
+    instance: InstanceOpt = None,
+) -> None:
+    """PostgreSQL: アプリ用ロールに必要最小限の権限を付与（DELETE なし、証跡は追記のみ）/
+    grant the app role least privilege (no DELETE anywhere; logs insert-only). Run as the owner."""
+    inst = instance_or_fail(instance)
+    try:
+        granted = migrate.grant_app_role(inst.db.engine, role)
+    except MamoriError as exc:
+        fail(exc)
+    table = Table("table", "privileges")
+    for name, privileges in granted.items():
+        table.add_row(name, privileges)
+    console.print(table)
+
+
 @db_app.command("check")
 def db_check(instance: InstanceOpt = None) -> None:
     """モデルとデータベースの差分を確認する / compare models with the migrated database."""
