@@ -91,18 +91,13 @@ def access_report(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response
         if not r.tag.startswith("audit:")
     ]
     status = review.review_status(ctx.session, ctx.actor)
-    from mamori.audit.merkle import Frontier
-    from mamori.audit.models import AuditHead
-
-    head = ctx.session.get(AuditHead, 1)
-    root = Frontier(head.size, [bytes.fromhex(h) for h in head.frontier]).root() if head else b""
     pdf = render_access_report(
         patient,
         rows,
         clinic_of(ctx.session, ctx.actor).name,
         ctx.actor.display_name,
         status["log_size"],
-        root.hex(),
+        status["root"],
     )
     return Response(
         pdf,

@@ -14,7 +14,6 @@ with backups and an outside copy makes the files themselves hard to roll back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -33,7 +32,7 @@ from mamori.audit.checkpoint import (
     open_note,
     sign,
 )
-from mamori.audit.models import AuditEvent, AuditHead
+from mamori.audit.models import GENESIS_CHAIN, AuditEvent, AuditHead, chain_next
 from mamori.db import Database
 from mamori.errors import MamoriError
 from mamori.settings import Settings
@@ -76,7 +75,7 @@ def _write_atomically(path: Path, text: str) -> None:
 class _State:
     size: int = 0
     frontier: list[bytes] | None = None
-    chain: bytes = b"\x00" * 32
+    chain: bytes = GENESIS_CHAIN
 
     @classmethod
     def load(cls, directory: Path) -> _State:
@@ -147,8 +146,8 @@ def make_checkpoint(db: Database, settings: Settings) -> CheckpointResult:
                     f"Audit log sequence broken at {frontier.size + 1}.",
                 )
             frontier.append(merkle.leaf_hash(body))
-            chain = hashlib.sha256(chain + hashlib.sha256(body).digest()).digest()
-        head_root = merkle.Frontier(head.size, [bytes.fromhex(h) for h in head.frontier]).root()
+            chain = chain_next(chain, body)
+        head_root = head.merkle_frontier().root()
         if frontier.size != head.size or frontier.root() != head_root or chain != head.chain_hash:
             raise CheckpointRefused(
                 "監査ログの内容が署名済みの状態と一致しません（改ざんの可能性）。署名を中止しました。",

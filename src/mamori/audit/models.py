@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.audit import merkle
 from mamori.db import Base, UTCDateTime, new_id
+
+GENESIS_CHAIN = b"\x00" * 32
+
+
+def chain_next(previous: bytes, body: bytes) -> bytes:
+    """The hash chain: chain_i = SHA-256(chain_{i-1} ‖ SHA-256(body_i))."""
+    return hashlib.sha256(previous + hashlib.sha256(body).digest()).digest()
 
 
 class AuditEvent(Base):
@@ -40,6 +49,10 @@ class AuditHead(Base):
     size: Mapped[int] = mapped_column(Integer)
     chain_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     frontier: Mapped[list[str]] = mapped_column(JSON)
+
+    def merkle_frontier(self) -> merkle.Frontier:
+        """The stored frontier (raises ValueError if it does not fit the size)."""
+        return merkle.Frontier(self.size, [bytes.fromhex(h) for h in self.frontier])
 
 
 class AuditEventPatient(Base):

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mamori.audit import merkle
 from mamori.audit.models import (
     AuditEvent,
     AuditEventPatient,
@@ -245,7 +244,7 @@ def review_status(session: Session, actor: Actor) -> dict[str, Any]:
     )
     head = session.get(AuditHead, 1)
     size = head.size if head else 0
-    root = merkle.Frontier(size, [bytes.fromhex(h) for h in head.frontier]).root() if head else b""
+    root = head.merkle_frontier().root() if head else b""
     return {
         "log_size": size,
         "root": root.hex(),

@@ -33,7 +33,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
-from mamori.audit.models import AuditEvent, AuditEventPatient, AuditEventUser, AuditHead
+from mamori.audit.models import (
+    AuditEvent,
+    AuditEventPatient,
+    AuditEventUser,
+    AuditHead,
+    chain_next,
+)
 from mamori.authz.gate import Actor, Intent, hooks
 from mamori.db import utcnow
 from mamori.errors import AuditUnavailable
@@ -198,7 +204,7 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
     head = session.execute(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).scalar_one()
-    frontier = merkle.Frontier(head.size, [bytes.fromhex(h) for h in head.frontier])
+    frontier = head.merkle_frontier()
     chain = head.chain_hash
     now = utcnow()
     rows = []
@@ -208,7 +214,7 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
         seq = frontier.size + 1
         body = canonical_json({**ev, "seq": seq, "at": now}).encode("utf-8")
         leaf = merkle.leaf_hash(body)
-        chain = hashlib.sha256(chain + hashlib.sha256(body).digest()).digest()
+        chain = chain_next(chain, body)
         frontier.append(leaf)
         rows.append(
             {

@@ -16,7 +16,6 @@ Checks, streaming in ``seq`` order (flat memory):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -27,7 +26,14 @@ from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
 from mamori.audit.checkpoint import Checkpoint
-from mamori.audit.models import AuditEvent, AuditEventPatient, AuditEventUser, AuditHead
+from mamori.audit.models import (
+    GENESIS_CHAIN,
+    AuditEvent,
+    AuditEventPatient,
+    AuditEventUser,
+    AuditHead,
+    chain_next,
+)
 from mamori.records.versioning import RecordVersion
 
 BATCH = 5000
@@ -128,7 +134,7 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
     for cp in checkpoints:
         signed.setdefault(cp.size, set()).add(cp.root)
     frontier = merkle.Frontier()
-    chain = b"\x00" * 32
+    chain = GENESIS_CHAIN
     expected = 1
     refs: list[tuple[int, dict[str, object]]] = []
     # Plain rows of the four columns that matter (no ORM objects): verification is CPU-bound.
@@ -137,7 +143,6 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=BATCH)
     )
-    sha256 = hashlib.sha256
     for seq, raw_body, stored_leaf, stored_chain in session.execute(stmt):
         body_bytes = bytes(raw_body)
         if seq != expected:
@@ -149,7 +154,7 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
         leaf = merkle.leaf_hash(body_bytes)
         if leaf != bytes(stored_leaf):
             report.problems.append((seq, "leaf hash does not match the stored body"))
-        chain = sha256(chain + sha256(body_bytes).digest()).digest()
+        chain = chain_next(chain, body_bytes)
         if chain != bytes(stored_chain):
             report.problems.append((seq, "hash chain broken"))
             chain = bytes(stored_chain)  # resynchronise so one edit is reported once
@@ -208,7 +213,7 @@ def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogR
         elif head.chain_hash != chain:
             report.problems.append((frontier.size, "head chain hash differs from the log"))
         head_root = (
-            merkle.Frontier(head.size, [bytes.fromhex(h) for h in head.frontier]).root()
+            head.merkle_frontier().root()
             if len(head.frontier) == bin(head.size).count("1")
             else None
         )
