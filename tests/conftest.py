@@ -132,6 +132,9 @@ PERSONAS = {
         ("nurse_ben", "鈴木 勉", Role.NURSE),
         ("clerk_chika", "田中 千佳", Role.RECEPTION),
         ("scribe_dai", "高橋 大", Role.SCRIBE),
+        ("sec_sae", "伊藤 冴", Role.SECURITY_OFFICER),
+        ("vendor_vic", "保守 ベンダー", Role.VENDOR),
+        ("audit_aki", "監査 明", Role.AUDITOR),
     ],
     "B": [("dr_chen", "陳 医師", Role.PHYSICIAN)],
 }

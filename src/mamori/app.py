@@ -14,6 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori import __version__
 from mamori.audit.api import router as audit_router
+from mamori.auth.api import admin_router
+from mamori.auth.api import patients_router as auth_patients_router
+from mamori.auth.api import router as auth_router
+from mamori.authz.permissions import P
 from mamori.chart.api import router as chart_router
 from mamori.clinical.api import router as clinical_router
 from mamori.db import Database
@@ -25,7 +29,7 @@ from mamori.records.api import router as records_router
 from mamori.settings import Settings
 from mamori.web import errors
 from mamori.web.limits import BodyLimit
-from mamori.web.routing import Ctx, TransactionalRoute, check_route_guards, public, reader
+from mamori.web.routing import Ctx, TransactionalRoute, check_route_guards, public, requires
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -33,6 +37,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"strict-transport-security", b"max-age=31536000"),
 ]
 
 
@@ -120,7 +125,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/v1/me")
-    def me(ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+    def me(ctx: Ctx = Depends(requires(P.SELF))) -> dict[str, Any]:
         a = ctx.actor
         return {
             "user_id": str(a.user_id),
@@ -128,9 +133,14 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             "role": a.role.value,
             "role_ja": a.role.label_ja,
             "display_name": a.display_name,
+            "auth": a.auth_method,
+            "permissions": sorted(p.value for p in a.granted),
         }
 
     for router in (
+        auth_router,
+        auth_patients_router,
+        admin_router,
         patients_router,
         clinical_router,
         records_router,

@@ -77,12 +77,73 @@ class NotAllowed(MamoriError):
     code = "not_allowed"
 
 
+class Forbidden(MamoriError):
+    """An access-control decision: the role (or the moment) does not allow this. Recorded in
+    the audit trail as a denial."""
+
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(
+            f"この操作の権限がありません（{permission}）。",
+            f"You do not have the permission {permission!r}.",
+            code="forbidden",
+        )
+        self.permission = permission
+
+
+class BreakGlassRequired(MamoriError):
+    """The patient is restricted (staff, VIP, sensitive): opening the record needs a stated
+    reason (break-the-glass), which alerts the administrator."""
+
+    status = 403
+    code = "break_glass_required"
+
+    def __init__(self, patient_id: str) -> None:
+        super().__init__(
+            "この患者は閲覧制限の対象です。緊急閲覧（理由の入力）が必要です。",
+            "This patient is restricted; opening the record needs break-the-glass with a reason.",
+            code="break_glass_required",
+        )
+        self.patient_id = patient_id
+
+
 class Unauthenticated(MamoriError):
     status = 401
     code = "unauthenticated"
 
+    def __init__(
+        self,
+        ja: str = "ログインが必要です。",
+        en: str = "Authentication required.",
+        *,
+        code: str = "unauthenticated",
+    ) -> None:
+        super().__init__(ja, en, code=code)
+
+
+class ReauthRequired(MamoriError):
+    status = 401
+    code = "reauth_required"
+
     def __init__(self) -> None:
-        super().__init__("ログインが必要です。", "Authentication required.")
+        super().__init__(
+            "この操作の前に、パスワードと二要素認証で本人確認をやり直してください。",
+            "Confirm your identity again (password and second factor) before this action.",
+        )
+
+
+class TooManyAttempts(MamoriError):
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"試行回数が多すぎます。{retry_after}秒後にもう一度お試しください。",
+            f"Too many attempts. Try again in {retry_after} seconds.",
+        )
+        self.retry_after = retry_after
 
 
 class AuditUnavailable(MamoriError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def load_all() -> None:
     import mamori.audit.models
+    import mamori.auth.models
     import mamori.clinic.models
     import mamori.clinical.models
     import mamori.patients.models

@@ -19,7 +19,7 @@ import secrets
 import stat
 import tomllib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mamori.errors import InstanceError
@@ -44,6 +44,24 @@ class Settings:
     max_json_bytes: int = 1 * 1024 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024
     debug: bool = False
+    auth: AuthSettings = field(default_factory=lambda: AuthSettings())
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Sign-in policy. The defaults satisfy the MHLW checklist on their own (CL-2-7/8/10)."""
+
+    idle_minutes: int = 15  # idle logoff
+    shared_idle_minutes: int = 5  # shared reception terminals
+    absolute_hours: int = 12  # a session never outlives a working day
+    reauth_minutes: int = 5  # how long a re-authentication covers sensitive actions
+    break_glass_minutes: int = 60
+    # WebAuthn relying party: the host name staff type in the browser, and its origins
+    rp_id: str = "localhost"
+    origins: tuple[str, ...] = ("https://localhost:8443", "http://localhost:8000")
+    # cookies carry the Secure flag; only a development instance served over plain HTTP on
+    # loopback may turn this off
+    secure_cookies: bool = True
 
 
 def resolve_home(option: str | os.PathLike[str] | None) -> Path:
@@ -106,6 +124,7 @@ def load_settings(home: Path) -> Settings:
     limits = raw.get("limits", {})
     url = os.environ.get("MAMORI_DATABASE_URL") or db.get("url") or default_sqlite_url(home)
     audit = raw.get("audit", {})
+    auth = _auth_settings(raw.get("auth", {}))
     instance_id = str(raw.get("instance", {}).get("id", ""))
     if not instance_id:
         raise InstanceError(
@@ -135,7 +154,38 @@ def load_settings(home: Path) -> Settings:
         max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),
         max_upload_bytes=int(limits.get("max_upload_bytes", 25 * 1024 * 1024)),
         debug=bool(server.get("debug", False)),
+        auth=auth,
     )
+
+
+def _auth_settings(raw: dict[str, object]) -> AuthSettings:
+    base = AuthSettings()
+    try:
+        out = AuthSettings(
+            idle_minutes=int(str(raw.get("idle_minutes", base.idle_minutes))),
+            shared_idle_minutes=int(str(raw.get("shared_idle_minutes", base.shared_idle_minutes))),
+            absolute_hours=int(str(raw.get("absolute_hours", base.absolute_hours))),
+            reauth_minutes=int(str(raw.get("reauth_minutes", base.reauth_minutes))),
+            break_glass_minutes=int(str(raw.get("break_glass_minutes", base.break_glass_minutes))),
+            rp_id=str(raw.get("rp_id", base.rp_id)),
+            origins=tuple(str(o) for o in raw.get("origins", base.origins)),  # type: ignore[attr-defined]
+            secure_cookies=bool(raw.get("secure_cookies", base.secure_cookies)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InstanceError(
+            f"{SETTINGS_FILE} の [auth] が正しくありません: {exc}",
+            f"Invalid [auth] section in {SETTINGS_FILE}: {exc}",
+        ) from exc
+    if not (1 <= out.shared_idle_minutes <= out.idle_minutes <= 60) or not (
+        1 <= out.absolute_hours <= 24
+    ):
+        raise InstanceError(
+            "[auth] の時間設定が範囲外です（無操作ログオフ 1〜60分、共用端末はそれ以下、"
+            "最長 24 時間）。",
+            "[auth] timeouts out of range (idle 1-60 min, shared terminals no longer, "
+            "absolute at most 24 h).",
+        )
+    return out
 
 
 def _toml_str(value: str) -> str:
@@ -174,6 +224,14 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         "[server]",
         'host = "127.0.0.1"',
         f"port = {port}",
+        "",
+        "[auth]",
+        "idle_minutes = 15",
+        "shared_idle_minutes = 5",
+        "absolute_hours = 12",
+        "# WebAuthn (passkeys): the host name staff use in the browser, and its origins",
+        'rp_id = "localhost"',
+        f'origins = ["https://localhost:{port}", "http://localhost:{port}"]',
         "",
         "[limits]",
         "max_json_bytes = 1048576",

@@ -92,8 +92,15 @@ def test_refused_requests_record_nothing(world: World, patient: dict[str, Any]) 
         headers=world.h("clerk_chika"),
     )
     world.http.get(f"/api/v1/patients/{patient['id']}")  # no token
-    world.http.get(f"/api/v1/patients/{patient['id']}", headers=world.h("dr_chen"))
     assert len(_events(world)) == before
+    # another clinic's patient: answered as "not found", and the attempt itself is recorded
+    # (without the patient's ID, which that clinic's staff must not learn about)
+    r = world.http.get(f"/api/v1/patients/{patient['id']}", headers=world.h("dr_chen"))
+    assert r.status_code == 404
+    new = _events(world)[before:]
+    assert [e["tag"] for e in new] == ["access:other-clinic:attempted"]
+    assert new[0]["patients"] == [] and new[0]["outcome"] == "failure"
+    assert new[0]["actor"]["user"] == str(world.actors["dr_chen"].user_id)
 
 
 def test_no_data_leaves_without_its_audit_event(world: World, patient: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ models) and carries the JP Core profile and the JP Core details we rely on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from tests.conftest import World
 
 from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
+from mamori.errors import Forbidden
 from mamori.fhir import mapping
 from mamori.fhir.service import RESOURCE_TYPES, export_ndjson
 from mamori.synth.generator import generate
@@ -61,7 +63,10 @@ def _check_jp_core(res: dict[str, Any]) -> None:
 
 
 def test_bulk_export_parses_with_fhir_resources(synthetic: World, tmp_path: Path) -> None:
-    actor = synthetic.actors["dr_aiko"]
+    # physicians request bulk exports; the director runs them
+    with synthetic.db.session(write=False) as s, pytest.raises(Forbidden):
+        export_ndjson(s, synthetic.actors["dr_aiko"], tmp_path)
+    actor = dataclasses.replace(synthetic.actors["director"], channel="cli")
     with synthetic.db.session(write=False) as s:
         counts = export_ndjson(s, actor, tmp_path)
     assert set(counts) == set(RESOURCE_TYPES)

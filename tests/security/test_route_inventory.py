@@ -1,8 +1,6 @@
-"""Every route declares its guard, and the full route → guard list is pinned here.
-
-A new route must be added to this list deliberately; the access-control issue will turn the
-"signed-in" guards into permissions and this table into the route → permission table.
-"""
+"""Every route declares its permission (or is explicitly public), and the full route →
+permission table is pinned here: a new route, or a changed permission, must be added to this
+list deliberately. The authorization matrix (test_authz_matrix.py) walks this table."""
 
 from __future__ import annotations
 
@@ -13,58 +11,92 @@ from fastapi import APIRouter, Depends
 from tests.conftest import World
 
 from mamori.app import create_app
-from mamori.web.routing import Ctx, reader
+from mamori.authz.permissions import P, Permission
+from mamori.web.routing import Ctx, requires
 
 PINNED = {
     "GET /healthz": "public",
+    "GET /api/v1/me": "self:manage",
+    "POST /api/v1/auth/login": "public:sign-in",
+    "GET /api/v1/auth/status": "public:sign-in",
+    "POST /api/v1/auth/totp": "public:sign-in",
+    "POST /api/v1/auth/recovery": "public:sign-in",
+    "POST /api/v1/auth/webauthn/options": "public:sign-in",
+    "POST /api/v1/auth/webauthn": "public:sign-in",
+    "POST /api/v1/auth/enrol/totp": "public:sign-in",
+    "POST /api/v1/auth/enrol/totp/confirm": "public:sign-in",
+    "POST /api/v1/auth/enrol/webauthn/options": "public:sign-in",
+    "POST /api/v1/auth/enrol/webauthn": "public:sign-in",
+    "POST /api/v1/auth/logout": "self:manage",
+    "POST /api/v1/auth/reauth/webauthn/options": "self:manage",
+    "POST /api/v1/auth/reauth": "self:manage",
+    "POST /api/v1/auth/password": "self:manage",
+    "GET /api/v1/auth/sessions": "self:manage",
+    "POST /api/v1/auth/sessions/revoke": "self:manage",
+    "POST /api/v1/patients/{patient_id}/break-glass": "break-glass:use",
+    "PUT /api/v1/patients/{patient_id}/restriction": "restriction:admin",
+    "GET /api/v1/admin/staff": "staff:read",
+    "POST /api/v1/admin/staff": "staff:admin",
+    "PUT /api/v1/admin/staff/{user_id}": "staff:admin",
+    "POST /api/v1/admin/staff/{user_id}/unlock": "session:admin",
+    "POST /api/v1/admin/staff/{user_id}/reset-factors": "staff:admin",
+    "GET /api/v1/admin/staff/{user_id}/sessions": "session:admin",
+    "POST /api/v1/admin/staff/{user_id}/sessions/revoke": "session:admin",
+    "POST /api/v1/admin/vendor-windows": "vendor-window:admin",
+    "GET /api/v1/admin/vendor-windows": "vendor-window:admin",
+    "POST /api/v1/admin/vendor-windows/{window_id}/close": "vendor-window:admin",
+    "GET /api/v1/admin/vendor-windows/{window_id}/report": "vendor-window:admin",
+    "POST /api/v1/admin/vendor-windows/{window_id}/acknowledge": "staff:admin",
+    "GET /api/v1/admin/alerts": "audit:read",
+    "POST /api/v1/admin/alerts/{alert_id}/review": "audit:review",
+    "GET /api/v1/admin/two-factor": "staff:read",
+    "POST /api/v1/patients": "patient:write",
+    "GET /api/v1/patients": "patient:read",
+    "GET /api/v1/patients/{patient_id}": "patient:read",
+    "PUT /api/v1/patients/{patient_id}": "patient:write",
+    "GET /api/v1/patients/{patient_id}/duplicates": "patient:read",
+    "POST /api/v1/patients/{patient_id}/merge": "patient:merge",
+    "GET /api/v1/patients/{patient_id}/coverages": "insurance:read",
+    "POST /api/v1/patients/{patient_id}/coverages": "insurance:write",
+    "PUT /api/v1/coverages/{coverage_id}": "insurance:write",
+    "POST /api/v1/patients/{patient_id}/encounters": "encounter:write",
+    "GET /api/v1/patients/{patient_id}/encounters": "encounter:read",
+    "POST /api/v1/encounters/{encounter_id}/status": "encounter:write",
+    "GET /api/v1/reception": "encounter:read",
+    "POST /api/v1/patients/{patient_id}/notes": "note:write",
+    "GET /api/v1/patients/{patient_id}/notes": "note:read",
+    "GET /api/v1/notes/{note_id}": "note:read",
+    "PUT /api/v1/notes/{note_id}": "note:write",
+    "POST /api/v1/notes/{note_id}/finalise": "note:write",
+    "POST /api/v1/notes/{note_id}/amend": "note:write",
+    "POST /api/v1/patients/{patient_id}/conditions": "condition:write",
+    "GET /api/v1/patients/{patient_id}/conditions": "condition:read",
+    "PUT /api/v1/conditions/{condition_id}": "condition:write",
+    "POST /api/v1/patients/{patient_id}/allergies": "allergy:write",
+    "GET /api/v1/patients/{patient_id}/allergies": "allergy:read",
+    "POST /api/v1/patients/{patient_id}/medication-requests": "prescription:write",
+    "GET /api/v1/patients/{patient_id}/medication-requests": "prescription:read",
+    "POST /api/v1/patients/{patient_id}/observations": "observation:write",
+    "GET /api/v1/patients/{patient_id}/observations": "observation:read",
+    "POST /api/v1/patients/{patient_id}/documents": "document:write",
+    "GET /api/v1/patients/{patient_id}/documents": "document:read",
+    "GET /api/v1/documents/{document_id}/content": "document:read",
+    "GET /api/v1/records/{record_type}/{record_id}/history": "patient:read",
+    "POST /api/v1/records/{record_type}/{record_id}/entered-in-error": "record:retract",
+    "GET /api/v1/patients/{patient_id}/verify": "record:verify",
+    "GET /api/v1/patients/{patient_id}/chart": "chart:read",
+    "GET /api/v1/patients/{patient_id}/chart.pdf": "chart:print",
+    "GET /api/v1/audit/patients/{patient_id}/accesses": "audit:read",
+    "GET /api/v1/audit/users/{user_id}/accesses": "audit:read",
+    "GET /api/v1/audit/patients/{patient_id}/access-report.pdf": "audit:read",
+    "POST /api/v1/audit/reviews": "audit:review",
+    "GET /api/v1/audit/reviews": "audit:read",
+    "GET /api/v1/audit/status": "audit:read",
     "GET /fhir/r4/metadata": "public",
-    "GET /api/v1/me": "signed-in:read",
-    "GET /api/v1/patients": "signed-in:read",
-    "POST /api/v1/patients": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}": "signed-in:read",
-    "PUT /api/v1/patients/{patient_id}": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/duplicates": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/merge": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/coverages": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/coverages": "signed-in:write",
-    "PUT /api/v1/coverages/{coverage_id}": "signed-in:write",
-    "POST /api/v1/patients/{patient_id}/encounters": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/encounters": "signed-in:read",
-    "POST /api/v1/encounters/{encounter_id}/status": "signed-in:write",
-    "GET /api/v1/reception": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/notes": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/notes": "signed-in:read",
-    "GET /api/v1/notes/{note_id}": "signed-in:read",
-    "PUT /api/v1/notes/{note_id}": "signed-in:write",
-    "POST /api/v1/notes/{note_id}/finalise": "signed-in:write",
-    "POST /api/v1/notes/{note_id}/amend": "signed-in:write",
-    "POST /api/v1/patients/{patient_id}/conditions": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/conditions": "signed-in:read",
-    "PUT /api/v1/conditions/{condition_id}": "signed-in:write",
-    "POST /api/v1/patients/{patient_id}/allergies": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/allergies": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/medication-requests": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/medication-requests": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/observations": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/observations": "signed-in:read",
-    "POST /api/v1/patients/{patient_id}/documents": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/documents": "signed-in:read",
-    "GET /api/v1/documents/{document_id}/content": "signed-in:read",
-    "GET /api/v1/records/{record_type}/{record_id}/history": "signed-in:read",
-    "POST /api/v1/records/{record_type}/{record_id}/entered-in-error": "signed-in:write",
-    "GET /api/v1/patients/{patient_id}/verify": "signed-in:read",
-    "GET /api/v1/patients/{patient_id}/chart": "signed-in:read",
-    "GET /api/v1/patients/{patient_id}/chart.pdf": "signed-in:read",
-    "GET /api/v1/audit/patients/{patient_id}/accesses": "signed-in:read",
-    "GET /api/v1/audit/users/{user_id}/accesses": "signed-in:read",
-    "GET /api/v1/audit/patients/{patient_id}/access-report.pdf": "signed-in:read",
-    "POST /api/v1/audit/reviews": "signed-in:write",
-    "GET /api/v1/audit/reviews": "signed-in:read",
-    "GET /api/v1/audit/status": "signed-in:read",
-    "GET /fhir/r4/Patient": "signed-in:read",
-    "GET /fhir/r4/Patient/{patient_id}/$everything": "signed-in:read",
-    "GET /fhir/r4/{resource_type}": "signed-in:read",
-    "GET /fhir/r4/{resource_type}/{rid}": "signed-in:read",
+    "GET /fhir/r4/Patient": "patient:read",
+    "GET /fhir/r4/Patient/{patient_id}/$everything": "chart:read",
+    "GET /fhir/r4/{resource_type}": "patient:read",
+    "GET /fhir/r4/{resource_type}/{rid}": "patient:read",
 }
 EXPECTED = PINNED
 
@@ -74,11 +106,19 @@ def test_route_guard_table_is_pinned(world: World) -> None:
     assert app.state.route_guards == EXPECTED  # type: ignore[attr-defined]
 
 
-def test_writes_never_use_a_read_guard() -> None:
+def test_state_changes_never_run_under_a_read_permission() -> None:
     for key, guard in EXPECTED.items():
         method = key.split()[0]
-        if guard != "public":
-            assert guard == ("signed-in:read" if method == "GET" else "signed-in:write"), key
+        if method != "GET" and not guard.startswith("public"):
+            assert Permission(guard).writes, key
+
+
+def test_permissions_no_route_declares_are_the_known_service_checks() -> None:
+    used = {g for g in EXPECTED.values() if not g.startswith("public")}
+    assert used <= {p.value for p in Permission}
+    # checked only inside services: signing (finalise/confirm), bulk export (CLI), and the
+    # vendor's system health (the backup issue's status screens)
+    assert {p.value for p in Permission} - used == {"note:sign", "export:bulk", "system:health"}
 
 
 def test_app_refuses_to_start_with_an_unguarded_route(
@@ -110,7 +150,7 @@ def test_two_guards_on_one_route_is_also_refused(
     rogue = APIRouter()
 
     @rogue.get("/api/v1/ambiguous", dependencies=[Depends(public)])
-    def ambiguous(ctx: Ctx = Depends(reader)) -> dict[str, str]:
+    def ambiguous(ctx: Ctx = Depends(requires(P.PATIENT_READ))) -> dict[str, str]:
         return {}
 
     combined = APIRouter()

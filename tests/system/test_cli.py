@@ -87,6 +87,8 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "OK" in r.output
     out = tmp_path / "export"
     r = runner.invoke(app, ["export", "fhir", str(out), "--as", "dr_x", *inst])
+    assert r.exit_code != 0 and "export:bulk" in r.output  # a physician may only request it
+    r = runner.invoke(app, ["export", "fhir", str(out), "--as", "admin", *inst])
     assert r.exit_code == 0, r.output
     patients = (out / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
     assert len(patients) == 40 and json.loads(patients[0])["resourceType"] == "Patient"

@@ -11,9 +11,10 @@ from fastapi.responses import Response
 
 from mamori.audit import review
 from mamori.audit.report_pdf import render_access_report
+from mamori.authz.permissions import P
 from mamori.clinic.service import clinic_of
 from mamori.inputs import InputModel, OutputModel
-from mamori.web.routing import Ctx, TransactionalRoute, reader, writer
+from mamori.web.routing import Ctx, TransactionalRoute, requires
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], route_class=TransactionalRoute)
 
@@ -59,7 +60,7 @@ def who_opened(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = Query(default=500, ge=1, le=2000),
-    ctx: Ctx = Depends(reader),
+    ctx: Ctx = Depends(requires(P.AUDIT_READ)),
 ) -> object:
     # writer: reading the log records an event in the same transaction
     return _out(
@@ -73,7 +74,7 @@ def what_user_opened(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     limit: int = Query(default=500, ge=1, le=2000),
-    ctx: Ctx = Depends(reader),
+    ctx: Ctx = Depends(requires(P.AUDIT_READ)),
 ) -> object:
     return _out(
         review.what_user_opened(
@@ -83,7 +84,7 @@ def what_user_opened(
 
 
 @router.get("/patients/{patient_id}/access-report.pdf")
-def access_report(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response:
+def access_report(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.AUDIT_READ))) -> Response:
     patient = review.patient_of(ctx.session, ctx.actor, patient_id)
     rows = [
         r
@@ -110,7 +111,7 @@ def access_report(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response
 
 
 @router.post("/reviews", status_code=201, response_model=ReviewOut)
-def record_review(body: ReviewIn, ctx: Ctx = Depends(writer)) -> object:
+def record_review(body: ReviewIn, ctx: Ctx = Depends(requires(P.AUDIT_REVIEW))) -> object:
     return review.record_review(
         ctx.session,
         ctx.actor,
@@ -122,10 +123,10 @@ def record_review(body: ReviewIn, ctx: Ctx = Depends(writer)) -> object:
 
 
 @router.get("/reviews", response_model=list[ReviewOut])
-def list_reviews(ctx: Ctx = Depends(reader)) -> object:
+def list_reviews(ctx: Ctx = Depends(requires(P.AUDIT_READ))) -> object:
     return review.list_reviews(ctx.session, ctx.actor)
 
 
 @router.get("/status")
-def review_status(ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+def review_status(ctx: Ctx = Depends(requires(P.AUDIT_READ))) -> dict[str, Any]:
     return review.review_status(ctx.session, ctx.actor)

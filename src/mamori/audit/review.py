@@ -1,8 +1,8 @@
 """Reviewing the audit trail: who opened this patient, what did this user open, recorded
 reviews (MHLW checklist evidence), and the patient's "who has looked at my record" report.
 
-Only the director, the security officer and the auditor read the log (the access-control issue
-turns this into permissions). Reading the log is itself logged, with the patients it showed.
+Reading the log needs ``audit:read`` (director, security officer, auditor); recording a review
+needs ``audit:review``. Reading the log is itself logged, with the patients it showed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from mamori.audit.models import (
 from mamori.audit.trail import AuditTag, record
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
+from mamori.authz.permissions import Permission
 from mamori.clinic.models import Role, StaffUser
 from mamori.db import new_id, utcnow
-from mamori.errors import InvalidInput, NotAllowed, NotFound
+from mamori.errors import InvalidInput, NotFound
 from mamori.patients.models import Patient
 
-REVIEWER_ROLES = frozenset({Role.DIRECTOR, Role.SECURITY_OFFICER, Role.AUDITOR})
 MAX_ROWS = 2000
 
 TAG_JA = {
@@ -70,12 +70,8 @@ class Access:
     ip: str | None
 
 
-def _require_reviewer(actor: Actor) -> None:
-    if actor.role not in REVIEWER_ROLES:
-        raise NotAllowed(
-            "監査証跡を見られるのは院長・安全管理者・監査担当だけです。",
-            "Only the director, security officer or auditor may read the audit log.",
-        )
+def _require_reviewer(actor: Actor, permission: Permission = Permission.AUDIT_READ) -> None:
+    actor.require(permission)
 
 
 def _rows(
@@ -186,7 +182,7 @@ def record_review(
 ) -> AuditReview:
     """A completed review: who, when, which part of the log (through the current size), and
     the finding. Kept forever (insert-only), logged in the trail as well."""
-    _require_reviewer(actor)
+    _require_reviewer(actor, Permission.AUDIT_REVIEW)
     if scope not in ("period", "patient", "user") or outcome not in ("no-issue", "follow-up"):
         raise InvalidInput(
             "レビューの範囲または結果が正しくありません。",

@@ -65,6 +65,36 @@ class AuditTag(enum.StrEnum):
     AUDIT_EXPORTED = "system:audit:exported"
     AUDIT_VIEWED = "audit:log:viewed"
     REVIEW_RECORDED = "audit:review:recorded"
+    # sign-in and sessions
+    LOGIN_SUCCEEDED = "auth:login:succeeded"
+    LOGIN_FAILED = "auth:login:failed"
+    LOGIN_THROTTLED = "auth:login:throttled"
+    FACTOR_FAILED = "auth:factor:failed"
+    FACTOR_ENROLLED = "auth:factor:enrolled"
+    FACTOR_REVOKED = "auth:factor:revoked"
+    ACCOUNT_LOCKED = "auth:account:locked"
+    ACCOUNT_UNLOCKED = "auth:account:unlocked"
+    LOGGED_OUT = "auth:session:ended"
+    SESSION_EXPIRED = "auth:session:expired"
+    SESSION_REVOKED = "auth:session:revoked"
+    REAUTHENTICATED = "auth:reauth:succeeded"
+    PASSWORD_CHANGED = "auth:password:changed"  # noqa: S105 - an event name
+    TOKEN_ISSUED = "auth:token:issued"  # noqa: S105 - an event name
+    # access control
+    ACCESS_DENIED = "access:permission:denied"
+    CROSS_CLINIC = "access:other-clinic:attempted"
+    BREAK_GLASS = "access:break-glass:granted"
+    RESTRICTED_OPENED = "access:restricted:opened"
+    # administration
+    STAFF_CREATED = "admin:staff:created"
+    STAFF_CHANGED = "admin:staff:changed"
+    ROLE_CHANGED = "admin:role:changed"
+    STAFF_DISABLED = "admin:staff:disabled"
+    RESTRICTION_CHANGED = "admin:restriction:changed"
+    VENDOR_WINDOW_OPENED = "admin:vendor-window:opened"
+    VENDOR_WINDOW_CLOSED = "admin:vendor-window:closed"
+    VENDOR_WINDOW_ACKNOWLEDGED = "admin:vendor-window:acknowledged"
+    ALERT_REVIEWED = "admin:alert:reviewed"
 
 
 class AuditMissing(RuntimeError):
@@ -83,6 +113,8 @@ def _actor(actor: Actor) -> dict[str, Any]:
         "channel": actor.channel,
         "auth": actor.auth_method,
     }
+    if actor.session_id:
+        out["session"] = str(actor.session_id)
     if actor.source_ip:
         out["ip"] = actor.source_ip
     if actor.user_agent:
@@ -145,6 +177,35 @@ def record_system(
             "patients": [],
             "outcome": "success",
             "actor": {"user": None, "role": "system", "channel": channel},
+            "detail": detail,
+        }
+    )
+
+
+def record_anonymous(
+    session: Session,
+    tag: AuditTag,
+    detail: dict[str, Any],
+    *,
+    source_ip: str | None,
+    user_agent: str | None,
+    channel: str = "api",
+) -> None:
+    """An event with no signed-in actor (a failed sign-in for an unknown login ID)."""
+    queue: list[dict[str, Any]] = session.info.setdefault(QUEUE, [])
+    session.info[RECORDED] = True
+    who: dict[str, Any] = {"user": None, "role": "anonymous", "channel": channel}
+    if source_ip:
+        who["ip"] = source_ip
+    if user_agent:
+        who["ua"] = hashlib.sha256(user_agent.encode()).hexdigest()[:16]
+    queue.append(
+        {
+            "v": FORMAT_VERSION,
+            "tag": str(tag),
+            "patients": [],
+            "outcome": "failure",
+            "actor": who,
             "detail": detail,
         }
     )

@@ -11,6 +11,7 @@ that each access is recorded in the same transaction. Nothing else needs to chan
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import uuid
 from collections.abc import Sequence
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
+from mamori.authz import restricted
+from mamori.authz.permissions import Permission, permission_for, role_permissions
 from mamori.clinic.models import Role
-from mamori.errors import NotFound
+from mamori.errors import Forbidden, NotFound
 
 if TYPE_CHECKING:
     from mamori.patients.models import Patient
@@ -41,9 +44,26 @@ class Actor:
     role: Role
     display_name: str
     channel: str = "api"  # api | fhir | cli | web
-    auth_method: str = "api-token"  # the second factor, once issue 3 adds sign-in
+    auth_method: str = "api-token"  # totp | webauthn | recovery | api-token | cli
     source_ip: str | None = None
     user_agent: str | None = None
+    session_id: uuid.UUID | None = None
+    # None: the role's permissions; a vendor inside a maintenance window gets a wider set
+    permissions: frozenset[Permission] | None = None
+    # when the person last re-entered password and second factor (sensitive actions need it)
+    reauth_at: dt.datetime | None = None
+
+    @property
+    def granted(self) -> frozenset[Permission]:
+        return self.permissions if self.permissions is not None else role_permissions(self.role)
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.granted
+
+    def require(self, permission: Permission) -> None:
+        """Raise ``Forbidden`` unless the actor holds ``permission``."""
+        if permission not in self.granted:
+            raise Forbidden(permission.value)
 
 
 class AccessHook(Protocol):
@@ -98,9 +118,12 @@ def patient_for(
 ) -> Patient:
     from mamori.patients.models import Patient
 
+    actor.require(permission_for(what, intent is Intent.WRITE))
     patient = session.get(Patient, patient_id)
     if patient is None or patient.clinic_id != actor.clinic_id:
+        _note_miss(session, actor, patient is not None)
         raise NotFound("patient")
+    restricted.check(session, actor, patient.id, what)
     hooks.fire(session, actor, intent, what, [patient.id], [patient.id])
     return patient
 
@@ -108,13 +131,27 @@ def patient_for(
 def record_for(
     session: Session, actor: Actor, model: type[T], record_id: uuid.UUID, intent: Intent
 ) -> T:
+    actor.require(permission_for(model.__name__, intent is Intent.WRITE))
     record = session.get(model, record_id)
     if record is None or record.clinic_id != actor.clinic_id:
+        _note_miss(session, actor, record is not None)
         raise NotFound(model.__name__)
+    restricted.check(session, actor, record.patient_id, model.__name__)
     hooks.fire(session, actor, intent, model.__name__, [record.patient_id], [record.id])
     return record
 
 
 def listed(session: Session, actor: Actor, what: str, patient_ids: Sequence[uuid.UUID]) -> None:
     """Record that a list or search showed these patients (one event per list, with IDs)."""
+    actor.require(permission_for(what, write=False))
     hooks.fire(session, actor, Intent.READ, what, list(patient_ids))
+
+
+CROSS_CLINIC = "mamori_cross_clinic_attempt"
+
+
+def _note_miss(session: Session, actor: Actor, other_clinic: bool) -> None:
+    """Another clinic's record asked for by ID: answered exactly like a missing one, but the
+    edge records the attempt in the audit trail (it is how enumeration shows up)."""
+    if other_clinic:
+        session.info[CROSS_CLINIC] = True

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from mamori.authz.permissions import P
 from mamori.chart.pdf import render_chart_pdf
 from mamori.chart.service import open_chart
 from mamori.clinic.service import clinic_of
@@ -19,7 +20,7 @@ from mamori.clinical.schemas import (
 )
 from mamori.inputs import OutputModel
 from mamori.patients.schemas import CoverageOut, PatientOut
-from mamori.web.routing import Ctx, TransactionalRoute, reader
+from mamori.web.routing import Ctx, TransactionalRoute, requires
 
 router = APIRouter(prefix="/api/v1", tags=["chart"], route_class=TransactionalRoute)
 
@@ -38,12 +39,12 @@ class ChartOut(OutputModel):
 
 
 @router.get("/patients/{patient_id}/chart", response_model=ChartOut)
-def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))) -> object:
     return open_chart(ctx.session, ctx.actor, patient_id)
 
 
 @router.get("/patients/{patient_id}/chart.pdf")
-def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response:
+def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_PRINT))) -> Response:
     c = open_chart(ctx.session, ctx.actor, patient_id)
     pdf = render_chart_pdf(c, clinic_of(ctx.session, ctx.actor).name, ctx.actor.display_name)
     return Response(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
+from mamori.authz.permissions import P
 from mamori.clinical import service as clinical
 from mamori.clinical.models import (
     AllergyIntolerance,
@@ -41,20 +42,35 @@ class Chart:
 def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
     """Patient summary + allergies + problems + current meds + last 20 notes + recent labs.
 
-    One ``chart`` access at the gate for the whole view, then the per-section loaders.
+    One ``chart`` access at the gate for the whole view, then the per-section loaders; a
+    section the actor's role may not read is left empty (the scribe's chart has no insurance).
     """
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "chart")
+    can = actor.can
+    observations = can(P.OBSERVATION_READ)
     return Chart(
         patient=patient,
-        coverages=list_coverages(session, actor, patient.id),
-        allergies=clinical.list_allergies(session, actor, patient.id),
-        conditions=clinical.list_conditions(session, actor, patient.id, current_only=True),
-        medications=clinical.current_medications(session, actor, patient.id),
-        notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES),
+        coverages=list_coverages(session, actor, patient.id) if can(P.INSURANCE_READ) else [],
+        allergies=clinical.list_allergies(session, actor, patient.id)
+        if can(P.ALLERGY_READ)
+        else [],
+        conditions=clinical.list_conditions(session, actor, patient.id, current_only=True)
+        if can(P.CONDITION_READ)
+        else [],
+        medications=clinical.current_medications(session, actor, patient.id)
+        if can(P.PRESCRIPTION_READ)
+        else [],
+        notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES)
+        if can(P.NOTE_READ)
+        else [],
         labs=clinical.list_observations(
             session, actor, patient.id, category="laboratory", limit=RECENT_LABS
-        ),
+        )
+        if observations
+        else [],
         vitals=clinical.list_observations(
             session, actor, patient.id, category="vital-signs", limit=RECENT_VITALS
-        ),
+        )
+        if observations
+        else [],
     )

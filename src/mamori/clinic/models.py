@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime, new_id, utcnow
@@ -77,6 +77,17 @@ class StaffUser(Base):
     role: Mapped[Role] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Argon2id; None until the account's first password is set
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # temporary staff and vendors: the account stops working after this moment
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # lets mamori recognise the staff member when they register as a patient
+    birth_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+    def usable(self, now: dt.datetime) -> bool:
+        return self.active and (self.expires_at is None or now < self.expires_at)
 
 
 class ApiToken(Base):
@@ -91,3 +102,5 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # tokens for integrations expire; issuing one needs a fresh re-authentication
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

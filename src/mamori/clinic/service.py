@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -129,6 +130,7 @@ def actor_for(user: StaffUser, channel: str) -> Actor:
         role=Role(user.role),
         display_name=user.display_name,
         channel=channel,
+        auth_method="cli" if channel == "cli" else "api-token",
     )
 
 
@@ -143,9 +145,18 @@ def authenticate_token(session: Session, pepper: bytes, token: str, channel: str
     if row is None:
         raise Unauthenticated()
     tok, user = row
-    if tok.revoked_at is not None or not user.active:
+    now = utcnow()
+    if (
+        tok.revoked_at is not None
+        or (tok.expires_at is not None and now >= tok.expires_at)
+        or not user.usable(now)
+    ):
         raise Unauthenticated()
-    return actor_for(user, channel)
+    actor = actor_for(user, channel)
+    from mamori.auth.service import permissions_for
+
+    perms = permissions_for(session, user, now)
+    return dataclasses.replace(actor, permissions=perms) if perms is not None else actor
 
 
 def revoke_tokens(session: Session, user: StaffUser) -> int:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
 from mamori.clinical import service
 from mamori.clinical.models import ENCOUNTER_STATUS_JA
@@ -39,7 +40,7 @@ from mamori.clinical.schemas import (
 from mamori.errors import InvalidInput
 from mamori.patients.schemas import PatientOut
 from mamori.web.errors import validation_details
-from mamori.web.routing import Ctx, TransactionalRoute, reader, writer
+from mamori.web.routing import Ctx, TransactionalRoute, requires
 
 router = APIRouter(prefix="/api/v1", tags=["clinical"], route_class=TransactionalRoute)
 
@@ -48,20 +49,26 @@ router = APIRouter(prefix="/api/v1", tags=["clinical"], route_class=Transactiona
 
 
 @router.post("/patients/{patient_id}/encounters", status_code=201, response_model=EncounterOut)
-def check_in(patient_id: uuid.UUID, body: EncounterIn, ctx: Ctx = Depends(writer)) -> object:
+def check_in(
+    patient_id: uuid.UUID, body: EncounterIn, ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE))
+) -> object:
     return service.check_in(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/encounters", response_model=list[EncounterOut])
 def list_encounters(
-    patient_id: uuid.UUID, limit: int = Query(default=50, ge=1, le=500), ctx: Ctx = Depends(reader)
+    patient_id: uuid.UUID,
+    limit: int = Query(default=50, ge=1, le=500),
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_READ)),
 ) -> object:
     return service.list_encounters(ctx.session, ctx.actor, patient_id, limit)
 
 
 @router.post("/encounters/{encounter_id}/status", response_model=EncounterOut)
 def move_encounter(
-    encounter_id: uuid.UUID, body: EncounterTransitionIn, ctx: Ctx = Depends(writer)
+    encounter_id: uuid.UUID,
+    body: EncounterTransitionIn,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
 ) -> object:
     return service.move_encounter(
         ctx.session, ctx.actor, encounter_id, body.status, body.expected_version
@@ -69,7 +76,9 @@ def move_encounter(
 
 
 @router.get("/reception")
-def reception_list(date: dt.date | None = None, ctx: Ctx = Depends(reader)) -> list[dict[str, Any]]:
+def reception_list(
+    date: dt.date | None = None, ctx: Ctx = Depends(requires(P.ENCOUNTER_READ))
+) -> list[dict[str, Any]]:
     """受付一覧: the day's visits (demographics and visit state only, never note text)."""
     rows = service.list_day(ctx.session, ctx.actor, date or clinic_today())
     return [
@@ -86,34 +95,44 @@ def reception_list(date: dt.date | None = None, ctx: Ctx = Depends(reader)) -> l
 
 
 @router.post("/patients/{patient_id}/notes", status_code=201, response_model=NoteOut)
-def write_note(patient_id: uuid.UUID, body: NoteIn, ctx: Ctx = Depends(writer)) -> object:
+def write_note(
+    patient_id: uuid.UUID, body: NoteIn, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> object:
     return service.write_note(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/notes", response_model=list[NoteOut])
 def list_notes(
-    patient_id: uuid.UUID, limit: int = Query(default=20, ge=1, le=500), ctx: Ctx = Depends(reader)
+    patient_id: uuid.UUID,
+    limit: int = Query(default=20, ge=1, le=500),
+    ctx: Ctx = Depends(requires(P.NOTE_READ)),
 ) -> object:
     return service.list_notes(ctx.session, ctx.actor, patient_id, limit)
 
 
 @router.get("/notes/{note_id}", response_model=NoteOut)
-def get_note(note_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def get_note(note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_READ))) -> object:
     return service.get_note(ctx.session, ctx.actor, note_id)
 
 
 @router.put("/notes/{note_id}", response_model=NoteOut)
-def edit_draft(note_id: uuid.UUID, body: NoteEdit, ctx: Ctx = Depends(writer)) -> object:
+def edit_draft(
+    note_id: uuid.UUID, body: NoteEdit, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> object:
     return service.edit_draft(ctx.session, ctx.actor, note_id, body)
 
 
 @router.post("/notes/{note_id}/finalise", response_model=NoteOut)
-def finalise_note(note_id: uuid.UUID, body: VersionedAction, ctx: Ctx = Depends(writer)) -> object:
+def finalise_note(
+    note_id: uuid.UUID, body: VersionedAction, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> object:
     return service.finalise_note(ctx.session, ctx.actor, note_id, body.expected_version)
 
 
 @router.post("/notes/{note_id}/amend", response_model=NoteOut)
-def amend_note(note_id: uuid.UUID, body: NoteAmend, ctx: Ctx = Depends(writer)) -> object:
+def amend_note(
+    note_id: uuid.UUID, body: NoteAmend, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> object:
     return service.amend_note(ctx.session, ctx.actor, note_id, body)
 
 
@@ -121,18 +140,22 @@ def amend_note(note_id: uuid.UUID, body: NoteAmend, ctx: Ctx = Depends(writer)) 
 
 
 @router.post("/patients/{patient_id}/conditions", status_code=201, response_model=ConditionOut)
-def add_condition(patient_id: uuid.UUID, body: ConditionIn, ctx: Ctx = Depends(writer)) -> object:
+def add_condition(
+    patient_id: uuid.UUID, body: ConditionIn, ctx: Ctx = Depends(requires(P.CONDITION_WRITE))
+) -> object:
     return service.add_condition(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/conditions", response_model=list[ConditionOut])
-def list_conditions(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def list_conditions(
+    patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CONDITION_READ))
+) -> object:
     return service.list_conditions(ctx.session, ctx.actor, patient_id)
 
 
 @router.put("/conditions/{condition_id}", response_model=ConditionOut)
 def update_condition(
-    condition_id: uuid.UUID, body: ConditionUpdate, ctx: Ctx = Depends(writer)
+    condition_id: uuid.UUID, body: ConditionUpdate, ctx: Ctx = Depends(requires(P.CONDITION_WRITE))
 ) -> object:
     data = ConditionIn.model_validate(body.model_dump(exclude={"expected_version"}))
     return service.update_condition(
@@ -141,12 +164,14 @@ def update_condition(
 
 
 @router.post("/patients/{patient_id}/allergies", status_code=201, response_model=AllergyOut)
-def add_allergy(patient_id: uuid.UUID, body: AllergyIn, ctx: Ctx = Depends(writer)) -> object:
+def add_allergy(
+    patient_id: uuid.UUID, body: AllergyIn, ctx: Ctx = Depends(requires(P.ALLERGY_WRITE))
+) -> object:
     return service.add_allergy(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/allergies", response_model=list[AllergyOut])
-def list_allergies(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def list_allergies(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.ALLERGY_READ))) -> object:
     return service.list_allergies(ctx.session, ctx.actor, patient_id)
 
 
@@ -154,7 +179,9 @@ def list_allergies(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
     "/patients/{patient_id}/medication-requests", status_code=201, response_model=PrescriptionResult
 )
 def prescribe(
-    patient_id: uuid.UUID, body: MedicationRequestIn, ctx: Ctx = Depends(writer)
+    patient_id: uuid.UUID,
+    body: MedicationRequestIn,
+    ctx: Ctx = Depends(requires(P.PRESCRIPTION_WRITE)),
 ) -> object:
     req, warnings = service.prescribe(ctx.session, ctx.actor, patient_id, body)
     ctx.session.flush()
@@ -162,13 +189,15 @@ def prescribe(
 
 
 @router.get("/patients/{patient_id}/medication-requests", response_model=list[MedicationRequestOut])
-def current_medications(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def current_medications(
+    patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.PRESCRIPTION_READ))
+) -> object:
     return service.current_medications(ctx.session, ctx.actor, patient_id)
 
 
 @router.post("/patients/{patient_id}/observations", status_code=201, response_model=ObservationOut)
 def record_observation(
-    patient_id: uuid.UUID, body: ObservationIn, ctx: Ctx = Depends(writer)
+    patient_id: uuid.UUID, body: ObservationIn, ctx: Ctx = Depends(requires(P.OBSERVATION_WRITE))
 ) -> object:
     return service.record_observation(ctx.session, ctx.actor, patient_id, body)
 
@@ -179,7 +208,7 @@ def list_observations(
     category: str | None = Query(default=None, max_length=20),
     code: str | None = Query(default=None, max_length=20),
     limit: int = Query(default=100, ge=1, le=1000),
-    ctx: Ctx = Depends(reader),
+    ctx: Ctx = Depends(requires(P.OBSERVATION_READ)),
 ) -> object:
     return service.list_observations(
         ctx.session, ctx.actor, patient_id, category=category, code=code, limit=limit
@@ -198,7 +227,7 @@ def file_document(
     direction: str = Form("in"),
     document_date: str | None = Form(None),
     encounter_id: str | None = Form(None),
-    ctx: Ctx = Depends(writer),
+    ctx: Ctx = Depends(requires(P.DOCUMENT_WRITE)),
 ) -> object:
     try:
         meta = DocumentMeta.model_validate(
@@ -221,12 +250,14 @@ def file_document(
 
 
 @router.get("/patients/{patient_id}/documents", response_model=list[DocumentOut])
-def list_documents(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def list_documents(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.DOCUMENT_READ))) -> object:
     return service.list_documents(ctx.session, ctx.actor, patient_id)
 
 
 @router.get("/documents/{document_id}/content")
-def document_content(document_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> Response:
+def document_content(
+    document_id: uuid.UUID, ctx: Ctx = Depends(requires(P.DOCUMENT_READ))
+) -> Response:
     doc, data = service.read_document(ctx.session, ctx.actor, ctx.store, document_id)
     return Response(
         content=data,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
+from mamori.authz.permissions import Permission
 from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import Role, StaffUser
 from mamori.clinical.models import (
@@ -187,7 +188,13 @@ def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: Note
                 field="proxy_for_id",
             )
         author_id, is_proxy = physician.id, True
-    elif actor.role is Role.SCRIBE:
+    elif not actor.can(Permission.NOTE_SIGN) and data.kind is not NoteKind.NURSING:
+        if actor.role is not Role.SCRIBE:
+            raise NotAllowed(
+                "看護師が書けるのは看護記録です（SOAP の経過記録は医師が記載します）。",
+                "Nurses write nursing notes; SOAP progress notes are the physician's.",
+                field="kind",
+            )
         raise InvalidInput(
             "医師事務作業補助者の入力は代行入力として承認医を指定してください。",
             "A scribe's entry must name the confirming physician (proxy_for_id).",
@@ -237,8 +244,8 @@ def _may_sign(actor: Actor, note: ProgressNote) -> bool:
     if note.is_proxy_entry:
         return actor.user_id == note.author_id  # the named physician confirms (ES-A4)
     if note.kind == NoteKind.NURSING:
-        return actor.user_id == note.author_id or actor.role.signs_clinical_records
-    return actor.role.signs_clinical_records and actor.user_id == note.author_id
+        return actor.user_id == note.author_id or actor.can(Permission.NOTE_SIGN)
+    return actor.can(Permission.NOTE_SIGN) and actor.user_id == note.author_id
 
 
 def finalise_note(
@@ -271,7 +278,7 @@ def amend_note(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteAme
             "確定前の記録は修正ではなく編集してください。",
             "Only finalised notes are amended; edit the draft instead.",
         )
-    allowed = actor.role.signs_clinical_records or (
+    allowed = actor.can(Permission.NOTE_SIGN) or (
         note.kind == NoteKind.NURSING and actor.user_id == note.author_id
     )
     if not allowed:
@@ -381,7 +388,7 @@ def add_allergy(
 ) -> AllergyIntolerance:
     patient = _active_patient(session, actor, patient_id, "AllergyIntolerance")
     verification = data.verification
-    if verification == "confirmed" and not actor.role.signs_clinical_records:
+    if verification == "confirmed" and not actor.can(Permission.NOTE_SIGN):
         verification = "unconfirmed"  # nurses record, physicians confirm (matrix §6)
     allergy = AllergyIntolerance(
         patient_id=patient.id,
@@ -466,7 +473,7 @@ def prescribe(
         )
     status = (
         MedicationRequestStatus.ACTIVE
-        if actor.role.signs_clinical_records
+        if actor.can(Permission.NOTE_SIGN)
         else MedicationRequestStatus.DRAFT
     )
     req = MedicationRequest(

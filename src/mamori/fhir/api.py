@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from mamori import __version__
+from mamori.authz.permissions import P
 from mamori.fhir import mapping, service
 from mamori.fhir.service import RESOURCE_TYPES
-from mamori.web.routing import Ctx, TransactionalRoute, public, reader
+from mamori.web.routing import Ctx, TransactionalRoute, public, requires
 
 router = APIRouter(prefix="/fhir/r4", tags=["fhir"], route_class=TransactionalRoute)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -80,7 +81,7 @@ def search_patients(
     birthdate: str | None = Query(default=None, max_length=20),
     identifier: str | None = Query(default=None, max_length=200),
     count: int = Query(default=50, alias="_count", ge=1, le=200),
-    ctx: Ctx = Depends(reader),
+    ctx: Ctx = Depends(requires(P.PATIENT_READ)),
 ) -> dict[str, Any]:
     found = service.search_patient_resources(
         ctx.session, ctx.actor, name=name, birthdate=birthdate, identifier=identifier, count=count
@@ -90,7 +91,7 @@ def search_patients(
 
 @router.get("/Patient/{patient_id}/$everything", response_class=FhirResponse)
 def patient_everything(
-    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(reader)
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))
 ) -> dict[str, Any]:
     resources = service.everything(ctx.session, ctx.actor, patient_id)
     out = service.bundle("Patient", resources, _base(request))
@@ -100,12 +101,17 @@ def patient_everything(
 
 @router.get("/{resource_type}", response_class=FhirResponse)
 def search_by_patient(
-    request: Request, resource_type: str, patient: uuid.UUID, ctx: Ctx = Depends(reader)
+    request: Request,
+    resource_type: str,
+    patient: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.PATIENT_READ)),
 ) -> dict[str, Any]:
     found = service.resources_for_patient(ctx.session, ctx.actor, patient, resource_type)
     return service.bundle(resource_type, found, _base(request))
 
 
 @router.get("/{resource_type}/{rid}", response_class=FhirResponse)
-def read(resource_type: str, rid: str, ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+def read(
+    resource_type: str, rid: str, ctx: Ctx = Depends(requires(P.PATIENT_READ))
+) -> dict[str, Any]:
     return service.read(ctx.session, ctx.actor, resource_type, rid)

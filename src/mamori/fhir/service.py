@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mamori.authz import gate
+from mamori.authz import gate, restricted
 from mamori.authz.gate import Actor, Intent
+from mamori.authz.permissions import P, permission_for
 from mamori.clinic.service import clinic_of
 from mamori.clinical.models import (
     AllergyIntolerance,
@@ -160,10 +161,13 @@ def search_patient_resources(
 
 
 def everything(session: Session, actor: Actor, patient_id: uuid.UUID) -> list[dict[str, Any]]:
-    """``Patient/$everything``: the patient and every resource about them."""
+    """``Patient/$everything``: the patient and every resource about them that the actor's
+    role may read (like the chart: the scribe's has no insurance)."""
+    gate.patient_for(session, actor, patient_id, Intent.READ, "chart")
     out: list[dict[str, Any]] = []
     for rtype in RESOURCE_TYPES:
-        out.extend(resources_for_patient(session, actor, patient_id, rtype))
+        if actor.can(permission_for(rtype, write=False)):
+            out.extend(resources_for_patient(session, actor, patient_id, rtype))
     return out
 
 
@@ -200,7 +204,11 @@ def export_ndjson(
     session: Session, actor: Actor, out_dir: Path, progress: Callable[[int], None] | None = None
 ) -> dict[str, int]:
     """Bulk export: one ``<ResourceType>.ndjson`` file per type, written to a temporary name and
-    renamed when complete. Returns counts per resource type."""
+    renamed when complete. Returns counts per resource type. Needs ``export:bulk`` (the
+    director: physicians may request an export, the director approves and runs it) and a fresh
+    re-authentication (the CLI's operator holds the instance's secrets)."""
+    actor.require(P.EXPORT_BULK)
+    restricted.require_recent_auth(actor, 5)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = {
         t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8") for t in RESOURCE_TYPES

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mamori.authz import gate
+from mamori.authz import gate, restricted
 from mamori.authz.gate import Actor, Intent
+from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
 from mamori.errors import Conflict, InvalidInput
 from mamori.patients.kana import search_key
@@ -54,11 +55,13 @@ def _apply(patient: Patient, data: PatientIn) -> None:
 
 def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient:
     """Create a patient with the clinic's next 患者番号. Writes version 1."""
+    actor.require(Permission.PATIENT_WRITE)
     patient = Patient(status=PatientStatus.ACTIVE.value, merged_into_id=None, deceased_date=None)
     patient.patient_number = _next_patient_number(session, actor.clinic_id)
     _apply(patient, data)
     write_version(session, actor, patient, ChangeKind.CREATED)
     session.flush()
+    restricted.refresh_staff_flag(session, [patient])
     gate.hooks.fire(session, actor, Intent.WRITE, "Patient", [patient.id], [patient.id])
     return patient
 
@@ -86,6 +89,7 @@ def update_patient(
         reason=data.reason,
         expected_version=data.expected_version,
     )
+    restricted.refresh_staff_flag(session, [patient])
     return patient
 
 

@@ -8,15 +8,18 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from mamori.authz.permissions import P
 from mamori.clinical.schemas import EnteredInErrorIn, VersionOut
 from mamori.records import service
-from mamori.web.routing import Ctx, TransactionalRoute, reader, writer
+from mamori.web.routing import Ctx, TransactionalRoute, requires
 
 router = APIRouter(prefix="/api/v1", tags=["records"], route_class=TransactionalRoute)
 
 
 @router.get("/records/{record_type}/{record_id}/history", response_model=list[VersionOut])
-def history(record_type: str, record_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> object:
+def history(
+    record_type: str, record_id: uuid.UUID, ctx: Ctx = Depends(requires(P.PATIENT_READ))
+) -> object:
     versions = service.record_history(ctx.session, ctx.actor, record_type, record_id)
     return [
         VersionOut(
@@ -36,7 +39,10 @@ def history(record_type: str, record_id: uuid.UUID, ctx: Ctx = Depends(reader)) 
 
 @router.post("/records/{record_type}/{record_id}/entered-in-error")
 def entered_in_error(
-    record_type: str, record_id: uuid.UUID, body: EnteredInErrorIn, ctx: Ctx = Depends(writer)
+    record_type: str,
+    record_id: uuid.UUID,
+    body: EnteredInErrorIn,
+    ctx: Ctx = Depends(requires(P.RECORD_RETRACT)),
 ) -> dict[str, Any]:
     record = service.mark_entered_in_error(
         ctx.session, ctx.actor, record_type, record_id, body.reason, body.expected_version
@@ -50,7 +56,9 @@ def entered_in_error(
 
 
 @router.get("/patients/{patient_id}/verify")
-def verify_patient(patient_id: uuid.UUID, ctx: Ctx = Depends(reader)) -> dict[str, Any]:
+def verify_patient(
+    patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.RECORD_VERIFY))
+) -> dict[str, Any]:
     problems = service.verify_patient_records(ctx.session, ctx.actor, patient_id)
     return {
         "ok": not problems,

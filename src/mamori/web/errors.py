@@ -56,6 +56,9 @@ _HTTP_JA = {
 }
 
 
+ERROR_CODE_SYSTEM = "urn:mamori:error"  # mamori's stable error codes, inside OperationOutcome
+
+
 def error_body(
     code: str,
     ja: str,
@@ -80,10 +83,19 @@ def _respond(
             "issue": [
                 {
                     "severity": "error",
-                    "code": {404: "not-found", 401: "login", 413: "too-long"}.get(status, "invalid")
+                    "code": {
+                        404: "not-found",
+                        401: "login",
+                        403: "forbidden",
+                        413: "too-long",
+                        429: "throttled",
+                    }.get(status, "invalid")
                     if status < 500
                     else "exception",
-                    "details": {"text": f"{err['message_ja']} / {err['message_en']}"},
+                    "details": {
+                        "coding": [{"system": ERROR_CODE_SYSTEM, "code": err["code"]}],
+                        "text": f"{err['message_ja']} / {err['message_en']}",
+                    },
                     **({"expression": [err["field"]]} if err.get("field") else {}),
                 }
             ],
@@ -121,7 +133,11 @@ def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(MamoriError)
     async def _domain(request: Request, exc: MamoriError) -> JSONResponse:
-        return _respond(request, error_body(exc.code, exc.ja, exc.en, exc.field), exc.status)
+        retry = getattr(exc, "retry_after", None)
+        headers = {"retry-after": str(retry)} if retry else None
+        return _respond(
+            request, error_body(exc.code, exc.ja, exc.en, exc.field), exc.status, headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,17 +1,24 @@
 """The HTTP edge's guards and transaction handling.
 
-* Every route depends on exactly one guard: :func:`reader`/:func:`writer` (signed-in staff; a
-  read or write transaction) or :func:`public`. ``check_route_guards`` refuses to start the app
-  if a route has none. The access-control issue turns the signed-in guards into permission
-  guards without touching routes.
+* Every route depends on exactly one guard: :func:`requires` (a signed-in person holding one
+  :class:`~mamori.authz.permissions.Permission`), :func:`signing_in` (the sign-in steps, which
+  work on a half-finished session) or :func:`public`. ``check_route_guards`` refuses to start
+  the app if a route has none, and the route → permission table is pinned by a test.
+* Sign-in is a server-side session cookie (HttpOnly, Secure, SameSite=Strict) reached only with
+  both factors, or an API token for integrations. Cookie requests that change state must carry
+  the session's CSRF token in ``X-CSRF-Token``; any request with a foreign ``Origin`` is refused.
 * :class:`TransactionalRoute` commits the request's session *after* the endpoint has built its
   response and *before* anything is sent, so a client never receives an acknowledgement for a
   write that is not durable, and reads are answered only once whatever they recorded is stored.
+  Denials (a missing permission, break-the-glass needed, another clinic's ID) roll the request
+  back and are then recorded in the audit trail in a transaction of their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hmac
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -21,14 +28,26 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from mamori.audit.trail import defer_release, release
-from mamori.authz.gate import Actor
+from mamori.audit.trail import AuditTag, defer_release, record, release
+from mamori.auth import service as auth
+from mamori.authz.gate import CROSS_CLINIC, Actor
+from mamori.authz.permissions import Permission
 from mamori.clinic.service import authenticate_token
 from mamori.documents.store import DocumentStore
-from mamori.errors import Unauthenticated
+from mamori.errors import BreakGlassRequired, Forbidden, MamoriError, Unauthenticated
 from mamori.settings import Settings
 
 GUARD_ATTR = "mamori_guard"
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def session_cookie(settings: Settings) -> str:
+    # the __Host- prefix pins the cookie to this host, path / and HTTPS
+    return "__Host-mamori_session" if settings.auth.secure_cookies else "mamori_session"
+
+
+def device_cookie(settings: Settings) -> str:
+    return "__Host-mamori_device" if settings.auth.secure_cookies else "mamori_device"
 
 
 @dataclass
@@ -41,42 +60,150 @@ class Ctx:
     store: DocumentStore
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated()
-    return token.strip()
+def client_of(request: Request, settings: Settings) -> auth.Client:
+    return auth.Client(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent", "")[:300],
+        device_token=request.cookies.get(device_cookie(settings)),
+    )
 
 
-def _open(request: Request, *, write: bool) -> Ctx:
+class CsrfFailed(MamoriError):
+    status = 403
+    code = "csrf_failed"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "不正なリクエストです（CSRF 検証に失敗しました）。画面を読み込み直してください。",
+            "Request refused: the CSRF check failed. Reload the page.",
+        )
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    """A state-changing request from a page of another origin is refused outright."""
+    origin = request.headers.get("origin")
+    if request.method not in UNSAFE or origin is None:
+        return
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    if origin != own and origin not in settings.auth.origins:
+        raise CsrfFailed()
+
+
+def _authenticate(request: Request, channel: str) -> Actor:
     state = request.app.state
+    settings: Settings = state.settings
+    client = client_of(request, settings)
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(session_cookie(settings))
+    with state.db.session(write=False) as s:
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated()
+            actor = authenticate_token(s, settings.token_pepper, token.strip(), channel)
+            return dataclasses.replace(
+                actor, source_ip=client.ip, user_agent=client.user_agent or None
+            )
+        if not cookie:
+            raise Unauthenticated()
+        found = auth.authenticate(s, settings.token_pepper, cookie, client, channel)
+    if found.expired or found.touch:
+        with state.db.session(write=True) as w:
+            if found.expired:
+                auth.end_expired(w, found)
+            else:
+                auth.touch(w, found.row.id)
+            w.commit()
+    if found.expired:
+        raise Unauthenticated(
+            "一定時間操作がなかったか有効期限が切れたため、ログアウトしました。",
+            "You were signed out (idle or session expired).",
+            code="session_expired",
+        )
+    if request.method in UNSAFE:
+        sent = request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(sent, auth.csrf_token(settings.token_pepper, cookie)):
+            raise CsrfFailed()
+    return found.actor
+
+
+def _record_denial(request: Request, actor: Actor, exc: MamoriError, cross_clinic: bool) -> None:
+    """After the request's rollback: the denial itself, in its own transaction."""
+    detail: dict[str, Any] = {"route": f"{request.method} {request.url.path}"[:200]}
+    if isinstance(exc, Forbidden):
+        tag, detail["permission"] = AuditTag.ACCESS_DENIED, exc.permission
+        patients: list[Any] = []
+    elif isinstance(exc, BreakGlassRequired):
+        tag, detail["reason"] = AuditTag.ACCESS_DENIED, "break-glass-required"
+        patients = [exc.patient_id]
+    else:
+        tag = AuditTag.CROSS_CLINIC
+        patients = []
+        _ = cross_clinic
+    with request.app.state.db.session(write=True) as w:
+        record(w, actor, tag, patients=patients, detail=detail, outcome="failure")
+        w.commit()
+
+
+def _open(request: Request, permission: Permission | None) -> Ctx:
+    state = request.app.state
+    settings: Settings = state.settings
+    check_origin(request, settings)
+    channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
+    actor = _authenticate(request, channel)
+    request.state.actor = actor
+    if permission is not None and not actor.can(permission):
+        exc = Forbidden(permission.value)
+        _record_denial(request, actor, exc, False)
+        raise exc
+    write = permission.writes if permission is not None else request.method in UNSAFE
     session: Session = state.db.session(write=write)
     defer_release(session)
     request.state.db_session = session
-    channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
-    actor = dataclasses.replace(
-        authenticate_token(session, state.settings.token_pepper, _bearer(request), channel),
-        source_ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
+    return Ctx(session=session, actor=actor, settings=settings, store=state.store)
+
+
+@functools.cache
+def requires(permission: Permission) -> Callable[[Request], Ctx]:
+    """The guard of a route that needs ``permission`` (one function object per permission)."""
+
+    def guard(request: Request) -> Ctx:
+        return _open(request, permission)
+
+    guard.__name__ = f"requires_{permission.name.lower()}"
+    setattr(guard, GUARD_ATTR, permission.value)
+    return guard
+
+
+@dataclass
+class SignInCtx:
+    session: Session
+    settings: Settings
+    client: auth.Client
+    token: str | None  # the (half-finished) session cookie, if any
+
+
+def signing_in(request: Request) -> SignInCtx:
+    """Sign-in steps: no finished session needed (and none trusted); a write transaction."""
+    state = request.app.state
+    settings: Settings = state.settings
+    check_origin(request, settings)
+    session: Session = state.db.session(write=True)
+    defer_release(session)
+    request.state.db_session = session
+    return SignInCtx(
+        session=session,
+        settings=settings,
+        client=client_of(request, settings),
+        token=request.cookies.get(session_cookie(settings)),
     )
-    return Ctx(session=session, actor=actor, settings=state.settings, store=state.store)
-
-
-def reader(request: Request) -> Ctx:
-    return _open(request, write=False)
-
-
-def writer(request: Request) -> Ctx:
-    return _open(request, write=True)
 
 
 def public() -> None:
     """Marks a route as deliberately open (health check, capability statement)."""
 
 
-setattr(reader, GUARD_ATTR, "signed-in:read")
-setattr(writer, GUARD_ATTR, "signed-in:write")
+setattr(signing_in, GUARD_ATTR, "public:sign-in")
 setattr(public, GUARD_ATTR, "public")
 
 
@@ -119,10 +246,11 @@ def check_route_guards(app: FastAPI) -> dict[str, str]:
     return table
 
 
-def _finish(request: Request, commit: bool) -> None:
+def _finish(request: Request, commit: bool, exc: BaseException | None = None) -> None:
     session: Session | None = getattr(request.state, "db_session", None)
     if session is None:
         return
+    cross_clinic = bool(session.info.pop(CROSS_CLINIC, False))
     try:
         if commit:
             session.commit()
@@ -133,6 +261,14 @@ def _finish(request: Request, commit: bool) -> None:
         request.state.db_session = None
     if commit:
         release(session)  # read events: durable before the response is sent
+        return
+    actor: Actor | None = getattr(request.state, "actor", None)
+    if actor is not None and (
+        isinstance(exc, Forbidden | BreakGlassRequired)
+        or (cross_clinic and isinstance(exc, MamoriError))
+    ):
+        assert isinstance(exc, MamoriError)
+        _record_denial(request, actor, exc, cross_clinic)
 
 
 class TransactionalRoute(APIRoute):
@@ -142,8 +278,8 @@ class TransactionalRoute(APIRoute):
         async def handler(request: Request) -> Response:
             try:
                 response = await original(request)
-            except BaseException:
-                await run_in_threadpool(_finish, request, False)
+            except BaseException as exc:
+                await run_in_threadpool(_finish, request, False, exc)
                 raise
             await run_in_threadpool(_finish, request, response.status_code < 400)
             return response

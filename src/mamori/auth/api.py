@@ -1,0 +1,645 @@
+"""Sign-in, sessions and administration over HTTP (JSON). The web UI (issue 6) calls the same
+endpoints' services; nothing here reads a table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from mamori.auth import admin
+from mamori.auth import service as auth
+from mamori.authz import restricted
+from mamori.authz.permissions import P
+from mamori.clinic.models import Role
+from mamori.errors import Unauthenticated
+from mamori.inputs import Text100, Text500
+from mamori.settings import Settings
+from mamori.web.routing import (
+    CsrfFailed,
+    Ctx,
+    SignInCtx,
+    TransactionalRoute,
+    device_cookie,
+    requires,
+    session_cookie,
+    signing_in,
+)
+
+router = APIRouter(prefix="/api/v1/auth", route_class=TransactionalRoute, tags=["auth"])
+admin_router = APIRouter(prefix="/api/v1/admin", route_class=TransactionalRoute, tags=["admin"])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    login_id: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    clinic_code: str | None = Field(default=None, pattern=r"^\d{10}$")
+    shared_terminal: bool = False
+
+
+class CodeIn(Strict):
+    code: str = Field(min_length=1, max_length=32)
+
+
+class CredentialIn(Strict):
+    credential: dict[str, Any]
+    label: str = Field(default="", max_length=100)
+
+
+class ReauthIn(Strict):
+    password: str = Field(min_length=1, max_length=1024)
+    code: str | None = Field(default=None, max_length=32)
+    credential: dict[str, Any] | None = None
+
+
+class PasswordIn(Strict):
+    current: str = Field(min_length=1, max_length=1024)
+    new: str = Field(min_length=1, max_length=1024)
+
+
+class RevokeIn(Strict):
+    session_id: uuid.UUID | None = None
+    device_id: str | None = Field(default=None, max_length=64)
+    everything: bool = False
+
+
+class SignInOut(BaseModel):
+    stage: str
+    factors: list[str] = []
+    csrf_token: str
+    recovery_codes: list[str] = []
+
+
+def _set_cookies(response: Response, settings: Settings, token: str, device: str | None) -> None:
+    secure = settings.auth.secure_cookies
+    response.set_cookie(
+        session_cookie(settings),
+        token,
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+        path="/",
+        max_age=settings.auth.absolute_hours * 3600,
+    )
+    if device is not None:
+        response.set_cookie(
+            device_cookie(settings),
+            device,
+            httponly=True,
+            secure=secure,
+            samesite="strict",
+            path="/",
+            max_age=400 * 24 * 3600,
+        )
+
+
+def _clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        session_cookie(settings),
+        path="/",
+        secure=settings.auth.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _token(ctx: SignInCtx, request: Request) -> str:
+    """The half-signed-in session's token, with its CSRF token checked."""
+    if not ctx.token:
+        raise Unauthenticated()
+    sent = request.headers.get("x-csrf-token", "")
+    if not hmac.compare_digest(sent, auth.csrf_token(ctx.settings.token_pepper, ctx.token)):
+        raise CsrfFailed()
+    return ctx.token
+
+
+def _out(ctx: SignInCtx, token: str, stage: str, codes: list[str] | None = None) -> SignInOut:
+    row_factors = auth.sign_in_status(ctx.session, ctx.settings.token_pepper, token)["factors"]
+    return SignInOut(
+        stage=stage,
+        factors=row_factors,
+        csrf_token=auth.csrf_token(ctx.settings.token_pepper, token),
+        recovery_codes=codes or [],
+    )
+
+
+@router.post("/login", response_model=SignInOut)
+def login(body: LoginIn, response: Response, ctx: SignInCtx = Depends(signing_in)) -> SignInOut:
+    issued = auth.sign_in(
+        ctx.session,
+        ctx.settings.token_pepper,
+        ctx.settings.auth,
+        clinic_code=body.clinic_code,
+        login_id=body.login_id,
+        password=body.password,
+        client=ctx.client,
+        shared_terminal=body.shared_terminal,
+    )
+    _set_cookies(response, ctx.settings, issued.token, issued.device_token)
+    return _out(ctx, issued.token, issued.row.stage)
+
+
+@router.get("/status", response_model=SignInOut)
+def status(ctx: SignInCtx = Depends(signing_in)) -> SignInOut:
+    if not ctx.token:
+        raise Unauthenticated()
+    state = auth.sign_in_status(ctx.session, ctx.settings.token_pepper, ctx.token)
+    return _out(ctx, ctx.token, state["stage"])
+
+
+@router.post("/totp", response_model=SignInOut)
+def totp(
+    body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
+) -> SignInOut:
+    token = auth.verify_totp(
+        ctx.session, ctx.settings.token_pepper, _token(ctx, request), body.code, ctx.client
+    )
+    _set_cookies(response, ctx.settings, token, None)
+    return _out(ctx, token, auth.Stage.FULL)
+
+
+@router.post("/recovery", response_model=SignInOut)
+def recovery(
+    body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
+) -> SignInOut:
+    token = auth.verify_recovery(
+        ctx.session, ctx.settings.token_pepper, _token(ctx, request), body.code, ctx.client
+    )
+    _set_cookies(response, ctx.settings, token, None)
+    return _out(ctx, token, auth.Stage.FULL)
+
+
+@router.post("/webauthn/options")
+def webauthn_options(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, Any]:
+    return auth.webauthn_options(
+        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, _token(ctx, request)
+    )
+
+
+@router.post("/webauthn", response_model=SignInOut)
+def webauthn(
+    body: CredentialIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
+) -> SignInOut:
+    token = auth.verify_webauthn(
+        ctx.session,
+        ctx.settings.token_pepper,
+        ctx.settings.auth,
+        _token(ctx, request),
+        body.credential,
+        ctx.client,
+    )
+    _set_cookies(response, ctx.settings, token, None)
+    return _out(ctx, token, auth.Stage.FULL)
+
+
+@router.post("/enrol/totp")
+def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, str]:
+    return auth.enrol_totp_start(ctx.session, ctx.settings.token_pepper, _token(ctx, request))
+
+
+@router.post("/enrol/totp/confirm", response_model=SignInOut)
+def enrol_totp_confirm(
+    body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
+) -> SignInOut:
+    token = _token(ctx, request)
+    new, codes = auth.enrol_totp_confirm(
+        ctx.session, ctx.settings.token_pepper, token, body.code, ctx.client
+    )
+    if new:
+        _set_cookies(response, ctx.settings, new, None)
+    return _out(ctx, new or token, auth.Stage.FULL, codes)
+
+
+@router.post("/enrol/webauthn/options")
+def enrol_webauthn_options(
+    request: Request, ctx: SignInCtx = Depends(signing_in)
+) -> dict[str, Any]:
+    return auth.enrol_webauthn_options(
+        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, _token(ctx, request)
+    )
+
+
+@router.post("/enrol/webauthn", response_model=SignInOut)
+def enrol_webauthn(
+    body: CredentialIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
+) -> SignInOut:
+    token = _token(ctx, request)
+    new, codes = auth.enrol_webauthn_verify(
+        ctx.session,
+        ctx.settings.token_pepper,
+        ctx.settings.auth,
+        token,
+        body.credential,
+        body.label,
+        ctx.client,
+    )
+    if new:
+        _set_cookies(response, ctx.settings, new, None)
+    return _out(ctx, new or token, auth.Stage.FULL, codes)
+
+
+# --- signed in ---------------------------------------------------------------------------------
+
+
+def _client(request: Request, ctx: Ctx) -> auth.Client:
+    from mamori.web.routing import client_of
+
+    return client_of(request, ctx.settings)
+
+
+@router.post("/logout", status_code=204)
+def logout(response: Response, ctx: Ctx = Depends(requires(P.SELF))) -> Response:
+    auth.logout(ctx.session, ctx.actor)
+    out = Response(status_code=204)
+    _clear_cookie(out, ctx.settings)
+    return out
+
+
+@router.post("/reauth/webauthn/options")
+def reauth_options(request: Request, ctx: Ctx = Depends(requires(P.SELF))) -> dict[str, Any]:
+    token = request.cookies.get(session_cookie(ctx.settings), "")
+    return auth.webauthn_options(ctx.session, ctx.settings.token_pepper, ctx.settings.auth, token)
+
+
+@router.post("/reauth", status_code=204)
+def reauth(body: ReauthIn, request: Request, ctx: Ctx = Depends(requires(P.SELF))) -> Response:
+    auth.reauthenticate(
+        ctx.session,
+        ctx.settings.token_pepper,
+        ctx.settings.auth,
+        ctx.actor,
+        password=body.password,
+        code=body.code,
+        credential=body.credential,
+        client=_client(request, ctx),
+    )
+    return Response(status_code=204)
+
+
+@router.post("/password", status_code=204)
+def change_password(
+    body: PasswordIn, request: Request, ctx: Ctx = Depends(requires(P.SELF))
+) -> Response:
+    auth.change_password(
+        ctx.session, ctx.actor, current=body.current, new=body.new, client=_client(request, ctx)
+    )
+    return Response(status_code=204)
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    device_id: str
+    created_at: dt.datetime
+    last_seen_at: dt.datetime
+    expires_at: dt.datetime
+    second_factor: str | None
+    shared_terminal: bool
+    source_ip: str | None
+    user_agent: str
+    current: bool
+
+
+def _sessions_out(rows: Any, current: uuid.UUID | None) -> list[SessionOut]:
+    return [
+        SessionOut(
+            id=r.id,
+            device_id=r.device_id,
+            created_at=r.created_at,
+            last_seen_at=r.last_seen_at,
+            expires_at=r.expires_at,
+            second_factor=r.second_factor,
+            shared_terminal=r.shared_terminal,
+            source_ip=r.source_ip,
+            user_agent=r.user_agent,
+            current=r.id == current,
+        )
+        for r in rows
+        if r.stage == auth.Stage.FULL
+    ]
+
+
+@router.get("/sessions", response_model=list[SessionOut])
+def my_sessions(ctx: Ctx = Depends(requires(P.SELF))) -> list[SessionOut]:
+    rows = admin.sessions_of(ctx.session, ctx.actor, ctx.actor.user_id)
+    return _sessions_out(rows, ctx.actor.session_id)
+
+
+class RevokedOut(BaseModel):
+    revoked: int
+
+
+@router.post("/sessions/revoke", response_model=RevokedOut)
+def revoke_mine(body: RevokeIn, ctx: Ctx = Depends(requires(P.SELF))) -> RevokedOut:
+    """One session, every session on one device ("I lost the tablet"), or everything."""
+    if not body.everything and body.session_id is None and body.device_id is None:
+        from mamori.errors import InvalidInput
+
+        raise InvalidInput(
+            "取り消すセッションを指定してください。",
+            "Say which sessions to revoke.",
+            field="session_id",
+        )
+    n = admin.revoke(
+        ctx.session,
+        ctx.actor,
+        ctx.actor.user_id,
+        session_id=body.session_id,
+        device_id=body.device_id,
+    )
+    return RevokedOut(revoked=n)
+
+
+# --- break-the-glass (on the patient) ----------------------------------------------------------
+
+
+class BreakGlassIn(Strict):
+    reason_code: Literal["emergency", "treatment", "continuity", "patient-request", "other"]
+    reason_text: str = Field(min_length=1, max_length=500)
+
+
+class BreakGlassOut(BaseModel):
+    grant_id: uuid.UUID
+    expires_at: dt.datetime
+
+
+patients_router = APIRouter(prefix="/api/v1", route_class=TransactionalRoute, tags=["patients"])
+
+
+@patients_router.post("/patients/{patient_id}/break-glass", response_model=BreakGlassOut)
+def break_glass(
+    patient_id: uuid.UUID, body: BreakGlassIn, ctx: Ctx = Depends(requires(P.BREAK_GLASS))
+) -> BreakGlassOut:
+    grant = restricted.break_glass(
+        ctx.session,
+        ctx.actor,
+        patient_id,
+        reason_code=body.reason_code,
+        reason_text=body.reason_text,
+        minutes=ctx.settings.auth.break_glass_minutes,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+    return BreakGlassOut(grant_id=grant.id, expires_at=grant.expires_at)
+
+
+class RestrictionIn(Strict):
+    vip: bool
+    sensitive: bool
+
+
+class RestrictionOut(BaseModel):
+    staff: bool
+    vip: bool
+    sensitive: bool
+
+
+@patients_router.put("/patients/{patient_id}/restriction", response_model=RestrictionOut)
+def set_restriction(
+    patient_id: uuid.UUID, body: RestrictionIn, ctx: Ctx = Depends(requires(P.RESTRICTION_ADMIN))
+) -> RestrictionOut:
+    row = restricted.set_flags(
+        ctx.session, ctx.actor, patient_id, vip=body.vip, sensitive=body.sensitive
+    )
+    return RestrictionOut(staff=row.staff, vip=row.vip, sensitive=row.sensitive)
+
+
+# --- administration ----------------------------------------------------------------------------
+
+
+class StaffOut(BaseModel):
+    id: uuid.UUID
+    login_id: str
+    display_name: str
+    display_kana: str
+    role: str
+    role_ja: str
+    active: bool
+    expires_at: dt.datetime | None
+    factors: list[str]
+    recovery_codes_left: int
+    locked: bool
+    active_sessions: int
+    last_sign_in: dt.datetime | None
+
+
+@admin_router.get("/staff", response_model=list[StaffOut])
+def list_staff(ctx: Ctx = Depends(requires(P.STAFF_READ))) -> object:
+    return [StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor)]
+
+
+class StaffIn(Strict):
+    login_id: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    display_name: Text100
+    display_kana: str = Field(default="", max_length=100)
+    role: Role
+    password: str = Field(min_length=1, max_length=1024)
+    expires_at: dt.datetime | None = None
+    birth_date: dt.date | None = None
+
+
+@admin_router.post("/staff", status_code=201, response_model=StaffOut)
+def create_staff(body: StaffIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> object:
+    user = admin.create_staff(
+        ctx.session,
+        ctx.actor,
+        login_id=body.login_id,
+        display_name=body.display_name,
+        display_kana=body.display_kana,
+        role=body.role,
+        password=body.password,
+        expires_at=body.expires_at,
+        birth_date=body.birth_date,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+    ctx.session.flush()
+    return next(
+        StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor) if v.id == user.id
+    )
+
+
+class StaffUpdate(Strict):
+    role: Role | None = None
+    active: bool | None = None
+    expires_at: dt.datetime | None = None
+    clear_expiry: bool = False
+    display_kana: str | None = Field(default=None, max_length=100)
+    birth_date: dt.date | None = None
+
+
+@admin_router.put("/staff/{user_id}", response_model=StaffOut)
+def update_staff(
+    user_id: uuid.UUID, body: StaffUpdate, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
+) -> object:
+    admin.update_staff(
+        ctx.session,
+        ctx.actor,
+        user_id,
+        role=body.role,
+        active=body.active,
+        expires_at=body.expires_at,
+        clear_expiry=body.clear_expiry,
+        display_kana=body.display_kana,
+        birth_date=body.birth_date,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+    ctx.session.flush()
+    return next(
+        StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor) if v.id == user_id
+    )
+
+
+class UnlockOut(BaseModel):
+    unlocked: bool
+
+
+@admin_router.post("/staff/{user_id}/unlock", response_model=UnlockOut)
+def unlock(user_id: uuid.UUID, ctx: Ctx = Depends(requires(P.SESSION_ADMIN))) -> UnlockOut:
+    return UnlockOut(unlocked=admin.unlock(ctx.session, ctx.actor, user_id))
+
+
+@admin_router.post("/staff/{user_id}/reset-factors", response_model=RevokedOut)
+def reset_factors(user_id: uuid.UUID, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> RevokedOut:
+    n = admin.reset_factors(
+        ctx.session, ctx.actor, user_id, reauth_minutes=ctx.settings.auth.reauth_minutes
+    )
+    return RevokedOut(revoked=n)
+
+
+@admin_router.get("/staff/{user_id}/sessions", response_model=list[SessionOut])
+def staff_sessions(
+    user_id: uuid.UUID, ctx: Ctx = Depends(requires(P.SESSION_ADMIN))
+) -> list[SessionOut]:
+    return _sessions_out(admin.sessions_of(ctx.session, ctx.actor, user_id), None)
+
+
+@admin_router.post("/staff/{user_id}/sessions/revoke", response_model=RevokedOut)
+def revoke_staff_sessions(
+    user_id: uuid.UUID, body: RevokeIn, ctx: Ctx = Depends(requires(P.SESSION_ADMIN))
+) -> RevokedOut:
+    n = admin.revoke(
+        ctx.session, ctx.actor, user_id, session_id=body.session_id, device_id=body.device_id
+    )
+    return RevokedOut(revoked=n)
+
+
+class WindowIn(Strict):
+    vendor_user_id: uuid.UUID
+    ticket: Text100
+    reason: Text500
+    starts_at: dt.datetime | None = None
+    minutes: int = Field(ge=1, le=admin.MAX_WINDOW_HOURS * 60)
+
+
+class WindowOut(BaseModel):
+    id: uuid.UUID
+    vendor_user_id: uuid.UUID
+    opened_by: uuid.UUID
+    ticket: str
+    reason: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    closed_at: dt.datetime | None
+    acknowledged_by: uuid.UUID | None
+    acknowledged_at: dt.datetime | None
+    acknowledgement: str
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+@admin_router.post("/vendor-windows", status_code=201, response_model=WindowOut)
+def open_window(body: WindowIn, ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))) -> object:
+    return admin.open_vendor_window(
+        ctx.session,
+        ctx.actor,
+        vendor_user_id=body.vendor_user_id,
+        ticket=body.ticket,
+        reason=body.reason,
+        starts_at=body.starts_at,
+        minutes=body.minutes,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+
+
+@admin_router.get("/vendor-windows", response_model=list[WindowOut])
+def list_windows(ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))) -> object:
+    return admin.list_vendor_windows(ctx.session, ctx.actor)
+
+
+@admin_router.post("/vendor-windows/{window_id}/close", response_model=WindowOut)
+def close_window(
+    window_id: uuid.UUID, ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))
+) -> object:
+    return admin.close_vendor_window(ctx.session, ctx.actor, window_id)
+
+
+@admin_router.get("/vendor-windows/{window_id}/report")
+def window_report(
+    window_id: uuid.UUID, ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))
+) -> dict[str, Any]:
+    report = admin.vendor_window_report(ctx.session, ctx.actor, window_id)
+    report["window"] = WindowOut.model_validate(report["window"]).model_dump(mode="json")
+    return report
+
+
+class AckIn(Strict):
+    note: str = Field(default="", max_length=1000)
+
+
+@admin_router.post("/vendor-windows/{window_id}/acknowledge", response_model=WindowOut)
+def acknowledge_window(
+    window_id: uuid.UUID, body: AckIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
+) -> object:
+    return admin.acknowledge_vendor_window(ctx.session, ctx.actor, window_id, body.note)
+
+
+class AlertOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    created_at: dt.datetime
+    user_id: uuid.UUID | None
+    patient_id: uuid.UUID | None
+    ref_id: uuid.UUID | None
+    summary: str
+    reviewed_by: uuid.UUID | None
+    reviewed_at: dt.datetime | None
+    outcome: str | None
+    finding: str
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+@admin_router.get("/alerts", response_model=list[AlertOut])
+def list_alerts(open_only: bool = True, ctx: Ctx = Depends(requires(P.AUDIT_READ))) -> object:
+    return admin.list_alerts(ctx.session, ctx.actor, open_only=open_only)
+
+
+class AlertReviewIn(Strict):
+    outcome: Literal["no-issue", "follow-up"]
+    finding: str = Field(default="", max_length=1000)
+
+
+@admin_router.post("/alerts/{alert_id}/review", response_model=AlertOut)
+def review_alert(
+    alert_id: uuid.UUID, body: AlertReviewIn, ctx: Ctx = Depends(requires(P.AUDIT_REVIEW))
+) -> object:
+    return admin.review_alert(
+        ctx.session, ctx.actor, alert_id, outcome=body.outcome, finding=body.finding
+    )
+
+
+class CoverageOut(BaseModel):
+    active: int
+    with_2fa: int
+
+
+@admin_router.get("/two-factor", response_model=CoverageOut)
+def two_factor(ctx: Ctx = Depends(requires(P.STAFF_READ))) -> CoverageOut:
+    """CL-2-10 evidence: active accounts with a second factor."""
+    return CoverageOut(**admin.two_factor_coverage(ctx.session, ctx.actor))

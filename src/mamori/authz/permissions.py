@@ -1,0 +1,250 @@
+"""Permissions (``resource:action``) and the one role → permissions table.
+
+The table follows the default policy in ``clinic-domain.md`` §6: reception sees demographics,
+insurance and visits but never note text; nurses write vitals and nursing entries; physicians
+sign; the scribe drafts; the vendor sees no patient data outside a maintenance window; the
+auditor reads the log and compliance evidence, never charts.
+
+Routes declare one permission each (``web.routing.requires``), and the access gate checks the
+permission of the record type it hands out, so a path that forgets its route permission still
+cannot reach data the role may not see (the FHIR and CLI edges rely on that).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from mamori.clinic.models import Role
+from mamori.errors import NotAllowed
+
+
+class Permission(enum.StrEnum):
+    # patient data
+    PATIENT_READ = "patient:read"
+    PATIENT_WRITE = "patient:write"
+    PATIENT_MERGE = "patient:merge"
+    INSURANCE_READ = "insurance:read"
+    INSURANCE_WRITE = "insurance:write"
+    ENCOUNTER_READ = "encounter:read"
+    ENCOUNTER_WRITE = "encounter:write"
+    CHART_READ = "chart:read"
+    CHART_PRINT = "chart:print"
+    NOTE_READ = "note:read"
+    NOTE_WRITE = "note:write"
+    NOTE_SIGN = "note:sign"
+    CONDITION_READ = "condition:read"
+    CONDITION_WRITE = "condition:write"
+    ALLERGY_READ = "allergy:read"
+    ALLERGY_WRITE = "allergy:write"
+    PRESCRIPTION_READ = "prescription:read"
+    PRESCRIPTION_WRITE = "prescription:write"
+    OBSERVATION_READ = "observation:read"
+    OBSERVATION_WRITE = "observation:write"
+    DOCUMENT_READ = "document:read"
+    DOCUMENT_WRITE = "document:write"
+    RECORD_RETRACT = "record:retract"  # entered-in-error
+    RECORD_VERIFY = "record:verify"
+    EXPORT_BULK = "export:bulk"
+    BREAK_GLASS = "break-glass:use"
+    # the clinic's programme
+    AUDIT_READ = "audit:read"
+    AUDIT_REVIEW = "audit:review"
+    STAFF_READ = "staff:read"
+    STAFF_ADMIN = "staff:admin"
+    SESSION_ADMIN = "session:admin"
+    RESTRICTION_ADMIN = "restriction:admin"
+    VENDOR_WINDOW_ADMIN = "vendor-window:admin"
+    SYSTEM_HEALTH = "system:health"
+    # every signed-in account: its own profile, sessions and second factors
+    SELF = "self:manage"
+
+    @property
+    def writes(self) -> bool:
+        """Whether a request holding this permission runs in a write transaction."""
+        return not self.value.endswith(":read") and self not in (
+            Permission.SYSTEM_HEALTH,
+            Permission.RECORD_VERIFY,
+        )
+
+
+P = Permission
+
+_CLINICAL_READ = frozenset(
+    {
+        P.PATIENT_READ,
+        P.INSURANCE_READ,
+        P.ENCOUNTER_READ,
+        P.CHART_READ,
+        P.NOTE_READ,
+        P.CONDITION_READ,
+        P.ALLERGY_READ,
+        P.PRESCRIPTION_READ,
+        P.OBSERVATION_READ,
+        P.DOCUMENT_READ,
+    }
+)
+
+_PHYSICIAN = _CLINICAL_READ | {
+    P.PATIENT_WRITE,
+    P.ENCOUNTER_WRITE,
+    P.CHART_PRINT,
+    P.NOTE_WRITE,
+    P.NOTE_SIGN,
+    P.CONDITION_WRITE,
+    P.ALLERGY_WRITE,
+    P.PRESCRIPTION_WRITE,
+    P.OBSERVATION_WRITE,
+    P.DOCUMENT_WRITE,
+    P.RECORD_RETRACT,
+    P.RECORD_VERIFY,
+    P.BREAK_GLASS,
+    P.SELF,
+}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.PHYSICIAN: frozenset(_PHYSICIAN),
+    # Nursing entries, vitals, allergy reports (unconfirmed) and draft orders on instruction.
+    # The services keep nurses to nursing notes and unconfirmed entries; they cannot sign.
+    Role.NURSE: frozenset(
+        _CLINICAL_READ
+        | {
+            P.ENCOUNTER_WRITE,
+            P.CHART_PRINT,
+            P.NOTE_WRITE,
+            P.ALLERGY_WRITE,
+            P.PRESCRIPTION_WRITE,
+            P.OBSERVATION_WRITE,
+            P.BREAK_GLASS,
+            P.SELF,
+        }
+    ),
+    # Registration, insurance, visits; diagnosis names and Rx lines for レセプト; scans uploaded
+    # write-only. Never note text, lab values or clinical documents; no break-the-glass.
+    Role.RECEPTION: frozenset(
+        {
+            P.PATIENT_READ,
+            P.PATIENT_WRITE,
+            P.INSURANCE_READ,
+            P.INSURANCE_WRITE,
+            P.ENCOUNTER_READ,
+            P.ENCOUNTER_WRITE,
+            P.CONDITION_READ,
+            P.ALLERGY_READ,
+            P.PRESCRIPTION_READ,
+            P.DOCUMENT_WRITE,
+            P.SELF,
+        }
+    ),
+    # Drafts notes, diagnoses, orders and letters; all stay unconfirmed until a physician signs.
+    Role.SCRIBE: frozenset(
+        {
+            P.PATIENT_READ,
+            P.ENCOUNTER_READ,
+            P.CHART_READ,
+            P.NOTE_READ,
+            P.NOTE_WRITE,
+            P.CONDITION_READ,
+            P.CONDITION_WRITE,
+            P.ALLERGY_READ,
+            P.ALLERGY_WRITE,
+            P.PRESCRIPTION_READ,
+            P.PRESCRIPTION_WRITE,
+            P.OBSERVATION_READ,
+            P.OBSERVATION_WRITE,
+            P.DOCUMENT_READ,
+            P.DOCUMENT_WRITE,
+            P.SELF,
+        }
+    ),
+    Role.DIRECTOR: frozenset(
+        _PHYSICIAN
+        | {
+            P.PATIENT_MERGE,
+            P.INSURANCE_WRITE,
+            P.EXPORT_BULK,
+            P.AUDIT_READ,
+            P.AUDIT_REVIEW,
+            P.STAFF_READ,
+            P.STAFF_ADMIN,
+            P.SESSION_ADMIN,
+            P.RESTRICTION_ADMIN,
+            P.VENDOR_WINDOW_ADMIN,
+            P.SYSTEM_HEALTH,
+        }
+    ),
+    # 安全管理者: runs the security programme (log review, accounts' sessions and lockouts,
+    # vendor windows) without reading charts.
+    Role.SECURITY_OFFICER: frozenset(
+        {
+            P.AUDIT_READ,
+            P.AUDIT_REVIEW,
+            P.STAFF_READ,
+            P.SESSION_ADMIN,
+            P.VENDOR_WINDOW_ADMIN,
+            P.SYSTEM_HEALTH,
+            P.SELF,
+        }
+    ),
+    # No patient data by default: system health only. See VENDOR_WINDOW_PERMISSIONS.
+    Role.VENDOR: frozenset({P.SYSTEM_HEALTH, P.SELF}),
+    # Reads audit and compliance evidence, never charts.
+    Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_REVIEW, P.STAFF_READ, P.SELF}),
+}
+
+# What a vendor account may do inside an open maintenance window: read, never write or sign.
+VENDOR_WINDOW_PERMISSIONS = ROLE_PERMISSIONS[Role.VENDOR] | _CLINICAL_READ
+
+
+# The gate's record kinds (the ``what`` of an access) → (read permission, write permission).
+_RESOURCE_PERMISSIONS: dict[str, tuple[Permission, Permission]] = {
+    "patient": (P.PATIENT_READ, P.PATIENT_WRITE),
+    "Patient": (P.PATIENT_READ, P.PATIENT_WRITE),
+    "Patient:search": (P.PATIENT_READ, P.PATIENT_WRITE),
+    "Patient:duplicates": (P.PATIENT_READ, P.PATIENT_MERGE),
+    "Coverage": (P.INSURANCE_READ, P.INSURANCE_WRITE),
+    "Encounter": (P.ENCOUNTER_READ, P.ENCOUNTER_WRITE),
+    "Encounter:day-list": (P.ENCOUNTER_READ, P.ENCOUNTER_WRITE),
+    "ProgressNote": (P.NOTE_READ, P.NOTE_WRITE),
+    "Condition": (P.CONDITION_READ, P.CONDITION_WRITE),
+    "AllergyIntolerance": (P.ALLERGY_READ, P.ALLERGY_WRITE),
+    "MedicationRequest": (P.PRESCRIPTION_READ, P.PRESCRIPTION_WRITE),
+    "Observation": (P.OBSERVATION_READ, P.OBSERVATION_WRITE),
+    "Document": (P.DOCUMENT_READ, P.DOCUMENT_WRITE),
+    "DocumentReference": (P.DOCUMENT_READ, P.DOCUMENT_WRITE),
+    "chart": (P.CHART_READ, P.CHART_READ),
+    "verify": (P.RECORD_VERIFY, P.RECORD_VERIFY),
+    "audit-review": (P.AUDIT_READ, P.AUDIT_REVIEW),
+}
+
+# Demographic-level kinds: a restricted patient's registration and visits stay reachable for
+# the desk (with an alert); everything else about a restricted patient needs break-the-glass.
+DEMOGRAPHIC_KINDS = frozenset(
+    {
+        "patient",
+        "Patient",
+        "Patient:search",
+        "Patient:duplicates",
+        "Coverage",
+        "Encounter",
+        "Encounter:day-list",
+        "audit-review",
+    }
+)
+
+
+def permission_for(what: str, write: bool) -> Permission:
+    """The permission an access of kind ``what`` needs; unknown kinds fail closed."""
+    if what.startswith("fhir:"):
+        what = what.removeprefix("fhir:")
+    try:
+        read, written = _RESOURCE_PERMISSIONS[what]
+    except KeyError:
+        raise NotAllowed(
+            "この種類のデータへのアクセスは定義されていません。",
+            f"No permission is defined for access to {what!r}.",
+        ) from None
+    return written if write else read
+
+
+def role_permissions(role: Role) -> frozenset[Permission]:
+    return ROLE_PERMISSIONS.get(role, frozenset())

@@ -1,0 +1,247 @@
+"""Restricted patients and break-the-glass.
+
+A patient is restricted when they are a member of staff (found automatically: the patient's
+kana name matches a staff member's, and the birth dates match where the staff record has one),
+or an administrator flagged them VIP or sensitive. The desk can still reach a restricted
+patient's registration, insurance and visits (logged with the restriction noted); anything
+clinical needs **break-the-glass**: a reason (choice + text), a re-authentication, and then
+time-limited access to that one patient, an alert for the administrator and an entry in the
+review list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mamori.auth.models import BreakGlassGrant, PatientRestriction, SecurityAlert
+from mamori.authz.permissions import DEMOGRAPHIC_KINDS, Permission
+from mamori.db import utcnow
+from mamori.errors import BreakGlassRequired, InvalidInput, NotFound, ReauthRequired
+
+if TYPE_CHECKING:
+    from mamori.authz.gate import Actor
+    from mamori.clinic.models import StaffUser
+    from mamori.patients.models import Patient
+
+CACHE = "mamori_restrictions"
+REASONS = {
+    "emergency": "救急・急変対応",
+    "treatment": "診療上の必要",
+    "continuity": "他院・他職種からの照会対応",
+    "patient-request": "患者本人の依頼",
+    "other": "その他",
+}
+
+
+def _state(session: Session, actor: Actor, patient_id: uuid.UUID) -> tuple[bool, bool]:
+    """(restricted, actor holds a live break-the-glass grant), cached per unit of work."""
+    cache: dict[tuple[uuid.UUID, uuid.UUID], tuple[bool, bool]] = session.info.setdefault(CACHE, {})
+    key = (actor.user_id, patient_id)
+    if key not in cache:
+        row = session.get(PatientRestriction, patient_id)
+        restricted = row is not None and row.active
+        granted = restricted and (
+            session.scalar(
+                select(BreakGlassGrant.id)
+                .where(
+                    BreakGlassGrant.user_id == actor.user_id,
+                    BreakGlassGrant.patient_id == patient_id,
+                    BreakGlassGrant.expires_at > utcnow(),
+                )
+                .limit(1)
+            )
+            is not None
+        )
+        cache[key] = (restricted, granted)
+    return cache[key]
+
+
+def check(session: Session, actor: Actor, patient_id: uuid.UUID, what: str) -> None:
+    """Raise ``BreakGlassRequired`` for clinical access to a restricted patient without a grant."""
+    restricted, granted = _state(session, actor, patient_id)
+    if not restricted:
+        return
+    if not granted and what.removeprefix("fhir:") not in DEMOGRAPHIC_KINDS:
+        raise BreakGlassRequired(str(patient_id))
+    from mamori.audit.trail import AuditTag, record
+
+    record(
+        session,
+        actor,
+        AuditTag.RESTRICTED_OPENED,
+        patients=[patient_id],
+        detail={"what": "break-glass" if granted else "desk"},
+    )
+
+
+def is_restricted(session: Session, patient_id: uuid.UUID) -> bool:
+    row = session.get(PatientRestriction, patient_id)
+    return row is not None and row.active
+
+
+def require_recent_auth(actor: Actor, minutes: int) -> None:
+    """Sensitive actions need password + second factor re-entered within ``minutes``."""
+    if actor.channel == "cli":
+        return  # the operator at the server, holding the instance's secrets
+    if actor.reauth_at is None or utcnow() - actor.reauth_at > dt.timedelta(minutes=minutes):
+        raise ReauthRequired()
+
+
+def break_glass(
+    session: Session,
+    actor: Actor,
+    patient_id: uuid.UUID,
+    *,
+    reason_code: str,
+    reason_text: str,
+    minutes: int,
+    reauth_minutes: int,
+) -> BreakGlassGrant:
+    from mamori.audit.trail import AuditTag, record
+    from mamori.patients.models import Patient
+
+    actor.require(Permission.BREAK_GLASS)
+    require_recent_auth(actor, reauth_minutes)
+    if reason_code not in REASONS:
+        raise InvalidInput(
+            "理由の区分を選んでください。", "Choose a reason category.", field="reason_code"
+        )
+    text = reason_text.strip()
+    if len(text) < 4 or len(text) > 500:
+        raise InvalidInput(
+            "理由を4〜500文字で具体的に入力してください。",
+            "Give the reason in 4 to 500 characters.",
+            field="reason_text",
+        )
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.clinic_id != actor.clinic_id:
+        raise NotFound("patient")
+    now = utcnow()
+    grant = BreakGlassGrant(
+        clinic_id=actor.clinic_id,
+        user_id=actor.user_id,
+        patient_id=patient.id,
+        reason_code=reason_code,
+        reason_text=text,
+        granted_at=now,
+        expires_at=now + dt.timedelta(minutes=minutes),
+    )
+    session.add(grant)
+    session.flush()
+    session.add(
+        SecurityAlert(
+            clinic_id=actor.clinic_id,
+            kind="break-glass",
+            created_at=now,
+            user_id=actor.user_id,
+            patient_id=patient.id,
+            ref_id=grant.id,
+            summary=f"{actor.display_name} が緊急閲覧（{REASONS[reason_code]}）",
+        )
+    )
+    session.info.pop(CACHE, None)
+    record(
+        session,
+        actor,
+        AuditTag.BREAK_GLASS,
+        patients=[patient.id],
+        detail={
+            "grant": str(grant.id),
+            "reason": reason_code,
+            "until": grant.expires_at.isoformat(),
+        },
+    )
+    return grant
+
+
+def set_flags(
+    session: Session, actor: Actor, patient_id: uuid.UUID, *, vip: bool, sensitive: bool
+) -> PatientRestriction:
+    from mamori.audit.trail import AuditTag, record
+    from mamori.patients.models import Patient
+
+    actor.require(Permission.RESTRICTION_ADMIN)
+    patient = session.get(Patient, patient_id)
+    if patient is None or patient.clinic_id != actor.clinic_id:
+        raise NotFound("patient")
+    row = session.get(PatientRestriction, patient.id) or PatientRestriction(
+        patient_id=patient.id, clinic_id=patient.clinic_id, staff=False
+    )
+    row.vip, row.sensitive = vip, sensitive
+    row.updated_by, row.updated_at = actor.user_id, utcnow()
+    session.add(row)
+    session.flush()
+    session.info.pop(CACHE, None)
+    record(
+        session,
+        actor,
+        AuditTag.RESTRICTION_CHANGED,
+        patients=[patient.id],
+        detail={"vip": vip, "sensitive": sensitive, "staff": row.staff},
+    )
+    return row
+
+
+def _kana_key(text: str) -> str:
+    from mamori.patients.kana import search_key
+
+    return search_key(text)
+
+
+def _matches(staff: StaffUser, patient: Patient) -> bool:
+    if not staff.display_kana or _kana_key(staff.display_kana) != patient.kana_key:
+        return False
+    return staff.birth_date is None or staff.birth_date == patient.birth_date
+
+
+def refresh_staff_flag(session: Session, patients: Sequence[Patient]) -> None:
+    """Mark (or unmark) patients who are members of staff. Called whenever a patient's name or
+    birth date is written and whenever a staff member's is."""
+    from mamori.clinic.models import StaffUser
+
+    by_clinic: dict[uuid.UUID, list[StaffUser]] = {}
+    for patient in patients:
+        staff = by_clinic.get(patient.clinic_id)
+        if staff is None:
+            staff = list(
+                session.scalars(
+                    select(StaffUser).where(
+                        StaffUser.clinic_id == patient.clinic_id, StaffUser.display_kana != ""
+                    )
+                )
+            )
+            by_clinic[patient.clinic_id] = staff
+        is_staff = any(_matches(s, patient) for s in staff)
+        row = session.get(PatientRestriction, patient.id)
+        if row is None and not is_staff:
+            continue
+        if row is None:
+            row = PatientRestriction(
+                patient_id=patient.id, clinic_id=patient.clinic_id, vip=False, sensitive=False
+            )
+            session.add(row)
+        if row.staff != is_staff:
+            row.staff = is_staff
+            row.updated_at = utcnow()
+    session.info.pop(CACHE, None)
+
+
+def patients_matching_staff(session: Session, staff: StaffUser) -> list[Patient]:
+    from mamori.patients.models import Patient
+
+    if not staff.display_kana:
+        return []
+    return list(
+        session.scalars(
+            select(Patient).where(
+                Patient.clinic_id == staff.clinic_id,
+                Patient.kana_key == _kana_key(staff.display_kana),
+            )
+        )
+    )
