@@ -44,6 +44,9 @@ class Settings:
     max_json_bytes: int = 1 * 1024 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024
     debug: bool = False
+    tls_cert: Path | None = None  # a clinic's own certificate; default: a generated local one
+    tls_key: Path | None = None
+    tls_names: tuple[str, ...] = ()  # extra host names/addresses for the local certificate
     auth: AuthSettings = field(default_factory=lambda: AuthSettings())
 
 
@@ -154,6 +157,9 @@ def load_settings(home: Path) -> Settings:
         max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),
         max_upload_bytes=int(limits.get("max_upload_bytes", 25 * 1024 * 1024)),
         debug=bool(server.get("debug", False)),
+        tls_cert=Path(server["tls_cert"]) if server.get("tls_cert") else None,
+        tls_key=Path(server["tls_key"]) if server.get("tls_key") else None,
+        tls_names=tuple(str(n) for n in server.get("tls_names", ())),
         auth=auth,
     )
 
@@ -224,6 +230,11 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         "[server]",
         'host = "127.0.0.1"',
         f"port = {port}",
+        "# TLS is on: a local certificate is made in tls/ for localhost and this host's name;",
+        "# add the names staff type (e.g. 192.168.1.10, karte.local) or use your own files:",
+        "# tls_names = []",
+        '# tls_cert = "/etc/ssl/mamori/cert.pem"',
+        '# tls_key = "/etc/ssl/mamori/key.pem"',
         "",
         "[auth]",
         "idle_minutes = 15",

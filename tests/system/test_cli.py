@@ -139,7 +139,7 @@ def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     for login in ("director", "dr_aiko", "nurse_ben", "clerk_chika", "scribe_dai"):
         assert f"  {login}: mmr_" in r.output
-    assert "http://127.0.0.1:8000" in r.output and "合成データ" in r.output
+    assert "https://localhost:8000" in r.output and "合成データ" in r.output
     r = runner.invoke(app, ["verify", "--instance", str(home)])
     assert r.exit_code == 0
     again = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
@@ -153,7 +153,7 @@ def test_revoked_tokens_stop_working(tmp_path: Path) -> None:
     from mamori.cli.instance import open_instance
 
     home = tmp_path / "i"
-    token = _init(home).split("(shown once): ")[1].split()[0]
+    token = _init(home).split("API token (shown once): ")[1].split()[0]
     inst = open_instance(str(home))
     client = TestClient(create_app(inst.settings, inst.db))
     auth = {"Authorization": f"Bearer {token}"}
@@ -163,3 +163,51 @@ def test_revoked_tokens_stop_working(tmp_path: Path) -> None:
     assert client.get("/api/v1/me", headers=auth).status_code == 401
     client.close()
     inst.db.dispose()
+
+
+def test_initial_password_signs_in_and_can_be_reissued(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from mamori.app import create_app
+    from mamori.cli.instance import open_instance
+
+    home = tmp_path / "i"
+    password = _init(home).split("initial password (shown once): ")[1].split()[0]
+    inst = open_instance(str(home))
+    client = TestClient(create_app(inst.settings, inst.db), base_url="https://testserver")
+    login = {"login_id": "admin", "password": password}
+    r = client.post("/api/v1/auth/login", json=login)
+    assert r.status_code == 200 and r.json()["stage"] == "enrol"
+    r = runner.invoke(app, ["staff", "password", "admin", "--instance", str(home)])
+    assert r.exit_code == 0, r.output
+    fresh = r.output.split("initial password: ")[1].split()[0]
+    assert fresh != password
+    assert client.post("/api/v1/auth/login", json=login).status_code == 401
+    assert client.post("/api/v1/auth/login", json={**login, "password": fresh}).status_code == 200
+    client.close()
+    inst.db.dispose()
+
+
+def test_tls_is_on_by_default_and_plain_http_only_behind_a_proxy(tmp_path: Path) -> None:
+    import stat
+
+    from cryptography import x509
+
+    from mamori.web import tls
+
+    home = tmp_path / "i"
+    _init(home)
+    r = runner.invoke(
+        app, ["serve", "--behind-proxy", "--host", "0.0.0.0", "--instance"  # noqa: S104 - refused, str(home)]
+    )
+    assert r.exit_code != 0 and "loopback" in r.output
+    cert_path, key_path = tls.local_certificate(home, ["192.168.1.10"])
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "192.168.1.10" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    assert tls.local_certificate(home) == (cert_path, key_path)  # made once, then reused
+    key_path.chmod(0o644)
+    with pytest.raises(Exception, match="readable"):
+        tls.local_certificate(home)

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +39,12 @@ BODY = {
     "birth_date": "1960-05-05",
     "sex": "male",
 }
+
+
+def connect(home: Path, port: int, timeout: float) -> http.client.HTTPSConnection:
+    """HTTPS to the server, verifying the local certificate ``mamori serve`` made."""
+    ctx = ssl.create_default_context(cafile=str(home / "tls" / "cert.pem"))
+    return http.client.HTTPSConnection("localhost", port, timeout=timeout, context=ctx)
 
 
 def _free_port() -> int:
@@ -70,7 +77,10 @@ class Server:
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            if not (self.home / "tls" / "cert.pem").exists():
+                time.sleep(0.1)
+                continue
+            c = connect(self.home, self.port, timeout=2)
             try:
                 c.request("GET", "/healthz")
                 if c.getresponse().status == 200:
@@ -98,12 +108,12 @@ class Server:
 class Writer(threading.Thread):
     """Registers patients as fast as it can; remembers the IDs the server acknowledged."""
 
-    def __init__(self, port: int, token: str, limit: int = 2000) -> None:
+    def __init__(self, home: Path, port: int, token: str, limit: int = 2000) -> None:
         super().__init__(daemon=True)
-        self.port, self.token, self.limit = port, token, limit
+        self.home, self.port, self.token, self.limit = home, port, token, limit
         self.acked: list[str] = []
         self.stop_flag = threading.Event()
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: http.client.HTTPSConnection | None = None
 
     def _close(self) -> None:
         if self.conn is not None:
@@ -122,7 +132,7 @@ class Writer(threading.Thread):
     def _register(self, i: int) -> None:
         try:
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                self.conn = connect(self.home, self.port, timeout=5)
             self.conn.request(
                 "POST",
                 "/api/v1/patients",
@@ -145,7 +155,7 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
     port = _free_port()
     server = Server(home, port)
     server.start()
-    writer = Writer(port, token)
+    writer = Writer(home, port, token)
     writer.start()
     try:
         deadline = time.monotonic() + 60
@@ -177,7 +187,7 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
         finally:
             db.dispose()
         server.start()  # the instance starts again and takes writes
-        after = Writer(port, token, limit=3)
+        after = Writer(home, port, token, limit=3)
         after.run()
         assert len(after.acked) == 3
     finally:
@@ -216,14 +226,14 @@ def test_more_concurrent_reads_than_pooled_connections_all_complete(tmp_path: Pa
     server = Server(tmp_path / "i", port)
     server.start()
     try:
-        writer = Writer(port, created.admin_token, limit=3)
+        writer = Writer(tmp_path / "i", port, created.admin_token, limit=3)
         writer.run()
         pid = writer.acked[0]
         statuses: list[int] = []
         lock = threading.Lock()
 
         def read() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn = connect(tmp_path / "i", port, timeout=60)
             try:
                 for _ in range(3):
                     conn.request(

@@ -63,6 +63,16 @@ def needs_rehash(stored: str) -> bool:
     return _hasher.check_needs_rehash(stored)
 
 
+def generate() -> str:
+    """An initial password to hand over on paper: 4 groups of 5 from an unambiguous alphabet
+    (~98 bits), e.g. ``k7fq2-m9xhp-4cw8t-z3nae``."""
+    import secrets
+
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"
+    raw = "".join(secrets.choice(alphabet) for _ in range(20))
+    return "-".join(raw[i : i + 5] for i in range(0, 20, 5))
+
+
 def personal_words(login_id: str, display_name: str, display_kana: str) -> list[str]:
     """The words of a person's own identity a guesser tries first: login ID and its parts, name,
     kana and the kana's romaji (田中 千佳 → タナカ チカ → tanaka, chika)."""

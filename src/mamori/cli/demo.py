@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mamori.auth import passwords
+from mamori.auth import service as auth_service
 from mamori.cli.instance import create_instance, open_instance
 from mamori.cli.main import InstanceOpt, app, console, err, fail, progress
 from mamori.clinic import service as clinic_service
@@ -67,7 +69,10 @@ def demo(
         fail(exc)
         return
     inst = created.instance
-    logins = [("director", "院長 山本 守", Role.DIRECTOR.label_ja, created.admin_token)]
+    logins = [
+        ("director", "院長 山本 守", Role.DIRECTOR.label_ja, created.admin_token),
+    ]
+    secrets = {"director": created.admin_password}
     with inst.transaction(write=True) as session:
         clinic = clinic_service.the_clinic(session)
         for login, name, role in DEMO_STAFF:
@@ -82,6 +87,8 @@ def demo(
                     clinic_service.issue_token(session, inst.settings.token_pepper, user, "demo"),
                 )
             )
+            secrets[login] = passwords.generate()
+            auth_service.set_password(session, user, secrets[login])
         today = clinic_today()
         with progress() as bar:
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
@@ -97,22 +104,33 @@ def demo(
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
     for login, name, role_ja, _ in logins:
         table.add_row(login, name, role_ja)
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://localhost:{port}"
     console.print(f"\n[bold green]デモ診療所を作成しました / demo clinic ready[/]: {home}")
     console.print(table)
+    console.print("初期パスワード / initial passwords:")
+    for login, _, _, _ in logins:
+        console.print(f"  {login}: {secrets[login]}", soft_wrap=True)
     console.print("API トークン（Authorization: Bearer …） / API tokens:")
     for login, _, _, token in logins:
         console.print(f"  {login}: {token}", soft_wrap=True)
     console.print(f"URL: {url}   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata")
     console.print(
-        f'例 / example: curl -H "Authorization: Bearer {logins[1][3]}" '
+        f"例 / example: curl --cacert {home}/tls/cert.pem "
+        f'-H "Authorization: Bearer {logins[1][3]}" '
         f'"{url}/api/v1/patients?kana=サ"',
         soft_wrap=True,
+    )
+    console.print(
+        "初回ログインで二要素認証（認証アプリかパスキー）を登録します。"
+        " / The first sign-in enrols a second factor (authenticator app or passkey)."
     )
     console.print(
         "[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
         " / All data is synthetic; never enter real patients here.[/]"
     )
+    from mamori.web import tls
+
+    cert, key = tls.local_certificate(inst.settings.home, inst.settings.tls_names)
     if serve:
         import uvicorn
 
@@ -126,6 +144,8 @@ def demo(
             log_level="info",
             access_log=False,
             server_header=False,
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
         )
 
 

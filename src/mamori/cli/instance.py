@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from mamori import migrate
 from mamori.audit.trail import defer_release, release
+from mamori.auth import passwords
+from mamori.auth import service as auth_service
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic, Role
@@ -64,6 +66,7 @@ class Created:
     clinic: Clinic
     admin_login: str
     admin_token: str
+    admin_password: str
 
 
 def create_instance(
@@ -100,4 +103,12 @@ def create_instance(
             session, clinic, login_id=admin_login, display_name=admin_name, role=Role.DIRECTOR
         )
         token = clinic_service.issue_token(session, settings.token_pepper, admin, "init")
-    return Created(instance=instance, clinic=clinic, admin_login=admin_login, admin_token=token)
+        password = passwords.generate()
+        auth_service.set_password(session, admin, password)
+    return Created(
+        instance=instance,
+        clinic=clinic,
+        admin_login=admin_login,
+        admin_token=token,
+        admin_password=password,
+    )

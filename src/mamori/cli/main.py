@@ -12,6 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mamori import __version__, migrate
+from mamori.audit.trail import AuditTag, record
+from mamori.auth import passwords
+from mamori.auth import service as auth_service
+from mamori.authz import restricted
 from mamori.cli.instance import Instance, create_instance, open_instance
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
@@ -107,31 +111,67 @@ def init(
     console.print(f"[green]作成しました / created:[/] {directory.resolve()}")
     console.print(f"管理者 / administrator: [bold]{created.admin_login}[/]")
     console.print(
+        f"初期パスワード（一度だけ表示） / initial password (shown once): "
+        f"[bold]{created.admin_password}[/]"
+    )
+    console.print(
         f"API トークン（一度だけ表示） / API token (shown once): [bold]{created.admin_token}[/]"
+    )
+    console.print(
+        "初回ログインで二要素認証（認証アプリかパスキー）を登録します。"
+        " / The first sign-in enrols a second factor (authenticator app or passkey)."
     )
     console.print(f"export MAMORI_HOME={directory.resolve()}")
 
 
 @app.command()
-def serve(instance: InstanceOpt = None, host: str | None = None, port: int | None = None) -> None:
-    """サーバーを起動する / run the web/API server."""
+def serve(
+    instance: InstanceOpt = None,
+    host: str | None = None,
+    port: int | None = None,
+    behind_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--behind-proxy",
+            help="TLS を終端するリバースプロキシの内側で平文 HTTP（ループバックのみ）"
+            " / plain HTTP on loopback behind a TLS-terminating reverse proxy",
+        ),
+    ] = False,
+) -> None:
+    """サーバーを起動する（既定で TLS）/ run the web/API server (TLS by default)."""
     import uvicorn
 
     from mamori.app import create_app
+    from mamori.web import tls
 
     try:
         inst = open_instance(instance)
-        application = create_app(inst.settings, inst.db)
+        settings = inst.settings
+        bind = host or settings.host
+        if behind_proxy:
+            tls.require_loopback(bind)
+            cert = key = None
+        elif settings.tls_cert and settings.tls_key:
+            cert, key = settings.tls_cert, settings.tls_key
+        else:
+            cert, key = tls.local_certificate(settings.home, settings.tls_names)
+        application = create_app(settings, inst.db)
     except MamoriError as exc:
         fail(exc)
         return
+    scheme = "http" if behind_proxy else "https"
+    console.print(f"mamori: {scheme}://localhost:{port or settings.port}/")
     uvicorn.run(
         application,
-        host=host or inst.settings.host,
-        port=port or inst.settings.port,
+        host=bind,
+        port=port or settings.port,
         log_level="info",
         access_log=False,
         server_header=False,
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
+        proxy_headers=behind_proxy,
+        forwarded_allow_ips="127.0.0.1" if behind_proxy else None,
     )
 
 
@@ -339,10 +379,40 @@ def staff_add(
                 session, clinic, login_id=login_id, display_name=name, role=role
             )
             token = clinic_service.issue_token(session, inst.settings.token_pepper, user, "cli")
+            password = passwords.generate()
+            auth_service.set_password(session, user, password)
+            restricted.refresh_staff_flag(
+                session, restricted.patients_matching_staff(session, user)
+            )
     except MamoriError as exc:
         fail(exc)
         return
     console.print(f"{login_id} ({role.label_ja}) token: [bold]{token}[/]")
+    console.print(f"初期パスワード / initial password: [bold]{password}[/]")
+
+
+@staff_app.command("password")
+def staff_password(login_id: str, instance: InstanceOpt = None) -> None:
+    """新しい初期パスワードを発行する / issue a new initial password (the old one stops working)."""
+    try:
+        inst = open_instance(instance)
+        with inst.transaction(write=True) as session:
+            clinic = clinic_service.the_clinic(session)
+            user = clinic_service.find_staff(session, clinic.id, login_id)
+            if user is None:
+                raise InstanceError(f"職員 {login_id} が見つかりません。", f"No staff {login_id}.")
+            password = passwords.generate()
+            auth_service.set_password(session, user, password)
+            record(
+                session,
+                inst.actor(session, login_id),
+                AuditTag.PASSWORD_CHANGED,
+                detail={"by": "cli"},
+            )
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"{login_id}: 初期パスワード / initial password: [bold]{password}[/]")
 
 
 @staff_app.command("revoke")
