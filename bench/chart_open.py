@@ -5,6 +5,11 @@ Generates (or reuses) a synthetic clinic, starts ``mamori serve`` and the plain 
 current medications + allergies + recent labs and vitals) at several concurrency levels
 against both, alternating targets. Prints p50/p95 latency, requests/s and the ratios.
 
+mamori runs as deployed: TLS on (its generated local certificate), and the load is a
+physician **signed in** through the real flow (password + TOTP enrolment → session cookie),
+so every request is a session look-up, the permission checks, the gate and the audit event.
+The baseline serves the same chart with the same certificate, so TLS costs both sides alike.
+
     python bench/chart_open.py                  # M clinic (≈10k patients, 116k visits)
     python bench/chart_open.py --size S         # quicker
     python bench/chart_open.py --instance DIR   # reuse an instance that already holds data
@@ -22,6 +27,7 @@ import os
 import random
 import socket
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import sys
@@ -47,8 +53,8 @@ def mamori(*args: str, home: Path | None = None) -> str:
     return out.stdout
 
 
-def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str]:
-    """An instance with synthetic data and a physician's API token."""
+def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str, str]:
+    """An instance with synthetic data, and a physician's login ID and initial password."""
     if instance is not None:
         home = instance
     else:
@@ -78,13 +84,50 @@ def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str]:
         "physician",
         home=home,
     )
-    token = out.split("token:")[-1].strip().split()[0]
-    return home, token
+    password = out.split("initial password:")[-1].strip().split()[0]
+    return home, f"bench-{os.getpid()}", password
+
+
+def https(home: Path, port: int, timeout: float) -> http.client.HTTPSConnection:
+    ctx = ssl.create_default_context(cafile=str(home / "tls" / "cert.pem"))
+    return http.client.HTTPSConnection("localhost", port, timeout=timeout, context=ctx)
+
+
+def sign_in(home: Path, port: int, login: str, password: str) -> dict[str, str]:
+    """Password, TOTP enrolment, and the session cookie a browser would then send."""
+    import pyotp
+
+    conn = https(home, port, 10)
+    cookies: dict[str, str] = {}
+    csrf = ""
+
+    def post(path: str, body: dict[str, str]) -> dict[str, object]:
+        nonlocal csrf
+        headers = {"content-type": "application/json", "x-csrf-token": csrf}
+        if cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        conn.request("POST", path, body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        data = json.loads(resp.read() or b"{}")
+        for raw in resp.headers.get_all("set-cookie") or []:
+            name, _, rest = raw.partition("=")
+            cookies[name] = rest.split(";")[0]
+        assert resp.status == 200, data
+        csrf = str(data.get("csrf_token", csrf))
+        return dict(data)
+
+    post("/api/v1/auth/login", {"login_id": login, "password": password})
+    seed = str(post("/api/v1/auth/enrol/totp", {})["secret"])
+    post("/api/v1/auth/enrol/totp/confirm", {"code": pyotp.TOTP(seed).now()})
+    conn.close()
+    return {"cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
 
 
 class Target:
-    def __init__(self, name: str, cmd: list[str], path: str, headers: dict[str, str]) -> None:
-        self.name, self.cmd, self.path, self.headers = name, cmd, path, headers
+    def __init__(
+        self, name: str, cmd: list[str], path: str, headers: dict[str, str], home: Path
+    ) -> None:
+        self.name, self.cmd, self.path, self.headers, self.home = name, cmd, path, headers, home
         self.port = int(cmd[cmd.index("--port") + 1])
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -92,7 +135,7 @@ class Target:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(300):
             try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                c = https(self.home, self.port, 1)
                 c.request("GET", "/")
                 c.getresponse().read()
                 c.close()
@@ -116,7 +159,7 @@ def run_load(target: Target, ids: list[str], concurrency: int, seconds: float) -
     def worker(seed: int) -> None:
         nonlocal errors
         rng = random.Random(seed)
-        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
+        conn = https(target.home, target.port, 30)
         mine: list[float] = []
         bad = 0
         while time.monotonic() < stop_at:
@@ -159,7 +202,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,4,16")
     args = ap.parse_args()
 
-    home, token = prepare(args.size, args.seed, args.instance)
+    home, login, password = prepare(args.size, args.seed, args.instance)
+    from mamori.web.tls import local_certificate
+
+    cert, key = local_certificate(home)
     db = home / "data" / "mamori.db"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     counts = {
@@ -180,20 +226,34 @@ def main() -> None:
     targets = [
         Target(
             "baseline",
-            [sys.executable, str(HERE / "baseline_app.py"), "--db", str(db), "--port", str(bp)],
+            [
+                sys.executable,
+                str(HERE / "baseline_app.py"),
+                "--db",
+                str(db),
+                "--port",
+                str(bp),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ],
             "/chart/{pid}",
             {},
+            home,
         ),
         Target(
             "mamori",
             [sys.executable, "-m", "mamori", "serve", "--instance", str(home), "--port", str(mp)],
             "/api/v1/patients/{pid}/chart",
-            {"Authorization": f"Bearer {token}"},
+            {},
+            home,
         ),
     ]
     results: dict[str, dict[int, dict[str, float]]] = {t.name: {} for t in targets}
     for t in targets:
         t.start()
+    targets[1].headers = sign_in(home, mp, login, password)
     try:
         for t in targets:  # warm caches on both sides
             run_load(t, ids, 2, 2.0)
@@ -204,7 +264,10 @@ def main() -> None:
         for t in targets:
             t.stop()
 
-    print(f"\nchart open, {args.size} clinic, {args.seconds:.0f} s per cell, SQLite\n")
+    print(
+        f"\nchart open, {args.size} clinic, {args.seconds:.0f} s per cell, SQLite, TLS on both,"
+        " mamori signed in (session cookie, 2FA)\n"
+    )
     print(
         f"{'conc':>4} | {'baseline p50':>12} {'p95':>8} {'req/s':>8} | "
         f"{'mamori p50':>10} {'p95':>8} {'req/s':>8} | {'p50 ×':>6} {'p95 ×':>6} {'thr ÷':>6}"

@@ -548,3 +548,43 @@ def test_no_escalation_of_privilege(world: World) -> None:
         s.commit()
     r = world.http.post("/api/v1/patients/x/notes", headers=world.h("dr_kenji"))
     assert r.status_code == 401  # a role change ends every session and token at once
+
+
+def test_a_disabled_account_is_out_at_once_and_stays_attributable(
+    world: World, dr: tuple[Browser, str]
+) -> None:
+    import dataclasses
+
+    from mamori.auth import admin
+
+    b, _ = dr
+    director = dataclasses.replace(world.actors["director"], channel="cli")
+    with world.db.session(write=True) as s:
+        admin.update_staff(
+            s, director, world.actors["dr_aiko"].user_id, active=False, reauth_minutes=5
+        )
+        s.commit()
+    assert b.http.get("/api/v1/me").status_code == 401
+    assert b.login("dr_aiko").status_code == 401
+    assert world.http.get("/api/v1/me", headers=world.h("dr_aiko")).status_code == 401
+    staff = world.http.get("/api/v1/admin/staff", headers=world.h("director")).json()
+    aiko = next(u for u in staff if u["login_id"] == "dr_aiko")  # still listed, never deleted
+    assert aiko["active"] is False and aiko["factors"] == ["totp"]
+    assert _events(world, "admin:staff:disabled")
+
+
+def test_passkey_reauthentication(world: World) -> None:
+    give_password(world, "director")
+    b = Browser(world)
+    b.login("director")
+    key = SoftAuthenticator(origin=ORIGIN)
+    options = b.post("/api/v1/auth/enrol/webauthn/options").json()
+    b.step("/api/v1/auth/enrol/webauthn", {"credential": key.register(options)})
+    _age_session(world, reauth_at=utcnow() - dt.timedelta(minutes=30))
+    options = b.post("/api/v1/auth/reauth/webauthn/options").json()
+    wrong = {"password": "not-the-password-at-all", "credential": key.sign(options)}
+    assert b.post("/api/v1/auth/reauth", json=wrong).status_code == 401
+    options = b.post("/api/v1/auth/reauth/webauthn/options").json()
+    r = b.post("/api/v1/auth/reauth", json={"password": PASSWORD, "credential": key.sign(options)})
+    assert r.status_code == 204, r.text
+    assert _events(world, "auth:reauth:succeeded")

@@ -17,6 +17,7 @@ erase the evidence of a guessing attempt or its throttle counters.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -602,6 +603,7 @@ def permissions_for(session: Session, user: StaffUser, now: dt.datetime) -> Any:
 class Authenticated:
     actor: Actor
     row: AuthSession
+    session_id: uuid.UUID  # the row's ID, usable after the request's transaction has closed
     touch: bool  # last_seen is stale enough to be written
     expired: str | None = None  # idle | absolute | account: the session must be ended
 
@@ -619,27 +621,26 @@ def authenticate(
         raise Unauthenticated()
     now = utcnow()
     user = session.get(StaffUser, row.user_id)
+    if user is None:  # accounts are never deleted; a dangling session is simply refused
+        raise Unauthenticated()
     expired = None
     if now >= row.expires_at:
         expired = "absolute"
     elif now - row.last_seen_at > dt.timedelta(seconds=row.idle_seconds):
         expired = "idle"
-    elif user is None or not user.usable(now):
+    elif not user.usable(now):
         expired = "account"
-    assert user is not None or expired
-    actor = (
-        _actor(user, row, channel, client)
-        if user is not None
-        else Actor(user_id=row.user_id, clinic_id=row.clinic_id, role=Role.VENDOR, display_name="")
-    )
-    if user is not None and expired is None:
+    actor = _actor(user, row, channel, client)
+    if expired is None:
         perms = permissions_for(session, user, now)
         if perms is not None:
-            import dataclasses
-
             actor = dataclasses.replace(actor, permissions=perms)
     return Authenticated(
-        actor=actor, row=row, touch=now - row.last_seen_at > TOUCH_EVERY, expired=expired
+        actor=actor,
+        row=row,
+        session_id=row.id,
+        touch=now - row.last_seen_at > TOUCH_EVERY,
+        expired=expired,
     )
 
 
@@ -651,7 +652,11 @@ def touch(session: Session, session_id: uuid.UUID) -> None:
 
 def end_expired(session: Session, auth: Authenticated) -> None:
     """Close a session found idle/too old/of a disabled account, with its audit event."""
-    _expire(session, auth.row, auth.expired or "expired")
+    session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == auth.session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=auth.expired or "expired")
+    )
     record(session, auth.actor, AuditTag.SESSION_EXPIRED, detail={"reason": auth.expired})
 
 

@@ -89,42 +89,54 @@ def check_origin(request: Request, settings: Settings) -> None:
         raise CsrfFailed()
 
 
-def _authenticate(request: Request, channel: str) -> Actor:
-    state = request.app.state
-    settings: Settings = state.settings
+def _authenticate(request: Request, channel: str, session: Session, write: bool) -> Actor:
+    """The actor of the request's API token or session cookie, looked up in the request's own
+    transaction (no second one per request). Bookkeeping that must outlive a failed request —
+    ending an idle session — and the occasional idle-timer update of a read request are left
+    to :func:`_finish`, which does them once the request's transaction is closed."""
+    settings: Settings = request.app.state.settings
     client = client_of(request, settings)
     header = request.headers.get("authorization", "")
     cookie = request.cookies.get(session_cookie(settings))
-    with state.db.session(write=False) as s:
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthenticated()
-            actor = authenticate_token(s, settings.token_pepper, token.strip(), channel)
-            return dataclasses.replace(
-                actor, source_ip=client.ip, user_agent=client.user_agent or None
-            )
-        if not cookie:
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
             raise Unauthenticated()
-        found = auth.authenticate(s, settings.token_pepper, cookie, client, channel)
-    if found.expired or found.touch:
-        with state.db.session(write=True) as w:
-            if found.expired:
-                auth.end_expired(w, found)
-            else:
-                auth.touch(w, found.row.id)
-            w.commit()
+        actor = authenticate_token(session, settings.token_pepper, token.strip(), channel)
+        return dataclasses.replace(actor, source_ip=client.ip, user_agent=client.user_agent or None)
+    if not cookie:
+        raise Unauthenticated()
+    found = auth.authenticate(session, settings.token_pepper, cookie, client, channel)
     if found.expired:
+        request.state.auth_followup = found
         raise Unauthenticated(
             "一定時間操作がなかったか有効期限が切れたため、ログアウトしました。",
             "You were signed out (idle or session expired).",
             code="session_expired",
         )
+    if found.touch:
+        if write:
+            auth.touch(session, found.session_id)  # commits with the request
+        else:
+            request.state.auth_followup = found
     if request.method in UNSAFE:
         sent = request.headers.get("x-csrf-token", "")
         if not hmac.compare_digest(sent, auth.csrf_token(settings.token_pepper, cookie)):
             raise CsrfFailed()
     return found.actor
+
+
+def _followup(request: Request) -> None:
+    found: auth.Authenticated | None = getattr(request.state, "auth_followup", None)
+    if found is None:
+        return
+    request.state.auth_followup = None
+    with request.app.state.db.session(write=True) as w:
+        if found.expired:
+            auth.end_expired(w, found)
+        else:
+            auth.touch(w, found.session_id)
+        w.commit()
 
 
 def _record_denial(request: Request, actor: Actor, exc: MamoriError, cross_clinic: bool) -> None:
@@ -150,16 +162,14 @@ def _open(request: Request, permission: Permission | None) -> Ctx:
     settings: Settings = state.settings
     check_origin(request, settings)
     channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
-    actor = _authenticate(request, channel)
-    request.state.actor = actor
-    if permission is not None and not actor.can(permission):
-        exc = Forbidden(permission.value)
-        _record_denial(request, actor, exc, False)
-        raise exc
     write = permission.writes if permission is not None else request.method in UNSAFE
     session: Session = state.db.session(write=write)
     defer_release(session)
     request.state.db_session = session
+    actor = _authenticate(request, channel, session, write)
+    request.state.actor = actor
+    if permission is not None and not actor.can(permission):
+        raise Forbidden(permission.value)  # recorded by _finish, after the rollback
     return Ctx(session=session, actor=actor, settings=settings, store=state.store)
 
 
@@ -259,6 +269,7 @@ def _finish(request: Request, commit: bool, exc: BaseException | None = None) ->
     finally:
         session.close()
         request.state.db_session = None
+    _followup(request)
     if commit:
         release(session)  # read events: durable before the response is sent
         return
