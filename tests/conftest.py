@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         backends = metafunc.config.getoption("--backends").split(",")
+        if metafunc.definition.get_closest_marker("one_backend"):
+            backends = backends[:1]  # backend-independent logic: walked once
         metafunc.parametrize("backend", backends, scope="session")
 
 
