@@ -480,7 +480,11 @@ def test_vendor_sees_patients_only_inside_a_window(world: World) -> None:
         "/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika")
     ).json()["id"]
     vendor = world.h("vendor_vic")
-    assert world.http.get(f"/api/v1/patients/{pid}", headers=vendor).status_code == 403
+    r = world.http.get(f"/api/v1/patients/{pid}", headers=vendor)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "outside_maintenance_window"
+    give_password(world, "vendor_vic")
+    r = Browser(world).login("vendor_vic")  # the right password, the wrong time
+    assert r.status_code == 401 and r.json()["error"]["code"] == "outside_maintenance_window"
     import dataclasses
 
     from mamori.auth import admin
@@ -500,6 +504,10 @@ def test_vendor_sees_patients_only_inside_a_window(world: World) -> None:
         wid = window.id
         s.commit()
     assert world.http.get(f"/api/v1/patients/{pid}", headers=vendor).status_code == 200
+    desk = Browser(world)  # signed in through the browser flow, inside the window
+    assert desk.login("vendor_vic").status_code == 200
+    desk.enrol_totp()
+    assert desk.http.get(f"/api/v1/patients/{pid}").status_code == 200
     r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=vendor)
     assert r.status_code == 403  # read-only even inside the window
     early = world.http.post(
@@ -508,7 +516,8 @@ def test_vendor_sees_patients_only_inside_a_window(world: World) -> None:
     assert early.status_code == 409
     r = world.http.post(f"/api/v1/admin/vendor-windows/{wid}/close", headers=world.h("sec_sae"))
     assert r.status_code == 200
-    assert world.http.get(f"/api/v1/patients/{pid}", headers=vendor).status_code == 403
+    assert world.http.get(f"/api/v1/patients/{pid}", headers=vendor).status_code == 401
+    assert desk.http.get("/api/v1/me").status_code == 401  # the session ends with the window
     report = world.http.get(
         f"/api/v1/admin/vendor-windows/{wid}/report", headers=world.h("director")
     ).json()
@@ -588,3 +597,19 @@ def test_passkey_reauthentication(world: World) -> None:
     r = b.post("/api/v1/auth/reauth", json={"password": PASSWORD, "credential": key.sign(options)})
     assert r.status_code == 204, r.text
     assert _events(world, "auth:reauth:succeeded")
+
+
+def test_changing_a_password(world: World, dr: tuple[Browser, str]) -> None:
+    b, _ = dr
+    new = "hidamari-no-naka-de 77"
+    r = b.post("/api/v1/auth/password", json={"current": "wrong-current-pw", "new": new})
+    assert r.status_code == 401
+    r = b.post("/api/v1/auth/password", json={"current": PASSWORD, "new": "short"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "password"
+    assert (
+        b.post("/api/v1/auth/password", json={"current": PASSWORD, "new": new}).status_code == 204
+    )
+    b.post("/api/v1/auth/logout")
+    assert b.login("dr_aiko").status_code == 401
+    assert b.login("dr_aiko", new).status_code == 200
+    assert _events(world, "auth:password:changed")

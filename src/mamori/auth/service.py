@@ -260,6 +260,9 @@ def sign_in(
     if not user.usable(utcnow()):
         _fail_and_commit(session, user, keys, client, "disabled" if not user.active else "expired")
         raise _bad_credentials()
+    if Role(user.role) is Role.VENDOR and not vendor_window_open(session, user, utcnow()):
+        _fail_and_commit(session, user, keys, client, "outside-window", count=False)
+        raise outside_window()
     if user.password_hash and passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
     stage = Stage.FACTOR if factor_kinds(session, user.id) else Stage.ENROL
@@ -592,9 +595,20 @@ def vendor_window_open(session: Session, user: StaffUser, now: dt.datetime) -> b
     )
 
 
+def outside_window() -> Unauthenticated:
+    return Unauthenticated(
+        "保守作業の時間枠の外です。院長または安全管理者に時間枠を開けてもらってください。",
+        "Outside a maintenance window: ask the director or security officer to open one.",
+        code="outside_maintenance_window",
+    )
+
+
 def permissions_for(session: Session, user: StaffUser, now: dt.datetime) -> Any:
-    """None (the role's own) — or, for a vendor inside an open window, the window's set."""
-    if Role(user.role) is Role.VENDOR and vendor_window_open(session, user, now):
+    """None (the role's own) — or, for a vendor, the window's set. A vendor account works only
+    inside an open maintenance window: outside one it cannot sign in or use a token at all."""
+    if Role(user.role) is Role.VENDOR:
+        if not vendor_window_open(session, user, now):
+            raise outside_window()
         return VENDOR_WINDOW_PERMISSIONS
     return None
 
@@ -632,7 +646,10 @@ def authenticate(
         expired = "account"
     actor = _actor(user, row, channel, client)
     if expired is None:
-        perms = permissions_for(session, user, now)
+        try:
+            perms = permissions_for(session, user, now)
+        except Unauthenticated:
+            perms, expired = None, "outside-window"
         if perms is not None:
             actor = dataclasses.replace(actor, permissions=perms)
     return Authenticated(
