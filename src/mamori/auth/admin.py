@@ -112,6 +112,11 @@ def list_staff(session: Session, actor: Actor) -> list[StaffView]:
     return out
 
 
+def staff_view(session: Session, actor: Actor, user_id: uuid.UUID) -> StaffView:
+    session.flush()
+    return next(v for v in list_staff(session, actor) if v.id == user_id)
+
+
 def two_factor_coverage(session: Session, actor: Actor) -> dict[str, int]:
     """CL-2-10 evidence: active accounts with a second factor enrolled."""
     views = list_staff(session, actor)

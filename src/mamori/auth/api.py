@@ -413,25 +413,9 @@ def set_restriction(
 # --- administration ----------------------------------------------------------------------------
 
 
-class StaffOut(BaseModel):
-    id: uuid.UUID
-    login_id: str
-    display_name: str
-    display_kana: str
-    role: str
-    role_ja: str
-    active: bool
-    expires_at: dt.datetime | None
-    factors: list[str]
-    recovery_codes_left: int
-    locked: bool
-    active_sessions: int
-    last_sign_in: dt.datetime | None
-
-
-@admin_router.get("/staff", response_model=list[StaffOut])
+@admin_router.get("/staff", response_model=list[admin.StaffView])
 def list_staff(ctx: Ctx = Depends(requires(P.STAFF_READ))) -> object:
-    return [StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor)]
+    return admin.list_staff(ctx.session, ctx.actor)
 
 
 class StaffIn(Strict):
@@ -444,7 +428,7 @@ class StaffIn(Strict):
     birth_date: dt.date | None = None
 
 
-@admin_router.post("/staff", status_code=201, response_model=StaffOut)
+@admin_router.post("/staff", status_code=201, response_model=admin.StaffView)
 def create_staff(body: StaffIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> object:
     user = admin.create_staff(
         ctx.session,
@@ -458,10 +442,7 @@ def create_staff(body: StaffIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> 
         birth_date=body.birth_date,
         reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
-    ctx.session.flush()
-    return next(
-        StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor) if v.id == user.id
-    )
+    return admin.staff_view(ctx.session, ctx.actor, user.id)
 
 
 class StaffUpdate(Strict):
@@ -473,7 +454,7 @@ class StaffUpdate(Strict):
     birth_date: dt.date | None = None
 
 
-@admin_router.put("/staff/{user_id}", response_model=StaffOut)
+@admin_router.put("/staff/{user_id}", response_model=admin.StaffView)
 def update_staff(
     user_id: uuid.UUID, body: StaffUpdate, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
 ) -> object:
@@ -489,10 +470,7 @@ def update_staff(
         birth_date=body.birth_date,
         reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
-    ctx.session.flush()
-    return next(
-        StaffOut(**vars(v)) for v in admin.list_staff(ctx.session, ctx.actor) if v.id == user_id
-    )
+    return admin.staff_view(ctx.session, ctx.actor, user_id)
 
 
 class UnlockOut(BaseModel):

@@ -36,6 +36,7 @@ from mamori.auth.models import AuthFactor, AuthSession, PasswordHistory, Securit
 from mamori.authz.gate import Actor
 from mamori.authz.permissions import VENDOR_WINDOW_PERMISSIONS
 from mamori.clinic.models import Clinic, Role, StaffUser
+from mamori.clinic.service import actor_for
 from mamori.db import utcnow
 from mamori.errors import InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 from mamori.settings import AuthSettings
@@ -92,12 +93,8 @@ class Issued:
 
 
 def _actor(user: StaffUser, row: AuthSession | None, channel: str, client: Client) -> Actor:
-    return Actor(
-        user_id=user.id,
-        clinic_id=user.clinic_id,
-        role=Role(user.role),
-        display_name=user.display_name,
-        channel=channel,
+    return dataclasses.replace(
+        actor_for(user, channel),
         auth_method=(row.second_factor or "password") if row else "password",
         source_ip=client.ip,
         user_agent=client.user_agent or None,
@@ -178,6 +175,14 @@ def _active_factors(session: Session, user_id: uuid.UUID) -> Sequence[AuthFactor
     return session.scalars(
         select(AuthFactor).where(AuthFactor.user_id == user_id, AuthFactor.revoked_at.is_(None))
     ).all()
+
+
+def _passkeys(session: Session, user_id: uuid.UUID) -> list[bytes]:
+    return [
+        f.credential_id
+        for f in _active_factors(session, user_id)
+        if f.kind == "webauthn" and f.credential_id
+    ]
 
 
 def factor_kinds(session: Session, user_id: uuid.UUID) -> list[str]:
@@ -358,11 +363,7 @@ def webauthn_options(
     session: Session, pepper: bytes, policy: AuthSettings, token: str
 ) -> dict[str, Any]:
     row, user = _pending(session, pepper, token, [Stage.FACTOR, Stage.FULL])
-    creds = [
-        f.credential_id
-        for f in _active_factors(session, user.id)
-        if f.kind == "webauthn" and f.credential_id
-    ]
+    creds = _passkeys(session, user.id)
     if not creds:
         raise InvalidInput(
             "パスキーが登録されていません。", "No passkey is registered.", field="credential"
@@ -517,11 +518,7 @@ def enrol_webauthn_options(
 ) -> dict[str, Any]:
     row, user = _enrolling(session, pepper, token)
     clinic_name = _clinic_name(session, user)
-    existing = [
-        f.credential_id
-        for f in _active_factors(session, user.id)
-        if f.kind == "webauthn" and f.credential_id
-    ]
+    existing = _passkeys(session, user.id)
     challenge, options = factors.registration_options(
         rp_id=policy.rp_id,
         rp_name=f"mamori {clinic_name}",

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from mamori import __version__, migrate
 from mamori.audit.trail import AuditTag, record
@@ -18,7 +19,7 @@ from mamori.auth import service as auth_service
 from mamori.authz import restricted
 from mamori.cli.instance import Instance, create_instance, open_instance
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Role
+from mamori.clinic.models import Role, StaffUser
 from mamori.errors import InstanceError, MamoriError
 
 app = typer.Typer(
@@ -391,16 +392,20 @@ def staff_add(
     console.print(f"初期パスワード / initial password: [bold]{password}[/]")
 
 
+def _staff_or_fail(session: Session, login_id: str) -> StaffUser:
+    user = clinic_service.find_staff(session, clinic_service.the_clinic(session).id, login_id)
+    if user is None:
+        raise InstanceError(f"職員 {login_id} が見つかりません。", f"No staff {login_id}.")
+    return user
+
+
 @staff_app.command("password")
 def staff_password(login_id: str, instance: InstanceOpt = None) -> None:
     """新しい初期パスワードを発行する / issue a new initial password (the old one stops working)."""
     try:
         inst = open_instance(instance)
         with inst.transaction(write=True) as session:
-            clinic = clinic_service.the_clinic(session)
-            user = clinic_service.find_staff(session, clinic.id, login_id)
-            if user is None:
-                raise InstanceError(f"職員 {login_id} が見つかりません。", f"No staff {login_id}.")
+            user = _staff_or_fail(session, login_id)
             password = passwords.generate()
             auth_service.set_password(session, user, password)
             record(
@@ -421,10 +426,7 @@ def staff_revoke(login_id: str, instance: InstanceOpt = None) -> None:
     try:
         inst = open_instance(instance)
         with inst.transaction(write=True) as session:
-            clinic = clinic_service.the_clinic(session)
-            user = clinic_service.find_staff(session, clinic.id, login_id)
-            if user is None:
-                raise InstanceError(f"職員 {login_id} が見つかりません。", f"No staff {login_id}.")
+            user = _staff_or_fail(session, login_id)
             count = clinic_service.revoke_tokens(session, user)
     except MamoriError as exc:
         fail(exc)
