@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,13 +92,33 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                 except TimeoutError:
                     await run_in_threadpool(_checkpoint, database, settings)
 
-        task = asyncio.create_task(every_interval())
+        tasks = [asyncio.create_task(every_interval())]
+        forwarder = None
+        if settings.syslog is not None:
+            from mamori.audit.syslog import Forwarder
+
+            forwarder = Forwarder(
+                database, settings.syslog, settings.checkpoint_dir / "syslog.cursor"
+            )
+            interval = settings.syslog.interval_seconds
+
+            async def stream() -> None:
+                assert forwarder is not None
+                while not stop.is_set():
+                    await run_in_threadpool(forwarder.run_once)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=interval)
+
+            tasks.append(asyncio.create_task(stream()))
         try:
             yield
         finally:
             stop.set()
-            await task
+            for task in tasks:
+                await task
             await run_in_threadpool(_checkpoint, database, settings)  # and one at shutdown
+            if forwarder is not None:
+                await run_in_threadpool(forwarder.run_once)
 
     return lifespan
 

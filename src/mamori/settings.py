@@ -48,6 +48,22 @@ class Settings:
     tls_key: Path | None = None
     tls_names: tuple[str, ...] = ()  # extra host names/addresses for the local certificate
     auth: AuthSettings = field(default_factory=lambda: AuthSettings())
+    syslog: SyslogTarget | None = None
+
+
+@dataclass(frozen=True)
+class SyslogTarget:
+    """``[syslog]``: where the audit trail is streamed (RFC 5424 over TLS), if anywhere."""
+
+    host: str
+    port: int = 6514  # RFC 5425
+    ca_file: Path | None = None  # None: the system's trust store
+    client_cert: Path | None = None  # mutual TLS, when the receiver asks for it
+    client_key: Path | None = None
+    server_name: str | None = None  # the name in the receiver's certificate
+    batch: int = 500
+    interval_seconds: float = 2.0
+    timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,45 @@ def load_settings(home: Path) -> Settings:
         tls_key=Path(server["tls_key"]) if server.get("tls_key") else None,
         tls_names=tuple(str(n) for n in server.get("tls_names", ())),
         auth=auth,
+        syslog=_syslog_settings(raw.get("syslog")),
     )
+
+
+def _syslog_settings(raw: dict[str, object] | None) -> SyslogTarget | None:
+    if not raw or not raw.get("host"):
+        return None
+
+    def path(key: str) -> Path | None:
+        value = raw.get(key)
+        return Path(str(value)) if value else None
+
+    try:
+        target = SyslogTarget(
+            host=str(raw["host"]),
+            port=int(str(raw.get("port", 6514))),
+            ca_file=path("ca_file"),
+            client_cert=path("client_cert"),
+            client_key=path("client_key"),
+            server_name=str(raw["server_name"]) if raw.get("server_name") else None,
+            batch=int(str(raw.get("batch", 500))),
+            interval_seconds=float(str(raw.get("interval_seconds", 2.0))),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InstanceError(
+            f"{SETTINGS_FILE} の [syslog] が正しくありません: {exc}",
+            f"Invalid [syslog] section in {SETTINGS_FILE}: {exc}",
+        ) from exc
+    for f in (target.ca_file, target.client_cert, target.client_key):
+        if f is not None and not f.is_file():
+            raise InstanceError(
+                f"[syslog] のファイル {f} がありません。", f"[syslog] file {f} does not exist."
+            )
+    if not 1 <= target.batch <= 10000 or target.interval_seconds <= 0:
+        raise InstanceError(
+            "[syslog] の batch は 1〜10000、interval_seconds は正の数にしてください。",
+            "[syslog] batch must be 1-10000 and interval_seconds positive.",
+        )
+    return target
 
 
 def _auth_settings(raw: dict[str, object]) -> AuthSettings:
@@ -243,6 +297,12 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         "# WebAuthn (passkeys): the host name staff use in the browser, and its origins",
         'rp_id = "localhost"',
         f'origins = ["https://localhost:{port}", "http://localhost:{port}"]',
+        "",
+        "# Live copy of the audit trail to a SIEM (RFC 5424 syslog over TLS):",
+        "# [syslog]",
+        '# host = "siem.example.lan"',
+        "# port = 6514",
+        '# ca_file = "/etc/ssl/siem-ca.pem"',
         "",
         "[limits]",
         "max_json_bytes = 1048576",

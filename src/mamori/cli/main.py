@@ -364,6 +364,34 @@ def audit_checkpoint(instance: InstanceOpt = None) -> None:
     )
 
 
+@audit_app.command("syslog")
+def audit_syslog(instance: InstanceOpt = None) -> None:
+    """未送信の監査記録を SIEM へ送る（serve は自動で送信）/ send unsent audit events to the
+    SIEM now (serve streams them continuously)."""
+    from mamori.audit.syslog import Forwarder
+
+    inst = instance_or_fail(instance)
+    target = inst.settings.syslog
+    if target is None:
+        fail(
+            InstanceError(
+                "mamori.toml に [syslog] host がありません。", "No [syslog] host in mamori.toml."
+            )
+        )
+        return
+    try:
+        sent = Forwarder(inst.db, target, inst.settings.checkpoint_dir / "syslog.cursor").drain()
+    except OSError as exc:
+        fail(
+            InstanceError(
+                f"SIEM（{target.host}:{target.port}）に送れませんでした: {exc}",
+                f"Could not deliver to the SIEM at {target.host}:{target.port}: {exc}",
+            )
+        )
+        return
+    console.print(f"syslog: {sent} event(s) confirmed by {target.host}:{target.port}")
+
+
 @staff_app.command("add")
 def staff_add(
     login_id: str,
