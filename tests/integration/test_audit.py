@@ -4,6 +4,7 @@ database refuses to change it, and that `verify_log` finds every kind of tamperi
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -162,7 +163,18 @@ def _verify(world: World) -> Any:
 
 @pytest.mark.parametrize(
     "attack",
-    ["edit", "delete", "insert", "reorder", "truncate", "version", "leaf_and_chain", "hide"],
+    [
+        "edit",
+        "delete",
+        "insert",
+        "reorder",
+        "truncate",
+        "version",
+        "leaf_and_chain",
+        "hide",
+        "frame",
+        "orphan",
+    ],
 )
 def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: str) -> None:
     _build_log(world, patient)
@@ -199,6 +211,21 @@ def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: s
     elif attack == "hide":  # leave the event, remove it from "who opened this patient"
         _sql(world, "DELETE FROM audit_event_patient WHERE seq = 5")
         expected = 5
+    elif attack == "frame":  # make event 5 appear under another patient's accesses
+        _sql(
+            world,
+            "UPDATE audit_event_patient SET patient_id = :p WHERE seq = 5",
+            p=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
+        )
+        expected = 5
+    elif attack == "orphan":  # an index row for an event that does not exist
+        _sql(
+            world,
+            "INSERT INTO audit_event_user (seq, user_id) VALUES (:s, :u)",
+            s=size + 7,
+            u=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
+        )
+        expected = size + 7
     elif attack == "version":  # rewrite a past note *and* its own hash chain entry
         _sql(
             world,

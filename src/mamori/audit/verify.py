@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import String, cast, select, tuple_
 from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
@@ -105,120 +106,168 @@ def _indexed_ids(body: bytes) -> tuple[set[str], str | None]:
     return patients, user
 
 
-def _index_problems(session: Session, report: LogReport) -> None:
-    """The review indexes must say exactly what the bodies say: a deleted index row would hide
-    an access from "who opened this patient"."""
-    expected: dict[int, tuple[set[str], str | None]] = {}
-    stmt = select(AuditEvent.seq, AuditEvent.body).order_by(AuditEvent.seq)
-    for seq, body in session.execute(stmt.execution_options(yield_per=BATCH)):
-        expected[seq] = _indexed_ids(bytes(body))
-    found_p: dict[int, set[str]] = {}
-    for seq, pid in session.execute(select(AuditEventPatient.seq, AuditEventPatient.patient_id)):
-        found_p.setdefault(seq, set()).add(str(pid))
-    found_u = {
-        seq: str(uid)
-        for seq, uid in session.execute(select(AuditEventUser.seq, AuditEventUser.user_id))
-    }
-    for seq in sorted(set(expected) | set(found_p) | set(found_u)):
-        patients, user = expected.get(seq, (set(), None))
-        if found_p.get(seq, set()) != patients or found_u.get(seq) != user:
-            report.problems.append((seq, "review index differs from the event body"))
+def _chunks(session: Session, size: int) -> Iterator[list[Any]]:
+    """The log in ``seq`` order, ``size`` rows at a time by key range (plain client-side Core
+    queries: on PostgreSQL, a server-side cursor per table costs more than the hashing)."""
+    conn = session.connection()
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(AuditEvent.seq, AuditEvent.body, AuditEvent.leaf_hash, AuditEvent.chain_hash)
+            .where(AuditEvent.seq > last)
+            .order_by(AuditEvent.seq)
+            .limit(size)
+        ).all()
+        if not rows:
+            return
+        yield list(rows)
+        last = rows[-1][0]
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _index_rows(
+    session: Session, seq_col: Any, id_col: Any, lo: int, hi: int | None
+) -> dict[int, set[str]]:
+    """seq → the IDs an index table holds for it, as text the database produces itself
+    (PostgreSQL: canonical UUID text; elsewhere the 32 stored hex digits), so no UUID object is
+    built per row — on a long log that conversion was most of the cost."""
+    stmt = select(seq_col, cast(id_col, String)).where(seq_col >= lo)
+    if hi is not None:
+        stmt = stmt.where(seq_col <= hi)
+    out: dict[int, set[str]] = {}
+    for seq, value in session.connection().execute(stmt).all():
+        out.setdefault(seq, set()).add(value)
+    return out
 
 
 def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogReport:
     """Recompute the log; with signed ``checkpoints``, also check that the log still has every
     checkpointed size with the same root (a rollback to an old copy, a truncated tail or a
     consistently rewritten history all fail here)."""
-    report = LogReport()
-    signed: dict[int, set[bytes]] = {}
-    for cp in checkpoints:
-        signed.setdefault(cp.size, set()).add(cp.root)
-    frontier = merkle.Frontier()
-    chain = GENESIS_CHAIN
-    expected = 1
-    refs: list[tuple[int, dict[str, object]]] = []
-    # Plain rows of the four columns that matter (no ORM objects): verification is CPU-bound.
-    stmt = (
-        select(AuditEvent.seq, AuditEvent.body, AuditEvent.leaf_hash, AuditEvent.chain_hash)
-        .order_by(AuditEvent.seq)
-        .execution_options(yield_per=BATCH)
+    v = _Verifier(session, checkpoints)
+    # The review indexes must say exactly what the bodies say (a deleted index row would hide
+    # an access from "who opened this patient"): each chunk's index rows are read with it.
+    lo = 1
+    for chunk in _chunks(session, BATCH):
+        hi = chunk[-1][0]
+        patients = _index_rows(session, AuditEventPatient.seq, AuditEventPatient.patient_id, lo, hi)
+        users = _index_rows(session, AuditEventUser.seq, AuditEventUser.user_id, lo, hi)
+        for seq, body, leaf, chain in chunk:
+            v.event(seq, bytes(body), bytes(leaf), bytes(chain))
+            v.indexes(seq, bytes(body), patients.pop(seq, set()), users.pop(seq, set()))
+        v.orphans(set(patients) | set(users))
+        lo = hi + 1
+    v.orphans(
+        set(_index_rows(session, AuditEventPatient.seq, AuditEventPatient.patient_id, lo, None))
+        | set(_index_rows(session, AuditEventUser.seq, AuditEventUser.user_id, lo, None))
     )
-    for seq, raw_body, stored_leaf, stored_chain in session.execute(stmt):
-        body_bytes = bytes(raw_body)
-        if seq != expected:
-            report.problems.append((expected, f"sequence broken: expected {expected}, found {seq}"))
-            expected = seq
-        body_seq = _body_seq(body_bytes)
-        if body_seq != seq:
-            report.problems.append((seq, "body does not carry its own sequence number"))
-        leaf = merkle.leaf_hash(body_bytes)
-        if leaf != bytes(stored_leaf):
-            report.problems.append((seq, "leaf hash does not match the stored body"))
-        chain = chain_next(chain, body_bytes)
-        if chain != bytes(stored_chain):
-            report.problems.append((seq, "hash chain broken"))
-            chain = bytes(stored_chain)  # resynchronise so one edit is reported once
-        frontier.append(leaf)
-        if frontier.size in signed:
-            root_now = frontier.root()
-            for cp_root in signed[frontier.size]:
+    return v.finish()
+
+
+class _Verifier:
+    """The running state of one pass over the log."""
+
+    def __init__(self, session: Session, checkpoints: Sequence[Checkpoint]) -> None:
+        self.session = session
+        self.report = LogReport()
+        self.signed: dict[int, set[bytes]] = {}
+        for cp in checkpoints:
+            self.signed.setdefault(cp.size, set()).add(cp.root)
+        self.frontier = merkle.Frontier()
+        self.chain = GENESIS_CHAIN
+        self.expected = 1
+        self.refs: list[tuple[int, dict[str, object]]] = []
+        self.hex_ids = not _postgres(session)  # how _index_rows spells an ID
+
+    def problem(self, seq: int, what: str) -> None:
+        self.report.problems.append((seq, what))
+
+    def event(self, seq: int, body: bytes, stored_leaf: bytes, stored_chain: bytes) -> None:
+        if seq != self.expected:
+            self.problem(self.expected, f"sequence broken: expected {self.expected}, found {seq}")
+            self.expected = seq
+        if _body_seq(body) != seq:
+            self.problem(seq, "body does not carry its own sequence number")
+        leaf = merkle.leaf_hash(body)
+        if leaf != stored_leaf:
+            self.problem(seq, "leaf hash does not match the stored body")
+        self.chain = chain_next(self.chain, body)
+        if self.chain != stored_chain:
+            self.problem(seq, "hash chain broken")
+            self.chain = stored_chain  # resynchronise so one edit is reported once
+        self.frontier.append(leaf)
+        size = self.frontier.size
+        if size in self.signed:
+            root_now = self.frontier.root()
+            for cp_root in self.signed[size]:
                 if cp_root != root_now:
-                    report.problems.append(
-                        (
-                            frontier.size,
-                            f"root at size {frontier.size} differs from a signed "
-                            "checkpoint (history rewritten or forked)",
-                        )
+                    self.problem(
+                        size,
+                        f"root at size {size} differs from a signed checkpoint "
+                        "(history rewritten or forked)",
                     )
-        if b'"records":' in body_bytes:
-            try:
-                body = json.loads(body_bytes)
-            except ValueError:
-                body = None
-                report.problems.append((seq, "body is not valid JSON"))
-            # "records" may also be a key inside a system event's detail; only the top-level
-            # list names record versions
-            logged = body.get("records", []) if isinstance(body, dict) else []
-            if not isinstance(logged, list):
-                logged = []
-            refs.extend((seq, ref) for ref in logged)
-            if len(refs) >= BATCH:
-                _check_versions(session, refs, report)
-                refs = []
-        expected += 1
-    if refs:
-        _check_versions(session, refs, report)
-    report.size = frontier.size
-    report.root = frontier.root()
-    for size in sorted(s for s in signed if s > frontier.size):
-        report.problems.append(
-            (
-                frontier.size + 1,
-                f"log has {frontier.size} events but a signed checkpoint covers "
-                f"{size} (restored from an old copy, or truncated)",
+        if b'"records":' in body:
+            self._record_refs(seq, body)
+        self.expected += 1
+
+    def _record_refs(self, seq: int, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+            self.problem(seq, "body is not valid JSON")
+        # "records" may also be a key inside a system event's detail; only the top-level list
+        # names record versions
+        logged = body.get("records", []) if isinstance(body, dict) else []
+        self.refs.extend((seq, ref) for ref in (logged if isinstance(logged, list) else []))
+        if len(self.refs) >= BATCH:
+            _check_versions(self.session, self.refs, self.report)
+            self.refs = []
+
+    def indexes(self, seq: int, body: bytes, patients: set[str], users: set[str]) -> None:
+        named, user = _indexed_ids(body)
+        if self.hex_ids:
+            named = {p.replace("-", "") for p in named}
+            user = user.replace("-", "") if user else None
+        if patients != named or users != ({user} if user else set()):
+            self.problem(seq, "review index differs from the event body")
+
+    def orphans(self, seqs: set[int]) -> None:
+        for seq in sorted(seqs):
+            self.problem(seq, "review index names an event the log lacks")
+
+    def finish(self) -> LogReport:
+        if self.refs:
+            _check_versions(self.session, self.refs, self.report)
+        report, size = self.report, self.frontier.size
+        report.size, report.root = size, self.frontier.root()
+        for later in sorted(s for s in self.signed if s > size):
+            self.problem(
+                size + 1,
+                f"log has {size} events but a signed checkpoint covers {later} "
+                "(restored from an old copy, or truncated)",
             )
-        )
-    head = session.get(AuditHead, 1)
-    if head is None:
-        report.problems.append((0, "audit head is missing"))
-    else:
-        if head.size != frontier.size:
-            report.problems.append(
-                (
-                    min(head.size, frontier.size) + 1,
-                    f"log has {frontier.size} events but the head says {head.size} (truncated "
-                    "or extended behind the appender's back)",
-                )
+        head = self.session.get(AuditHead, 1)
+        if head is None:
+            self.problem(0, "audit head is missing")
+        elif head.size != size:
+            self.problem(
+                min(head.size, size) + 1,
+                f"log has {size} events but the head says {head.size} (truncated or extended "
+                "behind the appender's back)",
             )
-        elif head.chain_hash != chain:
-            report.problems.append((frontier.size, "head chain hash differs from the log"))
-        head_root = (
-            head.merkle_frontier().root()
-            if len(head.frontier) == bin(head.size).count("1")
-            else None
-        )
-        if head.size == frontier.size and head_root != report.root:
-            report.problems.append((frontier.size, "head Merkle root differs from the log"))
-    _index_problems(session, report)
-    report.problems.sort(key=lambda p: p[0])
-    return report
+        else:
+            if head.chain_hash != self.chain:
+                self.problem(size, "head chain hash differs from the log")
+            head_root = (
+                head.merkle_frontier().root()
+                if len(head.frontier) == bin(head.size).count("1")
+                else None
+            )
+            if head_root != report.root:
+                self.problem(size, "head Merkle root differs from the log")
+        report.problems.sort(key=lambda p: p[0])
+        return report
