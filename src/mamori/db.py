@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
@@ -158,6 +159,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
+        self.on_dispose: list[Callable[[], None]] = []  # background helpers to stop first
+        self.audit_appender: Any = None  # set by the audit trail on first use
         write_engine = self.engine.execution_options(mamori_write=True)
         self.read_session = sessionmaker(self.engine, expire_on_commit=False)
         self.write_session = sessionmaker(write_engine, expire_on_commit=False)
@@ -173,4 +176,7 @@ class Database:
         return session
 
     def dispose(self) -> None:
+        for hook in self.on_dispose:
+            hook()
+        self.on_dispose.clear()
         self.engine.dispose()

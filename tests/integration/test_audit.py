@@ -309,3 +309,33 @@ def test_fhir_auditevent_export_parses_and_is_balp_shaped(
     ]
     assert read["entity"][0]["what"]["reference"] == f"Patient/{patient['id']}"
     assert SECRET_SENTENCE not in out.read_text(encoding="utf-8")
+
+
+def test_concurrent_reads_are_all_logged_before_release(
+    world: World, patient: dict[str, Any]
+) -> None:
+    import threading
+
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def reader() -> None:
+        for _ in range(5):
+            r = world.http.get(
+                f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko")
+            )
+            with lock:
+                statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * 40
+    views = [e for e in _events(world) if e["tag"] == "patient:chart:viewed"]
+    assert len(views) == 40
+    appender = world.db.audit_appender
+    assert appender is not None and appender.requests >= 40
+    with world.db.session(write=False) as s:
+        assert verify_log(s).ok

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -353,12 +354,31 @@ def _after_commit(session: Session) -> None:
 
 
 def _append_durably(db: Any, pending: list[dict[str, Any]]) -> None:
+    """Durable before returning: through the database's group-commit appender, which shares
+    one write transaction (one fsync) among all the read requests waiting at that moment."""
+    appender = getattr(db, "audit_appender", None)
+    if appender is None:
+        from mamori.audit.appender import Appender
+
+        with _APPENDER_LOCK:
+            appender = getattr(db, "audit_appender", None)
+            if appender is None:
+                appender = Appender(lambda events: _append_batch(db, events))
+                db.audit_appender = appender
+                db.on_dispose.append(appender.close)
+    appender.submit(pending)
+
+
+def _append_batch(db: Any, events: list[dict[str, Any]]) -> None:
     try:
         with db.session(write=True) as writer:
-            append(writer, pending)
+            append(writer, events)
             writer.commit()
     except SQLAlchemyError as exc:
         raise AuditUnavailable() from exc
+
+
+_APPENDER_LOCK = threading.Lock()
 
 
 def _reset(session: Session, *_: Any) -> None:
