@@ -341,7 +341,7 @@ def release(session: Session) -> None:
     ``session.close()``; raises ``AuditUnavailable`` if they cannot be stored."""
     pending = session.info.pop(PENDING, None)
     if pending:
-        _append_durably(session.info["mamori_db"], pending)
+        append_durably(session.info["mamori_db"], pending)
 
 
 def _after_commit(session: Session) -> None:
@@ -350,10 +350,10 @@ def _after_commit(session: Session) -> None:
         return
     pending = session.info.pop(PENDING, None)
     if pending:
-        _append_durably(session.info["mamori_db"], pending)
+        append_durably(session.info["mamori_db"], pending)
 
 
-def _append_durably(db: Any, pending: list[dict[str, Any]]) -> None:
+def append_durably(db: Any, pending: list[dict[str, Any]]) -> None:
     """Durable before returning: through the database's group-commit appender, which shares
     one write transaction (one fsync) among all the read requests waiting at that moment."""
     appender = getattr(db, "audit_appender", None)
