@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # reuse tests/pg.py
@@ -60,7 +61,9 @@ def bench_actor(db: Database) -> Actor:
         return clinic_service.actor_for(user, "bench")
 
 
-def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[float, float, float]:
+def _timed(threads: int, per_thread: int, call: Callable[[], None]) -> tuple[float, float, float]:
+    """``call`` run ``per_thread`` times on each of ``threads`` threads: (per second, p50 ms,
+    p99 ms)."""
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -68,9 +71,7 @@ def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[f
         mine = []
         for _ in range(per_thread):
             t0 = time.perf_counter()
-            with db.session(write=True) as s:
-                register_patient(s, actor, PATIENT)
-                s.commit()
+            call()
             mine.append(time.perf_counter() - t0)
         with lock:
             latencies.extend(mine)
@@ -90,10 +91,17 @@ def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[f
     )
 
 
+def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[float, float, float]:
+    def register() -> None:
+        with db.session(write=True) as s:
+            register_patient(s, actor, PATIENT)
+            s.commit()
+
+    return _timed(threads, per_thread, register)
+
+
 def appends(db: Database, producers: int, per_producer: int) -> tuple[float, float, float]:
     """Read-event appends through the group-commit appender (each caller waits for its own)."""
-    latencies: list[float] = []
-    lock = threading.Lock()
     event = {
         "v": 1,
         "tag": "patient:chart:viewed",
@@ -101,29 +109,7 @@ def appends(db: Database, producers: int, per_producer: int) -> tuple[float, flo
         "patients": [str(uuid.uuid4())],
         "actor": {"user": str(uuid.uuid4()), "role": "physician", "channel": "api"},
     }
-
-    def work() -> None:
-        mine = []
-        for _ in range(per_producer):
-            t0 = time.perf_counter()
-            append_durably(db, [dict(event)])
-            mine.append(time.perf_counter() - t0)
-        with lock:
-            latencies.extend(mine)
-
-    t0 = time.perf_counter()
-    pool = [threading.Thread(target=work) for _ in range(producers)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    latencies.sort()
-    return (
-        len(latencies) / elapsed,
-        1000 * statistics.median(latencies),
-        1000 * latencies[int(0.99 * (len(latencies) - 1))],
-    )
+    return _timed(producers, per_producer, lambda: append_durably(db, [dict(event)]))
 
 
 def fill_log(db: Database, n: int) -> None:
