@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -386,8 +387,6 @@ def vendor_window_report(session: Session, actor: Actor, window_id: uuid.UUID) -
         )
         .order_by(AuditEvent.seq)
     ).all()
-    import json
-
     patients: dict[str, int] = {}
     tags: dict[str, int] = {}
     for _, tag, body in rows:
@@ -436,7 +435,15 @@ def list_alerts(session: Session, actor: Actor, *, open_only: bool) -> Sequence[
     stmt = select(SecurityAlert).where(SecurityAlert.clinic_id == actor.clinic_id)
     if open_only:
         stmt = stmt.where(SecurityAlert.reviewed_at.is_(None))
-    return session.scalars(stmt.order_by(SecurityAlert.created_at.desc()).limit(500)).all()
+    alerts = session.scalars(stmt.order_by(SecurityAlert.created_at.desc()).limit(500)).all()
+    record(  # the list names patients (whose record was broken into): reading it is logged
+        session,
+        actor,
+        AuditTag.AUDIT_VIEWED,
+        patients=sorted({a.patient_id for a in alerts if a.patient_id}),
+        detail={"scope": "alerts", "rows": len(alerts)},
+    )
+    return alerts
 
 
 def review_alert(

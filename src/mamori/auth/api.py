@@ -16,7 +16,7 @@ from mamori.auth import service as auth
 from mamori.authz import restricted
 from mamori.authz.permissions import P
 from mamori.clinic.models import Role
-from mamori.errors import Unauthenticated
+from mamori.errors import InvalidInput, Unauthenticated
 from mamori.inputs import Text100, Text500
 from mamori.settings import Settings
 from mamori.web.routing import (
@@ -24,6 +24,7 @@ from mamori.web.routing import (
     Ctx,
     SignInCtx,
     TransactionalRoute,
+    client_of,
     device_cookie,
     requires,
     session_cookie,
@@ -250,8 +251,6 @@ def enrol_webauthn(
 
 
 def _client(request: Request, ctx: Ctx) -> auth.Client:
-    from mamori.web.routing import client_of
-
     return client_of(request, ctx.settings)
 
 
@@ -340,8 +339,6 @@ class RevokedOut(BaseModel):
 def revoke_mine(body: RevokeIn, ctx: Ctx = Depends(requires(P.SELF))) -> RevokedOut:
     """One session, every session on one device ("I lost the tablet"), or everything."""
     if not body.everything and body.session_id is None and body.device_id is None:
-        from mamori.errors import InvalidInput
-
         raise InvalidInput(
             "取り消すセッションを指定してください。",
             "Say which sessions to revoke.",

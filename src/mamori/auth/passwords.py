@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import unicodedata
 from collections.abc import Iterable
 
@@ -66,7 +67,6 @@ def needs_rehash(stored: str) -> bool:
 def generate() -> str:
     """An initial password to hand over on paper: 4 groups of 5 from an unambiguous alphabet
     (~98 bits), e.g. ``k7fq2-m9xhp-4cw8t-z3nae``."""
-    import secrets
 
     alphabet = "23456789abcdefghjkmnpqrstuvwxyz"
     raw = "".join(secrets.choice(alphabet) for _ in range(20))

@@ -566,10 +566,10 @@ def enrol_webauthn_verify(
 # --- the signed-in session ---------------------------------------------------------------------
 
 
-def _expire(session: Session, row: AuthSession, reason: str) -> None:
+def _expire(session: Session, session_id: uuid.UUID, reason: str) -> None:
     session.execute(
         update(AuthSession)
-        .where(AuthSession.id == row.id, AuthSession.revoked_at.is_(None))
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
     )
 
@@ -666,20 +666,14 @@ def touch(session: Session, session_id: uuid.UUID) -> None:
 
 def end_expired(session: Session, auth: Authenticated) -> None:
     """Close a session found idle/too old/of a disabled account, with its audit event."""
-    session.execute(
-        update(AuthSession)
-        .where(AuthSession.id == auth.session_id, AuthSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow(), revoked_reason=auth.expired or "expired")
-    )
+    _expire(session, auth.session_id, auth.expired or "expired")
     record(session, auth.actor, AuditTag.SESSION_EXPIRED, detail={"reason": auth.expired})
 
 
 def logout(session: Session, actor: Actor) -> None:
     if actor.session_id is None:
         return
-    row = session.get(AuthSession, actor.session_id)
-    if row is not None:
-        _expire(session, row, "logout")
+    _expire(session, actor.session_id, "logout")
     record(session, actor, AuditTag.LOGGED_OUT)
 
 

@@ -139,7 +139,7 @@ def _followup(request: Request) -> None:
         w.commit()
 
 
-def _record_denial(request: Request, actor: Actor, exc: MamoriError, cross_clinic: bool) -> None:
+def _record_denial(request: Request, actor: Actor, exc: MamoriError) -> None:
     """After the request's rollback: the denial itself, in its own transaction."""
     detail: dict[str, Any] = {"route": f"{request.method} {request.url.path}"[:200]}
     if isinstance(exc, Forbidden):
@@ -148,27 +148,26 @@ def _record_denial(request: Request, actor: Actor, exc: MamoriError, cross_clini
     elif isinstance(exc, BreakGlassRequired):
         tag, detail["reason"] = AuditTag.ACCESS_DENIED, "break-glass-required"
         patients = [exc.patient_id]
-    else:
+    else:  # another clinic's ID, answered as "not found"
         tag = AuditTag.CROSS_CLINIC
         patients = []
-        _ = cross_clinic
     with request.app.state.db.session(write=True) as w:
         record(w, actor, tag, patients=patients, detail=detail, outcome="failure")
         w.commit()
 
 
-def _open(request: Request, permission: Permission | None) -> Ctx:
+def _open(request: Request, permission: Permission) -> Ctx:
     state = request.app.state
     settings: Settings = state.settings
     check_origin(request, settings)
     channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
-    write = permission.writes if permission is not None else request.method in UNSAFE
+    write = permission.writes
     session: Session = state.db.session(write=write)
     defer_release(session)
     request.state.db_session = session
     actor = _authenticate(request, channel, session, write)
     request.state.actor = actor
-    if permission is not None and not actor.can(permission):
+    if not actor.can(permission):
         raise Forbidden(permission.value)  # recorded by _finish, after the rollback
     return Ctx(session=session, actor=actor, settings=settings, store=state.store)
 
@@ -279,7 +278,7 @@ def _finish(request: Request, commit: bool, exc: BaseException | None = None) ->
         or (cross_clinic and isinstance(exc, MamoriError))
     ):
         assert isinstance(exc, MamoriError)
-        _record_denial(request, actor, exc, cross_clinic)
+        _record_denial(request, actor, exc)
 
 
 class TransactionalRoute(APIRoute):
