@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,11 +25,14 @@ from mamori.app import create_app
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
+from mamori.crypto import open_keys
 from mamori.db import Database
 from mamori.settings import Settings, load_settings, write_instance_files
 from tests.pg import PgServer
 
 os.environ["MAMORI_ENV"] = "test"  # the audit safety net is strict in tests
+# KEK files go outside every instance directory, as in production
+os.environ["MAMORI_KEY_DIR"] = tempfile.mkdtemp(prefix="mamori-keys-")
 
 CLINIC_A_CODE = "1310123455"  # valid 医療機関コード check digit
 CLINIC_B_CODE = "2710543215"  # 大阪府, also valid
@@ -148,6 +152,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     write_instance_files(home, database_url=db_url, port=8000)
     settings = load_settings(home)
     db = Database(db_url)
+    open_keys(db, settings, create=True)
     w = World(settings=settings, db=db)
     with db.session(write=True) as session:
         for name, code, key in (
@@ -209,9 +214,9 @@ def drop_insert_only_triggers(engine: object) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             for table in INSERT_ONLY_TABLES:
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_insert_only ON {table}")
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+                for name in ("insert_only", "no_truncate", "no_delete", "fixed"):
+                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_{name} ON {table}")
         else:
             for table in INSERT_ONLY_TABLES:
-                for action in ("update", "delete"):
-                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_{action}")
+                for name in ("no_update", "no_delete", "fixed"):
+                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_{name}")

@@ -21,6 +21,7 @@ from mamori.auth.api import router as auth_router
 from mamori.authz.permissions import P
 from mamori.chart.api import router as chart_router
 from mamori.clinical.api import router as clinical_router
+from mamori.crypto import open_keys
 from mamori.db import Database
 from mamori.documents.store import DocumentStore
 from mamori.fhir.api import router as fhir_router
@@ -127,6 +128,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or Database(settings.database_url)
     require_current(database.engine)
+    if database.keyring is None:
+        open_keys(database, settings)  # no key, no server
     app = FastAPI(
         lifespan=_lifespan(database, settings),
         title="mamori",
@@ -139,7 +142,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.router.route_class = TransactionalRoute
     app.state.settings = settings
     app.state.db = database
-    app.state.store = DocumentStore(settings.documents_dir)
+    app.state.store = DocumentStore(settings.documents_dir, database)
 
     @app.get("/healthz", dependencies=[Depends(public)])
     def healthz() -> dict[str, str]:

@@ -161,13 +161,19 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.on_dispose: list[Callable[[], None]] = []  # background helpers to stop first
         self.audit_appender: Any = None  # set by the audit trail on first use
+        # The unwrapped data keys (``mamori.crypto``); until they are loaded no patient data
+        # can be read or written through any session of this database.
+        self.keyring: Any = None
         write_engine = self.engine.execution_options(mamori_write=True)
-        self.read_session = sessionmaker(self.engine, expire_on_commit=False)
-        self.write_session = sessionmaker(write_engine, expire_on_commit=False)
-        # The audit trail is part of every database mamori opens; it cannot be left out.
+        info = {"mamori_db": self}
+        self.read_session = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self.write_session = sessionmaker(write_engine, expire_on_commit=False, info=info)
+        # The audit trail and sealing are part of every database mamori opens.
         from mamori.audit.trail import install
+        from mamori.crypto.sealed import install as install_sealing
 
         install()
+        install_sealing()
 
     def session(self, *, write: bool) -> Session:
         session = self.write_session() if write else self.read_session()

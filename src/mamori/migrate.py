@@ -69,6 +69,9 @@ def model_differences(engine: Engine) -> list[Any]:
 APPEND_ONLY_TABLES = frozenset(
     {"audit_event", "audit_event_patient", "audit_event_user", "audit_review", "record_version"}
 )
+# …except that the ciphertext of a record version may be re-encrypted under a new data key
+# (``mamori keys rotate --reencrypt``); what it decrypts to is fixed by the version's hash.
+RESEALABLE_TABLES = frozenset({"record_version"})
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -97,6 +100,9 @@ def grant_app_role(engine: Engine, role: str) -> dict[str, str]:
             privileges = (
                 "SELECT, INSERT" if table.name in APPEND_ONLY_TABLES else "SELECT, INSERT, UPDATE"
             )
+            if table.name in RESEALABLE_TABLES:
+                # re-encryption under a new data key rewrites the ciphertext and nothing else
+                privileges += ", UPDATE (sealed)"
             conn.exec_driver_sql(f'REVOKE ALL ON "{table.name}" FROM "{role}"')
             conn.exec_driver_sql(f'GRANT {privileges} ON "{table.name}" TO "{role}"')
             granted[table.name] = privileges

@@ -8,5 +8,6 @@ def load_all() -> None:
     import mamori.auth.models
     import mamori.clinic.models
     import mamori.clinical.models
+    import mamori.crypto.keyring
     import mamori.patients.models
     import mamori.records.versioning  # noqa: F401

@@ -49,6 +49,21 @@ class Settings:
     tls_names: tuple[str, ...] = ()  # extra host names/addresses for the local certificate
     auth: AuthSettings = field(default_factory=lambda: AuthSettings())
     syslog: SyslogTarget | None = None
+    keys: KeySettings = field(default_factory=lambda: KeySettings())
+
+
+KEY_SOURCES = ("file", "passphrase", "pkcs11")
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """``[keys]``: where the key-encryption key (KEK) comes from. Never inside the instance."""
+
+    source: str = "file"  # file | passphrase | pkcs11
+    file: Path | None = None  # source = file: the KEK file, outside the instance directory
+    pkcs11_module: Path | None = None  # source = pkcs11: the token's PKCS#11 library
+    pkcs11_token: str = ""  # token label
+    pkcs11_pin_file: Path | None = None  # else MAMORI_PKCS11_PIN
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,50 @@ def load_settings(home: Path) -> Settings:
         tls_names=tuple(str(n) for n in server.get("tls_names", ())),
         auth=auth,
         syslog=_syslog_settings(raw.get("syslog")),
+        keys=_key_settings(raw.get("keys", {})),
     )
+
+
+def _key_settings(raw: dict[str, object]) -> KeySettings:
+    source = str(raw.get("source", "file"))
+    if source not in KEY_SOURCES:
+        raise InstanceError(
+            f"[keys] source は {', '.join(KEY_SOURCES)} のいずれかにしてください。",
+            f"[keys] source must be one of {', '.join(KEY_SOURCES)}.",
+        )
+
+    def path(key: str) -> Path | None:
+        value = raw.get(key)
+        return Path(str(value)).expanduser() if value else None
+
+    out = KeySettings(
+        source=source,
+        file=path("file"),
+        pkcs11_module=path("pkcs11_module"),
+        pkcs11_token=str(raw.get("pkcs11_token", "")),
+        pkcs11_pin_file=path("pkcs11_pin_file"),
+    )
+    if source == "file" and out.file is None:
+        raise InstanceError(
+            "[keys] file（鍵ファイルの場所）がありません。起動を中止します。",
+            "[keys] file (where the key file is) is missing. Refusing to start.",
+        )
+    if source == "pkcs11" and (out.pkcs11_module is None or not out.pkcs11_token):
+        raise InstanceError(
+            "[keys] に pkcs11_module と pkcs11_token が必要です。",
+            "[keys] needs pkcs11_module and pkcs11_token.",
+        )
+    return out
+
+
+def default_key_dir() -> Path:
+    """Where ``mamori init`` puts KEK files unless told otherwise: the user's configuration
+    directory, not the instance (``MAMORI_KEY_DIR`` overrides, e.g. a mounted USB key)."""
+    raw = os.environ.get("MAMORI_KEY_DIR")
+    if raw:
+        return Path(raw).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mamori" / "keys"
 
 
 def _syslog_settings(raw: dict[str, object] | None) -> SyslogTarget | None:
@@ -252,8 +310,21 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_instance_files(home: Path, *, database_url: str | None, port: int) -> None:
-    """Create the directory tree, settings and fresh secrets. Refuses a non-empty directory."""
+def write_instance_files(
+    home: Path,
+    *,
+    database_url: str | None,
+    port: int,
+    key_source: str = "file",
+    key_file: Path | None = None,
+    pkcs11_module: Path | None = None,
+    pkcs11_token: str = "",
+) -> None:
+    """Create the directory tree, settings and fresh secrets. Refuses a non-empty directory.
+
+    With the default key source a new KEK file is written outside the directory (``key_file``
+    or ``default_key_dir()/<instance id>.kek``); the other sources make their KEK when the
+    database gets its first keys."""
     if home.exists() and any(home.iterdir()):
         raise InstanceError(
             f"{home} は空ではありません。既存のインスタンスを上書きしません。",
@@ -265,13 +336,28 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
     # caught; backups and an outside copy take it along.
     for sub in ("data", "documents", "secrets", "checkpoints"):
         (home / sub).mkdir(mode=0o700)
+    instance_id = str(uuid.uuid4())
     lines = [
-        "# mamori instance settings. Secrets live in secrets/, never here.",
+        "# mamori instance settings. Secrets live in secrets/, never here; the key that",
+        "# encrypts patient data lives outside this directory altogether ([keys]).",
         "[instance]",
-        f'id = "{uuid.uuid4()}"',
+        f'id = "{instance_id}"',
         "",
-        "[database]",
+        "[keys]",
+        f'source = "{key_source}"',
     ]
+    if key_source == "file":
+        key_file = (key_file or default_key_dir() / f"{instance_id}.kek").expanduser().resolve()
+        lines.append(f"file = {_toml_str(str(key_file))}")
+    elif key_source == "pkcs11":
+        lines += [
+            f"pkcs11_module = {_toml_str(str(pkcs11_module))}",
+            f"pkcs11_token = {_toml_str(pkcs11_token)}",
+            "# PIN: environment MAMORI_PKCS11_PIN, or pkcs11_pin_file (mode 0600)",
+        ]
+    else:
+        lines.append("# passphrase: typed at start, or environment MAMORI_KEK_PASSPHRASE")
+    lines += ["", "[database]"]
     if database_url:
         lines.append(f"url = {_toml_str(database_url)}")
     else:
@@ -318,3 +404,8 @@ def write_instance_files(home: Path, *, database_url: str | None, port: int) -> 
         fd = os.open(home / "secrets" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(values[name] + "\n")
+    if key_source == "file" and key_file is not None:
+        from mamori.crypto.kek import check_outside, new_key_file
+
+        check_outside(key_file, [home])
+        new_key_file(key_file)

@@ -37,7 +37,9 @@ def synthetic(world: World) -> World:
     with world.db.session(write=True) as s:
         clinic = s.get(Clinic, world.actors["dr_aiko"].clinic_id)
         assert clinic is not None
-        generate(s, clinic, "XS", seed=3, store=DocumentStore(world.settings.documents_dir))
+        generate(
+            s, clinic, "XS", seed=3, store=DocumentStore(world.settings.documents_dir, world.db)
+        )
         s.commit()
     return world
 
@@ -90,12 +92,12 @@ def test_fhir_api_read_search_and_everything(synthetic: World) -> None:
     meta = synthetic.http.get("/fhir/r4/metadata")
     assert meta.status_code == 200 and meta.json()["fhirVersion"] == "4.0.1"
     get_fhir_model_class("CapabilityStatement").model_validate(meta.json())
-    found = synthetic.http.get("/fhir/r4/Patient", params={"name": "ｻ"}, headers=h)
+    found = synthetic.http.get("/fhir/r4/Patient", params={"name": "ｻｶ"}, headers=h)
     assert found.headers["content-type"].startswith("application/fhir+json")
     bundle = found.json()
     get_fhir_model_class("Bundle").model_validate(bundle)
     assert bundle["total"] >= 1
-    assert all(e["resource"]["name"][1]["family"].startswith("サ") for e in bundle["entry"])
+    assert all(e["resource"]["name"][1]["family"].startswith("サカ") for e in bundle["entry"])
     patient = bundle["entry"][0]["resource"]
     by_id = synthetic.http.get(
         "/fhir/r4/Patient",

@@ -156,7 +156,16 @@ def _tamper(world: World, sql: str, **params: Any) -> None:
         conn.execute(text(sql), params)
 
 
-@pytest.mark.parametrize("attack", ["head", "version", "delete_version", "reorder"])
+def _flip_last_byte(world: World, table: str, where: str, **params: Any) -> None:
+    with world.db.engine.begin() as conn:
+        key, blob = conn.execute(
+            text(f"SELECT id, sealed FROM {table} WHERE {where}"), params
+        ).one()
+        forged = bytes(blob[:-1]) + bytes([blob[-1] ^ 1])
+        conn.execute(text(f"UPDATE {table} SET sealed = :b WHERE id = :i"), {"b": forged, "i": key})
+
+
+@pytest.mark.parametrize("attack", ["head", "moved_head", "version", "delete_version", "reorder"])
 def test_direct_database_edits_are_detected(
     world: World, patient: dict[str, Any], attack: str
 ) -> None:
@@ -165,18 +174,25 @@ def test_direct_database_edits_are_detected(
     world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
     verify = f"/api/v1/patients/{patient['id']}/verify"
     assert world.http.get(verify, headers=h).json()["ok"]
-    if attack != "head":  # history rows are insert-only for the application…
+    if attack not in ("head", "moved_head", "version"):  # history is insert-only…
         with pytest.raises(DBAPIError, match="insert-only"):
             _tamper(world, "DELETE FROM record_version")
         drop_insert_only_triggers(world.db.engine)  # …so the attacker removes the triggers
-    if attack == "head":
-        _tamper(world, "UPDATE progress_note SET assessment = '改ざん'")
-    elif attack == "version":
+    if attack == "head":  # the text is ciphertext now: change bytes of it
+        _flip_last_byte(world, "progress_note", "1 = 1")
+    elif attack == "moved_head":  # another note's valid ciphertext put into this row
+        other = _note(world, patient["id"])
         _tamper(
             world,
-            "UPDATE record_version SET content = replace(content, '急性上気道炎', "
-            "'改ざん') WHERE record_type = 'ProgressNote'",
+            "UPDATE progress_note SET sealed = (SELECT sealed FROM progress_note WHERE id = :o) "
+            "WHERE id = :n",
+            o=(world.db.engine.dialect.name == "sqlite" and other["id"].replace("-", ""))
+            or other["id"],
+            n=(world.db.engine.dialect.name == "sqlite" and note["id"].replace("-", ""))
+            or note["id"],
         )
+    elif attack == "version":  # ciphertext of version 1 altered (re-encryption may write it)
+        _flip_last_byte(world, "record_version", "record_type = 'ProgressNote' AND version = 1")
     elif attack == "delete_version":
         _tamper(
             world, "DELETE FROM record_version WHERE record_type = 'ProgressNote' AND version = 1"
@@ -329,7 +345,7 @@ def test_observations_flag_abnormal_values(world: World, patient: dict[str, Any]
     assert len(labs) == 3 and all(o["value"] for o in labs)
 
 
-def test_documents_are_stored_by_hash_and_checked_on_read(
+def test_documents_are_stored_encrypted_and_checked_on_read(
     world: World, patient: dict[str, Any]
 ) -> None:
     h = world.h("clerk_chika")
@@ -343,17 +359,28 @@ def test_documents_are_stored_by_hash_and_checked_on_read(
     )
     assert r.status_code == 201, r.text
     doc = r.json()
-    stored = (
-        world.settings.documents_dir
-        / "sha256"
-        / doc["sha256"][:2]
-        / doc["sha256"][2:4]
-        / doc["sha256"]
-    )
-    assert stored.read_bytes() == content
+    files = [p for p in world.settings.documents_dir.rglob("*") if p.is_file()]
+    assert len(files) == 1
+    stored = files[0]
+    # named by a keyed hash, not the content's SHA-256; the bytes are ciphertext
+    assert doc["sha256"] not in str(stored) and "紹介状".encode() not in stored.read_bytes()
     got = world.http.get(f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_aiko"))
     assert got.content == content and got.headers["cache-control"] == "no-store"
-    stored.write_bytes(content + b"x")
+    blob = stored.read_bytes()
+    for forged in (blob[:-1] + bytes([blob[-1] ^ 1]), blob[:40]):  # flipped, truncated
+        stored.write_bytes(forged)
+        bad = world.http.get(f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_aiko"))
+        assert bad.status_code == 500 and bad.json()["error"]["code"] == "document_corrupt"
+    stored.write_bytes(blob)
+    # another document's (valid) ciphertext put in this one's place: refused too
+    world.http.post(
+        url,
+        headers=h,
+        files={"file": ("b.txt", b"other letter", "text/plain")},
+        data={"doc_type": "referral", "title": "b"},
+    )
+    other = next(p for p in world.settings.documents_dir.rglob("*") if p.is_file() and p != stored)
+    stored.write_bytes(other.read_bytes())
     bad = world.http.get(f"/api/v1/documents/{doc['id']}/content", headers=world.h("dr_aiko"))
     assert bad.status_code == 500 and bad.json()["error"]["code"] == "document_corrupt"
     r = world.http.post(

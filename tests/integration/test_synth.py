@@ -80,6 +80,7 @@ def _fresh_copy(world: World, name: str, seed: int) -> collections.Counter[str]:
     """Generate into a new SQLite database whose clinic and staff mirror clinic A."""
     other = Database(f"sqlite:///{world.settings.home / name}")
     migrate.upgrade(other.engine)
+    other.keyring = world.db.keyring  # same keys: only the database differs
     with other.session(write=True) as s, world.db.session(write=False) as src:
         a = src.get(Clinic, world.actors["dr_aiko"].clinic_id)
         assert a is not None

@@ -8,12 +8,15 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 from tests.conftest import drop_insert_only_triggers
 from typer.testing import CliRunner
 
 from mamori.cli.main import app
+from mamori.crypto import open_keys
+from mamori.crypto.sealed import aad_for
 from mamori.db import Database
+from mamori.records.versioning import RecordVersion
 from mamori.settings import load_settings
 
 runner = CliRunner()
@@ -112,16 +115,29 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not signed by any trusted key" in r.output
     r = runner.invoke(app, ["audit", "verify", "--trusted-key", "garbage", *inst])
     assert r.exit_code == 2
-    # editing a past version behind mamori's back is found by `mamori verify`
-    db = Database(load_settings(home).database_url)
+    # editing a past version behind mamori's back is found by `mamori verify`: without the
+    # key the ciphertext cannot be forged; even an insider holding the key, who re-encrypts
+    # an altered version properly, is caught by the version's hash
+    settings = load_settings(home)
+    db = Database(settings.database_url)
+    keyring = open_keys(db, settings)
     drop_insert_only_triggers(db.engine)
+    table = RecordVersion.__table__
     with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE record_version SET content = replace(content, '高血圧', '低血圧') "
-                "WHERE record_type = 'Condition'"
-            )
-        )
+        rows = conn.execute(
+            select(
+                table.c.id, table.c.record_type, table.c.record_id, table.c.version, table.c.sealed
+            ).where(table.c.record_type == "Condition")
+        ).all()
+        changed = 0
+        for row in rows:
+            aad = aad_for(RecordVersion, row._mapping.get)
+            plain = keyring.open(row.sealed, aad, "test")
+            if "高血圧".encode() in plain:
+                forged = keyring.seal(plain.replace("高血圧".encode(), "低血圧".encode()), aad)
+                conn.execute(update(table).where(table.c.id == row.id).values(sealed=forged))
+                changed += 1
+        assert changed
     db.dispose()
     r = runner.invoke(app, ["verify", *inst])
     assert r.exit_code == 1 and "content hash mismatch" in r.output

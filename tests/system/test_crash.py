@@ -26,9 +26,11 @@ from tests.pg import PgServer
 
 from mamori.audit.verify import verify_log
 from mamori.cli.instance import create_instance
+from mamori.crypto import open_keys
 from mamori.db import Database
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
+from mamori.settings import load_settings
 
 pytestmark = pytest.mark.slow
 BODY = {
@@ -170,6 +172,7 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
         writer.join(timeout=30)
         acked = set(writer.acked)
         db = Database(db_url)
+        open_keys(db, load_settings(home))
         try:
             with db.session(write=False) as s:
                 stored = {str(i) for i in s.scalars(select(Patient.id))}
@@ -179,7 +182,7 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
                 log = verify_log(s)  # the audit trail survived the crash intact and gap-free
                 assert log.ok, log.problems[:3]
                 assert log.size >= len(acked)
-                numbers = sorted(s.scalars(select(Patient.patient_number)))
+                numbers = sorted(p.patient_number for p in s.scalars(select(Patient)))
                 assert numbers == list(range(1, len(numbers) + 1))  # no duplicates, no gaps
             if db.dialect == "sqlite":
                 with db.engine.connect() as conn:

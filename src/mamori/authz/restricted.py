@@ -233,15 +233,9 @@ def refresh_staff_flag(session: Session, patients: Sequence[Patient]) -> None:
 
 
 def patients_matching_staff(session: Session, staff: StaffUser) -> list[Patient]:
-    from mamori.patients.models import Patient
+
+    from mamori.patients.service import patients_by_kana
 
     if not staff.display_kana:
         return []
-    return list(
-        session.scalars(
-            select(Patient).where(
-                Patient.clinic_id == staff.clinic_id,
-                Patient.kana_key == _kana_key(staff.display_kana),
-            )
-        )
-    )
+    return patients_by_kana(session, staff.clinic_id, _kana_key(staff.display_kana))

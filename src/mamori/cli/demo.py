@@ -98,7 +98,7 @@ def demo(
                 size,
                 seed=seed,
                 end=today,
-                store=DocumentStore(inst.settings.documents_dir),
+                store=DocumentStore(inst.settings.documents_dir, inst.db),
                 progress=lambda n: bar.advance(task, n),
             )
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
@@ -180,7 +180,7 @@ def synth(
                 size,
                 seed=seed,
                 end=end_date,
-                store=DocumentStore(inst.settings.documents_dir) if documents else None,
+                store=DocumentStore(inst.settings.documents_dir, inst.db) if documents else None,
                 progress=lambda n: bar.advance(task, n),
                 commit_batches=True,
             )

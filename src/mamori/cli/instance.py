@@ -16,6 +16,7 @@ from mamori.auth import service as auth_service
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic, Role
+from mamori.crypto import open_keys
 from mamori.db import Database
 from mamori.errors import InstanceError
 from mamori.settings import Settings, load_settings, resolve_home, write_instance_files
@@ -53,10 +54,16 @@ class Instance:
 
 
 def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
+    """Settings, database and keys; without its key an instance does not open at all."""
     settings = load_settings(resolve_home(option))
     db = Database(settings.database_url)
     if check_schema:
         migrate.require_current(db.engine)
+        try:
+            open_keys(db, settings)
+        except BaseException:
+            db.dispose()
+            raise
     return Instance(settings=settings, db=db)
 
 
@@ -82,12 +89,25 @@ def create_instance(
     postal_code: str = "",
     address: str = "",
     phone: str = "",
+    key_source: str = "file",
+    key_file: Path | None = None,
+    pkcs11_module: Path | None = None,
+    pkcs11_token: str = "",
 ) -> Created:
     """Directory, secrets, migrated database, the clinic and its first administrator."""
-    write_instance_files(home, database_url=database_url, port=port)
+    write_instance_files(
+        home,
+        database_url=database_url,
+        port=port,
+        key_source=key_source,
+        key_file=key_file,
+        pkcs11_module=pkcs11_module,
+        pkcs11_token=pkcs11_token,
+    )
     settings = load_settings(home)
     db = Database(settings.database_url)
     migrate.upgrade(db.engine)
+    open_keys(db, settings, create=True)
     instance = Instance(settings=settings, db=db)
     with instance.transaction(write=True) as session:
         clinic = clinic_service.create_clinic(

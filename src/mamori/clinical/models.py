@@ -8,9 +8,17 @@ import enum
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.crypto.sealed import (
+    SealedField,
+    sealed_bool,
+    sealed_int,
+    sealed_json,
+    sealed_opt_date,
+    sealed_str,
+)
 from mamori.db import Base, UTCDateTime
 from mamori.records.versioning import PatientRecord
 
@@ -78,7 +86,7 @@ class Encounter(PatientRecord, Base):
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"))
     visit_date: Mapped[dt.date] = mapped_column(Date)
     visit_type: Mapped[str] = mapped_column(String(10))
-    department: Mapped[str] = mapped_column(String(40), default="内科")
+    department = sealed_str("内科")  # 心療内科 and the like describe the patient
     attending_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("staff_user.id"), nullable=True
     )
@@ -129,10 +137,10 @@ class ProgressNote(PatientRecord, Base):
         ForeignKey("encounter.id"), nullable=True, index=True
     )
     kind: Mapped[str] = mapped_column(String(10))
-    subjective: Mapped[str] = mapped_column(Text, default="")
-    objective: Mapped[str] = mapped_column(Text, default="")
-    assessment: Mapped[str] = mapped_column(Text, default="")
-    plan: Mapped[str] = mapped_column(Text, default="")
+    subjective = sealed_str()
+    objective = sealed_str()
+    assessment = sealed_str()
+    plan = sealed_str()
     author_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))  # responsible
     entered_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))  # typist
     is_proxy_entry: Mapped[bool] = mapped_column(Boolean, default=False)  # 代行入力
@@ -186,18 +194,18 @@ class Condition(PatientRecord, Base):
     encounter_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("encounter.id"), nullable=True
     )
-    display_name: Mapped[str] = mapped_column(String(200))
-    code: Mapped[str] = mapped_column(String(20), default="")
-    code_system: Mapped[str] = mapped_column(String(200), default="")
-    icd10: Mapped[str] = mapped_column(String(10), default="")
-    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)  # 主病
-    is_suspected: Mapped[bool] = mapped_column(Boolean, default=False)  # 疑い
-    is_undisclosed: Mapped[bool] = mapped_column(Boolean, default=False)  # 未告知
-    is_long_term: Mapped[bool] = mapped_column(Boolean, default=False)  # 長期保存
-    is_billing_only: Mapped[bool] = mapped_column(Boolean, default=False)  # レセプト病名
-    onset_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(12), default=ConditionOutcome.CONTINUING.value)
-    outcome_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    display_name = sealed_str()
+    code = sealed_str()
+    code_system = sealed_str()
+    icd10 = sealed_str()
+    is_primary = sealed_bool()  # 主病
+    is_suspected = sealed_bool()  # 疑い
+    is_undisclosed = sealed_bool()  # 未告知
+    is_long_term = sealed_bool()  # 長期保存
+    is_billing_only = sealed_bool()  # レセプト病名
+    onset_date = sealed_opt_date()
+    outcome = sealed_str(ConditionOutcome.CONTINUING.value)
+    outcome_date = sealed_opt_date()
 
 
 class MedicationRequestStatus(enum.StrEnum):
@@ -236,9 +244,9 @@ class MedicationRequest(PatientRecord, Base):
     )
     prescriber_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     issued_on: Mapped[dt.date] = mapped_column(Date)
-    dispensing: Mapped[str] = mapped_column(String(10), default="outside")  # 院外 / inside 院内
-    refill_count: Mapped[int] = mapped_column(Integer, default=0)  # リフィル
-    rp_groups: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    dispensing = sealed_str("outside")  # 院外 / inside 院内
+    refill_count = sealed_int()  # リフィル
+    rp_groups: SealedField[list[dict[str, Any]]] = sealed_json()
 
     @property
     def max_days(self) -> int:
@@ -263,15 +271,15 @@ class AllergyIntolerance(PatientRecord, Base):
     )
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
-    category: Mapped[str] = mapped_column(String(12))  # medication|food|environment|biologic
-    substance: Mapped[str] = mapped_column(String(200))
-    substance_code: Mapped[str] = mapped_column(String(20), default="")
-    code_system: Mapped[str] = mapped_column(String(200), default="")
-    reaction: Mapped[str] = mapped_column(String(500), default="")
-    severity: Mapped[str] = mapped_column(String(10), default="")  # mild|moderate|severe
-    is_contraindication: Mapped[bool] = mapped_column(Boolean, default=False)  # 薬剤禁忌
-    verification: Mapped[str] = mapped_column(String(12), default="unconfirmed")
-    onset_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    category = sealed_str()  # medication|food|environment|biologic
+    substance = sealed_str()
+    substance_code = sealed_str()
+    code_system = sealed_str()
+    reaction = sealed_str()
+    severity = sealed_str()  # mild|moderate|severe
+    is_contraindication = sealed_bool()  # 薬剤禁忌
+    verification = sealed_str("unconfirmed")
+    onset_date = sealed_opt_date()
 
 
 class Observation(PatientRecord, Base):
@@ -295,30 +303,27 @@ class Observation(PatientRecord, Base):
         "effective_at",
         "status",
     )
-    __table_args__ = (
-        Index("ix_observation_patient_effective", "patient_id", "effective_at"),
-        Index("ix_observation_patient_code", "patient_id", "code"),
-    )
+    __table_args__ = (Index("ix_observation_patient_effective", "patient_id", "effective_at"),)
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"))
     encounter_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("encounter.id"), nullable=True
     )
     category: Mapped[str] = mapped_column(String(12))  # vital-signs | laboratory
-    code: Mapped[str] = mapped_column(String(20))
-    code_system: Mapped[str] = mapped_column(String(200), default="")
-    name: Mapped[str] = mapped_column(String(100))
-    value: Mapped[str] = mapped_column(String(32), default="")
-    value_text: Mapped[str] = mapped_column(String(200), default="")
-    unit: Mapped[str] = mapped_column(String(20), default="")
-    ref_low: Mapped[str] = mapped_column(String(32), default="")
-    ref_high: Mapped[str] = mapped_column(String(32), default="")
-    abnormal_flag: Mapped[str] = mapped_column(String(2), default="")  # H | L | ""
+    code = sealed_str()  # a test's code says what was looked for (HIV, hCG…)
+    code_system = sealed_str()
+    name = sealed_str()
+    value = sealed_str()
+    value_text = sealed_str()
+    unit = sealed_str()
+    ref_low = sealed_str()
+    ref_high = sealed_str()
+    abnormal_flag = sealed_str()  # H | L | ""
     effective_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Document(PatientRecord, Base):
-    """A referral letter, scan or photo. The bytes live in the document store by SHA-256."""
+    """A referral letter, scan or photo. The bytes live encrypted in the document store."""
 
     __tablename__ = "document"
     __record_type__ = "Document"
@@ -339,10 +344,10 @@ class Document(PatientRecord, Base):
     encounter_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("encounter.id"), nullable=True
     )
-    doc_type: Mapped[str] = mapped_column(String(20))
+    doc_type = sealed_str()
     direction: Mapped[str] = mapped_column(String(10), default="in")
-    title: Mapped[str] = mapped_column(String(200))
+    title = sealed_str()
     document_date: Mapped[dt.date] = mapped_column(Date)
-    mime_type: Mapped[str] = mapped_column(String(100))
-    size_bytes: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    mime_type = sealed_str()
+    size_bytes = sealed_int()
+    sha256 = sealed_str()  # of the plaintext; the stored file is named by a keyed hash

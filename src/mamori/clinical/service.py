@@ -373,11 +373,15 @@ def list_conditions(
     stmt = select(Condition).where(
         Condition.patient_id == patient.id, Condition.status == RecordStatus.ACTIVE.value
     )
-    if current_only:
-        stmt = stmt.where(Condition.outcome == ConditionOutcome.CONTINUING.value)
-    return session.scalars(
-        stmt.order_by(Condition.is_primary.desc(), Condition.onset_date.desc())
-    ).all()
+    # 転帰 and 主病 are sealed: filtered and ordered here, after decryption
+    found = [
+        c
+        for c in session.scalars(stmt)
+        if not current_only or c.outcome == ConditionOutcome.CONTINUING.value
+    ]
+    found.sort(key=lambda c: c.onset_date or dt.date.min, reverse=True)
+    found.sort(key=lambda c: not c.is_primary)
+    return found
 
 
 # --- allergies ---------------------------------------------------------------------------
@@ -411,15 +415,20 @@ def list_allergies(
     session: Session, actor: Actor, patient_id: uuid.UUID
 ) -> Sequence[AllergyIntolerance]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "AllergyIntolerance")
-    return session.scalars(
-        select(AllergyIntolerance)
-        .where(
-            AllergyIntolerance.patient_id == patient.id,
-            AllergyIntolerance.status == RecordStatus.ACTIVE.value,
-            AllergyIntolerance.verification != "refuted",
+    found = [
+        a
+        for a in session.scalars(
+            select(AllergyIntolerance)
+            .where(
+                AllergyIntolerance.patient_id == patient.id,
+                AllergyIntolerance.status == RecordStatus.ACTIVE.value,
+            )
+            .order_by(AllergyIntolerance.created_at)
         )
-        .order_by(AllergyIntolerance.is_contraindication.desc(), AllergyIntolerance.created_at)
-    ).all()
+        if a.verification != "refuted"
+    ]
+    found.sort(key=lambda a: not a.is_contraindication)  # 薬剤禁忌 first (stable)
+    return found
 
 
 # --- prescriptions -----------------------------------------------------------------------
@@ -571,9 +580,11 @@ def list_observations(
     )
     if category:
         stmt = stmt.where(Observation.category == category)
-    if code:
-        stmt = stmt.where(Observation.code == code)
-    return session.scalars(stmt.order_by(Observation.effective_at.desc()).limit(limit)).all()
+    stmt = stmt.order_by(Observation.effective_at.desc())
+    if not code:
+        return session.scalars(stmt.limit(limit)).all()
+    # the code is sealed (a test's name says what was looked for): matched after decryption
+    return [o for o in session.scalars(stmt) if o.code == code][:limit]
 
 
 # --- documents ---------------------------------------------------------------------------

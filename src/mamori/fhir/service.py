@@ -195,7 +195,7 @@ def iter_patient_ids(session: Session, actor: Actor) -> Iterator[uuid.UUID]:
             Patient.clinic_id == actor.clinic_id,
             Patient.status != PatientStatus.ENTERED_IN_ERROR.value,
         )
-        .order_by(Patient.patient_number)
+        .order_by(Patient.created_at, Patient.id)  # registration order (患者番号 is sealed)
     )
     yield from session.scalars(stmt)
 

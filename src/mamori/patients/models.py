@@ -7,11 +7,51 @@ import datetime as dt
 import enum
 import uuid
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.crypto.keyring import BlindIndex
+from mamori.crypto.sealed import (
+    Getter,
+    IndexSpec,
+    sealed_date,
+    sealed_int,
+    sealed_opt_date,
+    sealed_opt_int,
+    sealed_str,
+)
 from mamori.db import Base
+from mamori.patients.kana import search_key
 from mamori.records.versioning import PatientRecord, Versioned
+
+# Blind indexes (HMAC under the index key, per clinic). Exact 患者番号: 62 bits, so it can
+# also be unique per clinic. Kana prefixes of the search key (family + given, normalised),
+# whole kana and birth date: few bits on purpose, so each value stands for many patients;
+# candidates are decrypted and tested exactly. What they leak: docs/architecture.md.
+NUMBER = BlindIndex("patient-number", 62)
+KANA2 = BlindIndex("kana-prefix-2", 8)
+KANA4 = BlindIndex("kana-prefix-4", 14)
+KANA = BlindIndex("kana", 16)
+BIRTH = BlindIndex("birth-date", 12)
+INSURANCE = BlindIndex("insurance", 16)
+
+
+def _kana(get: Getter) -> str:
+    return search_key(str(get("family_kana") or "")) + search_key(str(get("given_kana") or ""))
+
+
+def _kana4(get: Getter) -> str | None:
+    key = _kana(get)
+    return key[:4] if len(key) >= 4 else None
+
+
+def _iso(value: object) -> str | None:
+    return value.isoformat() if isinstance(value, dt.date) else None
+
+
+def insurance_key(insurer_number: str, number: str) -> str:
+    """保険者番号 + 被保険者番号 (記号は表記揺れが多いので照合に使わない)."""
+    return f"{insurer_number.strip()}|{search_key(number) or number.strip()}"
 
 
 class Sex(enum.StrEnum):
@@ -49,28 +89,46 @@ class Patient(Versioned, Base):
         "deceased_date",
     )
     __table_args__ = (
-        UniqueConstraint("clinic_id", "patient_number"),
-        Index("ix_patient_clinic_kana", "clinic_id", "kana_key"),
-        Index("ix_patient_clinic_birth", "clinic_id", "birth_date"),
+        UniqueConstraint("clinic_id", "bi_number"),
+        Index("ix_patient_clinic_kana2", "clinic_id", "bi_kana2"),
+        Index("ix_patient_clinic_kana4", "clinic_id", "bi_kana4"),
+        Index("ix_patient_clinic_kana", "clinic_id", "bi_kana"),
+        Index("ix_patient_clinic_birth", "clinic_id", "bi_birth"),
+    )
+    __blind_indexes__ = (
+        IndexSpec("bi_number", NUMBER, lambda g: str(g("patient_number"))),
+        IndexSpec("bi_kana2", KANA2, lambda g: _kana(g)[:2] or None),
+        IndexSpec("bi_kana4", KANA4, lambda g: _kana4(g)),
+        IndexSpec("bi_kana", KANA, lambda g: _kana(g) or None),
+        IndexSpec("bi_birth", BIRTH, lambda g: _iso(g("birth_date"))),
     )
 
-    patient_number: Mapped[int] = mapped_column(Integer)  # 患者番号 (診察券), per clinic
-    family_name: Mapped[str] = mapped_column(String(60))  # 姓 (漢字)
-    given_name: Mapped[str] = mapped_column(String(60))  # 名 (漢字)
-    family_kana: Mapped[str] = mapped_column(String(60))  # セイ (全角カタカナ)
-    given_kana: Mapped[str] = mapped_column(String(60))  # メイ
-    kana_key: Mapped[str] = mapped_column(String(130))  # search key, derived, not content
-    birth_date: Mapped[dt.date] = mapped_column(Date)
-    sex: Mapped[str] = mapped_column(String(8))
-    postal_code: Mapped[str] = mapped_column(String(8), default="")
-    prefecture: Mapped[str] = mapped_column(String(10), default="")
-    city: Mapped[str] = mapped_column(String(60), default="")
-    address_line: Mapped[str] = mapped_column(String(200), default="")
-    phone: Mapped[str] = mapped_column(String(20), default="")
+    patient_number = sealed_int()  # 患者番号 (診察券), per clinic
+    family_name = sealed_str()  # 姓 (漢字)
+    given_name = sealed_str()  # 名 (漢字)
+    family_kana = sealed_str()  # セイ (全角カタカナ)
+    given_kana = sealed_str()  # メイ
+    birth_date = sealed_date()
+    sex = sealed_str()
+    postal_code = sealed_str()
+    prefecture = sealed_str()
+    city = sealed_str()
+    address_line = sealed_str()
+    phone = sealed_str()
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("patient.id"), nullable=True
     )
-    deceased_date: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    deceased_date = sealed_opt_date()
+    bi_number: Mapped[int] = mapped_column(BigInteger)
+    bi_kana2: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_kana4: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_kana: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_birth: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    @property
+    def kana_key(self) -> str:
+        """The normalised search key: family + given kana."""
+        return search_key(self.family_kana) + search_key(self.given_kana)
 
     @property
     def patient_id(self) -> uuid.UUID:
@@ -121,16 +179,29 @@ class Coverage(PatientRecord, Base):
         "status",
     )
 
+    __blind_indexes__ = (
+        IndexSpec(
+            "bi_insurance",
+            INSURANCE,
+            lambda g: (
+                insurance_key(str(g("insurer_number") or ""), str(g("number") or ""))
+                if g("number")
+                else None
+            ),
+        ),
+    )
+
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(10))
-    insurer_number: Mapped[str] = mapped_column(String(8), default="")  # 保険者番号
-    symbol: Mapped[str] = mapped_column(String(40), default="")  # 記号 (text: kanji, kana…)
-    number: Mapped[str] = mapped_column(String(40), default="")  # 番号 (text)
-    branch: Mapped[str] = mapped_column(String(2), default="")  # 枝番
-    relationship: Mapped[str] = mapped_column(String(8), default=Relationship.SELF.value)
-    copay_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 負担割合 10/20/30
-    valid_from: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    valid_to: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    public_payer_number: Mapped[str] = mapped_column(String(8), default="")  # 公費負担者番号
-    recipient_number: Mapped[str] = mapped_column(String(7), default="")  # 公費受給者番号
+    kind = sealed_str()  # 公費 kinds can themselves be sensitive (生活保護, 難病…)
+    insurer_number = sealed_str()  # 保険者番号
+    symbol = sealed_str()  # 記号 (text: kanji, kana…)
+    number = sealed_str()  # 番号 (text)
+    branch = sealed_str()  # 枝番
+    relationship = sealed_str(Relationship.SELF.value)
+    copay_percent = sealed_opt_int()  # 負担割合 10/20/30
+    valid_from = sealed_opt_date()
+    valid_to = sealed_opt_date()
+    public_payer_number = sealed_str()  # 公費負担者番号
+    recipient_number = sealed_str()  # 公費受給者番号
     priority: Mapped[int] = mapped_column(Integer, default=1)
+    bi_insurance: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

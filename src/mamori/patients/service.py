@@ -17,9 +17,19 @@ from mamori.authz import gate, restricted
 from mamori.authz.gate import Actor, Intent
 from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
+from mamori.crypto.sealed import keyring_of
 from mamori.errors import Conflict, InvalidInput
 from mamori.patients.kana import search_key
-from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.patients.models import (
+    BIRTH,
+    KANA,
+    KANA2,
+    KANA4,
+    NUMBER,
+    Coverage,
+    Patient,
+    PatientStatus,
+)
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
 
@@ -43,7 +53,6 @@ def _apply(patient: Patient, data: PatientIn) -> None:
     patient.given_name = data.given_name
     patient.family_kana = data.family_kana
     patient.given_kana = data.given_kana
-    patient.kana_key = search_key(data.family_kana) + search_key(data.given_kana)
     patient.birth_date = data.birth_date
     patient.sex = data.sex.value
     patient.postal_code = data.postal_code
@@ -111,23 +120,62 @@ def search_patients(
             field="kana",
         )
     limit = max(1, min(limit, SEARCH_LIMIT_MAX))
-    stmt = select(Patient).where(Patient.clinic_id == actor.clinic_id)
+    keyring = keyring_of(session)
+    clinic = actor.clinic_id
+    stmt = select(Patient).where(Patient.clinic_id == clinic)
+    key = ""
     if kana is not None:
         key = search_key(kana)
         if not key:
             raise InvalidInput("カナを入力してください。", "Enter kana to search.", field="kana")
-        escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(Patient.kana_key.like(escaped + "%", escape="\\"))
+        if len(key) < 2 and birth_date is None and patient_number is None:
+            raise InvalidInput(
+                "カナは2文字以上入力してください（生年月日と組み合わせれば1文字でも可）。",
+                "Enter at least two kana (or one together with the birth date).",
+                field="kana",
+            )
+        # Blind indexes narrow the candidates; the exact test runs on decrypted values below.
+        if len(key) >= 4:
+            stmt = stmt.where(Patient.bi_kana4 == keyring.blind(KANA4, clinic, key[:4]))
+        elif len(key) >= 2:
+            stmt = stmt.where(Patient.bi_kana2 == keyring.blind(KANA2, clinic, key[:2]))
     if birth_date is not None:
-        stmt = stmt.where(Patient.birth_date == birth_date)
+        stmt = stmt.where(Patient.bi_birth == keyring.blind(BIRTH, clinic, birth_date.isoformat()))
     if patient_number is not None:
-        stmt = stmt.where(Patient.patient_number == patient_number)
+        stmt = stmt.where(Patient.bi_number == keyring.blind(NUMBER, clinic, str(patient_number)))
     if not include_inactive:
         stmt = stmt.where(Patient.status == PatientStatus.ACTIVE.value)
-    stmt = stmt.order_by(Patient.kana_key, Patient.birth_date, Patient.patient_number).limit(limit)
-    found = list(session.scalars(stmt))
+    found = [
+        p
+        for p in session.scalars(stmt)
+        if p.kana_key.startswith(key)
+        and (birth_date is None or p.birth_date == birth_date)
+        and (patient_number is None or p.patient_number == patient_number)
+    ]
+    found.sort(key=lambda p: (p.kana_key, p.birth_date, p.patient_number))
+    found = found[:limit]
     gate.listed(session, actor, "Patient:search", [p.id for p in found])
     return found
+
+
+def patients_by_kana(
+    session: Session, clinic_id: uuid.UUID, kana_key: str, birth_date: dt.date | None = None
+) -> list[Patient]:
+    """Patients whose whole normalised kana (and birth date, if given) equal these. No access
+    check: callers are the gate's own helpers (staff-as-patient) and gated services."""
+    keyring = keyring_of(session)
+    stmt = select(Patient).where(
+        Patient.clinic_id == clinic_id, Patient.bi_kana == keyring.blind(KANA, clinic_id, kana_key)
+    )
+    if birth_date is not None:
+        stmt = stmt.where(
+            Patient.bi_birth == keyring.blind(BIRTH, clinic_id, birth_date.isoformat())
+        )
+    return [
+        p
+        for p in session.scalars(stmt)
+        if p.kana_key == kana_key and (birth_date is None or p.birth_date == birth_date)
+    ]
 
 
 def find_possible_duplicates(
@@ -135,14 +183,11 @@ def find_possible_duplicates(
 ) -> list[Patient]:
     """Same normalised kana and birth date (同姓同名 and re-registrations)."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ)
-    stmt = select(Patient).where(
-        Patient.clinic_id == actor.clinic_id,
-        Patient.kana_key == patient.kana_key,
-        Patient.birth_date == patient.birth_date,
-        Patient.id != patient.id,
-        Patient.status == PatientStatus.ACTIVE.value,
-    )
-    found = list(session.scalars(stmt))
+    found = [
+        p
+        for p in patients_by_kana(session, actor.clinic_id, patient.kana_key, patient.birth_date)
+        if p.id != patient.id and p.status == PatientStatus.ACTIVE
+    ]
     gate.listed(session, actor, "Patient:duplicates", [p.id for p in found])
     return found
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
 from mamori.audit.trail import AuditTag, record_system
+from mamori.crypto.sealed import keyring_of, seal_mapping
 from mamori.db import new_id
 from mamori.patients.models import Patient
 from mamori.records.registry import PATIENT_SCOPED_MODELS
@@ -113,14 +114,19 @@ class BulkWriter:
     def flush(self) -> None:
         # Core executemany on the session's connection: one batched statement per table,
         # with the same column types (UTC datetimes, UUIDs) as the ORM would apply.
+        # Rows are sealed here, once their last version is known (the version is part of the
+        # ciphertext's associated data), by the same code the ORM uses.
         conn = self.session.connection()
+        keyring = keyring_of(self.session)
         for model in INSERT_ORDER:
             rows = self.rows[model]
             if rows:
-                conn.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
+                sealed = [seal_mapping(keyring, model, r) for r in rows]
+                conn.execute(insert(model.__table__), sealed)  # type: ignore[attr-defined]
                 rows.clear()
         if self.versions:
-            conn.execute(insert(RecordVersion.__table__), self.versions)  # type: ignore[arg-type]
+            sealed = [seal_mapping(keyring, RecordVersion, v) for v in self.versions]
+            conn.execute(insert(RecordVersion.__table__), sealed)  # type: ignore[arg-type]
             # One event per batch: the log shows that, when and how much was bulk-loaded, with
             # a Merkle root over the batch's version hashes (per-version events would be
             # millions of rows for an L clinic).

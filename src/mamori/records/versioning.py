@@ -13,19 +13,20 @@ content. Both attach here, because every write goes through :func:`write_version
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import enum
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
 
 from mamori.authz.gate import Actor, hooks
+from mamori.canonical import canonical_json
+from mamori.canonical import no_floats as _no_floats
+from mamori.crypto.sealed import Sealed, seal_failure, sealed_str
 from mamori.db import Base, UTCDateTime, new_id, utcnow
 from mamori.errors import InvalidInput, StaleVersion
 
@@ -48,49 +49,13 @@ class RecordStatus(enum.StrEnum):
     ENTERED_IN_ERROR = "entered-in-error"
 
 
-def _encode(value: Any) -> Any:
-    """``json.dumps`` hook for the non-JSON types our records hold."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime in versioned content")
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    raise TypeError(f"cannot store {type(value).__name__} in versioned content")
-
-
-def _no_floats(content: Mapping[str, Any]) -> None:
-    # Floats do not round-trip exactly through every database and JSON encoder, so a stored
-    # hash could stop matching its record; numeric values are kept as decimal strings instead.
-    for name, value in content.items():
-        if isinstance(value, float):
-            raise TypeError(f"float in versioned field {name}; use a Decimal string")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no insignificant whitespace, UTF-8 text kept as is (NFC done at input)."""
-    return json.dumps(
-        value,
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=_encode,
-        allow_nan=False,
-    )
-
-
 def version_hash(envelope: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(envelope).encode("utf-8")).hexdigest()
 
 
-class RecordVersion(Base):
-    """One immutable version of one record. Rows are only ever inserted."""
+class RecordVersion(Sealed, Base):
+    """One immutable version of one record. Rows are only ever inserted; the one update
+    allowed is re-encrypting ``sealed`` (content and reason) under a new data key."""
 
     __tablename__ = "record_version"
     __table_args__ = (UniqueConstraint("record_type", "record_id", "version"),)
@@ -103,10 +68,10 @@ class RecordVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     change: Mapped[str] = mapped_column(String(24))
     status: Mapped[str] = mapped_column(String(24))
-    content: Mapped[str] = mapped_column(Text)
+    content = sealed_str()  # canonical JSON of the record's content
     changed_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    reason: Mapped[str] = mapped_column(Text, default="")
+    reason = sealed_str()  # free text ("why"): may describe the patient, so sealed
     prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     content_hash: Mapped[str] = mapped_column(String(64))
 
@@ -153,11 +118,14 @@ def build_envelope(
     }
 
 
-class Versioned:
+class Versioned(Sealed):
     """Mixin for head tables of versioned records.
 
-    A subclass names its record type and the columns that make up its content; everything in
-    ``__content_fields__`` is captured in each version and covered by its hash.
+    A subclass names its record type and the fields that make up its content; everything in
+    ``__content_fields__`` is captured in each version and covered by its hash. Fields that
+    identify or describe the patient are declared ``sealed_*`` (see ``crypto/sealed.py``) and
+    exist in the database only as ciphertext; the rest are structural (IDs, status, dates a
+    list is ordered by).
     """
 
     __record_type__: ClassVar[str]
@@ -341,6 +309,10 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
     prev: str | None = None
     for expected, v in enumerate(versions, start=1):
         where = (v.record_type, v.record_id, v.version)
+        if seal_failure(v) is not None:
+            problems.append(VerifyProblem(*where, "ciphertext fails authentication"))
+            prev = v.content_hash
+            continue
         if v.version != expected:
             problems.append(VerifyProblem(*where, f"version gap: expected {expected}"))
         if v.prev_hash != prev:
@@ -348,7 +320,13 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
         if version_hash(v.envelope()) != v.content_hash:
             problems.append(VerifyProblem(*where, "content hash mismatch"))
         prev = v.content_hash
-    if head is not None:
+    if head is not None and seal_failure(head) is not None:
+        problems.append(
+            VerifyProblem(
+                head.__record_type__, head.id, head.version, "ciphertext fails authentication"
+            )
+        )
+    elif head is not None:
         rtype = head.__record_type__
         if not versions:
             problems.append(VerifyProblem(rtype, head.id, None, "head without versions"))
@@ -358,7 +336,9 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
                 problems.append(
                     VerifyProblem(rtype, head.id, head.version, "head/version mismatch")
                 )
-            if canonical_json(head.content()) != last.content or head.status != last.status:
+            if seal_failure(last) is not None:
+                pass  # reported above
+            elif canonical_json(head.content()) != last.content or head.status != last.status:
                 problems.append(
                     VerifyProblem(rtype, head.id, head.version, "head differs from latest version")
                 )

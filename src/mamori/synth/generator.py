@@ -293,7 +293,6 @@ class Generator:
                 "given_name": given,
                 "family_kana": fam_kana,
                 "given_kana": given_kana,
-                "kana_key": search_key(fam_kana) + search_key(given_kana),
                 "birth_date": birth,
                 "sex": sex,
                 "postal_code": postal,
