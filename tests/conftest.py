@@ -25,7 +25,7 @@ from mamori.app import create_app
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
-from mamori.crypto import open_keys
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.settings import Settings, load_settings, write_instance_files
 from tests.pg import PgServer

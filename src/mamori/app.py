@@ -21,7 +21,7 @@ from mamori.auth.api import router as auth_router
 from mamori.authz.permissions import P
 from mamori.chart.api import router as chart_router
 from mamori.clinical.api import router as clinical_router
-from mamori.crypto import open_keys
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.documents.store import DocumentStore
 from mamori.fhir.api import router as fhir_router

@@ -51,5 +51,3 @@ def canonical_json(value: Any) -> str:
         default=_encode,
         allow_nan=False,
     )
-
-

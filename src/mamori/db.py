@@ -164,6 +164,9 @@ class Database:
         # The unwrapped data keys (``mamori.crypto``); until they are loaded no patient data
         # can be read or written through any session of this database.
         self.keyring: Any = None
+        # set with the keys: picks up data keys added or retired by another process (checked
+        # at most every few seconds, and at once when a ciphertext names an unknown key)
+        self.key_refresher: Callable[..., None] | None = None
         write_engine = self.engine.execution_options(mamori_write=True)
         info = {"mamori_db": self}
         self.read_session = sessionmaker(self.engine, expire_on_commit=False, info=info)
@@ -176,6 +179,8 @@ class Database:
         install_sealing()
 
     def session(self, *, write: bool) -> Session:
+        if self.key_refresher is not None:
+            self.key_refresher()
         session = self.write_session() if write else self.read_session()
         session.info["mamori_db"] = self
         session.info["mamori_write"] = write

@@ -13,8 +13,8 @@ from tests.conftest import drop_insert_only_triggers
 from typer.testing import CliRunner
 
 from mamori.cli.main import app
-from mamori.crypto import open_keys
 from mamori.crypto.sealed import aad_for
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.records.versioning import RecordVersion
 from mamori.settings import load_settings

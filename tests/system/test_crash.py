@@ -26,7 +26,7 @@ from tests.pg import PgServer
 
 from mamori.audit.verify import verify_log
 from mamori.cli.instance import create_instance
-from mamori.crypto import open_keys
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all

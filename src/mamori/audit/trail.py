@@ -96,6 +96,13 @@ class AuditTag(enum.StrEnum):
     VENDOR_WINDOW_CLOSED = "admin:vendor-window:closed"
     VENDOR_WINDOW_ACKNOWLEDGED = "admin:vendor-window:acknowledged"
     ALERT_REVIEWED = "admin:alert:reviewed"
+    # keys (encryption at rest)
+    KEYS_CREATED = "system:keys:created"
+    KEK_ROTATED = "system:kek:rotated"
+    DATA_KEY_ADDED = "system:data-key:added"
+    DATA_REENCRYPTED = "system:data:reencrypted"
+    DATA_KEY_RETIRED = "system:data-key:retired"
+    KEYS_EXPORTED = "system:keys:exported"
 
 
 class AuditMissing(RuntimeError):

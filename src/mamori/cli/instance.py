@@ -10,13 +10,13 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mamori import migrate
-from mamori.audit.trail import defer_release, release
+from mamori.audit.trail import AuditTag, defer_release, record_system, release
 from mamori.auth import passwords
 from mamori.auth import service as auth_service
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic, Role
-from mamori.crypto import open_keys
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.errors import InstanceError
 from mamori.settings import Settings, load_settings, resolve_home, write_instance_files
@@ -107,9 +107,15 @@ def create_instance(
     settings = load_settings(home)
     db = Database(settings.database_url)
     migrate.upgrade(db.engine)
-    open_keys(db, settings, create=True)
+    keyring = open_keys(db, settings, create=True)
     instance = Instance(settings=settings, db=db)
     with instance.transaction(write=True) as session:
+        assert keyring.kek is not None
+        record_system(
+            session,
+            AuditTag.KEYS_CREATED,
+            {"kek": keyring.kek.kek_id, "source": keyring.kek.source},
+        )
         clinic = clinic_service.create_clinic(
             session,
             name=clinic_name,

@@ -118,6 +118,11 @@ def write_key_file(path: Path, raw: bytes, *, exclusive: bool) -> None:
     os.chmod(path, 0o600)
 
 
+def next_key_path(path: Path) -> Path:
+    """Where a rotation writes the new KEK before it is renamed over the old one."""
+    return path.with_name(path.name + ".next")
+
+
 def _inside(path: Path, directory: Path) -> bool:
     try:
         path.resolve().relative_to(directory.resolve())

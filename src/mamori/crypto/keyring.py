@@ -69,6 +69,11 @@ class SealBroken(MamoriError):
         self.where = where
 
 
+class UnknownKey(SealBroken):
+    """Sealed under a data key this process has not loaded (yet): a newer key made by
+    ``mamori keys rotate --reencrypt`` in another process, or a retired one."""
+
+
 def wrap_aad(key_id: int, purpose: str) -> bytes:
     return f"mamori data key v1|{key_id}|{purpose}".encode()
 
@@ -88,11 +93,20 @@ class BlindIndex:
 class Keyring:
     """The unwrapped data keys of one database, held in memory only."""
 
-    def __init__(self, keys: dict[int, bytes], active: int, index_key: bytes) -> None:
+    def __init__(
+        self,
+        keys: dict[int, bytes],
+        active: int,
+        index_key: bytes,
+        kek: Kek | None = None,
+        row_ids: frozenset[int] = frozenset(),
+    ) -> None:
         self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
         self.active = active
         self._index_key = index_key
         self.key_ids = frozenset(keys)
+        self.kek = kek  # kept to open data keys added later (rotation in another process)
+        self.row_ids = row_ids  # the data_key rows this keyring was made from
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -104,9 +118,11 @@ class Keyring:
         if len(blob) < HEADER.size + 16:
             raise SealBroken(where)
         magic, kid, nonce = HEADER.unpack_from(blob)
-        aead = self._aead.get(kid)
-        if magic != MAGIC or aead is None:
+        if magic != MAGIC:
             raise SealBroken(where)
+        aead = self._aead.get(kid)
+        if aead is None:
+            raise UnknownKey(where)
         try:
             return aead.decrypt(nonce, blob[HEADER.size :], aad)
         except InvalidTag:
@@ -191,4 +207,8 @@ def open_keyring(session: Session, kek: Kek) -> Keyring:
             "データ鍵または索引鍵が欠けています。起動を中止します。",
             "A data key or the index key is missing. Refusing to start.",
         )
-    return Keyring(data, max(data), index_key)
+    return Keyring(data, max(data), index_key, kek, frozenset(r.id for r in rows))
+
+
+def live_key_ids(session: Session) -> frozenset[int]:
+    return frozenset(session.scalars(select(DataKey.id).where(DataKey.retired_at.is_(None))))

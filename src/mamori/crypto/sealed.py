@@ -27,7 +27,7 @@ from sqlalchemy import LargeBinary, event
 from sqlalchemy.orm import Mapped, Session, mapped_column, object_session
 
 from mamori.canonical import canonical_json
-from mamori.crypto.keyring import BlindIndex, Keyring, SealBroken
+from mamori.crypto.keyring import BlindIndex, Keyring, SealBroken, UnknownKey
 from mamori.errors import InstanceError
 
 T = TypeVar("T")
@@ -177,6 +177,14 @@ def keyring_of(session: Session | None) -> Keyring:
     return keyring  # type: ignore[no-any-return]
 
 
+def refreshed(session: Session | None) -> Keyring:
+    db = session.info.get("mamori_db") if session is not None else None
+    refresher = getattr(db, "key_refresher", None)
+    if refresher is not None:
+        refresher(force=True)
+    return keyring_of(session)
+
+
 def plaintext(cls: type, get: Getter) -> bytes:
     return canonical_json({name: get(name) for name in sealed_fields(cls)}).encode("utf-8")
 
@@ -252,7 +260,12 @@ def _open(target: Any, session: Session | None) -> None:
         return
     keyring = keyring_of(session)
     try:
-        target.__dict__[PLAIN] = open_values(keyring, type(target), blob, target.__dict__.get)
+        try:
+            plain = open_values(keyring, type(target), blob, target.__dict__.get)
+        except UnknownKey:
+            keyring = refreshed(session)  # a key made since this process loaded its keys?
+            plain = open_values(keyring, type(target), blob, target.__dict__.get)
+        target.__dict__[PLAIN] = plain
         target.__dict__.pop(BROKEN, None)
     except SealBroken as exc:
         # Loading goes on (a list or a verification pass must not stop at one bad row); any

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mamori.crypto.keyring import Keyring, SealBroken
+from mamori.crypto.keyring import Keyring, SealBroken, UnknownKey
 from mamori.errors import MamoriError
 
 LAYOUT = "v1"
@@ -73,8 +73,15 @@ class DocumentStore:
             raise DocumentCorrupt(
                 "文書の本体が見つかりません。", "Document content is missing."
             ) from None
+        where = f"document {path.name[:12]}"
         try:
-            data = self.keyring.open(blob, _aad(path.name), f"document {path.name[:12]}")
+            try:
+                data = self.keyring.open(blob, _aad(path.name), where)
+            except UnknownKey:
+                refresh = getattr(self._keys, "key_refresher", None)
+                if refresh is not None:
+                    refresh(force=True)
+                data = self.keyring.open(blob, _aad(path.name), where)
         except SealBroken:
             raise DocumentCorrupt(
                 "文書の本体が改変または破損しています。",
