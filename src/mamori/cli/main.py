@@ -35,6 +35,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
 app.add_typer(export_app, name="export")
 app.add_typer(audit_app, name="audit")
+keys_app = typer.Typer(help="暗号鍵 / encryption keys", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -89,8 +91,18 @@ def init(
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL を使う場合の URL")] = None,
     port: int = 8000,
     admin_login: str = "admin",
+    key_source: Annotated[
+        str, typer.Option(help="鍵暗号化鍵の置き場所: file | passphrase | pkcs11")
+    ] = "file",
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="鍵ファイル（既定: ~/.config/mamori/keys/<id>.kek、データの外）"),
+    ] = None,
+    pkcs11_module: Annotated[Path | None, typer.Option(help="PKCS#11 ライブラリ")] = None,
+    pkcs11_token: Annotated[str, typer.Option(help="PKCS#11 トークンのラベル")] = "",
 ) -> None:
-    """インスタンスを作成する / create an instance (settings, database, document store, secrets)."""
+    """インスタンスを作成する / create an instance (settings, database, document store, secrets,
+    and the key-encryption key outside the instance directory)."""
     if not clinic_name or not institution_code:
         err.print(
             "[red]--clinic-name と --institution-code を指定してください。\n"
@@ -105,11 +117,23 @@ def init(
             database_url=database_url,
             port=port,
             admin_login=admin_login,
+            key_source=key_source,
+            key_file=key_file,
+            pkcs11_module=pkcs11_module,
+            pkcs11_token=pkcs11_token,
         )
     except MamoriError as exc:
         fail(exc)
         return
     console.print(f"[green]作成しました / created:[/] {directory.resolve()}")
+    keys = created.instance.settings.keys
+    if keys.file is not None:
+        console.print(
+            f"鍵ファイル / key file: [bold]{keys.file}[/]\n"
+            "この鍵がないと患者データは読めません。`mamori keys export` で控えを作り、"
+            "別の場所に保管してください。 / Without this key no patient data can be read: make "
+            "a recovery copy with `mamori keys export` and keep it apart."
+        )
     console.print(f"管理者 / administrator: [bold]{created.admin_login}[/]")
     console.print(
         f"初期パスワード（一度だけ表示） / initial password (shown once): "
@@ -496,6 +520,9 @@ def export_fhir(
     for k, v in counts.items():
         table.add_row(k, str(v))
     console.print(table)
+
+
+from mamori.cli import keys as _keys  # noqa: E402,F401 - registers the `keys` commands
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m mamori`

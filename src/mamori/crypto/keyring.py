@@ -99,14 +99,14 @@ class Keyring:
         active: int,
         index_key: bytes,
         kek: Kek | None = None,
-        row_ids: frozenset[int] = frozenset(),
+        row_ids: frozenset[tuple[int, str]] = frozenset(),
     ) -> None:
         self._aead = {kid: AESGCM(k) for kid, k in keys.items()}
         self.active = active
         self._index_key = index_key
         self.key_ids = frozenset(keys)
         self.kek = kek  # kept to open data keys added later (rotation in another process)
-        self.row_ids = row_ids  # the data_key rows this keyring was made from
+        self.row_ids = row_ids  # (id, kek_id) of the data_key rows this keyring was made from
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -207,8 +207,11 @@ def open_keyring(session: Session, kek: Kek) -> Keyring:
             "データ鍵または索引鍵が欠けています。起動を中止します。",
             "A data key or the index key is missing. Refusing to start.",
         )
-    return Keyring(data, max(data), index_key, kek, frozenset(r.id for r in rows))
+    return Keyring(data, max(data), index_key, kek, frozenset((r.id, r.kek_id) for r in rows))
 
 
-def live_key_ids(session: Session) -> frozenset[int]:
-    return frozenset(session.scalars(select(DataKey.id).where(DataKey.retired_at.is_(None))))
+def live_key_ids(session: Session) -> frozenset[tuple[int, str]]:
+    rows = session.execute(
+        select(DataKey.id, DataKey.kek_id).where(DataKey.retired_at.is_(None))
+    ).all()
+    return frozenset((r.id, r.kek_id) for r in rows)
