@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
@@ -33,6 +34,21 @@ from mamori.errors import InstanceError
 T = TypeVar("T")
 PLAIN = "_mamori_plain"
 BROKEN = "_mamori_broken"
+LENIENT = "mamori_lenient_seal"  # session.info flag: mark bad rows instead of raising
+
+
+@contextmanager
+def lenient(session: Session) -> Iterator[None]:
+    """Within this block, rows whose ciphertext fails load as *broken* (see ``seal_failure``)
+    instead of stopping the query: for verification and for search, which skips them."""
+    before = session.info.get(LENIENT)
+    session.info[LENIENT] = True
+    try:
+        yield
+    finally:
+        session.info[LENIENT] = before
+
+
 FIELD = "sealed"
 
 
@@ -268,8 +284,10 @@ def _open(target: Any, session: Session | None) -> None:
         target.__dict__[PLAIN] = plain
         target.__dict__.pop(BROKEN, None)
     except SealBroken as exc:
-        # Loading goes on (a list or a verification pass must not stop at one bad row); any
-        # read of the row's sealed fields raises, and ``seal_failure`` reports it.
+        if session is None or not session.info.get(LENIENT):
+            raise  # an altered or moved ciphertext is an error, never data
+        # Lenient sessions (verification, search) go on past a bad row: any read of its
+        # sealed fields raises, and ``seal_failure`` reports it.
         target.__dict__.pop(PLAIN, None)
         target.__dict__[BROKEN] = exc
 

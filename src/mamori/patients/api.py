@@ -37,6 +37,8 @@ def search_patients(
     kana: str | None = Query(default=None, max_length=60),
     birth_date: dt.date | None = None,
     number: int | None = Query(default=None, ge=1),
+    insurer_number: str | None = Query(default=None, pattern=r"^\d{6,8}$"),
+    insured_number: str | None = Query(default=None, min_length=1, max_length=40),
     include_inactive: bool = False,
     limit: int = Query(default=50, ge=1, le=service.SEARCH_LIMIT_MAX),
     ctx: Ctx = Depends(requires(P.PATIENT_READ)),
@@ -47,6 +49,7 @@ def search_patients(
         kana=kana,
         birth_date=birth_date,
         patient_number=number,
+        insurance=(insurer_number, insured_number) if insurer_number or insured_number else None,
         include_inactive=include_inactive,
         limit=limit,
     )

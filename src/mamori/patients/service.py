@@ -17,11 +17,12 @@ from mamori.authz import gate, restricted
 from mamori.authz.gate import Actor, Intent
 from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
-from mamori.crypto.sealed import keyring_of
+from mamori.crypto.sealed import keyring_of, lenient, seal_failure
 from mamori.errors import Conflict, InvalidInput
 from mamori.patients.kana import search_key
 from mamori.patients.models import (
     BIRTH,
+    INSURANCE,
     KANA,
     KANA2,
     KANA4,
@@ -29,6 +30,7 @@ from mamori.patients.models import (
     Coverage,
     Patient,
     PatientStatus,
+    insurance_key,
 )
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
@@ -109,11 +111,13 @@ def search_patients(
     kana: str | None = None,
     birth_date: dt.date | None = None,
     patient_number: int | None = None,
+    insurance: tuple[str | None, str | None] | None = None,
     include_inactive: bool = False,
     limit: int = 50,
 ) -> list[Patient]:
-    """Kana prefix (half-width, hiragana and small kana normalised), birth date, number."""
-    if kana is None and birth_date is None and patient_number is None:
+    """Kana prefix (half-width, hiragana and small kana normalised), birth date, number, or
+    保険者番号 + 被保険者番号 (needs insurance:read)."""
+    if kana is None and birth_date is None and patient_number is None and insurance is None:
         raise InvalidInput(
             "検索条件を1つ以上指定してください。",
             "Give at least one search criterion.",
@@ -143,11 +147,15 @@ def search_patients(
         stmt = stmt.where(Patient.bi_birth == keyring.blind(BIRTH, clinic, birth_date.isoformat()))
     if patient_number is not None:
         stmt = stmt.where(Patient.bi_number == keyring.blind(NUMBER, clinic, str(patient_number)))
+    if insurance is not None:
+        stmt = stmt.where(Patient.id.in_(_insured(session, actor, *insurance)))
     if not include_inactive:
         stmt = stmt.where(Patient.status == PatientStatus.ACTIVE.value)
+    with lenient(session):  # a damaged row is left out of the list, not shown or fatal
+        candidates = [p for p in session.scalars(stmt) if seal_failure(p) is None]
     found = [
         p
-        for p in session.scalars(stmt)
+        for p in candidates
         if p.kana_key.startswith(key)
         and (birth_date is None or p.birth_date == birth_date)
         and (patient_number is None or p.patient_number == patient_number)
@@ -156,6 +164,28 @@ def search_patients(
     found = found[:limit]
     gate.listed(session, actor, "Patient:search", [p.id for p in found])
     return found
+
+
+def _insured(
+    session: Session, actor: Actor, insurer_number: str | None, number: str | None
+) -> list[uuid.UUID]:
+    actor.require(Permission.INSURANCE_READ)
+    if not insurer_number or not number:
+        raise InvalidInput(
+            "保険者番号と被保険者番号の両方を入力してください。",
+            "Give both the insurer number and the insured person's number.",
+            field="insurer_number",
+        )
+    key = insurance_key(insurer_number, number)
+    value = keyring_of(session).blind(INSURANCE, actor.clinic_id, key)
+    rows = session.scalars(
+        select(Coverage).where(
+            Coverage.clinic_id == actor.clinic_id,
+            Coverage.bi_insurance == value,
+            Coverage.status == RecordStatus.ACTIVE.value,
+        )
+    )
+    return [c.patient_id for c in rows if insurance_key(c.insurer_number, c.number) == key]
 
 
 def patients_by_kana(
