@@ -42,9 +42,10 @@ from mamori.audit.models import (
     chain_next,
 )
 from mamori.authz.gate import Actor, Intent, hooks
+from mamori.canonical import canonical_json
 from mamori.db import utcnow
 from mamori.errors import AuditUnavailable
-from mamori.records.versioning import PatientRecord, canonical_json
+from mamori.records.versioning import PatientRecord
 
 QUEUE = "mamori_audit_queue"
 PHI_LOADED = "mamori_phi_loaded"

@@ -18,6 +18,10 @@ from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
 from mamori.settings import load_settings, resolve_home
 
+GRACE_HELP = (
+    "新しい鍵を動作中のサーバーが読み込むまで待つ秒数 / seconds for running servers to load "
+    "the new key (0 when no server runs)"
+)
 RECOVERY_CODE_ENV = "MAMORI_RECOVERY_CODE"
 NEW_PASSPHRASE_ENV = "MAMORI_NEW_KEK_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -56,6 +60,7 @@ def keys_rotate(
         bool, typer.Option("--reencrypt", help="新しいデータ鍵で全データを再暗号化する")
     ] = False,
     batch: Annotated[int, typer.Option(min=10, max=10000)] = 500,
+    grace: Annotated[float, typer.Option(help=GRACE_HELP)] = rekey.GRACE_SECONDS,
 ) -> None:
     """鍵暗号化鍵を新しくする / new KEK (seconds); --reencrypt: new data key, all data
     re-encrypted in the background with the server up, resumable."""
@@ -79,7 +84,7 @@ def keys_rotate(
         if reencrypt:
             kid = rekey.add_data_key(inst.db)
             console.print(f"new data key / 新しいデータ鍵: {kid}")
-            _reencrypt(inst, batch)
+            _reencrypt(inst, batch, grace)
     except MamoriError as exc:
         fail(exc)
     finally:
@@ -91,6 +96,7 @@ def keys_reencrypt(
     instance: InstanceOpt = None,
     new_key: Annotated[bool, typer.Option("--new-key", help="新しいデータ鍵を作ってから")] = False,
     batch: Annotated[int, typer.Option(min=10, max=10000)] = 500,
+    grace: Annotated[float, typer.Option(help=GRACE_HELP)] = rekey.GRACE_SECONDS,
 ) -> None:
     """再暗号化（中断後の再開も）/ re-encrypt everything under the active data key (also resumes
     an interrupted run), then retire older data keys."""
@@ -98,14 +104,14 @@ def keys_reencrypt(
     try:
         if new_key:
             console.print(f"new data key / 新しいデータ鍵: {rekey.add_data_key(inst.db)}")
-        _reencrypt(inst, batch)
+        _reencrypt(inst, batch, grace)
     except MamoriError as exc:
         fail(exc)
     finally:
         inst.db.dispose()
 
 
-def _reencrypt(inst: object, batch: int) -> None:
+def _reencrypt(inst: object, batch: int, grace: float) -> None:
     from mamori.cli.instance import Instance
 
     assert isinstance(inst, Instance)

@@ -190,7 +190,9 @@ def passphrase_kek(passphrase: str, params: Mapping[str, Any] | None = None) -> 
             f"パスフレーズは {MIN_PASSPHRASE_CHARS} 文字以上にしてください。",
             f"The passphrase must have at least {MIN_PASSPHRASE_CHARS} characters.",
         )
-    p = dict(params) if params else {**PASSPHRASE_PARAMS, "salt": secrets.token_hex(16)}
+    p: dict[str, Any] = (
+        dict(params) if params else {**PASSPHRASE_PARAMS, "salt": secrets.token_hex(16)}
+    )
     raw = hash_secret_raw(
         passphrase.encode("utf-8"),
         bytes.fromhex(str(p["salt"])),

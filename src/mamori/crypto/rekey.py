@@ -198,11 +198,12 @@ def count_stale(db: Database, progress: Callable[[int], None] | None = None) -> 
 
 
 def total_rows(db: Database) -> int:
+    total = 0
     with db.session(write=False) as session:
-        return sum(
-            int(session.scalar(select(func.count()).select_from(m.__table__)) or 0)  # type: ignore[attr-defined]
-            for m in sealed_models()
-        )
+        for model in sealed_models():
+            table: Table = model.__table__  # type: ignore[attr-defined]
+            total += int(session.scalar(select(func.count()).select_from(table)) or 0)
+    return total
 
 
 def reencrypt(

@@ -293,7 +293,7 @@ def _open(target: Any, session: Session | None) -> None:
 
 
 def seal_failure(obj: object) -> SealBroken | None:
-    return obj.__dict__.get(BROKEN)  # type: ignore[no-any-return]
+    return obj.__dict__.get(BROKEN)
 
 
 def install() -> None:
