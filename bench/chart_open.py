@@ -193,6 +193,80 @@ def run_load(target: Target, ids: list[str], concurrency: int, seconds: float) -
     }
 
 
+PLAIN_TABLES = (
+    "patient",
+    "coverage",
+    "allergy_intolerance",
+    "condition",
+    "medication_request",
+    "progress_note",
+    "observation",
+)
+
+
+def plain_copy(home: Path) -> Path:
+    """The baseline's database: the same rows as the instance, *decrypted*, in ordinary
+    columns — what an EHR without encryption at rest stores. Made once per instance."""
+    target = home.parent / f"{home.name}-plain.db"
+    if target.exists():
+        return target
+    from sqlalchemy import select
+
+    from mamori.cli.instance import open_instance
+    from mamori.patients.models import Patient
+    from mamori.records.registry import PATIENT_SCOPED_MODELS
+
+    print("making the baseline's plaintext copy …", flush=True)
+    t0 = time.monotonic()
+    inst = open_instance(str(home))
+    tmp = target.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    out = sqlite3.connect(tmp)
+    out.execute("PRAGMA journal_mode=WAL")
+    models = {m.__tablename__: m for m in (Patient, *PATIENT_SCOPED_MODELS)}  # type: ignore[attr-defined]
+    for name in PLAIN_TABLES:
+        model = models[name]
+        cols = list(dict.fromkeys(["id", "status", "created_at", *model.__content_fields__]))
+        out.execute(f"CREATE TABLE {name} ({', '.join(cols)})")
+        insert = f"INSERT INTO {name} VALUES ({', '.join('?' for _ in cols)})"  # noqa: S608
+        with inst.db.session(write=False) as s:
+            batch = []
+            for row in s.scalars(select(model).execution_options(yield_per=5000)):
+                batch.append([_plain(getattr(row, c)) for c in cols])
+                if len(batch) >= 5000:
+                    out.executemany(insert, batch)
+                    batch.clear()
+            out.executemany(insert, batch)
+        if name == "patient":
+            out.execute("CREATE UNIQUE INDEX ix_patient_id ON patient (id)")
+        else:
+            out.execute(f"CREATE INDEX ix_{name}_patient ON {name} (patient_id, created_at)")
+    out.execute("CREATE INDEX ix_obs ON observation (patient_id, effective_at)")
+    out.execute("CREATE INDEX ix_med ON medication_request (patient_id, issued_on)")
+    out.commit()
+    out.close()
+    inst.db.dispose()
+    tmp.rename(target)
+    print(f"  made in {time.monotonic() - t0:.0f} s", flush=True)
+    return target
+
+
+def _plain(value: object) -> object:
+    import datetime as dt
+    import json
+    import uuid
+
+    if isinstance(value, uuid.UUID):
+        return value.hex  # the same text form mamori's SQLite tables use
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", default="M")
@@ -206,16 +280,16 @@ def main() -> None:
     from mamori.web.tls import local_certificate
 
     cert, key = local_certificate(home)
-    db = home / "data" / "mamori.db"
+    db = plain_copy(home)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     counts = {
         t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
-        for t in ("patient", "encounter", "progress_note", "observation")
+        for t in ("patient", "progress_note", "observation")
     }
     raw = [
         r[0]
         for r in con.execute(
-            "SELECT DISTINCT patient_id FROM encounter ORDER BY random() LIMIT 2000"
+            "SELECT DISTINCT patient_id FROM progress_note ORDER BY random() LIMIT 2000"
         )
     ]
     con.close()
