@@ -169,14 +169,17 @@ def _aad_columns(table: Table) -> list[Any]:
     return [table.c.id, table.c.version, *(table.c[n] for n in names if n != "version")]
 
 
-def _batches(session: Session, table: Table, batch: int) -> Iterator[list[Any]]:
+def _batches(db: Database, table: Table, batch: int) -> Iterator[list[Any]]:
+    """Keyset pages, each read in its own short transaction: a read held open across the walk
+    would stop SQLite from checkpointing its WAL (which then grows by the whole database)."""
     last = None
     cols = [*_aad_columns(table), table.c[FIELD]]
     while True:
         stmt = select(*cols).order_by(table.c.id).limit(batch)
         if last is not None:
             stmt = stmt.where(table.c.id > last)
-        rows = session.execute(stmt).all()
+        with db.session(write=False) as session:
+            rows = session.execute(stmt).all()
         if not rows:
             return
         yield list(rows)
@@ -187,13 +190,12 @@ def count_stale(db: Database, progress: Callable[[int], None] | None = None) -> 
     """Rows and documents still sealed under a data key other than the active one."""
     keyring: Keyring = db.keyring
     stale = 0
-    with db.session(write=False) as session:
-        for model in sealed_models():
-            table: Table = model.__table__  # type: ignore[attr-defined]
-            for rows in _batches(session, table, 2000):
-                stale += sum(1 for r in rows if keyring.key_id_of(r.sealed) != keyring.active)
-                if progress:
-                    progress(len(rows))
+    for model in sealed_models():
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        for rows in _batches(db, table, 2000):
+            stale += sum(1 for r in rows if keyring.key_id_of(r.sealed) != keyring.active)
+            if progress:
+                progress(len(rows))
     return stale
 
 
@@ -226,26 +228,25 @@ def reencrypt(
     for model in sealed_models():
         table: Table = model.__table__  # type: ignore[attr-defined]
         done = 0
-        with db.session(write=False) as reader:
-            for rows in _batches(reader, table, batch):
-                todo = [r for r in rows if keyring.key_id_of(r.sealed) != active]
-                if todo:
-                    with db.session(write=True) as session:
-                        for r in todo:
-                            aad = aad_for(model, r._mapping.get)
-                            plain = keyring.open(r.sealed, aad, f"{table.name} {r.id}")
-                            result = session.execute(
-                                update(table)
-                                .where(table.c.id == r.id, table.c[FIELD] == r.sealed)
-                                .values({FIELD: keyring.seal(plain, aad)})
-                            )
-                            if result.rowcount == 1:  # type: ignore[attr-defined]
-                                done += 1
-                            else:
-                                out.skipped_busy += 1  # changed meanwhile: the writer sealed it
-                        session.commit()
-                if progress:
-                    progress(len(rows))
+        for rows in _batches(db, table, batch):
+            todo = [r for r in rows if keyring.key_id_of(r.sealed) != active]
+            if todo:
+                with db.session(write=True) as session:
+                    for r in todo:
+                        aad = aad_for(model, r._mapping.get)
+                        plain = keyring.open(r.sealed, aad, f"{table.name} {r.id}")
+                        result = session.execute(
+                            update(table)
+                            .where(table.c.id == r.id, table.c[FIELD] == r.sealed)
+                            .values({FIELD: keyring.seal(plain, aad)})
+                        )
+                        if result.rowcount == 1:  # type: ignore[attr-defined]
+                            done += 1
+                        else:
+                            out.skipped_busy += 1  # changed meanwhile: the writer sealed it
+                    session.commit()
+            if progress:
+                progress(len(rows))
         out.rows += done
         out.per_table[table.name] = done
     for path in store.files():
