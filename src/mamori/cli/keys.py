@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
+from mamori.cli.instance import Instance
 from mamori.cli.main import InstanceOpt, console, err, fail, instance_or_fail, keys_app, progress
 from mamori.crypto import recovery, rekey
 from mamori.crypto.kek import KeyUnavailable, LocalKek
@@ -111,10 +112,7 @@ def keys_reencrypt(
         inst.db.dispose()
 
 
-def _reencrypt(inst: object, batch: int, grace: float) -> None:
-    from mamori.cli.instance import Instance
-
-    assert isinstance(inst, Instance)
+def _reencrypt(inst: Instance, batch: int, grace: float) -> None:
     total = rekey.total_rows(inst.db)
     store = DocumentStore(inst.settings.documents_dir, inst.db)
     with progress() as bar:

@@ -140,7 +140,7 @@ class Keyring:
         return hmac.new(self._index_key, f"document|{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-def _kek_params(kek: Kek) -> str:
+def kek_params(kek: Kek) -> str:
     return json.dumps(dict(kek.params), sort_keys=True)
 
 
@@ -162,7 +162,7 @@ def add_key(session: Session, kek: Kek, kid: int, purpose: str) -> None:
             wrapped=kek.wrap(secrets.token_bytes(32), wrap_aad(kid, purpose)),
             kek_id=kek.kek_id,
             kek_source=kek.source,
-            kek_params=_kek_params(kek),
+            kek_params=kek_params(kek),
         )
     )
     session.flush()

@@ -39,10 +39,19 @@ from mamori.crypto.kek import (
     next_key_path,
     write_key_file,
 )
-from mamori.crypto.keyring import DATA, DataKey, Keyring, add_key, open_keyring, wrap_aad
+from mamori.crypto.keyring import (
+    DATA,
+    DataKey,
+    Keyring,
+    add_key,
+    kek_params,
+    open_keyring,
+    wrap_aad,
+)
 from mamori.crypto.sealed import FIELD, Sealed, aad_for
 from mamori.db import Database, utcnow
 from mamori.documents.store import DocumentStore
+from mamori.settings import Settings
 
 GRACE_SECONDS = 12.0  # > 2 × the servers' key refresh interval (startup.REFRESH_SECONDS)
 
@@ -74,17 +83,11 @@ def rewrap(session: Session, old: Kek, new: Kek) -> int:
         row.wrapped = new.wrap(old.unwrap(row.wrapped, aad), aad)
         row.kek_id = new.kek_id
         row.kek_source = new.source
-        row.kek_params = _params(new)
+        row.kek_params = kek_params(new)
     return len(rows)
 
 
-def _params(kek: Kek) -> str:
-    import json
-
-    return json.dumps(dict(kek.params), sort_keys=True)
-
-
-def rotate_kek(db: Database, settings: Any, new_passphrase: str | None = None) -> Rotated:
+def rotate_kek(db: Database, settings: Settings, new_passphrase: str | None = None) -> Rotated:
     """Replace the KEK of the instance; see the module docstring for the crash behaviour."""
     from mamori.crypto.kek import passphrase_kek
     from mamori.crypto.startup import pkcs11_config
@@ -96,8 +99,10 @@ def rotate_kek(db: Database, settings: Any, new_passphrase: str | None = None) -
     source = settings.keys.source
     pending = None
     new: Kek
+    key_file = settings.keys.file
     if source == "file":
-        pending = next_key_path(settings.keys.file)
+        assert key_file is not None  # load_settings requires it for this source
+        pending = next_key_path(key_file)
         raw = secrets.token_bytes(32)
         write_key_file(pending, raw, exclusive=False)
         new = LocalKek(raw, "file")
@@ -118,9 +123,9 @@ def rotate_kek(db: Database, settings: Any, new_passphrase: str | None = None) -
         keyring = open_keyring(session, new)
         session.commit()
     db.keyring = keyring
-    if pending is not None:
-        os.replace(pending, settings.keys.file)
-        _fsync_dir(settings.keys.file.parent)
+    if pending is not None and key_file is not None:
+        os.replace(pending, key_file)
+        _fsync_dir(key_file.parent)
     if isinstance(old, Pkcs11Kek):
         old.destroy()
     return Rotated(old.kek_id, new.kek_id, count, time.perf_counter() - started)

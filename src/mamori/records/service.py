@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from mamori.authz import gate
 from mamori.authz.gate import Actor, Intent
-from mamori.crypto.sealed import LENIENT, lenient
+from mamori.crypto.sealed import lenient
 from mamori.errors import Conflict, NotFound
 from mamori.patients.models import Patient, PatientStatus
 from mamori.records.registry import PATIENT_SCOPED_MODELS, RECORD_TYPES
@@ -103,37 +103,37 @@ def verify_all(
 
     problems: list[VerifyProblem] = []
     checked = 0
-    session.info[LENIENT] = True  # damaged ciphertexts are reported, not fatal, here
-    for record_type, model in RECORD_TYPES.items():
-        heads_stmt = select(model).order_by(model.id)
-        vers_stmt = (
-            select(RecordVersion)
-            .where(RecordVersion.record_type == record_type)
-            .order_by(RecordVersion.record_id, RecordVersion.version)
-        )
-        if clinic_id is not None:
-            heads_stmt = heads_stmt.where(model.clinic_id == clinic_id)
-            vers_stmt = vers_stmt.where(RecordVersion.clinic_id == clinic_id)
-        heads = iter(session.scalars(heads_stmt.execution_options(yield_per=batch)))
-        versions = iter(session.scalars(vers_stmt.execution_options(yield_per=batch)))
-        head = next(heads, None)
-        version = next(versions, None)
-        while head is not None or version is not None:
-            if version is None or (head is not None and head.id < version.record_id):
-                problems.extend(verify_history([], head))  # head without versions
-                head, checked = next(heads, None), checked + 1
-                continue
-            rid, chain = version.record_id, []
-            while version is not None and version.record_id == rid:
-                chain.append(version)
-                version = next(versions, None)
-            if head is not None and head.id == rid:
-                problems.extend(verify_history(chain, head))
-                head, checked = next(heads, None), checked + 1
-            else:
-                problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
-                problems.extend(verify_history(chain, None))
-        session.expunge_all()
+    with lenient(session):  # damaged ciphertexts are reported, not fatal, here
+        for record_type, model in RECORD_TYPES.items():
+            heads_stmt = select(model).order_by(model.id)
+            vers_stmt = (
+                select(RecordVersion)
+                .where(RecordVersion.record_type == record_type)
+                .order_by(RecordVersion.record_id, RecordVersion.version)
+            )
+            if clinic_id is not None:
+                heads_stmt = heads_stmt.where(model.clinic_id == clinic_id)
+                vers_stmt = vers_stmt.where(RecordVersion.clinic_id == clinic_id)
+            heads = iter(session.scalars(heads_stmt.execution_options(yield_per=batch)))
+            versions = iter(session.scalars(vers_stmt.execution_options(yield_per=batch)))
+            head = next(heads, None)
+            version = next(versions, None)
+            while head is not None or version is not None:
+                if version is None or (head is not None and head.id < version.record_id):
+                    problems.extend(verify_history([], head))  # head without versions
+                    head, checked = next(heads, None), checked + 1
+                    continue
+                rid, chain = version.record_id, []
+                while version is not None and version.record_id == rid:
+                    chain.append(version)
+                    version = next(versions, None)
+                if head is not None and head.id == rid:
+                    problems.extend(verify_history(chain, head))
+                    head, checked = next(heads, None), checked + 1
+                else:
+                    problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
+                    problems.extend(verify_history(chain, None))
+            session.expunge_all()
     # Hashes were recomputed over every record; nothing was shown. Logged all the same.
     record_system(
         session, AuditTag.RECORDS_VERIFIED, {"records": checked, "problems": len(problems)}
