@@ -117,7 +117,7 @@ def demo(
     console.print(
         f"例 / example: curl --cacert {home}/tls/cert.pem "
         f'-H "Authorization: Bearer {logins[1][3]}" '
-        f'"{url}/api/v1/patients?kana=サ"',
+        f'"{url}/api/v1/patients?kana=サト"',
         soft_wrap=True,
     )
     console.print(
