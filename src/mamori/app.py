@@ -111,6 +111,26 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                         await asyncio.wait_for(stop.wait(), timeout=interval)
 
             tasks.append(asyncio.create_task(stream()))
+        from mamori.backup.service import configured, scheduled_run
+
+        if settings.backup.schedule and configured(settings):
+
+            async def backups() -> None:
+                # page deltas every interval (the RPO); a full when the base is full_hours old
+                while not stop.is_set():
+                    try:
+                        await asyncio.wait_for(
+                            stop.wait(), timeout=settings.backup.interval_minutes * 60
+                        )
+                    except TimeoutError:
+                        await run_in_threadpool(scheduled_run, settings, database)
+
+            tasks.append(asyncio.create_task(backups()))
+        elif not configured(settings):
+            log.warning(
+                "バックアップが未設定です (mamori backup keygen と [[backup.targets]]) / "
+                "backups are not configured"
+            )
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mamori.backup.config import BackupSettings, backup_settings
 from mamori.errors import InstanceError
 
 SETTINGS_FILE = "mamori.toml"
@@ -50,6 +51,12 @@ class Settings:
     auth: AuthSettings = field(default_factory=lambda: AuthSettings())
     syslog: SyslogTarget | None = None
     keys: KeySettings = field(default_factory=lambda: KeySettings())
+    backup: BackupSettings = field(default_factory=BackupSettings)
+
+    @property
+    def backup_dir(self) -> Path:
+        """Local backup state: recipients, page maps, the chain heads of each medium."""
+        return self.home / "backup"
 
 
 KEY_SOURCES = ("file", "passphrase", "pkcs11")
@@ -194,6 +201,7 @@ def load_settings(home: Path) -> Settings:
         auth=auth,
         syslog=_syslog_settings(raw.get("syslog")),
         keys=_key_settings(raw.get("keys", {})),
+        backup=backup_settings(raw.get("backup", {})),
     )
 
 
@@ -334,7 +342,7 @@ def write_instance_files(
     os.chmod(home, 0o700)
     # checkpoints/ sits outside the database so that restoring an old database copy is
     # caught; backups and an outside copy take it along.
-    for sub in ("data", "documents", "secrets", "checkpoints"):
+    for sub in ("data", "documents", "secrets", "checkpoints", "backup"):
         (home / sub).mkdir(mode=0o700)
     instance_id = str(uuid.uuid4())
     lines = [
@@ -383,6 +391,26 @@ def write_instance_files(
         "# WebAuthn (passkeys): the host name staff use in the browser, and its origins",
         'rp_id = "localhost"',
         f'origins = ["https://localhost:{port}", "http://localhost:{port}"]',
+        "",
+        "[backup]",
+        "# public keys: backup/recipients.txt (`mamori backup keygen`); the server cannot read",
+        "# its own backups. Page-delta backups every interval_minutes, a full every full_hours.",
+        "interval_minutes = 15",
+        "full_hours = 24",
+        "keep_daily = 14",
+        "keep_weekly = 8",
+        "keep_monthly = 12",
+        "# At least two targets, one offline (rotated USB disk) or immutable (S3 Object Lock):",
+        "# [[backup.targets]]",
+        '# name = "usb"',
+        '# kind = "dir"',
+        '# path = "/media/mamori-usb"',
+        "# [[backup.targets]]",
+        '# name = "offsite"',
+        '# kind = "s3"',
+        '# bucket = "clinic-backup"',
+        '# endpoint = "https://s3.ap-northeast-1.amazonaws.com"',
+        '# lock_mode = "COMPLIANCE"',
         "",
         "# Live copy of the audit trail to a SIEM (RFC 5424 syslog over TLS):",
         "# [syslog]",

@@ -104,6 +104,16 @@ class AuditTag(enum.StrEnum):
     DATA_REENCRYPTED = "system:data:reencrypted"
     DATA_KEY_RETIRED = "system:data-key:retired"
     KEYS_EXPORTED = "system:keys:exported"
+    # backup and recovery
+    BACKUP_KEYS_CREATED = "system:backup-keys:created"
+    BACKUP_COMPLETED = "system:backup:completed"
+    BACKUP_FAILED = "system:backup:failed"
+    BACKUP_ALARM = "system:backup:alarm-raised"
+    BACKUP_HOLD_RELEASED = "system:backup:hold-released"
+    BACKUP_VERIFIED = "system:backup:verified"
+    BACKUP_PRUNED = "system:backup:pruned"
+    BACKUP_RESTORED = "system:backup:restored"
+    BACKUP_DRILLED = "system:backup:drilled"
 
 
 class AuditMissing(RuntimeError):

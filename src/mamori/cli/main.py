@@ -37,6 +37,8 @@ app.add_typer(export_app, name="export")
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="暗号鍵 / encryption keys", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+backup_app = typer.Typer(help="バックアップ / backup", no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
 
 console = Console()
 err = Console(stderr=True)
@@ -522,6 +524,7 @@ def export_fhir(
     console.print(table)
 
 
+from mamori.cli import backup as _backup  # noqa: E402,F401 - registers `backup`, `restore`, `drill`
 from mamori.cli import keys as _keys  # noqa: E402,F401 - registers the `keys` commands
 
 

@@ -112,10 +112,14 @@ def write_key_file(path: Path, raw: bytes, *, exclusive: bool) -> None:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(f"{FILE_MAGIC} {base64.b64encode(raw).decode()}\n")
+        fh.write(key_file_text(raw))
         fh.flush()
         os.fsync(fh.fileno())
     os.chmod(path, 0o600)
+
+
+def key_file_text(raw: bytes) -> str:
+    return f"{FILE_MAGIC} {base64.b64encode(raw).decode()}\n"
 
 
 def next_key_path(path: Path) -> Path:

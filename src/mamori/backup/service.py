@@ -1,0 +1,95 @@
+"""A backup run recorded in the audit trail: the one entry point for the CLI and the
+scheduler inside ``mamori serve``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mamori.audit.trail import AuditTag, record_system
+from mamori.backup import engine
+from mamori.backup.identity import RECIPIENTS_FILE
+from mamori.db import Database
+from mamori.errors import MamoriError
+from mamori.settings import Settings
+
+log = logging.getLogger("mamori.backup")
+
+
+def _record(db: Database, events: list[tuple[AuditTag, dict[str, Any]]], channel: str) -> None:
+    session = db.session(write=True)
+    try:
+        for tag, detail in events:
+            record_system(session, tag, detail, channel=channel)
+        session.commit()
+    finally:
+        session.close()
+
+
+def audit_events(result: engine.RunResult) -> list[tuple[AuditTag, dict[str, Any]]]:
+    events: list[tuple[AuditTag, dict[str, Any]]] = []
+    if result.alarm:
+        events.append((AuditTag.BACKUP_ALARM, {"generation": result.generation, **result.alarm}))
+    for t in result.targets:
+        detail: dict[str, Any] = {"target": t.target, "generation": result.generation}
+        if not t.ok:
+            events.append((AuditTag.BACKUP_FAILED, detail | {"error": t.error[:300]}))
+            continue
+        detail |= {
+            "medium": t.medium,
+            "kind": t.kind,
+            "link": t.link,
+            "manifest": t.manifest,
+            "bytes": t.bytes,
+            "documents": t.documents,
+        }
+        events.append((AuditTag.BACKUP_COMPLETED, detail))
+        if t.pruned:
+            events.append(
+                (
+                    AuditTag.BACKUP_PRUNED,
+                    {"target": t.target, "medium": t.medium, "generations": t.pruned},
+                )
+            )
+    return events
+
+
+def run_and_record(
+    settings: Settings,
+    db: Database,
+    *,
+    full: bool = False,
+    only: str | None = None,
+    progress: engine.Progress | None = None,
+    channel: str = "cli",
+) -> engine.RunResult:
+    kek = db.keyring.kek if db.keyring is not None else None
+    try:
+        result = engine.run_backup(settings, kek, full=full, only=only, progress=progress)
+    except MamoriError as exc:
+        _record(db, [(AuditTag.BACKUP_FAILED, {"error": exc.en[:300]})], channel)
+        raise
+    _record(db, audit_events(result), channel)
+    return result
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.backup.targets) and (settings.backup_dir / RECIPIENTS_FILE).is_file()
+
+
+def scheduled_run(settings: Settings, db: Database) -> None:
+    """One run from the scheduler: failures are logged loudly and audited, never raised into
+    the server (the clinic keeps working; the administrator's status shows the failure)."""
+    try:
+        result = run_and_record(settings, db, channel="scheduler")
+    except MamoriError as exc:
+        log.critical("BACKUP FAILED: %s / %s", exc.en, exc.ja)
+        return
+    except Exception:
+        log.exception("backup run crashed")
+        return
+    for t in result.targets:
+        if not t.ok:
+            log.error("backup to %s failed: %s", t.target, t.error)
+    if result.alarm:
+        log.critical("RANSOMWARE ALARM (backup): %s — generations held", result.alarm)
