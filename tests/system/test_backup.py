@@ -195,12 +195,14 @@ def test_restore_refuses_a_non_empty_directory_and_a_wrong_identity(
     assert not (tmp_path / "r2" / "data").exists()
 
 
-@pytest.mark.skipif(not (AGE and ZSTD and SQLITE3), reason="Debian age/zstd/sqlite3 missing")
 def test_restore_with_debian_age_zstd_and_sqlite3_only(
     setup: tuple[Instance, Path, Path], tmp_path: Path
 ) -> None:
     """The documented no-mamori path (docs/backup.md): the break-glass paper key, age, zstd,
     sqlite3, and for a delta the dozen lines of standard-library Python shown in the docs."""
+    assert AGE and ZSTD and SQLITE3, (
+        "Debian age, zstd and sqlite3 are needed (.ci/run installs them)"
+    )
     inst, keys, usb = setup
     assert _run(inst).ok
     _write_a_note(inst)
@@ -368,8 +370,7 @@ def test_disk_full_and_an_unplugged_disk_fail_clearly_and_keep_old_generations(
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True
     )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:100]}")
+    assert mounted.returncode == 0, f"a full disk needs a tmpfs (root): {mounted.stderr.decode()}"
     try:
         inst = _targets(
             inst,
@@ -454,8 +455,7 @@ def test_generations_are_kept_grandfather_father_son(setup: tuple[Instance, Path
 def test_sftp_target_against_a_real_openssh_server(
     setup: tuple[Instance, Path, Path], tmp_path: Path
 ) -> None:
-    if not Path("/usr/sbin/sshd").exists():
-        pytest.skip("openssh-server not installed")
+    assert Path("/usr/sbin/sshd").exists(), "openssh-server is needed (.ci/run installs it)"
     inst, keys, _usb = setup
     server = start_sshd(tmp_path / "sshd")
     try:

@@ -22,6 +22,7 @@ A run:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -497,7 +498,11 @@ class _Writer:
         )
         target.put_bytes(f"{gen_dir}/documents.json.zst", index_bytes, retain)
         objects.append(
-            {"name": "documents.json.zst", "sha256": _sha(index_bytes), "size": len(index_bytes)}
+            {
+                "name": "documents.json.zst",
+                "sha256": hashlib.sha256(index_bytes).hexdigest(),
+                "size": len(index_bytes),
+            }
         )
         link = (head["link"] + 1) if head else 1
         manifest: dict[str, Any] = {
@@ -610,12 +615,6 @@ def _previous_index(target: Target, mstate: dict[str, Any]) -> dict[str, Any]:
 
 def _obj(name: str, sealed: fmt.Sealed) -> dict[str, Any]:
     return {"name": name, "sha256": sealed.sha256, "size": sealed.size}
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------- generations kept (GFS)

@@ -185,7 +185,7 @@ class PageMap:
         header = json.dumps(
             {"page_size": self.page_size, "sha256": self.sha256, "size": self.size}
         ).encode()
-        _write_private(path, struct.pack(">I", len(header)) + header + self.digests)
+        write_private(path, struct.pack(">I", len(header)) + header + self.digests)
 
     @classmethod
     def load(cls, path: Path) -> PageMap:
@@ -353,7 +353,7 @@ def manifest_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -361,6 +361,3 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-write_private = _write_private

@@ -33,7 +33,7 @@ import zstandard
 
 from mamori.backup import fmt
 from mamori.backup.config import TargetSpec
-from mamori.backup.engine import COUNTED_TABLES, db_facts
+from mamori.backup.engine import db_facts
 from mamori.backup.fmt import BackupError, BackupInvalid
 from mamori.backup.identity import Identity
 from mamori.backup.targets import open_target
@@ -416,6 +416,3 @@ def sign_report(report: dict[str, Any], home: Path, out_dir: Path) -> Path:
     fmt.write_private(path, body)
     fmt.write_private(path.with_suffix(".sig"), sig)
     return path
-
-
-__all__ = ["COUNTED_TABLES", "Restored", "drill_report", "restore", "sign_report"]

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from mamori.backup.config import TargetSpec, spec_from_url
-from mamori.backup.fmt import BackupError
+from mamori.backup.fmt import BackupError, BackupInvalid
 
 __all__ = ["TargetSpec", "open_target", "spec_from_url"]
 
@@ -48,6 +48,14 @@ def unreachable(spec: TargetSpec, why: object) -> BackupError:
         f"保存先「{spec.name}」({spec.url()}) に接続できません: {why}",
         f"Backup target '{spec.name}' ({spec.url()}) is unreachable: {why}",
     )
+
+
+def relative(path: str) -> PurePosixPath:
+    """An object path inside the target's root (never absolute, never climbing out)."""
+    rel = PurePosixPath(path)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise BackupError("不正なパスです。", f"Invalid object path {path!r}.")
+    return rel
 
 
 def open_target(spec: TargetSpec, instance_id: str) -> Target:
@@ -106,10 +114,7 @@ class DirTarget:
             raise unreachable(spec, exc) from exc
 
     def _p(self, path: str) -> Path:
-        rel = PurePosixPath(path)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BackupError("不正なパスです。", f"Invalid object path {path!r}.")
-        return self.root / rel
+        return self.root / relative(path)
 
     def get_bytes(self, path: str) -> bytes | None:
         try:
@@ -121,7 +126,7 @@ class DirTarget:
         try:
             shutil.copyfile(self._p(path), dest)
         except FileNotFoundError:
-            raise BackupInvalid_missing(path) from None
+            raise missing_object(path) from None
 
     def _atomic(self, path: str, write: Any) -> None:
         target = self._p(path)
@@ -176,9 +181,7 @@ class DirTarget:
         pass
 
 
-def BackupInvalid_missing(path: str) -> BackupError:  # noqa: N802 - an error factory
-    from mamori.backup.fmt import BackupInvalid
-
+def missing_object(path: str) -> BackupError:
     return BackupInvalid(
         f"バックアップの部品 {path} が保存先にありません。",
         f"Backup object {path} is missing from the target.",
@@ -228,10 +231,7 @@ class SftpTarget:
             raise unreachable(spec, exc) from exc
 
     def _p(self, path: str) -> str:
-        rel = PurePosixPath(path)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BackupError("不正なパスです。", f"Invalid object path {path!r}.")
-        return str(self.root / rel)
+        return str(self.root / relative(path))
 
     def _mkdirs(self, path: PurePosixPath) -> None:
         for parent in [*reversed(path.parents), path]:
@@ -254,7 +254,7 @@ class SftpTarget:
         try:
             self._sftp.get(self._p(path), str(dest))
         except FileNotFoundError:
-            raise BackupInvalid_missing(path) from None
+            raise missing_object(path) from None
 
     def _put(self, path: str, send: Any) -> None:
         final = self._p(path)
@@ -338,10 +338,7 @@ class S3Target:
             raise unreachable(spec, exc) from exc
 
     def _k(self, path: str) -> str:
-        rel = PurePosixPath(path)
-        if rel.is_absolute() or ".." in rel.parts:
-            raise BackupError("不正なパスです。", f"Invalid object path {path!r}.")
-        return f"{self.prefix}/{rel}"
+        return f"{self.prefix}/{relative(path)}"
 
     def _lock(self, retain_until: dt.datetime | None) -> dict[str, Any]:
         if not self.spec.lock_mode or retain_until is None:
@@ -367,7 +364,7 @@ class S3Target:
             self._s3.download_file(self.spec.bucket, self._k(path), str(dest))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BackupInvalid_missing(path) from None
+                raise missing_object(path) from None
             raise
 
     def put_file(self, path: str, src: Path, retain_until: dt.datetime | None) -> None:

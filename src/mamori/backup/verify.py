@@ -11,7 +11,6 @@ a medium rolled back to an older chain is caught even though each old manifest i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mamori.backup import fmt
-from mamori.backup.fmt import BackupError, BackupInvalid
+from mamori.backup.fmt import BackupInvalid
 from mamori.backup.targets import Target, medium_of
 
 MAX_INDEX_BYTES = 256 << 20
@@ -132,18 +131,6 @@ def read_manifests(
         elif prev.generation >= g.generation:
             g.problems.append("generation numbers go backwards")
     return gens, problems, incomplete, dirs
-
-
-def chain_head(
-    target: Target, signer: Ed25519PublicKey, instance_id: str, medium: str
-) -> dict[str, Any] | None:
-    """The newest valid manifest on the medium (what the next one chains to)."""
-    gens, _problems, _inc, _dirs = read_manifests(target, signer, instance_id, medium)
-    good = [g for g in gens if g.ok]
-    if not good:
-        return None
-    top = max(good, key=lambda g: g.link)
-    return {"hash": top.hash, "link": top.link, "generation": top.generation}
 
 
 def verify_target(
@@ -267,14 +254,3 @@ def require_ok(report: MediumReport, generation: Generation) -> None:
             f"保存先の検証に失敗しました: {report.problems[0]}",
             f"The target fails verification: {report.problems[0]}",
         )
-
-
-def file_sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-__all__ = ["BackupError", "Generation", "MediumReport", "chain_head", "verify_target"]
