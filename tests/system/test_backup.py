@@ -256,13 +256,32 @@ def test_flipped_byte_and_missing_object_are_caught(
     inst, keys, usb = setup
     assert _run(inst).ok
     obj = _gen_dir(usb, inst, 1) / "db.full.sqlite.zst.age"
-    data = bytearray(obj.read_bytes())
+    original = obj.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     obj.write_bytes(bytes(data))
     report = _verify(inst)
     assert not report.ok and "altered" in report.generations[0].problems[0]
     with pytest.raises(BackupInvalid, match=r"altered|SHA-256"):
         restore(spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r")
+    obj.unlink()
+    # a restore that fails after it started writing leaves nothing behind: a document altered
+    # on the medium is found only once the database and the key file are already out
+    obj.write_bytes(original)
+    doc = next((usb / "mamori-backup").rglob("documents/*/*.age"))
+    doc_bytes = bytearray(doc.read_bytes())
+    doc_bytes[-1] ^= 0x01
+    doc.write_bytes(bytes(doc_bytes))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BackupInvalid, match=r"[Dd]ocument"):
+        restore(spec_from_url(f"dir:{usb}"), _ident(keys), empty, key_dir=tmp_path / "rk")
+    assert list(empty.iterdir()) == [] and not list((tmp_path / "rk").glob("*"))
+    with pytest.raises(BackupInvalid):
+        restore(
+            spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "new", key_dir=tmp_path / "rk"
+        )
+    assert not (tmp_path / "new").exists()
     obj.unlink()
     report = _verify(inst)
     assert "missing" in report.generations[0].problems[0]

@@ -120,11 +120,29 @@ def restore(
                     "差分の元の完全バックアップがありません。", "The delta's full is missing."
                 )
         timings["verify"] = time.monotonic() - t
+        made_dest = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(dest, 0o700)
         work = Path(tempfile.mkdtemp(prefix=".restore-", dir=dest))
+        created: list[Path] = []
         try:
-            restored = _restore_into(target, ident, chosen, base, dest, work, key_dir, say, timings)
+            restored = _restore_into(
+                target, ident, chosen, base, dest, work, key_dir, say, timings, created
+            )
+        except BaseException:
+            # nothing half-restored is left to be mistaken for an instance: the directory
+            # goes back to empty (or away, if the restore made it) and a key file it wrote too
+            for path in created:
+                path.unlink(missing_ok=True)
+            if made_dest:
+                shutil.rmtree(dest, ignore_errors=True)
+            else:
+                for child in dest.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -169,6 +187,7 @@ def _restore_into(
     key_dir: Path | None,
     say: Say,
     timings: dict[str, float],
+    created: list[Path],
 ) -> Restored:
     t = time.monotonic()
     m = chosen.manifest
@@ -176,7 +195,7 @@ def _restore_into(
     say("instance", 0, 1)
     tar_path = work / "instance.tar"
     _decrypt(_fetch(target, chosen, "instance.tar.zst.age", work), tar_path, ident, compressed=True)
-    key_file = _unpack_instance(tar_path, dest, ident.instance_id, key_dir, m)
+    key_file = _unpack_instance(tar_path, dest, ident.instance_id, key_dir, created)
     # 2. database: the full, then the delta's pages
     db_dir = dest / "data"
     db_dir.mkdir(mode=0o700, exist_ok=True)
@@ -244,7 +263,7 @@ def _restore_into(
 
 
 def _unpack_instance(
-    tar_path: Path, dest: Path, instance_id: str, key_dir: Path | None, manifest: dict[str, Any]
+    tar_path: Path, dest: Path, instance_id: str, key_dir: Path | None, created: list[Path]
 ) -> Path | None:
     key_file: Path | None = None
     with tarfile.open(tar_path) as tar:
@@ -264,12 +283,16 @@ def _unpack_instance(
             data = tar.extractfile(kek_members[0])
             assert data is not None
             text = data.read().decode("ascii")
-            key_file = (key_dir or default_key_dir()) / f"{instance_id}-restored.kek"
+            kek_id = Path(kek_members[0].name).stem
+            key_file = (key_dir or default_key_dir()) / f"{instance_id}-{kek_id[:12]}.kek"
             check_outside(key_file, [dest])
             key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(text)
+            # the same KEK restored before is reused; another file is never overwritten
+            if not (key_file.exists() and key_file.read_text(encoding="ascii") == text):
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                created.append(key_file)
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(text)
     for sub in ("secrets", "checkpoints", "documents", "backup"):
         (dest / sub).mkdir(mode=0o700, exist_ok=True)
     for f in (dest / "secrets").iterdir():
