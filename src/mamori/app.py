@@ -29,6 +29,11 @@ from mamori.migrate import require_current
 from mamori.patients.api import router as patients_router
 from mamori.records.api import router as records_router
 from mamori.settings import Settings
+from mamori.ui import admin as ui_admin
+from mamori.ui import chart as ui_chart
+from mamori.ui import desk as ui_desk
+from mamori.ui import signin as ui_signin
+from mamori.ui import static as ui_static
 from mamori.web import errors
 from mamori.web.limits import BodyLimit
 from mamori.web.routing import Ctx, TransactionalRoute, check_route_guards, public, requires
@@ -144,6 +149,9 @@ def _lifespan(database: Database, settings: Settings) -> Any:
     return lifespan
 
 
+ui_routers = (ui_static.router, ui_signin.router, ui_desk.router, ui_chart.router, ui_admin.router)
+
+
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or Database(settings.database_url)
@@ -191,6 +199,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         chart_router,
         audit_router,
         fhir_router,
+        *ui_routers,
     ):
         app.include_router(router)
     errors.install(app)

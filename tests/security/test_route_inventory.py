@@ -98,7 +98,65 @@ PINNED = {
     "GET /fhir/r4/{resource_type}": "patient:read",
     "GET /fhir/r4/{resource_type}/{rid}": "patient:read",
 }
-EXPECTED = PINNED
+# The web UI's pages (ui/): the same guards; walked by tests/ui/test_pages.py
+PINNED_UI = {
+    "GET /static/{name}": "public",
+    "GET /login": "public",
+    "POST /login": "public:sign-in",
+    "GET /login/second": "public:sign-in",
+    "POST /login/totp": "public:sign-in",
+    "POST /login/recovery": "public:sign-in",
+    "POST /login/enrol/totp": "public:sign-in",
+    "POST /login/enrol/totp/confirm": "public:sign-in",
+    "POST /logout": "self:manage",
+    "GET /logout/idle": "public",
+    "GET /session/ping": "self:manage",
+    "GET /lang/{lang}": "public",
+    "GET /": "self:manage",
+    "GET /account": "self:manage",
+    "POST /account/revoke": "self:manage",
+    "POST /account/password": "self:manage",
+    "POST /reauth": "self:manage",
+    "GET /today": "encounter:read",
+    "POST /encounters/{encounter_id}/move": "encounter:write",
+    "GET /patients": "patient:read",
+    "GET /patients/new": "patient:write",
+    "POST /patients/new": "patient:write",
+    "GET /patients/{patient_id}": "patient:read",
+    "GET /patients/{patient_id}/edit": "patient:write",
+    "POST /patients/{patient_id}/edit": "patient:write",
+    "POST /patients/{patient_id}/coverages": "insurance:write",
+    "POST /patients/{patient_id}/check-in": "encounter:write",
+    "POST /patients/{patient_id}/restriction": "restriction:admin",
+    "GET /patients/{patient_id}/chart": "chart:read",
+    "POST /patients/{patient_id}/notes": "note:write",
+    "POST /notes/{note_id}/finalise": "note:write",
+    "GET /notes/{note_id}/amend": "note:write",
+    "POST /notes/{note_id}/amend": "note:write",
+    "GET /notes/{note_id}/history": "note:read",
+    "POST /patients/{patient_id}/conditions": "condition:write",
+    "POST /patients/{patient_id}/allergies": "allergy:write",
+    "POST /patients/{patient_id}/prescriptions": "prescription:write",
+    "POST /patients/{patient_id}/vitals": "observation:write",
+    "POST /patients/{patient_id}/documents": "document:write",
+    "GET /patients/{patient_id}/break-glass": "break-glass:use",
+    "POST /patients/{patient_id}/break-glass": "break-glass:use",
+    "GET /admin/staff": "staff:read",
+    "POST /admin/staff": "staff:admin",
+    "POST /admin/staff/{user_id}": "staff:admin",
+    "POST /admin/staff/{user_id}/unlock": "session:admin",
+    "POST /admin/staff/{user_id}/reset-factors": "staff:admin",
+    "GET /admin/staff/{user_id}/sessions": "session:admin",
+    "POST /admin/staff/{user_id}/sessions/revoke": "session:admin",
+    "GET /admin/reviews": "audit:read",
+    "POST /admin/alerts/{alert_id}/review": "audit:review",
+    "POST /admin/reviews": "audit:review",
+    "POST /admin/vendor-windows/{window_id}/acknowledge": "staff:admin",
+    "GET /admin/reviews/patients/{patient_id}": "audit:read",
+    "GET /admin/reviews/users/{user_id}": "audit:read",
+    "GET /admin/settings": "system:health",
+}
+EXPECTED = PINNED | PINNED_UI
 
 
 def test_route_guard_table_is_pinned(world: World) -> None:
@@ -116,9 +174,8 @@ def test_state_changes_never_run_under_a_read_permission() -> None:
 def test_permissions_no_route_declares_are_the_known_service_checks() -> None:
     used = {g for g in EXPECTED.values() if not g.startswith("public")}
     assert used <= {p.value for p in Permission}
-    # checked only inside services: signing (finalise/confirm), bulk export (CLI), and the
-    # vendor's system health (the backup issue's status screens)
-    assert {p.value for p in Permission} - used == {"note:sign", "export:bulk", "system:health"}
+    # checked only inside services: signing (finalise/confirm) and bulk export (CLI)
+    assert {p.value for p in Permission} - used == {"note:sign", "export:bulk"}
 
 
 def test_app_refuses_to_start_with_an_unguarded_route(

@@ -160,6 +160,19 @@ def break_glass(
     return grant
 
 
+def flags_of(session: Session, actor: Actor, patient_id: uuid.UUID) -> dict[str, bool]:
+    """A patient's restriction flags, for the administrator's form (not patient data)."""
+    actor.require(Permission.RESTRICTION_ADMIN)
+    row = session.get(PatientRestriction, patient_id)
+    if row is not None and row.clinic_id != actor.clinic_id:
+        raise NotFound("patient")
+    return {
+        "staff": bool(row and row.staff),
+        "vip": bool(row and row.vip),
+        "sensitive": bool(row and row.sensitive),
+    }
+
+
 def set_flags(
     session: Session, actor: Actor, patient_id: uuid.UUID, *, vip: bool, sensitive: bool
 ) -> PatientRestriction:

@@ -93,3 +93,33 @@ def scheduled_run(settings: Settings, db: Database) -> None:
             log.error("backup to %s failed: %s", t.target, t.error)
     if result.alarm:
         log.critical("RANSOMWARE ALARM (backup): %s — generations held", result.alarm)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """For the administrator's screen: targets, each medium (a rotated disk is one medium per
+    disk) with its newest generation and when it was last written, and an alarm hold."""
+    state = engine.load_state(settings)
+    media = []
+    for mid, m in state.get("media", {}).items():
+        last = m.get("last") or {}
+        media.append(
+            {
+                "target": m.get("target", ""),
+                "medium": mid[:12],
+                "generation": last.get("generation"),
+                "kind": last.get("kind", ""),
+                "at": last.get("at", ""),
+                "chain": m.get("link"),
+                "base": (m.get("base") or {}).get("generation"),
+            }
+        )
+    media.sort(key=lambda m: str(m["at"]), reverse=True)
+    return {
+        "configured": configured(settings),
+        "targets": [(t.name, t.kind) for t in settings.backup.targets],
+        "interval_minutes": settings.backup.interval_minutes,
+        "schedule": settings.backup.schedule,
+        "generation": state.get("generation", 0),
+        "media": media,
+        "hold": state.get("hold"),
+    }

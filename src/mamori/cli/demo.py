@@ -113,7 +113,11 @@ def demo(
     console.print("API トークン（Authorization: Bearer …） / API tokens:")
     for login, _, _, token in logins:
         console.print(f"  {login}: {token}", soft_wrap=True)
-    console.print(f"URL: {url}   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata")
+    console.print(
+        f"画面 / web UI: [bold]{url}/login[/]   API: {url}/api/v1/   "
+        f"FHIR: {url}/fhir/r4/metadata",
+        soft_wrap=True,
+    )
     console.print(
         f"例 / example: curl --cacert {home}/tls/cert.pem "
         f'-H "Authorization: Bearer {logins[1][3]}" '

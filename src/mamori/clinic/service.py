@@ -167,3 +167,12 @@ def revoke_tokens(session: Session, user: StaffUser) -> int:
     for t in tokens:
         t.revoked_at = now
     return len(tokens)
+
+
+def staff_names(session: Session, actor: Actor) -> dict[uuid.UUID, str]:
+    """Colleagues' display names (who wrote a note, who signed it): not patient data, so any
+    signed-in member of the clinic may see them."""
+    rows = session.execute(
+        select(StaffUser.id, StaffUser.display_name).where(StaffUser.clinic_id == actor.clinic_id)
+    ).all()
+    return {r.id: r.display_name for r in rows}

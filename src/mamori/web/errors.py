@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
@@ -73,9 +73,18 @@ def error_body(
 
 
 def _respond(
-    request: Request, body: dict[str, Any], status: int, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """JSON error; on the FHIR API the same content as an OperationOutcome."""
+    request: Request,
+    body: dict[str, Any],
+    status: int,
+    headers: dict[str, str] | None = None,
+    exc: BaseException | None = None,
+) -> Response:
+    """JSON error; on the FHIR API the same content as an OperationOutcome; on the web UI's
+    pages the same message as a page (``ui.errors``)."""
+    from mamori.ui.errors import is_ui, ui_error
+
+    if is_ui(request):
+        return ui_error(request, status, body["error"], exc)
     if request.url.path.startswith("/fhir/"):
         err = body["error"]
         outcome = {
@@ -132,15 +141,15 @@ def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(MamoriError)
-    async def _domain(request: Request, exc: MamoriError) -> JSONResponse:
+    async def _domain(request: Request, exc: MamoriError) -> Response:
         retry = getattr(exc, "retry_after", None)
         headers = {"retry-after": str(retry)} if retry else None
         return _respond(
-            request, error_body(exc.code, exc.ja, exc.en, exc.field), exc.status, headers
+            request, error_body(exc.code, exc.ja, exc.en, exc.field), exc.status, headers, exc
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         details = validation_details(list(exc.errors()))
         if any(d["code"] == "json_invalid" for d in details):
             return _respond(
@@ -168,7 +177,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
         ja, en = _HTTP_JA.get(exc.status_code, ("エラーが発生しました。", str(exc.detail)))
         return _respond(
             request,
@@ -178,12 +187,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+    async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
         ja, en = _HTTP_JA[413]
         return _respond(request, error_body("body_too_large", ja, en), 413)
 
     @app.exception_handler(IntegrityError)
-    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+    async def _integrity(request: Request, exc: IntegrityError) -> Response:
         log.warning("integrity error: %s", exc.orig)
         return _respond(
             request,
@@ -196,7 +205,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _operational(request: Request, exc: OperationalError) -> Response:
         log.error("database error: %s", exc.orig)
         return _respond(
             request,
@@ -209,7 +218,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error", exc_info=exc)
         return _respond(
             request,

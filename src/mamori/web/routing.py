@@ -79,6 +79,13 @@ class CsrfFailed(MamoriError):
         )
 
 
+def channel_of(path: str) -> str:
+    """The edge a request came through, recorded in its audit events."""
+    if path.startswith("/fhir/"):
+        return "fhir"
+    return "api" if path.startswith("/api/") else "web"
+
+
 def check_origin(request: Request, settings: Settings) -> None:
     """A state-changing request from a page of another origin is refused outright."""
     origin = request.headers.get("origin")
@@ -114,6 +121,7 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
             "You were signed out (idle or session expired).",
             code="session_expired",
         )
+    request.state.idle_seconds = found.row.idle_seconds  # the page's idle-logoff warning
     if found.touch:
         if write:
             auth.touch(session, found.session_id)  # commits with the request
@@ -160,7 +168,7 @@ def _open(request: Request, permission: Permission) -> Ctx:
     state = request.app.state
     settings: Settings = state.settings
     check_origin(request, settings)
-    channel = "fhir" if request.url.path.startswith("/fhir/") else "api"
+    channel = channel_of(request.url.path)
     write = permission.writes
     session: Session = state.db.session(write=write)
     defer_release(session)
@@ -281,6 +289,14 @@ def _finish(request: Request, commit: bool, exc: BaseException | None = None) ->
         _record_denial(request, actor, exc)
 
 
+def start_over(request: Request, session: Session) -> None:
+    """A form failed part-way: undo everything the request wrote, and keep its transaction for
+    the page shown again with the error. That page's reads are audited, so this transaction is
+    committed although the response carries an error status (``TransactionalRoute``)."""
+    session.rollback()
+    request.state.commit_anyway = True
+
+
 class TransactionalRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
@@ -291,7 +307,8 @@ class TransactionalRoute(APIRoute):
             except BaseException as exc:
                 await run_in_threadpool(_finish, request, False, exc)
                 raise
-            await run_in_threadpool(_finish, request, response.status_code < 400)
+            ok = response.status_code < 400 or getattr(request.state, "commit_anyway", False)
+            await run_in_threadpool(_finish, request, ok)
             return response
 
         return handler

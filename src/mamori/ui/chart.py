@@ -1,0 +1,423 @@
+"""The chart (医師・看護師): allergy banner, problem list, medications, notes, labs with flags and
+trends, vitals, documents; SOAP and nursing notes, finalise (確定), amend with reason and the
+history side by side, diagnoses, prescriptions in RP groups, allergies, vitals entry, uploads,
+and the break-the-glass dialog for a restricted patient.
+
+Every read and write goes through ``chart.service`` / ``clinical.service`` (permission, audit,
+decryption); what a role may not read is simply absent from the page.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from mamori.auth.api import BreakGlassIn
+from mamori.authz import restricted
+from mamori.authz.permissions import P
+from mamori.chart.service import open_chart
+from mamori.clinic.models import Role
+from mamori.clinic.service import staff_names
+from mamori.clinical import service as clinical
+from mamori.clinical.models import OUTCOME_JA, NoteKind
+from mamori.clinical.schemas import (
+    DOC_TYPES,
+    AllergyIn,
+    ConditionIn,
+    DocumentMeta,
+    MedicationRequestIn,
+    NoteAmend,
+    NoteIn,
+)
+from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
+from mamori.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from mamori.records.service import record_history
+from mamori.ui.desk import LABELS
+from mamori.ui.errors import UiError, form_error
+from mamori.ui.forms import Form, FormInvalid, details_of, form_fields, parse
+from mamori.ui.render import go, html, local_path
+from mamori.ui.signin import reauthenticate
+from mamori.web.errors import validation_details
+from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
+
+router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
+
+RP_GROUPS = 3  # blank RP groups on the form (more: save, then prescribe again)
+RP_DRUGS = 3
+DOC_TYPES_JA = {
+    "referral": ("紹介状", "Referral"),
+    "reply": ("返書", "Reply"),
+    "certificate": ("診断書", "Certificate"),
+    "report": ("検査報告", "Report"),
+    "consent": ("同意書", "Consent"),
+    "photo": ("写真", "Photo"),
+    "scan": ("スキャン", "Scan"),
+    "other": ("その他", "Other"),
+}
+NOTE_STATUS = {
+    "draft": ("下書き", "Draft"),
+    "final": ("確定", "Final"),
+    "amended": ("修正済", "Amended"),
+    "entered-in-error": ("取消", "Voided"),
+}
+CHART_LABELS = {
+    **LABELS,
+    "outcome": {k.value: v for k, v in OUTCOME_JA.items()},
+    "doc_types": DOC_TYPES_JA,
+    "note_status": NOTE_STATUS,
+}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(decimal.Decimal(text)) if text else None
+    except decimal.InvalidOperation:
+        return None
+
+
+def _lab_trends(labs: Any) -> list[dict[str, Any]]:
+    """Recent labs grouped by test: latest value and flag, and the values oldest first."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for o in labs:
+        groups[o.code].append(o)
+    out = []
+    for rows in groups.values():
+        rows.sort(key=lambda o: o.effective_at)
+        latest = rows[-1]
+        values = [v for v in (_number(o.value) for o in rows) if v is not None]
+        out.append({"latest": latest, "history": rows, "values": values})
+    out.sort(key=lambda g: g["latest"].effective_at, reverse=True)
+    return out
+
+
+def _chart(
+    request: Request, ctx: Ctx, patient_id: uuid.UUID, status: int = 200, **extra: Any
+) -> Response:
+    if status >= 400:
+        start_over(request, ctx.session)
+    c = open_chart(ctx.session, ctx.actor, patient_id)
+    can = ctx.actor.can
+    docs = (
+        clinical.list_documents(ctx.session, ctx.actor, c.patient.id)
+        if can(P.DOCUMENT_READ)
+        else []
+    )
+    for key in ("note_form", "cond_form", "rx_form", "allergy_form", "vitals_form", "doc_form"):
+        extra.setdefault(key, {})
+    for key in (
+        "note_error",
+        "cond_error",
+        "rx_error",
+        "allergy_error",
+        "vitals_error",
+        "doc_error",
+    ):
+        extra.setdefault(key, None)
+    extra.setdefault("rx_warnings", [])
+    return html(
+        request,
+        "chart.html",
+        status,
+        c=c,
+        p=c.patient,
+        docs=docs,
+        labs=_lab_trends(c.labs),
+        names=staff_names(ctx.session, ctx.actor),
+        vitals_def=VITAL_SIGNS,
+        rp_groups=RP_GROUPS,
+        rp_drugs=RP_DRUGS,
+        doc_types=DOC_TYPES,
+        L=CHART_LABELS,
+        contraindications=[a for a in c.allergies if a.is_contraindication],
+        nurse=ctx.actor.role is Role.NURSE,
+        **extra,
+    )
+
+
+@router.get("/patients/{patient_id}/chart")
+def chart(
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))
+) -> Response:
+    return _chart(request, ctx, patient_id)
+
+
+def _error(exc: InvalidInput | Conflict) -> UiError:
+    err = form_error(exc)
+    if isinstance(exc, InvalidInput):
+        err.details = details_of(exc)
+    return err
+
+
+# --- notes ---------------------------------------------------------------------------------------
+
+
+@router.post("/patients/{patient_id}/notes")
+def write_note(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    kind = NoteKind.SOAP if ctx.actor.can(P.NOTE_SIGN) else NoteKind.NURSING
+    try:
+        data = parse(NoteIn, form, kind=kind)
+        note = clinical.write_note(ctx.session, ctx.actor, patient_id, data)
+        if form.get("finalise") == "on" and ctx.actor.can(P.NOTE_SIGN):
+            ctx.session.flush()
+            clinical.finalise_note(ctx.session, ctx.actor, note.id, note.version)
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, patient_id, 422, note_form=form, note_error=_error(exc))
+    return go(request, f"/patients/{patient_id}/chart#notes")
+
+
+@router.post("/notes/{note_id}/finalise")
+def finalise(
+    request: Request,
+    note_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        version = int(form.get("expected_version", ""))
+    except ValueError:
+        raise InvalidInput(
+            "版の指定がありません。", "Missing version.", field="expected_version"
+        ) from None
+    note = clinical.finalise_note(ctx.session, ctx.actor, note_id, version)
+    return go(request, f"/patients/{note.patient_id}/chart#notes")
+
+
+@router.get("/notes/{note_id}/amend")
+def amend_page(
+    request: Request, note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> Response:
+    note = clinical.get_note(ctx.session, ctx.actor, note_id)
+    form = {k: getattr(note, k) for k in ("subjective", "objective", "assessment", "plan")}
+    form["expected_version"] = str(note.version)
+    return html(request, "amend.html", note=note, form=form, error=None)
+
+
+@router.post("/notes/{note_id}/amend")
+def amend(
+    request: Request,
+    note_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        note = clinical.amend_note(ctx.session, ctx.actor, note_id, parse(NoteAmend, form))
+    except (InvalidInput, Conflict) as exc:
+        start_over(request, ctx.session)
+        current = clinical.get_note(ctx.session, ctx.actor, note_id)
+        return html(request, "amend.html", 422, note=current, form=form, error=_error(exc))
+    return go(request, f"/notes/{note.id}/history")
+
+
+@router.get("/notes/{note_id}/history")
+def note_history(
+    request: Request, note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_READ))
+) -> Response:
+    """Every version of a note side by side (電子保存の見読性): the original stays readable."""
+    note = clinical.get_note(ctx.session, ctx.actor, note_id)
+    versions = record_history(ctx.session, ctx.actor, "ProgressNote", note.id)
+    shown = [{"v": v, "content": json.loads(v.content)} for v in versions]
+    return html(
+        request,
+        "history.html",
+        note=note,
+        versions=shown,
+        names=staff_names(ctx.session, ctx.actor),
+        L=CHART_LABELS,
+    )
+
+
+# --- diagnoses, allergies, prescriptions, vitals -----------------------------------------------
+
+
+@router.post("/patients/{patient_id}/conditions")
+def add_condition(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.CONDITION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        clinical.add_condition(ctx.session, ctx.actor, patient_id, parse(ConditionIn, form))
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, patient_id, 422, cond_form=form, cond_error=_error(exc))
+    return go(request, f"/patients/{patient_id}/chart#problems")
+
+
+@router.post("/patients/{patient_id}/allergies")
+def add_allergy(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.ALLERGY_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        clinical.add_allergy(ctx.session, ctx.actor, patient_id, parse(AllergyIn, form))
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, patient_id, 422, allergy_form=form, allergy_error=_error(exc))
+    return go(request, f"/patients/{patient_id}/chart")
+
+
+def rp_groups_of(form: Form) -> list[dict[str, Any]]:
+    """``rp{i}_usage``, ``rp{i}_days``, ``rp{i}_drug{j}_name|dose|unit|per`` → RP groups; rows
+    left wholly empty are not part of the prescription."""
+    groups = []
+    for i in range(1, RP_GROUPS + 1):
+        items = []
+        for j in range(1, RP_DRUGS + 1):
+            pre = f"rp{i}_drug{j}_"
+            item = {k: form.get(pre + k, "").strip() for k in ("name", "dose", "unit", "per")}
+            if item["name"] or item["dose"]:
+                items.append(
+                    {
+                        "drug_name": item["name"],
+                        "dose": item["dose"],
+                        "unit": item["unit"],
+                        "per": item["per"] or "day",
+                        "generic": form.get(pre + "generic") == "on",
+                    }
+                )
+        usage = form.get(f"rp{i}_usage", "").strip()
+        if items or usage:
+            groups.append(
+                {"usage": usage, "days": form.get(f"rp{i}_days", "").strip(), "items": items}
+            )
+    return groups
+
+
+@router.post("/patients/{patient_id}/prescriptions")
+def prescribe(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.PRESCRIPTION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        try:
+            data = MedicationRequestIn.model_validate(
+                {
+                    "dispensing": form.get("dispensing") or "outside",
+                    "rp_groups": rp_groups_of(form),
+                    "allergy_override_reason": form.get("allergy_override_reason", ""),
+                }
+            )
+        except ValidationError as exc:
+            raise FormInvalid(validation_details(list(exc.errors()))) from exc
+        _, warnings = clinical.prescribe(ctx.session, ctx.actor, patient_id, data)
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, patient_id, 422, rx_form=form, rx_error=_error(exc))
+    if warnings:  # saved; the prescriber sees the allergy warnings before moving on
+        return _chart(request, ctx, patient_id, rx_warnings=warnings)
+    return go(request, f"/patients/{patient_id}/chart#medications")
+
+
+@router.post("/patients/{patient_id}/vitals")
+def record_vitals(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.OBSERVATION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        for obs in vital_observations(form):
+            clinical.record_observation(ctx.session, ctx.actor, patient_id, obs)
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, patient_id, 422, vitals_form=form, vitals_error=_error(exc))
+    return go(request, f"/patients/{patient_id}/chart#vitals")
+
+
+@router.post("/patients/{patient_id}/documents")
+def upload(
+    request: Request,
+    patient_id: uuid.UUID,
+    file: UploadFile = File(...),
+    ctx: Ctx = Depends(requires(P.DOCUMENT_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        meta = parse(DocumentMeta, form)
+        content = file.file.read(ctx.settings.max_upload_bytes + 1)
+        if len(content) > ctx.settings.max_upload_bytes:
+            raise InvalidInput("ファイルが大きすぎます。", "The file is too large.", field="file")
+        if not content:
+            raise InvalidInput("ファイルが空です。", "The file is empty.", field="file")
+        mime = (file.content_type or "application/octet-stream").split(";")[0].strip()
+        clinical.file_document(ctx.session, ctx.actor, ctx.store, patient_id, meta, content, mime)
+    except (InvalidInput, Conflict) as exc:
+        if not ctx.actor.can(P.CHART_READ):  # reception files scans without seeing the chart
+            return html(request, "_flash.html", 422, error=_error(exc))
+        return _chart(request, ctx, patient_id, 422, doc_form=form, doc_error=_error(exc))
+    dest = "chart#documents" if ctx.actor.can(P.CHART_READ) else ""
+    return go(request, f"/patients/{patient_id}/{dest}".rstrip("/"))
+
+
+# --- break-the-glass -------------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}/break-glass")
+def break_glass_page(
+    request: Request,
+    patient_id: uuid.UUID,
+    next: str = "",
+    ctx: Ctx = Depends(requires(P.BREAK_GLASS)),
+) -> Response:
+    """The dialog shown instead of a restricted patient's chart. It shows nothing about the
+    patient: the reason, the password and the code come first."""
+    return html(
+        request,
+        "break_glass.html",
+        patient_id=patient_id,
+        next=local_path(next, f"/patients/{patient_id}/chart"),
+        reasons=restricted.REASONS,
+        form={},
+        error=None,
+        minutes=ctx.settings.auth.break_glass_minutes,
+    )
+
+
+@router.post("/patients/{patient_id}/break-glass")
+def break_glass(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.BREAK_GLASS)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    nxt = local_path(form.get("next"), f"/patients/{patient_id}/chart")
+    try:
+        body = parse(BreakGlassIn, form)
+        ctx = reauthenticate(request, ctx, form)
+        restricted.break_glass(
+            ctx.session,
+            ctx.actor,
+            patient_id,
+            reason_code=body.reason_code,
+            reason_text=body.reason_text,
+            minutes=ctx.settings.auth.break_glass_minutes,
+            reauth_minutes=ctx.settings.auth.reauth_minutes,
+        )
+    except (InvalidInput, Unauthenticated, TooManyAttempts) as exc:
+        form.pop("password", None)
+        form.pop("code", None)
+        return html(
+            request,
+            "break_glass.html",
+            401 if isinstance(exc, Unauthenticated) else 422,
+            patient_id=patient_id,
+            next=nxt,
+            reasons=restricted.REASONS,
+            form=form,
+            error=_error(exc) if isinstance(exc, InvalidInput) else form_error(exc),
+            minutes=ctx.settings.auth.break_glass_minutes,
+        )
+    return go(request, nxt)

@@ -1,0 +1,304 @@
+"""受付 (reception desk) pages: today's list with visit states and check-in, patient search,
+registration and editing (insurance check digits validated by the same models as the API).
+
+Nothing here shows note text: the patient page holds demographics, insurance and visits; the
+chart is a separate page that needs ``chart:read``, which reception does not hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from mamori.authz import restricted
+from mamori.authz.permissions import P
+from mamori.clinic.calendar import clinic_today
+from mamori.clinical import service as clinical
+from mamori.clinical.models import ENCOUNTER_STATUS_JA, ENCOUNTER_TRANSITIONS, EncounterStatus
+from mamori.clinical.schemas import EncounterIn
+from mamori.errors import Conflict, InvalidInput
+from mamori.patients import service as patients
+from mamori.patients.models import CoverageKind
+from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
+from mamori.ui.errors import UiError, form_error
+from mamori.ui.forms import Form, details_of, form_fields, parse
+from mamori.ui.render import go, html, local_path
+from mamori.web.routing import Ctx, TransactionalRoute, requires
+
+router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
+
+STATUS_EN = {
+    "planned": "Booked",
+    "arrived": "Checked in",
+    "in-progress": "With doctor",
+    "billing": "Awaiting payment",
+    "finished": "Done",
+    "cancelled": "Cancelled",
+    "entered-in-error": "Voided",
+}
+SEX = {
+    "male": ("男", "M"),
+    "female": ("女", "F"),
+    "other": ("その他", "Other"),
+    "unknown": ("不明", "?"),
+}
+VISIT_TYPES = {
+    "first": ("初診", "First visit"),
+    "return": ("再診", "Return visit"),
+    "online": ("オンライン診療", "Online"),
+    "phone": ("電話再診", "Phone"),
+    "home": ("往診", "Home visit"),
+}
+COVERAGE_KINDS = {
+    "shaho": ("社保", "Employees' insurance"),
+    "kokuho": ("国保", "National health insurance"),
+    "kouki": ("後期高齢者", "Late-stage elderly"),
+    "kouhi": ("公費", "Public expense"),
+    "jihi": ("自費", "Self-pay"),
+    "rousai": ("労災", "Workers' compensation"),
+    "other": ("その他", "Other"),
+}
+PATIENT_LABELS = {
+    "family_name": "姓 / family name",
+    "given_name": "名 / given name",
+    "family_kana": "セイ / family kana",
+    "given_kana": "メイ / given kana",
+    "birth_date": "生年月日 / birth date",
+    "sex": "性別 / sex",
+    "postal_code": "郵便番号 / postcode",
+    "phone": "電話番号 / phone",
+    "insurer_number": "保険者番号 / insurer number",
+    "public_payer_number": "公費負担者番号 / payer number",
+    "recipient_number": "受給者番号 / recipient number",
+    "number": "記号・番号 / number",
+    "branch": "枝番 / branch",
+}
+LABELS: dict[str, Any] = {
+    "status_en": STATUS_EN,
+    "status_ja": ENCOUNTER_STATUS_JA,
+    "sex": SEX,
+    "visit_types": VISIT_TYPES,
+    "coverage_kinds": COVERAGE_KINDS,
+}
+
+
+def _invalid(exc: InvalidInput) -> UiError:
+    err = form_error(exc)
+    err.details = details_of(exc, PATIENT_LABELS)
+    if not err.details and exc.field:
+        err.details = [
+            {
+                "label": PATIENT_LABELS.get(exc.field, exc.field),
+                "message_ja": exc.ja,
+                "message_en": exc.en,
+            }
+        ]
+    return err
+
+
+# --- today's list ------------------------------------------------------------------------------
+
+
+@router.get("/today")
+def today(
+    request: Request, day: dt.date | None = None, ctx: Ctx = Depends(requires(P.ENCOUNTER_READ))
+) -> Response:
+    """受付一覧: demographics and visit state only, never note text."""
+    day = day or clinic_today()
+    rows = clinical.list_day(ctx.session, ctx.actor, day)
+    moves = {s.value: sorted(n.value for n in nxt) for s, nxt in ENCOUNTER_TRANSITIONS.items()}
+    return html(request, "today.html", day=day, rows=rows, moves=moves, L=LABELS, error=None)
+
+
+@router.post("/encounters/{encounter_id}/move")
+def move(
+    request: Request,
+    encounter_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        status = EncounterStatus(form.get("status", ""))
+        version = int(form.get("expected_version", "0"))
+        clinical.move_encounter(ctx.session, ctx.actor, encounter_id, status, version)
+    except ValueError:
+        raise InvalidInput("不正な状態です。", "Invalid visit state.", field="status") from None
+    return go(request, local_path(form.get("back"), "/today"))
+
+
+# --- patients ------------------------------------------------------------------------------------
+
+
+@router.get("/patients")
+def search(
+    request: Request,
+    kana: str = Query(default="", max_length=60),
+    birth_date: str = Query(default="", max_length=10),
+    number: str = Query(default="", max_length=12),
+    ctx: Ctx = Depends(requires(P.PATIENT_READ)),
+) -> Response:
+    query = {"kana": kana, "birth_date": birth_date, "number": number}
+    found = None
+    error = None
+    if any(v.strip() for v in query.values()):
+        try:
+            born = dt.date.fromisoformat(birth_date) if birth_date.strip() else None
+            num = int(number) if number.strip() else None
+        except ValueError:
+            error = UiError(
+                "生年月日または患者番号の形式が正しくありません。",
+                "The birth date or patient number is not valid.",
+            )
+        else:
+            try:
+                found = patients.search_patients(
+                    ctx.session,
+                    ctx.actor,
+                    kana=kana.strip() or None,
+                    birth_date=born,
+                    patient_number=num,
+                )
+            except InvalidInput as exc:
+                error = form_error(exc)
+    return html(request, "patients.html", query=query, found=found, error=error, L=LABELS)
+
+
+def _patient_form(request: Request, status: int, form: dict[str, Any], **ctx: Any) -> Response:
+    ctx.setdefault("error", None)
+    ctx.setdefault("patient", None)
+    return html(request, "patient_form.html", status, form=form, L=LABELS, **ctx)
+
+
+@router.get("/patients/new")
+def new_patient(request: Request, ctx: Ctx = Depends(requires(P.PATIENT_WRITE))) -> Response:
+    return _patient_form(request, 200, {})
+
+
+@router.post("/patients/new")
+def register(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.PATIENT_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        p = patients.register_patient(ctx.session, ctx.actor, parse(PatientIn, form))
+    except InvalidInput as exc:
+        return _patient_form(request, 422, form, error=_invalid(exc))
+    return go(request, f"/patients/{p.id}")
+
+
+@router.get("/patients/{patient_id}")
+def patient_page(
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.PATIENT_READ))
+) -> Response:
+    return _patient_page(request, ctx, patient_id)
+
+
+def _patient_page(
+    request: Request, ctx: Ctx, patient_id: uuid.UUID, status: int = 200, **extra: Any
+) -> Response:
+    p = patients.get_patient(ctx.session, ctx.actor, patient_id)
+    can = ctx.actor.can
+    coverages = (
+        patients.list_coverages(ctx.session, ctx.actor, p.id) if can(P.INSURANCE_READ) else []
+    )
+    encounters = (
+        clinical.list_encounters(ctx.session, ctx.actor, p.id, 10) if can(P.ENCOUNTER_READ) else []
+    )
+    flags = restricted.flags_of(ctx.session, ctx.actor, p.id) if can(P.RESTRICTION_ADMIN) else None
+    extra.setdefault("error", None)
+    extra.setdefault("cov_form", {})
+    return html(
+        request,
+        "patient.html",
+        status,
+        p=p,
+        coverages=coverages,
+        encounters=encounters,
+        flags=flags,
+        today=clinic_today(),
+        L=LABELS,
+        kinds=[k.value for k in CoverageKind],
+        **extra,
+    )
+
+
+@router.get("/patients/{patient_id}/edit")
+def edit_patient(
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.PATIENT_WRITE))
+) -> Response:
+    p = patients.get_patient(ctx.session, ctx.actor, patient_id)
+    fields = {k: str(getattr(p, k) or "") for k in PatientIn.model_fields}
+    fields["expected_version"] = str(p.version)
+    return _patient_form(request, 200, fields, patient=p)
+
+
+@router.post("/patients/{patient_id}/edit")
+def update_patient(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.PATIENT_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        data = parse(PatientUpdate, form)
+        patients.update_patient(ctx.session, ctx.actor, patient_id, data)
+    except (InvalidInput, Conflict) as exc:
+        err = _invalid(exc) if isinstance(exc, InvalidInput) else form_error(exc)
+        return _patient_form(request, 422, form, error=err, patient={"id": patient_id})
+    return go(request, f"/patients/{patient_id}")
+
+
+@router.post("/patients/{patient_id}/coverages")
+def add_coverage(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.INSURANCE_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        patients.add_coverage(ctx.session, ctx.actor, patient_id, parse(CoverageIn, form))
+    except InvalidInput as exc:
+        return html(
+            request,
+            "_coverage_form.html",
+            422,
+            p={"id": patient_id},
+            cov_form=form,
+            error=_invalid(exc),
+            L=LABELS,
+            kinds=[k.value for k in CoverageKind],
+        )
+    return go(request, f"/patients/{patient_id}")
+
+
+@router.post("/patients/{patient_id}/check-in")
+def check_in(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    clinical.check_in(ctx.session, ctx.actor, patient_id, parse(EncounterIn, form))
+    return go(request, "/today")
+
+
+@router.post("/patients/{patient_id}/restriction")
+def set_restriction(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.RESTRICTION_ADMIN)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    restricted.set_flags(
+        ctx.session,
+        ctx.actor,
+        patient_id,
+        vip=form.get("vip") == "on",
+        sensitive=form.get("sensitive") == "on",
+    )
+    return go(request, f"/patients/{patient_id}")

@@ -1,0 +1,76 @@
+"""Errors on the web UI's pages: the same codes and messages as the JSON API, shown as pages.
+
+* not signed in / session expired → the sign-in page (with the reason), back to the page after
+* break-the-glass needed → the break-the-glass dialog for that patient
+* re-authentication needed → the re-authentication form, in place
+* anything else → an error page (full page) or a message in the page's flash area (htmx)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from mamori.errors import BreakGlassRequired, MamoriError
+from mamori.ui.render import html
+
+API_PREFIXES = ("/api/", "/fhir/", "/healthz", "/static/")
+
+
+def is_ui(request: Request) -> bool:
+    path = request.url.path
+    return not path.startswith(API_PREFIXES)
+
+
+@dataclass
+class UiError:
+    ja: str
+    en: str
+    code: str = "error"
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _htmx(request: Request) -> bool:
+    return bool(request.headers.get("hx-request"))
+
+
+def _to(request: Request, url: str) -> Response:
+    if _htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return Response(status_code=303, headers={"location": url})
+
+
+def ui_error(
+    request: Request, status: int, err: dict[str, Any], exc: BaseException | None = None
+) -> Response:
+    code = err.get("code", "error")
+    if status == 401 and code != "reauth_required":
+        reason = "expired" if code == "session_expired" else "signin"
+        nxt = request.url.path if request.method == "GET" else "/"
+        return _to(request, f"/login?reason={reason}&next={quote(nxt)}")
+    if isinstance(exc, BreakGlassRequired) and exc.patient_id is not None:
+        nxt = request.url.path if request.method == "GET" else f"/patients/{exc.patient_id}"
+        return _to(request, f"/patients/{exc.patient_id}/break-glass?next={quote(nxt)}")
+    error = UiError(err.get("message_ja", ""), err.get("message_en", ""), code)
+    headers = {}
+    if retry := getattr(exc, "retry_after", None):
+        headers["retry-after"] = str(retry)
+    if _htmx(request):
+        headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        return html(request, "_flash.html", status, headers, error=error)
+    heading = {
+        403: ("この操作の権限がありません", "Not permitted"),
+        404: ("見つかりません", "Not found"),
+    }.get(status, ("エラー", "Error"))
+    lang_en = request.cookies.get("mamori_lang") == "en"
+    return html(
+        request, "error.html", status, headers, error=error, heading=heading[1 if lang_en else 0]
+    )
+
+
+def form_error(exc: MamoriError) -> UiError:
+    return UiError(exc.ja, exc.en, exc.code)

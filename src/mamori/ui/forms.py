@@ -1,0 +1,58 @@
+"""HTML forms → the API's own input models, so a page validates exactly as the JSON API does.
+
+A form field left empty means "not given" (the model's default applies), a ticked checkbox sends
+``on``. A form that does not validate is shown again with the submitted values and the
+messages in Japanese and English; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from mamori.errors import InvalidInput
+from mamori.web.errors import validation_details
+
+M = TypeVar("M", bound=BaseModel)
+
+Form = dict[str, str]
+
+
+async def form_fields(request: Request) -> Form:
+    """The posted form's text fields (files are read by the endpoints that take them)."""
+    form = await request.form()
+    return {k: v for k, v in form.multi_items() if isinstance(v, str)}
+
+
+class FormInvalid(InvalidInput):
+    """A form that did not validate: every field's message, for the form shown again."""
+
+    def __init__(self, details: list[dict[str, Any]]) -> None:
+        first = details[0] if details else {"message_ja": "", "message_en": "", "field": None}
+        super().__init__(
+            "入力内容を確認してください。", "Please check the form.", field=first["field"]
+        )
+        self.details = details
+
+
+def parse(model: type[M], form: Mapping[str, str], **extra: Any) -> M:
+    data: dict[str, Any] = {
+        k: v for k, v in form.items() if k in model.model_fields and v.strip() != ""
+    }
+    data.update(extra)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FormInvalid(validation_details(list(exc.errors()))) from exc
+
+
+def details_of(exc: InvalidInput, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Field messages for the form; a domain ``InvalidInput`` names one field."""
+    raw = getattr(exc, "details", None)
+    if raw is None:
+        return []
+    labels = labels or {}
+    return [{**d, "label": labels.get(d["field"], d["field"])} for d in raw]

@@ -1,0 +1,168 @@
+"""Rendering the web UI: one Jinja2 environment, the page's language, Japanese dates and the
+headers every HTML response carries.
+
+Pages are server-rendered; htmx (vendored in ``static/``, no CDN) swaps form fragments. No page
+has inline script or style: the Content-Security-Policy below allows scripts and styles from
+this origin only, so an injected ``<script>`` in a patient's name would not run even if
+autoescaping ever failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from mamori.auth import service as auth
+from mamori.authz.permissions import Permission
+from mamori.clinic.calendar import JST, clinic_today
+from mamori.settings import Settings
+from mamori.web.routing import session_cookie
+
+LANG_COOKIE = "mamori_lang"
+LANGS = ("ja", "en")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+_TEMPLATES = resources.files("mamori.ui") / "templates"
+
+env = Environment(
+    loader=FileSystemLoader(str(_TEMPLATES)),
+    autoescape=select_autoescape(("html",), default=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# 元号: the first day of each era (the Gregorian date the era began)
+_ERAS = (
+    (dt.date(2019, 5, 1), "令和", "R"),
+    (dt.date(1989, 1, 8), "平成", "H"),
+    (dt.date(1926, 12, 25), "昭和", "S"),
+    (dt.date(1912, 7, 30), "大正", "T"),
+    (dt.date(1868, 10, 23), "明治", "M"),
+)
+
+
+def wareki(day: dt.date | None) -> str:
+    """和暦: 1948-04-03 → 昭和23年4月3日; the first year of an era is 元年."""
+    if day is None:
+        return ""
+    for start, name, _ in _ERAS:
+        if day >= start:
+            year = day.year - start.year + 1
+            return f"{name}{'元' if year == 1 else year}年{day.month}月{day.day}日"
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def age_on(birth: dt.date, today: dt.date | None = None) -> int:
+    today = today or clinic_today()
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def jdate(day: dt.date | dt.datetime | None) -> str:
+    if day is None:
+        return ""
+    if isinstance(day, dt.datetime):
+        day = day.astimezone(JST).date()
+    return f"{day.year}/{day.month:02d}/{day.day:02d}"
+
+
+def jtime(moment: dt.datetime | None) -> str:
+    """A moment in clinic time (JST), minutes precision."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(JST).strftime("%Y/%m/%d %H:%M")
+
+
+def hhmm(moment: dt.datetime | None) -> str:
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(JST).strftime("%H:%M")
+
+
+def sparkline(values: list[float], width: int = 96, height: int = 24) -> str:
+    """SVG polyline points for a trend (oldest first); empty when fewer than two values."""
+    if len(values) < 2:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    step = width / (len(values) - 1)
+    return " ".join(
+        f"{i * step:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}"
+        for i, v in enumerate(values)
+    )
+
+
+env.filters.update(wareki=wareki, jdate=jdate, jtime=jtime, hhmm=hhmm, urlquote=quote)
+env.globals.update(age_on=age_on, sparkline=sparkline, P=Permission)
+
+
+def lang_of(request: Request) -> str:
+    lang = request.cookies.get(LANG_COOKIE, "ja")
+    return lang if lang in LANGS else "ja"
+
+
+def translator(lang: str) -> Any:
+    def t(ja: str, en: str) -> str:
+        return en if lang == "en" else ja
+
+    return t
+
+
+def csrf_for(request: Request) -> str:
+    """The CSRF token of the browser's session (sent back by htmx in ``X-CSRF-Token``)."""
+    settings: Settings = request.app.state.settings
+    token = request.cookies.get(session_cookie(settings))
+    return auth.csrf_token(settings.token_pepper, token) if token else ""
+
+
+def html(
+    request: Request,
+    template: str,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    lang = lang_of(request)
+    context.setdefault("actor", getattr(request.state, "actor", None))
+    context.setdefault("csrf", csrf_for(request))
+    settings: Settings = request.app.state.settings
+    context.setdefault(
+        "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
+    )
+    body = env.get_template(template).render(
+        request=request, lang=lang, t=translator(lang), path=request.url.path, **context
+    )
+    out = HTMLResponse(body, status_code=status, headers=headers)
+    out.headers["content-security-policy"] = CSP
+    return out
+
+
+def go(request: Request, url: str) -> Response:
+    """After a successful form post: htmx navigates to ``url`` (a fresh GET: post/redirect/get);
+    a plain browser request gets a 303. No ``#fragment``: from the same page, a URL that
+    differs only by its fragment would scroll instead of loading the page again."""
+    url = url.split("#", 1)[0]
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return Response(status_code=303, headers={"location": url})
+
+
+def local_path(raw: str | None, default: str = "/") -> str:
+    """Only a path on this site is a redirect target (no open redirect via ``next=``)."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return default
+    return raw

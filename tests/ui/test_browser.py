@@ -1,0 +1,495 @@
+"""The web UI in a real browser: Debian's Chromium, headless, driven by Playwright, against
+mamori served by uvicorn on 127.0.0.1 (opened as http://localhost:PORT, a secure context for
+passkeys). Each role signs in with a second factor and walks its day; screenshots of the main
+screens at desktop and tablet width are saved under ``artifacts/screenshots``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from sqlalchemy import select, update
+
+from mamori.app import create_app
+from mamori.auth.models import AuthSession, BreakGlassGrant
+from mamori.db import utcnow
+from tests.conftest import SAMPLE_PATIENT, World
+from tests.ui.support import PASSWORD, give_password
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("MAMORI_ARTIFACTS", "artifacts")) / "screenshots"
+NOTE_SENTENCE = "夜間に胸部圧迫感があり、ニトログリセリン舌下で改善したとのこと"
+
+pytestmark = [pytest.mark.one_backend]
+
+
+@dataclasses.dataclass
+class Site:
+    world: World
+    url: str
+    seeds: dict[str, str]
+    recovery: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    b = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def site(world: World) -> Iterator[Site]:
+    port = _free_port()
+    url = f"http://localhost:{port}"
+    s = world.settings
+    settings = dataclasses.replace(
+        s, auth=dataclasses.replace(s.auth, secure_cookies=False, origins=(url,), rp_id="localhost")
+    )
+    app = create_app(settings, world.db)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    for login in ("clerk_chika", "nurse_ben", "dr_aiko", "director"):
+        give_password(world, login)
+    yield Site(world, url, {})
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    context = browser.new_context(base_url=site.url, locale="ja-JP")
+    p = context.new_page()
+    p.set_default_timeout(10_000)
+    yield p
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    """Desktop and tablet screenshots; at tablet width nothing may overflow sideways."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.screenshot(path=str(ARTIFACTS / f"{name}-tablet.png"), full_page=True)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: {overflow}px wider than a tablet"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def sign_in(page: Page, site: Site, login: str, *, recovery: bool = False) -> None:
+    """Password, then the authenticator app: enrolled on first sign-in, its code afterwards."""
+    page.goto("/login")
+    page.get_by_label("ログインID").fill(login)
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_role("button", name="次へ").click()
+    page.wait_for_url("**/login/second**")
+    seed = site.seeds.get(login)
+    if seed is None:
+        page.get_by_role("button", name="QR コードを表示").click()
+        seed = page.locator("[data-totp-secret]").inner_text().strip()
+        site.seeds[login] = seed
+        expect(page.locator(".qr svg")).to_be_visible()
+        page.get_by_label("アプリに表示された6桁のコード").fill(pyotp.TOTP(seed).now())
+        page.get_by_role("button", name="登録", exact=True).click()
+        expect(page.get_by_text("回復コード").first).to_be_visible()
+        site.recovery[login] = page.locator(".codes code").all_inner_texts()
+        page.get_by_role("link", name="続ける").click()
+    elif recovery:
+        page.get_by_text("認証アプリやパスキーが使えない場合").click()
+        page.get_by_label("回復コード", exact=False).fill(site.recovery[login].pop())
+        page.get_by_role("button", name="回復コードで確認").click()
+    else:
+        # one step ahead: the code of the current step may already have been used
+        code = pyotp.TOTP(seed).at(time.time() + 30)
+        page.get_by_label("認証アプリの6桁のコード").fill(code)
+        page.get_by_role("button", name="確認", exact=True).click()
+    page.wait_for_url(lambda u: "/login" not in u)
+
+
+def api(site: Site, method: str, path: str, who: str, **kw: Any) -> Any:
+    r = site.world.http.request(method, path, headers=site.world.h(who), **kw)
+    assert r.status_code < 300, r.text
+    return r.json()
+
+
+def test_reception_registers_checks_in_and_never_sees_notes(page: Page, site: Site) -> None:
+    known = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    api(
+        site,
+        "POST",
+        f"/api/v1/patients/{known['id']}/notes",
+        "dr_aiko",
+        json={"subjective": NOTE_SENTENCE, "assessment": "狭心症疑い"},
+    )
+    sign_in(page, site, "clerk_chika")
+    expect(page).to_have_url(f"{site.url}/today")
+    # search by half-width kana: normalised to the stored full-width katakana
+    page.get_by_role("link", name="患者検索").click()
+    page.get_by_label("カナ氏名", exact=False).fill("ﾔﾏﾀﾞ")
+    page.get_by_role("button", name="検索").click()
+    expect(page.locator("#results")).to_contain_text("山田 花子")
+    expect(page.locator("#results")).to_contain_text("昭和23年4月3日")  # 和暦
+    shot(page, "reception-search")
+    # a new patient, kana typed in hiragana
+    page.get_by_role("link", name="新規登録").click()
+    page.locator("#family_name").fill("小林")
+    page.locator("#given_name").fill("美咲")
+    page.get_by_label("セイ（カナ）").fill("こばやし")
+    page.get_by_label("メイ（カナ）").fill("みさき")
+    page.get_by_label("生年月日").fill("1990-07-15")
+    page.get_by_label("性別").select_option("female")
+    page.get_by_label("電話番号").fill("090-1234-5678")
+    page.get_by_role("button", name="保存").click()
+    page.wait_for_url("**/patients/*")
+    expect(page.locator(".patient-head")).to_contain_text("コバヤシ ミサキ")
+    expect(page.locator(".patient-head")).to_contain_text("平成2年7月15日")
+    # an insurer number with a wrong check digit is refused with a Japanese message
+    page.get_by_label("保険者番号").fill("06131016")
+    page.get_by_label("番号", exact=True).fill("1234")
+    page.get_by_role("button", name="保険を追加").click()
+    expect(page.locator("#coverage-form .alert.error")).to_contain_text("検証番号")
+    page.get_by_label("保険者番号").fill("06131015")
+    page.get_by_role("button", name="保険を追加").click()
+    expect(page.get_by_role("cell", name="06131015")).to_be_visible()
+    shot(page, "reception-patient")
+    page.get_by_role("button", name="受付する").click()
+    page.wait_for_url("**/today")
+    row = page.locator("tr", has_text="小林 美咲")
+    expect(row).to_contain_text("受付")
+    row.get_by_role("button", name="→ 診察中").click()
+    expect(page.locator("tr", has_text="小林 美咲")).to_contain_text("診察中")
+    shot(page, "reception-today")
+    # no link to a chart anywhere, and the chart's URL is refused
+    page.goto(f"/patients/{known['id']}")
+    assert page.locator(f"a[href*='/patients/{known['id']}/chart']").count() == 0
+    assert NOTE_SENTENCE not in page.content()
+    response = page.goto(f"/patients/{known['id']}/chart")
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_contain_text("権限がありません")
+    assert NOTE_SENTENCE not in page.content()
+    for url in (
+        f"/api/v1/patients/{known['id']}/notes",
+        f"/fhir/r4/Patient/{known['id']}/$everything",
+    ):
+        r = page.request.get(url)
+        assert r.status == 403 and NOTE_SENTENCE not in r.text()
+
+
+def test_nurse_enters_vitals_and_a_nursing_note(page: Page, site: Site) -> None:
+    p = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    api(site, "POST", f"/api/v1/patients/{p['id']}/encounters", "clerk_chika", json={})
+    sign_in(page, site, "nurse_ben")
+    row = page.locator("tr", has_text="山田 花子")
+    row.get_by_role("link", name="山田 花子").click()
+    page.wait_for_url("**/chart")
+    page.get_by_label("体温", exact=False).fill("365")  # 36.5 without its point
+    page.get_by_role("button", name="バイタルを記録").click()
+    # the browser holds the form back (min/max); the server refuses it too (test_pages.py)
+    expect(page.locator("#v-temp:invalid")).to_have_count(1)
+    expect(page.locator("#vitals table")).to_contain_text("記録はありません")
+    page.get_by_label("体温", exact=False).fill("38.2")
+    page.get_by_label("収縮期血圧", exact=False).fill("128")
+    page.get_by_label("脈拍", exact=False).fill("88")
+    page.get_by_role("button", name="バイタルを記録").click()
+    vitals = page.locator("#vitals table")
+    expect(vitals).to_contain_text("38.2 Cel H")  # above the reference range: flagged
+    expect(vitals).to_contain_text("128")
+    page.get_by_label("S（主観）").fill("頭痛の訴えあり")
+    page.get_by_label("O（客観）").fill("顔色やや不良")
+    page.get_by_role("button", name="保存", exact=True).click()
+    note = page.locator("article.note").first
+    expect(note).to_contain_text("頭痛の訴えあり")
+    expect(note).to_contain_text("看護")
+    expect(note).not_to_contain_text("確定")  # nurses cannot finalise
+    shot(page, "nurse-chart")
+
+
+def test_physician_writes_finalises_amends_and_prescribes(page: Page, site: Site) -> None:
+    p = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    pid = p["id"]
+    api(
+        site,
+        "POST",
+        f"/api/v1/patients/{pid}/allergies",
+        "dr_aiko",
+        json={
+            "category": "medication",
+            "substance": "アモキシシリン",
+            "reaction": "全身の発疹",
+            "is_contraindication": True,
+            "verification": "confirmed",
+        },
+    )
+    for value in ("6.1", "6.8", "7.4"):
+        api(
+            site,
+            "POST",
+            f"/api/v1/patients/{pid}/observations",
+            "dr_aiko",
+            json={
+                "category": "laboratory",
+                "code": "3D046",
+                "name": "HbA1c",
+                "value": value,
+                "unit": "%",
+                "ref_low": "4.6",
+                "ref_high": "6.2",
+            },
+        )
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{pid}/chart")
+    expect(page.locator("#allergy-banner")).to_contain_text("薬剤禁忌")
+    expect(page.locator("#allergy-banner")).to_contain_text("アモキシシリン")
+    lab = page.locator("#labs tr", has_text="HbA1c")
+    expect(lab.locator(".flag-H")).to_contain_text("7.4")
+    expect(lab.locator("svg.spark polyline")).to_have_count(1)
+    # SOAP, finalised on saving
+    page.get_by_label("S（主観）").fill("口渇と多尿が続く")
+    page.get_by_label("A（評価）").fill("2型糖尿病 血糖コントロール不良")
+    page.get_by_label("P（計画）").fill("メトホルミン開始、4週後再診")
+    page.get_by_label("保存と同時に確定する", exact=False).check()
+    page.get_by_role("button", name="保存", exact=True).click()
+    note = page.locator("article.note").first
+    expect(note).to_contain_text("確定")
+    # amend with a reason; the history shows both versions side by side
+    note.get_by_role("link", name="修正").click()
+    page.get_by_label("P（計画）").fill("メトホルミン 500mg 開始、2週後再診")
+    page.get_by_role("button", name="修正を保存").click()
+    expect(page.locator("#amend-reason:invalid")).to_have_count(1)  # a reason is required
+    page.get_by_label("修正理由", exact=False).fill("再診間隔の記載誤り")
+    page.get_by_role("button", name="修正を保存").click()
+    page.wait_for_url("**/history")
+    versions = page.locator("article[data-version]")
+    expect(versions).to_have_count(3)  # draft, finalised, amended
+    expect(versions.nth(0)).to_contain_text("4週後再診")
+    expect(versions.nth(2)).to_contain_text("2週後再診")
+    expect(versions.nth(2)).to_contain_text("再診間隔の記載誤り")
+    shot(page, "physician-history")
+    page.goto(f"/patients/{pid}/chart")
+    # a suspected diagnosis
+    page.get_by_text("病名を追加").click()
+    page.get_by_label("病名", exact=True).fill("2型糖尿病")
+    page.get_by_label("疑い").check()
+    page.get_by_role("button", name="病名を登録").click()
+    expect(page.locator("#problems")).to_contain_text("2型糖尿病")
+    expect(page.locator("#problems .tag.warn")).to_contain_text("疑い")
+    # a prescription against the contraindication stops until a reason is given
+    page.get_by_text("処方する（RP 単位）").click()
+    page.locator("#rp1_drug1_name").fill("アモキシシリンカプセル250mg")
+    page.locator("#rp1_drug1_dose").fill("3")
+    page.locator("#rp1_drug1_unit").fill("カプセル")
+    page.locator("#rp1_usage").fill("1日3回 毎食後")
+    page.locator("#rp1_days").fill("5")
+    page.locator("#rp2_drug1_name").fill("メトホルミン塩酸塩錠500mg")
+    page.locator("#rp2_drug1_dose").fill("2")
+    page.locator("#rp2_drug1_unit").fill("錠")
+    page.locator("#rp2_usage").fill("1日2回 朝夕食後")
+    page.locator("#rp2_days").fill("14")
+    page.get_by_role("button", name="処方を保存").click()
+    expect(page.locator("#rx-form .alert.error")).to_contain_text("薬剤禁忌")
+    page.locator("#allergy_override_reason").fill("感受性結果より他剤無効、皮膚科と相談済み")
+    page.get_by_role("button", name="処方を保存").click()
+    expect(page.locator("#rx-warnings")).to_contain_text("アモキシシリンカプセル250mg")
+    expect(page.locator("#medications")).to_contain_text("Rp2: メトホルミン塩酸塩錠500mg 2錠")
+    # a document, uploaded and listed
+    page.get_by_text("文書を取り込む").click()
+    page.get_by_label("表題").fill("紹介状（眼科）")
+    page.get_by_label("種類").select_option("referral")
+    page.get_by_label("ファイル", exact=False).set_input_files(
+        files=[
+            {"name": "letter.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n%%EOF\n"}
+        ]
+    )
+    page.get_by_role("button", name="取り込む").click()
+    expect(page.locator("#documents")).to_contain_text("紹介状（眼科）")
+    pdf = page.request.get(f"/api/v1/patients/{pid}/chart.pdf")
+    assert pdf.status == 200 and pdf.body().startswith(b"%PDF")
+    shot(page, "physician-chart")
+
+
+def test_break_the_glass_records_its_reason(page: Page, site: Site) -> None:
+    p = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    api(site, "PUT", f"/api/v1/patients/{p['id']}/restriction", "director",
+        json={"vip": True, "sensitive": False})  # fmt: skip
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{p['id']}/chart")
+    page.wait_for_url("**/break-glass**")
+    expect(page.get_by_role("dialog")).to_contain_text("閲覧制限")
+    assert "山田" not in page.content()  # nothing about the patient before the reason
+    shot(page, "break-glass")
+    page.get_by_label("理由", exact=True).select_option("emergency")
+    page.get_by_label("具体的な理由").fill("夜間救急で意識レベル低下、既往歴の確認が必要")
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_label("認証アプリの6桁のコード").fill("000000")
+    page.get_by_role("button", name="理由を記録して開く", exact=False).click()
+    expect(page.locator("#break-glass .alert.error")).to_be_visible()
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_label("認証アプリの6桁のコード").fill(
+        pyotp.TOTP(site.seeds["dr_aiko"]).at(time.time() + 30)
+    )
+    page.get_by_role("button", name="理由を記録して開く", exact=False).click()
+    page.wait_for_url("**/chart")
+    expect(page.locator(".patient-head")).to_contain_text("山田 花子")
+    with site.world.db.session(write=False) as s:
+        grant = s.scalars(select(BreakGlassGrant)).one()
+        assert grant.reason_code == "emergency"
+        assert grant.reason_text == "夜間救急で意識レベル低下、既往歴の確認が必要"
+    # the director reviews it on the reviews screen
+    page.context.clear_cookies()
+    sign_in(page, site, "director")
+    page.goto("/admin/reviews")
+    alert_row = page.locator("tr[data-alert='break-glass']")
+    expect(alert_row).to_contain_text("山本 愛子")
+    shot(page, "admin-reviews")
+    alert_row.locator("input[name=finding]").fill("救急対応として妥当")
+    alert_row.get_by_role("button", name="確認済み").click()
+    expect(page.locator("tr[data-alert='break-glass']")).to_have_count(0)
+
+
+def test_director_manages_staff_sessions_and_sees_backup_status(page: Page, site: Site) -> None:
+    sign_in(page, site, "director")
+    page.goto("/admin/staff")
+    row = page.locator("tr[data-login='director']")
+    expect(row).to_contain_text("アプリ")  # 2FA status per account
+    expect(page.locator("tr[data-login='clerk_chika']")).to_contain_text("未登録")
+    # adding staff needs a re-authentication within the last minutes (sign-in counts)
+    with site.world.db.session(write=True) as s:
+        s.execute(update(AuthSession).values(reauth_at=utcnow() - dt.timedelta(minutes=10)))
+        s.commit()
+    page.get_by_label("ログインID", exact=True).fill("nurse_new")
+    page.get_by_label("氏名", exact=True).fill("中村 看護")
+    page.locator("#new-role").select_option("nurse")
+    page.get_by_role("button", name="追加（初期パスワードを発行）").click()
+    expect(page.locator("#reauth")).to_be_visible()
+    page.locator("#reauth-password").fill(PASSWORD)
+    page.locator("#reauth-code").fill(pyotp.TOTP(site.seeds["director"]).at(time.time() + 30))
+    page.locator("#reauth button[type=submit]").click()
+    expect(page.locator("#reauth-done")).to_be_visible()
+    page.get_by_role("button", name="追加（初期パスワードを発行）").click()
+    expect(page.locator("#created")).to_contain_text("nurse_new")
+    assert len(page.locator("[data-initial-password]").inner_text()) >= 12
+    shot(page, "admin-staff")
+    # the director's own sessions: revoke the one in another browser
+    other = page.context.browser.new_context(base_url=site.url)  # type: ignore[union-attr]
+    op = other.new_page()
+    sign_in(op, site, "director", recovery=True)  # the authenticator's codes are spent
+    page.goto("/account")
+    expect(page.locator("table tbody tr")).to_have_count(2)
+    page.locator("tr", has_not_text="この端末").get_by_role(
+        "button", name="ログアウトさせる"
+    ).click()
+    page.wait_for_load_state()
+    op.goto("/today")
+    expect(op).to_have_url(f"{site.url}/login?reason=signin&next=/today")
+    other.close()
+    page.goto("/admin/settings")
+    expect(page.locator("#backup")).to_contain_text("バックアップが設定されていません")
+    shot(page, "admin-settings")
+
+
+def test_idle_logoff_warns_then_signs_out(page: Page, site: Site) -> None:
+    sign_in(page, site, "clerk_chika")
+    page.clock.install()  # the page's timers from here on are the test's to move
+    page.reload()
+    idle = site.world.settings.auth.idle_minutes * 60
+    page.clock.fast_forward((idle - 50) * 1000)
+    expect(page.locator("#idle-warning")).to_be_visible()
+    expect(page.locator("#idle-warning")).to_contain_text("まもなく自動的にログアウト")
+    # the server keeps its own clock: an aged session is refused whatever the page does
+    with site.world.db.session(write=True) as s:
+        aged = utcnow() - dt.timedelta(seconds=idle + 60)
+        s.execute(update(AuthSession).values(last_seen_at=aged))
+        s.commit()
+    page.clock.fast_forward(60 * 1000)
+    page.wait_for_url("**/login?reason=idle")
+    expect(page.locator(".alert.info")).to_contain_text("自動的にログアウト")
+    assert page.goto("/today").url.startswith(f"{site.url}/login")
+
+
+def test_passkey_enrolment_and_sign_in(page: Page, site: Site) -> None:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    page.goto("/login")
+    page.get_by_label("ログインID").fill("nurse_ben")
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_role("button", name="次へ").click()
+    page.get_by_role("button", name="パスキーを登録").click()
+    expect(page.locator("#codes")).to_be_visible()
+    assert page.locator("[data-codes] li").count() == 10
+    page.get_by_role("link", name="続ける").click()
+    page.wait_for_url("**/today")
+    page.get_by_role("button", name="ログアウト").click()
+    page.wait_for_url("**/login?reason=signout")
+    page.get_by_label("ログインID").fill("nurse_ben")
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_role("button", name="次へ").click()
+    page.get_by_role("button", name="パスキーで確認").click()
+    page.wait_for_url("**/today")
+    expect(page.locator(".who")).to_contain_text("鈴木 勉")
+
+
+def test_english_is_switchable(page: Page, site: Site) -> None:
+    sign_in(page, site, "clerk_chika")
+    page.get_by_role("link", name="English").click()
+    expect(page.locator("nav")).to_contain_text("Patients")
+    expect(page.locator("h1")).to_contain_text("Reception list")
+    page.get_by_role("link", name="日本語").click()
+    expect(page.locator("h1")).to_contain_text("受付一覧")

@@ -1,0 +1,188 @@
+"""The web UI's pages without a browser: every page route × every role through the same guards,
+CSRF and origin checks on form posts, escaping, the CSP, server-side validation of what the
+browser's own checks would hold back, and reception never reaching note text by any URL."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from mamori.audit.models import AuditEvent
+from mamori.authz.permissions import Permission, role_permissions
+from mamori.clinic.models import Role
+from mamori.clinical.models import Observation
+from mamori.patients.models import Coverage
+from mamori.ui.render import wareki
+from tests.conftest import SAMPLE_PATIENT, World
+from tests.security.test_authz_matrix import ROLE_OF
+from tests.security.test_route_inventory import PINNED_UI
+from tests.ui.support import Page, signed_in
+
+pytestmark = [pytest.mark.one_backend]  # the services below are walked on both backends elsewhere
+# routes that answer an empty form with 401 (no password) or 403 (no break-the-glass grant)
+REFUSE_EMPTY_FORMS = {"POST /reauth", "POST /patients/{patient_id}/break-glass"}
+NOTE = "胸部圧迫感はニトログリセリン舌下で消失した"
+
+
+def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
+    pid = str(patient["id"])
+    note = world.http.post(
+        f"/api/v1/patients/{pid}/notes", json={"subjective": NOTE}, headers=world.h("dr_aiko")
+    ).json()
+    enc = world.http.post(
+        f"/api/v1/patients/{pid}/encounters", json={}, headers=world.h("clerk_chika")
+    ).json()
+    return {
+        "patient_id": pid,
+        "note_id": note["id"],
+        "encounter_id": enc["id"],
+        "user_id": str(world.actors["dr_aiko"].user_id),
+        "alert_id": str(uuid.uuid4()),
+        "window_id": str(uuid.uuid4()),
+        "name": "app.css",
+        "lang": "en",
+    }
+
+
+def test_every_page_route_for_every_role(world: World, patient: dict[str, Any]) -> None:
+    """A role without the route's permission gets a 403 page (and the denial is logged); no
+    route answers 500; without sign-in every guarded page sends the browser to /login."""
+    ids = _ids(world, patient)
+    problems: list[str] = []
+    for key, guard in PINNED_UI.items():
+        method, path = key.split(" ", 1)
+        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+        anon = world.http.request(method, url, follow_redirects=False)
+        if guard == "public:sign-in" or guard == "public":
+            if anon.status_code >= 500:
+                problems.append(f"{key} anonymous: {anon.status_code}")
+        elif not (anon.status_code == 303 and anon.headers["location"].startswith("/login")):
+            problems.append(f"{key} anonymous: {anon.status_code}")
+        if guard.startswith("public"):
+            continue
+        for who, role in ROLE_OF.items():
+            if role is Role.VENDOR:
+                continue  # outside a maintenance window a vendor is not signed in at all
+            r = world.http.request(
+                method, url, headers=world.h(who), data={}, follow_redirects=False
+            )
+            allowed = Permission(guard) in role_permissions(Role(role))
+            if r.status_code >= 500:
+                problems.append(f"{key} as {who}: {r.status_code} {r.text[:200]}")
+            elif not allowed and r.status_code != 403:
+                problems.append(f"{key} as {who}: want 403, got {r.status_code}")
+            elif allowed and r.status_code in (401, 403) and key not in REFUSE_EMPTY_FORMS:
+                problems.append(f"{key} as {who}: refused ({r.status_code}) {r.text[:120]}")
+    assert not problems, "\n".join(problems)
+    with world.db.session(write=False) as s:
+        denied = s.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.tag == "access:permission:denied")
+        )
+    assert denied and denied > 50
+
+
+def test_reception_reaches_no_note_text_by_any_url(world: World, patient: dict[str, Any]) -> None:
+    ids = _ids(world, patient)
+    clerk = signed_in(world, "clerk_chika")
+    for key in PINNED_UI:
+        method, path = key.split(" ", 1)
+        if method != "GET" or path in ("/logout/idle", "/lang/{lang}"):
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+        r = clerk.get(url)
+        assert NOTE not in r.text, url
+    for url in (
+        "/patients/{patient_id}/chart",
+        "/notes/{note_id}/history",
+        "/notes/{note_id}/amend",
+    ):
+        assert clerk.get(url.format(**ids)).status_code == 403
+    assert "/chart" not in clerk.get(f"/patients/{ids['patient_id']}").text
+
+
+def test_form_posts_need_the_csrf_token_and_this_origin(
+    world: World, patient: dict[str, Any]
+) -> None:
+    dr = signed_in(world, "dr_aiko")
+    url = f"/patients/{patient['id']}/notes"
+    r = dr.http.post(url, data={"subjective": "x"}, headers={"hx-request": "true"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = dr.post(url, {"subjective": "x"}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = dr.post(url, {"subjective": "本日の記録"})
+    assert r.status_code == 204 and r.headers["hx-redirect"].endswith("/chart")
+
+
+def test_pages_escape_patient_text_and_carry_a_strict_csp(world: World) -> None:
+    evil = {**SAMPLE_PATIENT, "family_name": "<script>alert(1)</script>", "given_name": '"><img>'}
+    p = world.http.post("/api/v1/patients", json=evil, headers=world.h("clerk_chika")).json()
+    dr = signed_in(world, "dr_aiko")
+    r = dr.get(f"/patients/{p['id']}/chart")
+    assert r.status_code == 200
+    assert "<script>alert(1)</script>" not in r.text and "&lt;script&gt;alert(1)" in r.text
+    assert '"><img>' not in r.text
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    scripts = re.findall(r"<script([^>]*)>", r.text)
+    assert scripts and all('src="/static/' in s for s in scripts)  # no inline script at all
+    assert re.search(r"<[^>]+\son\w+=", r.text) is None  # no inline event handlers
+    assert dr.get("/static/htmx.min.js").status_code == 200
+    assert dr.get("/static/../settings.toml").status_code == 404
+
+
+def test_the_server_refuses_what_the_browser_would_hold_back(
+    world: World, patient: dict[str, Any]
+) -> None:
+    nurse = signed_in(world, "nurse_ben")
+    pid = patient["id"]
+    nurse.get(f"/patients/{pid}/chart")
+    r = nurse.post(f"/patients/{pid}/vitals", {"temp": "365", "pulse": "80"})
+    assert r.status_code == 422 and "体温の値 365" in r.text
+    with world.db.session(write=False) as s:  # nothing half-written: not even the pulse
+        assert s.scalar(select(func.count()).select_from(Observation)) == 0
+    clerk = signed_in(world, "clerk_chika")
+    r = clerk.post(f"/patients/{pid}/coverages", {"kind": "shaho", "insurer_number": "06131016"})
+    assert r.status_code == 422 and "検証番号" in r.text
+    r = clerk.post("/patients/new", {"family_name": "テスト"})
+    assert r.status_code == 422 and "必須項目です" in r.text
+    with world.db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(Coverage)) == 0
+
+
+def test_a_failed_form_shows_the_chart_again_with_its_reads_logged(
+    world: World, patient: dict[str, Any]
+) -> None:
+    dr = signed_in(world, "dr_aiko")
+    before = _count(world, "patient:chart:viewed")
+    r = dr.post(f"/patients/{patient['id']}/notes", {})
+    assert r.status_code == 422 and "記録の本文が空です" in r.text and "山田" in r.text
+    assert _count(world, "patient:chart:viewed") == before + 1  # shown, so logged
+
+
+def _count(world: World, tag: str) -> int:
+    with world.db.session(write=False) as s:
+        return int(s.scalar(select(func.count()).where(AuditEvent.tag == tag)) or 0)
+
+
+def test_wareki_and_english() -> None:
+    import datetime as dt
+
+    assert wareki(dt.date(1948, 4, 3)) == "昭和23年4月3日"
+    assert wareki(dt.date(1989, 1, 7)) == "昭和64年1月7日"
+    assert wareki(dt.date(1989, 1, 8)) == "平成元年1月8日"
+    assert wareki(dt.date(2019, 5, 1)) == "令和元年5月1日"
+    assert wareki(dt.date(1926, 12, 24)) == "大正15年12月24日"
+
+
+def test_open_redirects_are_refused(world: World) -> None:
+    page = Page(world)
+    r = page.http.get("/lang/en?next=//evil.example/x")
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    r = page.http.get("/login?next=https://evil.example")
+    assert 'value="/"' in r.text
