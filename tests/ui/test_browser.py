@@ -93,7 +93,9 @@ def site(world: World) -> Iterator[Site]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    for login in ("clerk_chika", "nurse_ben", "dr_aiko", "director"):
+    for login in (
+        "clerk_chika", "nurse_ben", "dr_aiko", "director", "scribe_dai", "sec_sae", "audit_aki"
+    ):  # fmt: skip
         give_password(world, login)
     yield Site(world, url, {})
     server.should_exit = True
@@ -484,6 +486,29 @@ def test_passkey_enrolment_and_sign_in(page: Page, site: Site) -> None:
     page.get_by_role("button", name="パスキーで確認").click()
     page.wait_for_url("**/today")
     expect(page.locator(".who")).to_contain_text("鈴木 勉")
+
+
+@pytest.mark.parametrize(
+    ("login", "landing", "menu", "absent"),
+    [
+        ("scribe_dai", "/patients", ["患者検索", "本日の受付"], ["職員", "アクセス確認", "設定"]),
+        ("sec_sae", "/admin/reviews", ["職員", "アクセス確認", "設定"], ["患者検索"]),
+        ("audit_aki", "/admin/reviews", ["職員", "アクセス確認"], ["患者検索", "設定"]),
+    ],
+)
+def test_other_roles_land_on_their_own_screens(
+    page: Page, site: Site, login: str, landing: str, menu: list[str], absent: list[str]
+) -> None:
+    """医師事務作業補助者, 安全管理者 and 監査人: signed in with 2FA, each menu holds what the
+    role may open and nothing else (a vendor signs in only inside a maintenance window)."""
+    sign_in(page, site, login)
+    expect(page).to_have_url(f"{site.url}{landing}")
+    nav = page.get_by_role("navigation")
+    for name in menu:
+        expect(nav.get_by_role("link", name=name)).to_be_visible()
+    for name in absent:
+        expect(nav.get_by_role("link", name=name)).to_have_count(0)
+    shot(page, f"{login}-landing")
 
 
 def test_english_is_switchable(page: Page, site: Site) -> None:
