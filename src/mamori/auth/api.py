@@ -4,7 +4,6 @@ endpoints' services; nothing here reads a table."""
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import uuid
 from typing import Any, Literal
 
@@ -18,16 +17,16 @@ from mamori.authz.permissions import P
 from mamori.clinic.models import Role
 from mamori.errors import InvalidInput, Unauthenticated
 from mamori.inputs import Text100, Text500
-from mamori.settings import Settings
 from mamori.web.routing import (
-    CsrfFailed,
     Ctx,
     SignInCtx,
     TransactionalRoute,
+    clear_session_cookie,
     client_of,
-    device_cookie,
+    half_session_token,
     requires,
     session_cookie,
+    set_session_cookies,
     signing_in,
 )
 
@@ -79,49 +78,6 @@ class SignInOut(BaseModel):
     recovery_codes: list[str] = []
 
 
-def _set_cookies(response: Response, settings: Settings, token: str, device: str | None) -> None:
-    secure = settings.auth.secure_cookies
-    response.set_cookie(
-        session_cookie(settings),
-        token,
-        httponly=True,
-        secure=secure,
-        samesite="strict",
-        path="/",
-        max_age=settings.auth.absolute_hours * 3600,
-    )
-    if device is not None:
-        response.set_cookie(
-            device_cookie(settings),
-            device,
-            httponly=True,
-            secure=secure,
-            samesite="strict",
-            path="/",
-            max_age=400 * 24 * 3600,
-        )
-
-
-def _clear_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(
-        session_cookie(settings),
-        path="/",
-        secure=settings.auth.secure_cookies,
-        httponly=True,
-        samesite="strict",
-    )
-
-
-def _token(ctx: SignInCtx, request: Request) -> str:
-    """The half-signed-in session's token, with its CSRF token checked."""
-    if not ctx.token:
-        raise Unauthenticated()
-    sent = request.headers.get("x-csrf-token", "")
-    if not hmac.compare_digest(sent, auth.csrf_token(ctx.settings.token_pepper, ctx.token)):
-        raise CsrfFailed()
-    return ctx.token
-
-
 def _out(ctx: SignInCtx, token: str, stage: str, codes: list[str] | None = None) -> SignInOut:
     row_factors = auth.sign_in_status(ctx.session, ctx.settings.token_pepper, token)["factors"]
     return SignInOut(
@@ -144,7 +100,7 @@ def login(body: LoginIn, response: Response, ctx: SignInCtx = Depends(signing_in
         client=ctx.client,
         shared_terminal=body.shared_terminal,
     )
-    _set_cookies(response, ctx.settings, issued.token, issued.device_token)
+    set_session_cookies(response, ctx.settings, issued.token, issued.device_token)
     return _out(ctx, issued.token, issued.row.stage)
 
 
@@ -160,10 +116,9 @@ def status(ctx: SignInCtx = Depends(signing_in)) -> SignInOut:
 def totp(
     body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
-    token = auth.verify_totp(
-        ctx.session, ctx.settings.token_pepper, _token(ctx, request), body.code, ctx.client
-    )
-    _set_cookies(response, ctx.settings, token, None)
+    pending = half_session_token(ctx, request)
+    token = auth.verify_totp(ctx.session, ctx.settings.token_pepper, pending, body.code, ctx.client)
+    set_session_cookies(response, ctx.settings, token, None)
     return _out(ctx, token, auth.Stage.FULL)
 
 
@@ -171,17 +126,18 @@ def totp(
 def recovery(
     body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
+    pending = half_session_token(ctx, request)
     token = auth.verify_recovery(
-        ctx.session, ctx.settings.token_pepper, _token(ctx, request), body.code, ctx.client
+        ctx.session, ctx.settings.token_pepper, pending, body.code, ctx.client
     )
-    _set_cookies(response, ctx.settings, token, None)
+    set_session_cookies(response, ctx.settings, token, None)
     return _out(ctx, token, auth.Stage.FULL)
 
 
 @router.post("/webauthn/options")
 def webauthn_options(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, Any]:
     return auth.webauthn_options(
-        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, _token(ctx, request)
+        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, half_session_token(ctx, request)
     )
 
 
@@ -193,29 +149,30 @@ def webauthn(
         ctx.session,
         ctx.settings.token_pepper,
         ctx.settings.auth,
-        _token(ctx, request),
+        half_session_token(ctx, request),
         body.credential,
         ctx.client,
     )
-    _set_cookies(response, ctx.settings, token, None)
+    set_session_cookies(response, ctx.settings, token, None)
     return _out(ctx, token, auth.Stage.FULL)
 
 
 @router.post("/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, str]:
-    return auth.enrol_totp_start(ctx.session, ctx.settings.token_pepper, _token(ctx, request))
+    pending = half_session_token(ctx, request)
+    return auth.enrol_totp_start(ctx.session, ctx.settings.token_pepper, pending)
 
 
 @router.post("/enrol/totp/confirm", response_model=SignInOut)
 def enrol_totp_confirm(
     body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
-    token = _token(ctx, request)
+    token = half_session_token(ctx, request)
     new, codes = auth.enrol_totp_confirm(
         ctx.session, ctx.settings.token_pepper, token, body.code, ctx.client
     )
     if new:
-        _set_cookies(response, ctx.settings, new, None)
+        set_session_cookies(response, ctx.settings, new, None)
     return _out(ctx, new or token, auth.Stage.FULL, codes)
 
 
@@ -224,7 +181,7 @@ def enrol_webauthn_options(
     request: Request, ctx: SignInCtx = Depends(signing_in)
 ) -> dict[str, Any]:
     return auth.enrol_webauthn_options(
-        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, _token(ctx, request)
+        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, half_session_token(ctx, request)
     )
 
 
@@ -232,7 +189,7 @@ def enrol_webauthn_options(
 def enrol_webauthn(
     body: CredentialIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
-    token = _token(ctx, request)
+    token = half_session_token(ctx, request)
     new, codes = auth.enrol_webauthn_verify(
         ctx.session,
         ctx.settings.token_pepper,
@@ -243,7 +200,7 @@ def enrol_webauthn(
         ctx.client,
     )
     if new:
-        _set_cookies(response, ctx.settings, new, None)
+        set_session_cookies(response, ctx.settings, new, None)
     return _out(ctx, new or token, auth.Stage.FULL, codes)
 
 
@@ -258,7 +215,7 @@ def _client(request: Request, ctx: Ctx) -> auth.Client:
 def logout(response: Response, ctx: Ctx = Depends(requires(P.SELF))) -> Response:
     auth.logout(ctx.session, ctx.actor)
     out = Response(status_code=204)
-    _clear_cookie(out, ctx.settings)
+    clear_session_cookie(out, ctx.settings)
     return out
 
 

@@ -114,8 +114,7 @@ def demo(
     for login, _, _, token in logins:
         console.print(f"  {login}: {token}", soft_wrap=True)
     console.print(
-        f"画面 / web UI: [bold]{url}/login[/]   API: {url}/api/v1/   "
-        f"FHIR: {url}/fhir/r4/metadata",
+        f"画面 / web UI: [bold]{url}/login[/]   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata",
         soft_wrap=True,
     )
     console.print(

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from mamori.audit import review
 from mamori.auth import admin, passwords
 from mamori.auth import service as auth
+from mamori.auth.api import StaffIn
 from mamori.authz.permissions import P
 from mamori.backup import service as backups
 from mamori.clinic.calendar import JST
@@ -23,7 +24,7 @@ from mamori.clinic.models import ROLE_LABELS_JA, Role
 from mamori.clinic.service import staff_names
 from mamori.errors import Conflict, InvalidInput, ReauthRequired
 from mamori.ui.errors import UiError, form_error
-from mamori.ui.forms import Form, form_fields
+from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
@@ -68,30 +69,19 @@ def create_staff(
 ) -> Response:
     initial = passwords.generate()
     try:
-        login = form.get("login_id", "").strip()
-        if not login or len(login) > 64 or not all(c.isalnum() or c in "._-" for c in login):
-            raise InvalidInput(
-                "ログインIDは英数字と . _ - で入力してください。",
-                "Login IDs use letters, digits and . _ -.",
-                field="login_id",
-            )
-        name = form.get("display_name", "").strip()
-        if not name or len(name) > 100:
-            raise InvalidInput("氏名を入力してください。", "Enter the name.", field="display_name")
+        body = parse(StaffIn, form, password=initial)
         user = admin.create_staff(
             ctx.session,
             ctx.actor,
-            login_id=login,
-            display_name=name,
-            display_kana=form.get("display_kana", "").strip()[:100],
-            role=Role(form.get("role", "")),
+            login_id=body.login_id,
+            display_name=body.display_name,
+            display_kana=body.display_kana,
+            role=body.role,
             password=initial,
             expires_at=None,
             birth_date=None,
             reauth_minutes=ctx.settings.auth.reauth_minutes,
         )
-    except ValueError:
-        return _fail(request, ctx, InvalidInput("役割を選んでください。", "Choose a role."), form)
     except (InvalidInput, Conflict, ReauthRequired) as exc:
         return _fail(request, ctx, exc, form)
     ctx.session.flush()

@@ -17,7 +17,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from mamori.auth.api import BreakGlassIn
 from mamori.authz import restricted
@@ -40,11 +39,10 @@ from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
 from mamori.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
 from mamori.records.service import record_history
 from mamori.ui.desk import LABELS
-from mamori.ui.errors import UiError, form_error
-from mamori.ui.forms import Form, FormInvalid, details_of, form_fields, parse
+from mamori.ui.errors import form_error
+from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html, local_path
 from mamori.ui.signin import reauthenticate
-from mamori.web.errors import validation_details
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
@@ -148,13 +146,6 @@ def chart(
     return _chart(request, ctx, patient_id)
 
 
-def _error(exc: InvalidInput | Conflict) -> UiError:
-    err = form_error(exc)
-    if isinstance(exc, InvalidInput):
-        err.details = details_of(exc)
-    return err
-
-
 # --- notes ---------------------------------------------------------------------------------------
 
 
@@ -173,7 +164,7 @@ def write_note(
             ctx.session.flush()
             clinical.finalise_note(ctx.session, ctx.actor, note.id, note.version)
     except (InvalidInput, Conflict) as exc:
-        return _chart(request, ctx, patient_id, 422, note_form=form, note_error=_error(exc))
+        return _chart(request, ctx, patient_id, 422, note_form=form, note_error=form_error(exc))
     return go(request, f"/patients/{patient_id}/chart#notes")
 
 
@@ -216,7 +207,7 @@ def amend(
     except (InvalidInput, Conflict) as exc:
         start_over(request, ctx.session)
         current = clinical.get_note(ctx.session, ctx.actor, note_id)
-        return html(request, "amend.html", 422, note=current, form=form, error=_error(exc))
+        return html(request, "amend.html", 422, note=current, form=form, error=form_error(exc))
     return go(request, f"/notes/{note.id}/history")
 
 
@@ -251,7 +242,7 @@ def add_condition(
     try:
         clinical.add_condition(ctx.session, ctx.actor, patient_id, parse(ConditionIn, form))
     except (InvalidInput, Conflict) as exc:
-        return _chart(request, ctx, patient_id, 422, cond_form=form, cond_error=_error(exc))
+        return _chart(request, ctx, patient_id, 422, cond_form=form, cond_error=form_error(exc))
     return go(request, f"/patients/{patient_id}/chart#problems")
 
 
@@ -265,7 +256,9 @@ def add_allergy(
     try:
         clinical.add_allergy(ctx.session, ctx.actor, patient_id, parse(AllergyIn, form))
     except (InvalidInput, Conflict) as exc:
-        return _chart(request, ctx, patient_id, 422, allergy_form=form, allergy_error=_error(exc))
+        return _chart(
+            request, ctx, patient_id, 422, allergy_form=form, allergy_error=form_error(exc)
+        )
     return go(request, f"/patients/{patient_id}/chart")
 
 
@@ -304,19 +297,15 @@ def prescribe(
     form: Form = Depends(form_fields),
 ) -> Response:
     try:
-        try:
-            data = MedicationRequestIn.model_validate(
-                {
-                    "dispensing": form.get("dispensing") or "outside",
-                    "rp_groups": rp_groups_of(form),
-                    "allergy_override_reason": form.get("allergy_override_reason", ""),
-                }
-            )
-        except ValidationError as exc:
-            raise FormInvalid(validation_details(list(exc.errors()))) from exc
+        data = parse(
+            MedicationRequestIn,
+            form,
+            dispensing=form.get("dispensing") or "outside",
+            rp_groups=rp_groups_of(form),
+        )
         _, warnings = clinical.prescribe(ctx.session, ctx.actor, patient_id, data)
     except (InvalidInput, Conflict) as exc:
-        return _chart(request, ctx, patient_id, 422, rx_form=form, rx_error=_error(exc))
+        return _chart(request, ctx, patient_id, 422, rx_form=form, rx_error=form_error(exc))
     if warnings:  # saved; the prescriber sees the allergy warnings before moving on
         return _chart(request, ctx, patient_id, rx_warnings=warnings)
     return go(request, f"/patients/{patient_id}/chart#medications")
@@ -333,7 +322,7 @@ def record_vitals(
         for obs in vital_observations(form):
             clinical.record_observation(ctx.session, ctx.actor, patient_id, obs)
     except (InvalidInput, Conflict) as exc:
-        return _chart(request, ctx, patient_id, 422, vitals_form=form, vitals_error=_error(exc))
+        return _chart(request, ctx, patient_id, 422, vitals_form=form, vitals_error=form_error(exc))
     return go(request, f"/patients/{patient_id}/chart#vitals")
 
 
@@ -356,8 +345,8 @@ def upload(
         clinical.file_document(ctx.session, ctx.actor, ctx.store, patient_id, meta, content, mime)
     except (InvalidInput, Conflict) as exc:
         if not ctx.actor.can(P.CHART_READ):  # reception files scans without seeing the chart
-            return html(request, "_flash.html", 422, error=_error(exc))
-        return _chart(request, ctx, patient_id, 422, doc_form=form, doc_error=_error(exc))
+            return html(request, "_flash.html", 422, error=form_error(exc))
+        return _chart(request, ctx, patient_id, 422, doc_form=form, doc_error=form_error(exc))
     dest = "chart#documents" if ctx.actor.can(P.CHART_READ) else ""
     return go(request, f"/patients/{patient_id}/{dest}".rstrip("/"))
 
@@ -417,7 +406,7 @@ def break_glass(
             next=nxt,
             reasons=restricted.REASONS,
             form=form,
-            error=_error(exc) if isinstance(exc, InvalidInput) else form_error(exc),
+            error=form_error(exc),
             minutes=ctx.settings.auth.break_glass_minutes,
         )
     return go(request, nxt)

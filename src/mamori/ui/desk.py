@@ -25,7 +25,7 @@ from mamori.patients import service as patients
 from mamori.patients.models import CoverageKind
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.ui.errors import UiError, form_error
-from mamori.ui.forms import Form, details_of, form_fields, parse
+from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html, local_path
 from mamori.web.routing import Ctx, TransactionalRoute, requires
 
@@ -84,20 +84,6 @@ LABELS: dict[str, Any] = {
     "visit_types": VISIT_TYPES,
     "coverage_kinds": COVERAGE_KINDS,
 }
-
-
-def _invalid(exc: InvalidInput) -> UiError:
-    err = form_error(exc)
-    err.details = details_of(exc, PATIENT_LABELS)
-    if not err.details and exc.field:
-        err.details = [
-            {
-                "label": PATIENT_LABELS.get(exc.field, exc.field),
-                "message_ja": exc.ja,
-                "message_en": exc.en,
-            }
-        ]
-    return err
 
 
 # --- today's list ------------------------------------------------------------------------------
@@ -187,7 +173,7 @@ def register(
     try:
         p = patients.register_patient(ctx.session, ctx.actor, parse(PatientIn, form))
     except InvalidInput as exc:
-        return _patient_form(request, 422, form, error=_invalid(exc))
+        return _patient_form(request, 422, form, error=form_error(exc, PATIENT_LABELS))
     return go(request, f"/patients/{p.id}")
 
 
@@ -248,7 +234,7 @@ def update_patient(
         data = parse(PatientUpdate, form)
         patients.update_patient(ctx.session, ctx.actor, patient_id, data)
     except (InvalidInput, Conflict) as exc:
-        err = _invalid(exc) if isinstance(exc, InvalidInput) else form_error(exc)
+        err = form_error(exc, PATIENT_LABELS)
         return _patient_form(request, 422, form, error=err, patient={"id": patient_id})
     return go(request, f"/patients/{patient_id}")
 
@@ -269,7 +255,7 @@ def add_coverage(
             422,
             p={"id": patient_id},
             cov_form=form,
-            error=_invalid(exc),
+            error=form_error(exc, PATIENT_LABELS),
             L=LABELS,
             kinds=[k.value for k in CoverageKind],
         )

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from mamori.errors import BreakGlassRequired, MamoriError
-from mamori.ui.render import html
+from mamori.ui.render import go, html, lang_of, translator
 
 API_PREFIXES = ("/api/", "/fhir/", "/healthz", "/static/")
 
@@ -38,12 +39,6 @@ def _htmx(request: Request) -> bool:
     return bool(request.headers.get("hx-request"))
 
 
-def _to(request: Request, url: str) -> Response:
-    if _htmx(request):
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return Response(status_code=303, headers={"location": url})
-
-
 def ui_error(
     request: Request, status: int, err: dict[str, Any], exc: BaseException | None = None
 ) -> Response:
@@ -51,10 +46,10 @@ def ui_error(
     if status == 401 and code != "reauth_required":
         reason = "expired" if code == "session_expired" else "signin"
         nxt = request.url.path if request.method == "GET" else "/"
-        return _to(request, f"/login?reason={reason}&next={quote(nxt)}")
+        return go(request, f"/login?reason={reason}&next={quote(nxt)}")
     if isinstance(exc, BreakGlassRequired) and exc.patient_id is not None:
         nxt = request.url.path if request.method == "GET" else f"/patients/{exc.patient_id}"
-        return _to(request, f"/patients/{exc.patient_id}/break-glass?next={quote(nxt)}")
+        return go(request, f"/patients/{exc.patient_id}/break-glass?next={quote(nxt)}")
     error = UiError(err.get("message_ja", ""), err.get("message_en", ""), code)
     headers = {}
     if retry := getattr(exc, "retry_after", None):
@@ -66,11 +61,21 @@ def ui_error(
         403: ("この操作の権限がありません", "Not permitted"),
         404: ("見つかりません", "Not found"),
     }.get(status, ("エラー", "Error"))
-    lang_en = request.cookies.get("mamori_lang") == "en"
     return html(
-        request, "error.html", status, headers, error=error, heading=heading[1 if lang_en else 0]
+        request,
+        "error.html",
+        status,
+        headers,
+        error=error,
+        heading=translator(lang_of(request))(*heading),
     )
 
 
-def form_error(exc: MamoriError) -> UiError:
-    return UiError(exc.ja, exc.en, exc.code)
+def form_error(exc: MamoriError, labels: Mapping[str, str] | None = None) -> UiError:
+    """The message of a refused form; a form that did not validate (``forms.FormInvalid``)
+    adds one line per field, labelled for people."""
+    labels = labels or {}
+    details = [
+        {**d, "label": labels.get(d["field"], d["field"])} for d in getattr(exc, "details", [])
+    ]
+    return UiError(exc.ja, exc.en, exc.code, details)

@@ -47,12 +47,3 @@ def parse(model: type[M], form: Mapping[str, str], **extra: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise FormInvalid(validation_details(list(exc.errors()))) from exc
-
-
-def details_of(exc: InvalidInput, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Field messages for the form; a domain ``InvalidInput`` names one field."""
-    raw = getattr(exc, "details", None)
-    if raw is None:
-        return []
-    labels = labels or {}
-    return [{**d, "label": labels.get(d["field"], d["field"])} for d in raw]

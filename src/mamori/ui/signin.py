@@ -16,7 +16,6 @@ from fastapi.responses import Response
 
 from mamori.auth import admin
 from mamori.auth import service as auth
-from mamori.auth.api import _clear_cookie, _set_cookies
 from mamori.authz.permissions import P
 from mamori.clinic.models import Role
 from mamori.db import utcnow
@@ -29,9 +28,12 @@ from mamori.web.routing import (
     Ctx,
     SignInCtx,
     TransactionalRoute,
+    clear_session_cookie,
     client_of,
+    half_session_token,
     public,
     requires,
+    set_session_cookies,
     signing_in,
 )
 
@@ -60,12 +62,6 @@ LANDING = {
     Role.AUDITOR: "/admin/reviews",
     Role.VENDOR: "/admin/settings",
 }
-
-
-def _checked_token(ctx: SignInCtx, request: Request) -> str:
-    from mamori.auth.api import _token
-
-    return _token(ctx, request)
 
 
 @router.get("/login")
@@ -109,7 +105,7 @@ def login(
             request, "login.html", status, form=form, error=form_error(exc), next=nxt, notice=None
         )
     out = go(request, f"/login/second?next={nxt}")
-    _set_cookies(out, ctx.settings, issued.token, issued.device_token)
+    set_session_cookies(out, ctx.settings, issued.token, issued.device_token)
     return out
 
 
@@ -129,7 +125,7 @@ def second_step(
 def _factor(request: Request, ctx: SignInCtx, form: Form, kind: str) -> Response:
     nxt = local_path(form.get("next"))
     try:
-        token = _checked_token(ctx, request)
+        token = half_session_token(ctx, request)
         code = form.get("code", "").strip()[:32]
         verify = auth.verify_totp if kind == "totp" else auth.verify_recovery
         new = verify(ctx.session, ctx.settings.token_pepper, token, code, ctx.client)
@@ -143,7 +139,7 @@ def _factor(request: Request, ctx: SignInCtx, form: Form, kind: str) -> Response
             request, "_factor_form.html", status, kind=kind, error=form_error(exc), next=nxt
         )
     out = go(request, nxt)
-    _set_cookies(out, ctx.settings, new, None)
+    set_session_cookies(out, ctx.settings, new, None)
     return out
 
 
@@ -164,7 +160,7 @@ def login_recovery(
 @router.post("/login/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> Response:
     started = auth.enrol_totp_start(
-        ctx.session, ctx.settings.token_pepper, _checked_token(ctx, request)
+        ctx.session, ctx.settings.token_pepper, half_session_token(ctx, request)
     )
     return html(request, "_enrol_totp.html", started=started, error=None)
 
@@ -173,7 +169,7 @@ def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> Respon
 def enrol_totp_confirm(
     request: Request, ctx: SignInCtx = Depends(signing_in), form: Form = Depends(form_fields)
 ) -> Response:
-    token = _checked_token(ctx, request)
+    token = half_session_token(ctx, request)
     try:
         new, codes = auth.enrol_totp_confirm(
             ctx.session, ctx.settings.token_pepper, token, form.get("code", "")[:32], ctx.client
@@ -183,7 +179,7 @@ def enrol_totp_confirm(
         return html(request, "_enrol_confirm.html", 401, error=form_error(exc))
     out = html(request, "_recovery_codes.html", codes=codes, next=local_path(form.get("next")))
     if new:
-        _set_cookies(out, ctx.settings, new, None)
+        set_session_cookies(out, ctx.settings, new, None)
     return out
 
 
@@ -191,7 +187,7 @@ def enrol_totp_confirm(
 def logout(ctx: Ctx = Depends(requires(P.SELF))) -> Response:
     auth.logout(ctx.session, ctx.actor)
     out = Response(status_code=204, headers={"HX-Redirect": "/login?reason=signout"})
-    _clear_cookie(out, ctx.settings)
+    clear_session_cookie(out, ctx.settings)
     return out
 
 
@@ -201,7 +197,7 @@ def idle_logout(request: Request, _: None = Depends(public)) -> Response:
     it sees the next request (``end_expired``); this only forgets the cookie and says why."""
     settings = request.app.state.settings
     out = go(request, "/login?reason=idle")
-    _clear_cookie(out, settings)
+    clear_session_cookie(out, settings)
     return out
 
 
@@ -254,7 +250,7 @@ def revoke(
     admin.revoke(ctx.session, ctx.actor, ctx.actor.user_id, session_id=sid, device_id=None)
     if everything or sid == ctx.actor.session_id:
         out = go(request, "/login?reason=signout")
-        _clear_cookie(out, ctx.settings)
+        clear_session_cookie(out, ctx.settings)
         return out
     return go(request, "/account")
 

@@ -216,6 +216,51 @@ def signing_in(request: Request) -> SignInCtx:
     )
 
 
+def set_session_cookies(
+    response: Response, settings: Settings, token: str, device: str | None
+) -> None:
+    secure = settings.auth.secure_cookies
+    response.set_cookie(
+        session_cookie(settings),
+        token,
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+        path="/",
+        max_age=settings.auth.absolute_hours * 3600,
+    )
+    if device is not None:
+        response.set_cookie(
+            device_cookie(settings),
+            device,
+            httponly=True,
+            secure=secure,
+            samesite="strict",
+            path="/",
+            max_age=400 * 24 * 3600,
+        )
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        session_cookie(settings),
+        path="/",
+        secure=settings.auth.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def half_session_token(ctx: SignInCtx, request: Request) -> str:
+    """The half-signed-in session's token, with its CSRF token checked."""
+    if not ctx.token:
+        raise Unauthenticated()
+    sent = request.headers.get("x-csrf-token", "")
+    if not hmac.compare_digest(sent, auth.csrf_token(ctx.settings.token_pepper, ctx.token)):
+        raise CsrfFailed()
+    return ctx.token
+
+
 def public() -> None:
     """Marks a route as deliberately open (health check, capability statement)."""
 
