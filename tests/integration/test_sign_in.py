@@ -510,7 +510,9 @@ def test_vendor_sees_patients_only_inside_a_window(world: World) -> None:
     r = world.http.post(f"/api/v1/admin/vendor-windows/{wid}/close", headers=world.h("sec_sae"))
     assert r.status_code == 200
     assert world.http.get(f"/api/v1/patients/{pid}", headers=vendor).status_code == 401
-    assert desk.http.get("/api/v1/me").status_code == 401  # the session ends with the window
+    gone = desk.http.get("/api/v1/me")  # the session ends with the window, and says why
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "outside_maintenance_window"
+    assert desk.http.get("/api/v1/me").json()["error"]["code"] == "unauthenticated"
     report = world.http.get(
         f"/api/v1/admin/vendor-windows/{wid}/report", headers=world.h("director")
     ).json()

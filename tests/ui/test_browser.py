@@ -438,6 +438,55 @@ def test_director_manages_staff_sessions_and_sees_backup_status(page: Page, site
     shot(page, "admin-settings")
 
 
+def test_vendor_signs_in_only_inside_a_window_the_officer_opens(page: Page, site: Site) -> None:
+    """安全管理者 opens a maintenance window from the reviews screen; the vendor signs in (2FA)
+    inside it, reads, is signed out when the window is closed, and the window's activity
+    report names the patient the vendor opened; the director acknowledges it."""
+    p = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    give_password(site.world, "vendor_vic")
+    vendor = page.context.browser.new_context(base_url=site.url)  # type: ignore[union-attr]
+    vp = vendor.new_page()
+    vp.goto("/login")
+    vp.get_by_label("ログインID").fill("vendor_vic")
+    vp.get_by_label("パスワード").fill(PASSWORD)
+    vp.get_by_role("button", name="次へ").click()
+    expect(vp.locator(".alert.error")).to_contain_text("保守作業の時間枠の外です")
+    sign_in(page, site, "sec_sae")
+    page.goto("/admin/reviews")
+    form = page.locator("#open-window")
+    form.get_by_label("業者アカウント").select_option(label="保守 ベンダー（vendor_vic）")
+    form.get_by_label("作業票番号").fill("MNT-2026-204")
+    form.get_by_label("作業内容・理由").fill("検査機器連携の不具合調査")
+    form.get_by_label("時間（分）").fill("60")
+    form.get_by_role("button", name="時間枠を開く", exact=False).click()
+    row = page.locator("tr[data-window='open']")
+    expect(row).to_contain_text("MNT-2026-204")
+    shot(page, "admin-vendor-window")
+    sign_in(vp, site, "vendor_vic")  # first sign-in: enrols an authenticator app
+    expect(vp).to_have_url(f"{site.url}/admin/settings")
+    assert vp.goto(f"/patients/{p['id']}/chart").status == 200  # read-only access, logged
+    expect(vp.locator("form[hx-post$='/notes']")).to_have_count(0)
+    with page.expect_response("**/close") as answer:
+        row.get_by_role("button", name="今すぐ閉じる").click()
+    assert answer.value.ok
+    expect(page.locator("tr[data-window='ended']")).to_have_count(1)
+    vp.goto("/today")
+    expect(vp).to_have_url(f"{site.url}/login?reason=window&next=/today")
+    expect(vp.locator(".alert.info")).to_contain_text("保守作業の時間枠が終了")
+    vendor.close()
+    page.locator("tr[data-window='ended']").get_by_role("link", name="作業記録").click()
+    expect(page.locator(f"#window-report tr[data-patient='{p['id']}']")).to_have_count(1)
+    assert int(page.locator("[data-events]").inner_text()) > 0
+    shot(page, "admin-vendor-report")
+    page.context.clear_cookies()
+    sign_in(page, site, "director")
+    page.goto("/admin/reviews")
+    ended = page.locator("tr[data-window='ended']")
+    ended.get_by_label("確認メモ").fill("作業範囲内")
+    ended.get_by_role("button", name="報告を確認").click()
+    expect(page.locator("tr[data-window='ended']")).to_contain_text("院長 守")
+
+
 def test_idle_logoff_warns_then_signs_out(page: Page, site: Site) -> None:
     sign_in(page, site, "clerk_chika")
     page.clock.install()  # the page's timers from here on are the test's to move

@@ -4,17 +4,20 @@ browser's own checks would hold back, and reception never reaching note text by 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mamori.audit.models import AuditEvent
+from mamori.auth.models import AuthSession, VendorWindow
 from mamori.authz.permissions import Permission, role_permissions
 from mamori.clinic.models import Role
 from mamori.clinical.models import Observation
+from mamori.db import utcnow
 from mamori.patients.models import Coverage
 from mamori.ui.render import wareki
 from tests.conftest import SAMPLE_PATIENT, World
@@ -186,3 +189,31 @@ def test_open_redirects_are_refused(world: World) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/"
     r = page.http.get("/login?next=https://evil.example")
     assert 'value="/"' in r.text
+
+
+def test_a_vendor_window_needs_a_fresh_reauth_and_a_vendor_account(world: World) -> None:
+    """Opening a maintenance window is a sensitive change: an old sign-in shows the
+    re-authentication form and stores nothing; a window for a non-vendor account is refused."""
+    officer = signed_in(world, "sec_sae")
+    officer.get("/admin/reviews")
+    vendor_id = str(world.actors["vendor_vic"].user_id)
+    form = {"vendor_user_id": vendor_id, "ticket": "MNT-1", "reason": "調査", "minutes": "30"}
+    with world.db.session(write=True) as s:
+        s.execute(update(AuthSession).values(reauth_at=utcnow() - dt.timedelta(minutes=30)))
+        s.commit()
+    r = officer.post("/admin/vendor-windows", form)
+    assert r.status_code == 422 and 'id="reauth"' in r.text
+    nurse = {**form, "vendor_user_id": str(world.actors["nurse_ben"].user_id)}
+    with world.db.session(write=True) as s:
+        s.execute(update(AuthSession).values(reauth_at=utcnow()))
+        s.commit()
+    r = officer.post("/admin/vendor-windows", nurse)
+    assert r.status_code == 422 and "ベンダーのアカウントにだけ" in r.text
+    r = officer.post("/admin/vendor-windows", {**form, "minutes": "100000"})
+    assert r.status_code == 422 and "時間（分）" in r.text
+    with world.db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(VendorWindow)) == 0
+    r = officer.post("/admin/vendor-windows", form)
+    assert r.status_code == 204, r.text
+    with world.db.session(write=False) as s:
+        assert s.scalar(select(func.count()).select_from(VendorWindow)) == 1

@@ -50,6 +50,20 @@ TAG_JA = {
     "record:merged": "患者統合",
     "record:status-changed": "状態を変更",
     "audit:log:viewed": "監査証跡を閲覧",
+    "auth:login:succeeded": "ログイン",
+    "auth:login:failed": "ログイン失敗",
+    "auth:factor:failed": "2要素認証の失敗",
+    "auth:factor:enrolled": "2要素認証を登録",
+    "auth:factor:revoked": "2要素認証を解除",
+    "auth:account:locked": "アカウントロック",
+    "auth:session:ended": "ログアウト",
+    "auth:session:expired": "セッション期限切れ",
+    "auth:session:revoked": "セッションを強制終了",
+    "auth:reauth:succeeded": "本人再確認",
+    "auth:password:changed": "パスワード変更",
+    "access:permission:denied": "権限なしで拒否",
+    "access:break-glass:granted": "緊急時アクセス",
+    "access:restricted:opened": "閲覧制限患者を閲覧",
 }
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from mamori.audit import review
 from mamori.auth import admin, passwords
 from mamori.auth import service as auth
-from mamori.auth.api import StaffIn
+from mamori.auth.api import StaffIn, WindowIn
 from mamori.authz.permissions import P
 from mamori.backup import service as backups
 from mamori.clinic.calendar import JST
@@ -36,6 +36,12 @@ ALERT_KINDS = {
     "restricted-opened": ("閲覧制限患者の閲覧", "Restricted patient opened"),
     "lockout": ("アカウントロック", "Account locked"),
     "new-device": ("新しい端末からのログイン", "Sign-in from a new device"),
+}
+WINDOW_LABELS = {
+    "vendor_user_id": "業者 / vendor",
+    "ticket": "作業票番号 / ticket",
+    "reason": "理由 / reason",
+    "minutes": "時間（分） / minutes",
 }
 
 
@@ -168,21 +174,28 @@ def revoke_sessions(
 def _reviews_page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Response:
     if status >= 400:
         start_over(request, ctx.session)
-    can = ctx.actor.can
+    windows_admin = ctx.actor.can(P.VENDOR_WINDOW_ADMIN)
     extra.setdefault("error", None)
+    extra.setdefault("form", {})
     return html(
         request,
         "admin_reviews.html",
         status,
         state=review.review_status(ctx.session, ctx.actor),
         alerts=admin.list_alerts(ctx.session, ctx.actor, open_only=True),
-        windows=admin.list_vendor_windows(ctx.session, ctx.actor)
-        if can(P.VENDOR_WINDOW_ADMIN)
+        windows=admin.list_vendor_windows(ctx.session, ctx.actor) if windows_admin else [],
+        vendors=[
+            v
+            for v in admin.list_staff(ctx.session, ctx.actor)
+            if v.role == Role.VENDOR.value and v.active
+        ]
+        if windows_admin
         else [],
         reviews=review.list_reviews(ctx.session, ctx.actor, limit=20),
         names=staff_names(ctx.session, ctx.actor),
         kinds=ALERT_KINDS,
         now=dt.datetime.now(dt.UTC),
+        max_window_minutes=admin.MAX_WINDOW_HOURS * 60,
         **extra,
     )
 
@@ -231,6 +244,56 @@ def record_review(
     except InvalidInput as exc:
         return _reviews_page(request, ctx, 422, error=form_error(exc))
     return go(request, "/admin/reviews")
+
+
+@router.post("/admin/vendor-windows")
+def open_window(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    """A maintenance window for a vendor account: the only time it can sign in (and then it
+    reads, never writes). Opening one needs a fresh re-authentication."""
+    try:
+        body = parse(WindowIn, form)
+        admin.open_vendor_window(
+            ctx.session,
+            ctx.actor,
+            vendor_user_id=body.vendor_user_id,
+            ticket=body.ticket,
+            reason=body.reason,
+            starts_at=None,
+            minutes=body.minutes,
+            reauth_minutes=ctx.settings.auth.reauth_minutes,
+        )
+    except (InvalidInput, ReauthRequired) as exc:
+        return _reviews_page(request, ctx, 422, error=form_error(exc, WINDOW_LABELS), form=form)
+    return go(request, "/admin/reviews#windows")
+
+
+@router.post("/admin/vendor-windows/{window_id}/close")
+def close_window(
+    request: Request, window_id: uuid.UUID, ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))
+) -> Response:
+    admin.close_vendor_window(ctx.session, ctx.actor, window_id)
+    return go(request, "/admin/reviews#windows")
+
+
+@router.get("/admin/vendor-windows/{window_id}")
+def window_report(
+    request: Request, window_id: uuid.UUID, ctx: Ctx = Depends(requires(P.VENDOR_WINDOW_ADMIN))
+) -> Response:
+    """What the vendor's account did inside the window, from the audit trail: the report the
+    director acknowledges afterwards."""
+    report = admin.vendor_window_report(ctx.session, ctx.actor, window_id)
+    return html(
+        request,
+        "admin_window.html",
+        report=report,
+        tag_ja=review.tag_ja,
+        names=staff_names(ctx.session, ctx.actor),
+        now=dt.datetime.now(dt.UTC),
+    )
 
 
 @router.post("/admin/vendor-windows/{window_id}/acknowledge")

@@ -44,7 +44,9 @@ def ui_error(
 ) -> Response:
     code = err.get("code", "error")
     if status == 401 and code != "reauth_required":
-        reason = "expired" if code == "session_expired" else "signin"
+        reason = {"session_expired": "expired", "outside_maintenance_window": "window"}.get(
+            code, "signin"
+        )
         nxt = request.url.path if request.method == "GET" else "/"
         return go(request, f"/login?reason={reason}&next={quote(nxt)}")
     if isinstance(exc, BreakGlassRequired) and exc.patient_id is not None:

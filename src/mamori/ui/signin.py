@@ -49,6 +49,10 @@ REASONS = {
         "You were signed out automatically after a period of inactivity.",
     ),
     "signout": ("ログアウトしました。", "You have signed out."),
+    "window": (
+        "保守作業の時間枠が終了したため、ログアウトしました。",
+        "The maintenance window has ended; you were signed out.",
+    ),
     "signin": ("ログインしてください。", "Please sign in."),
 }
 

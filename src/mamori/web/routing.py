@@ -116,6 +116,8 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
     found = auth.authenticate(session, settings.token_pepper, cookie, client, channel)
     if found.expired:
         request.state.auth_followup = found
+        if found.expired == "outside-window":
+            raise auth.outside_window()
         raise Unauthenticated(
             "一定時間操作がなかったか有効期限が切れたため、ログアウトしました。",
             "You were signed out (idle or session expired).",
