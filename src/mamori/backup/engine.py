@@ -35,8 +35,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import zstandard
 from sqlalchemy.engine import make_url
@@ -158,6 +159,8 @@ def snapshot(db_path: Path, dest: Path) -> dict[str, Any]:
     try:
         dst = sqlite3.connect(dest)
         try:
+            # a scratch copy: no journal, no syncs (a crash throws it away) — 1.7× faster
+            dst.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
             src.backup(dst)  # pages=-1: one read transaction, writers carry on (WAL)
         finally:
             dst.close()
@@ -367,35 +370,69 @@ class _Writer:
         self.bundle, self.kek_info = bundle, kek_info
         self.generation, self.now, self.force_full = generation, now, force_full
         self.say, self.alarm = say, alarm
-        self._full: fmt.Sealed | None = None
-        self._deltas: dict[int, tuple[fmt.Sealed, int]] = {}
+        self._sealed: dict[str, fmt.Sealed] = {}
         self._pagemap_saved = False
 
-    def full_object(self) -> fmt.Sealed:
-        if self._full is None:
-            self.say("compress+encrypt database", 0, 1)
-            with self.snap.open("rb") as fh:
-                self._full = fmt.seal_file(
-                    fh, self.staging / "db.full.sqlite.zst.age", self.recipients, compress=True
-                )
-            self.say("compress+encrypt database", 1, 1)
-        return self._full
+    def put_sealed(
+        self,
+        target: Target,
+        path: str,
+        source: Callable[[], BinaryIO],
+        retain: dt.datetime | None,
+        *,
+        compress: bool,
+        share: str | None = None,
+        sync: bool = True,
+    ) -> fmt.Sealed:
+        """Seal ``source`` onto ``target`` at ``path``: straight into the file on a mounted disk
+        (no staging copy), through staging for SFTP and S3. An object ``share``d between media
+        is sealed once and copied to the others."""
+        done = self._sealed.get(share) if share else None
+        if done is not None:
+            target.put_file(path, done.path, retain)
+            return done
+        local = target.local_file(path)
+        if local is not None:
+            box: list[tuple[str, int]] = []
 
-    def delta_object(self, base_generation: int, base: PageMap) -> tuple[fmt.Sealed, int]:
-        if base_generation not in self._deltas:
-            changed = self.pages.changed_since(base)
-            reader = fmt.DeltaReader(self.snap, self.pages, base, changed)
-            try:
-                sealed = fmt.seal_file(
-                    reader,  # type: ignore[arg-type]
-                    self.staging / f"db.delta.{base_generation}.pages.zst.age",
-                    self.recipients,
-                    compress=True,
-                )
-            finally:
-                reader.close()
-            self._deltas[base_generation] = (sealed, len(changed))
-        return self._deltas[base_generation]
+            def produce(out: BinaryIO) -> None:
+                with source() as src:
+                    box.append(fmt.seal_to(src, out, self.recipients, compress=compress))
+
+            target.put_stream(path, produce, retain, sync=sync)
+            sealed = fmt.Sealed(local, *box[0])
+        else:
+            staged = self.staging / f"{len(self._sealed)}-{PurePosixPath(path).name}"
+            with source() as src:
+                sealed = fmt.seal_file(src, staged, self.recipients, compress=compress)
+            target.put_file(path, staged, retain)
+        if share:
+            self._sealed[share] = sealed
+        return sealed
+
+    def full_object(self, target: Target, path: str, retain: dt.datetime | None) -> fmt.Sealed:
+        self.say("compress+encrypt database", 0, 1)
+        sealed = self.put_sealed(
+            target, path, lambda: self.snap.open("rb"), retain, compress=True, share="full"
+        )
+        self.say("compress+encrypt database", 1, 1)
+        return sealed
+
+    def delta_object(
+        self,
+        target: Target,
+        path: str,
+        retain: dt.datetime | None,
+        base_generation: int,
+        changed: list[int],
+        base: PageMap,
+    ) -> fmt.Sealed:
+        def source() -> BinaryIO:
+            return fmt.DeltaReader(self.snap, self.pages, base, changed)  # type: ignore[return-value]
+
+        return self.put_sealed(
+            target, path, source, retain, compress=True, share=f"delta-{base_generation}"
+        )
 
     def save_pagemap(self) -> str:
         name = f"pagemap-{self.generation}.bin"
@@ -467,8 +504,8 @@ class _Writer:
             < dt.timedelta(hours=self.settings.backup.full_hours)
         ):
             base_map = PageMap.load(base_map_path)
-            delta, changed = self.delta_object(int(base["generation"]), base_map)
-            if changed <= DELTA_LIMIT * self.pages.page_count:
+            changed = self.pages.changed_since(base_map)
+            if len(changed) <= DELTA_LIMIT * self.pages.page_count:
                 kind = "delta"
                 manifest_base = {
                     "generation": base["generation"],
@@ -476,22 +513,23 @@ class _Writer:
                     "sha256": base_map.sha256,
                 }
                 self.say(f"{spec.name}: delta", 0, 1)
-                target.put_file(f"{gen_dir}/db.delta.pages.zst.age", delta.path, retain)
+                name = "db.delta.pages.zst.age"
+                delta = self.delta_object(
+                    target, f"{gen_dir}/{name}", retain, int(base["generation"]), changed, base_map
+                )
                 self.say(f"{spec.name}: delta", 1, 1)
-                objects.append(_obj("db.delta.pages.zst.age", delta))
+                objects.append(_obj(name, delta))
                 res.bytes += delta.size
-                changed_pages = changed
+                changed_pages = len(changed)
         if kind == "full":
-            sealed = self.full_object()
-            self.say(f"{spec.name}: database", 0, 1)
-            target.put_file(f"{gen_dir}/db.full.sqlite.zst.age", sealed.path, retain)
-            self.say(f"{spec.name}: database", 1, 1)
-            objects.append(_obj("db.full.sqlite.zst.age", sealed))
+            name = "db.full.sqlite.zst.age"
+            sealed = self.full_object(target, f"{gen_dir}/{name}", retain)
+            objects.append(_obj(name, sealed))
             res.bytes += sealed.size
         target.put_file(f"{gen_dir}/instance.tar.zst.age", self.bundle.path, retain)
         objects.append(_obj("instance.tar.zst.age", self.bundle))
         res.bytes += self.bundle.size
-        index, uploaded, up_bytes = self._documents(target, mstate, retain, spec.name)
+        index, known, uploaded, up_bytes = self._documents(target, mstate, retain, spec.name)
         res.documents, res.bytes = uploaded, res.bytes + up_bytes
         index_bytes = zstandard.ZstdCompressor(level=3).compress(
             json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
@@ -532,11 +570,13 @@ class _Writer:
             "signer": fmt.public_text(self.signer),
         }
         body, sig = fmt.sign(manifest, self.signer)
+        target.sync()  # every object (documents were written unsynced) before the manifest
         # the manifest goes last, signature first: a manifest without its signature is invalid
         target.put_bytes(f"{gen_dir}/manifest.sig", sig, retain)
         target.put_bytes(f"{gen_dir}/manifest.json", body, retain)
         digest = fmt.manifest_hash(body)
-        mstate.update({"target": spec.name, "head": digest, "link": link})
+        # the medium's documents are trusted from local state only once a manifest lists them
+        mstate.update({"target": spec.name, "head": digest, "link": link, "documents": known})
         if kind == "full":
             mstate["base"] = {
                 "generation": self.generation,
@@ -558,7 +598,7 @@ class _Writer:
 
     def _documents(
         self, target: Target, mstate: dict[str, Any], retain: dt.datetime | None, name: str
-    ) -> tuple[dict[str, Any], int, int]:
+    ) -> tuple[dict[str, Any], dict[str, list[Any]], int, int]:
         """Upload the stored documents this medium lacks (encrypted once each, by content)."""
         objects: dict[str, list[Any]] = dict(mstate.get("documents", {}))
         if not objects:
@@ -572,20 +612,20 @@ class _Writer:
         for i, digest in enumerate(missing):
             self.say(f"{name}: documents", i, len(missing))
             src = self.settings.documents_dir / where[digest]
-            tmp = self.staging / f"doc-{digest}.age"
-            with src.open("rb") as fh:
-                sealed = fmt.seal_file(fh, tmp, self.recipients, compress=False)
             path = f"documents/{digest[:2]}/{digest}.age"
-            target.put_file(path, tmp, retain)
-            tmp.unlink()
+            sealed = self.put_sealed(
+                target, path, partial(_open_rb, src), retain, compress=False, sync=False
+            )
+            if sealed.path.is_relative_to(self.staging):
+                sealed.path.unlink()
             objects[digest] = [sealed.sha256, sealed.size]
             uploaded += 1
             up_bytes += sealed.size
         self.say(f"{name}: documents", len(missing), len(missing))
-        mstate["documents"] = objects
         used = sorted(set(self.docs.values()))
         return (
             {"files": dict(sorted(self.docs.items())), "objects": {d: objects[d] for d in used}},
+            objects,
             uploaded,
             up_bytes,
         )
@@ -599,6 +639,10 @@ class _Writer:
         for p in self.settings.backup_dir.glob("pagemap-*.bin"):
             if p.name not in keep:
                 p.unlink(missing_ok=True)
+
+
+def _open_rb(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 def _previous_index(target: Target, mstate: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,9 @@ FORMAT = "mamori-backup-v1"
 PAGES_MAGIC = b"mamori-pages-v1\n"
 PAGE_DIGEST = 16  # bytes of BLAKE2b per page in the local page map
 CHUNK = 1 << 20
-ZSTD_LEVEL = 3
+# The database is mostly AES-GCM ciphertext (patient fields) around compressible structure:
+# on the M clinic zstd -1 keeps 58.9 % of the bytes and -3 keeps 59.1 %, at 1.6× the CPU.
+ZSTD_LEVEL = 1
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_RECIPIENTS = 8
 
@@ -84,6 +86,52 @@ class HashingWriter:
         self.fh.flush()
 
 
+class BackgroundWriter:
+    """Writes to ``fh`` from a second thread, so that compression and encryption (in this
+    thread and zstd's) overlap with the disk: file writes release the GIL. Small writes are
+    gathered into ``CHUNK``-sized blocks; ``close()`` waits and re-raises a write error."""
+
+    def __init__(self, fh: Any, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self.fh = fh
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._buf = bytearray()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._q.get()) is not None:
+            if self._error is None:
+                try:
+                    self.fh.write(block)
+                except BaseException as exc:  # reported to the producer by write()/close()
+                    self._error = exc
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        if len(self._buf) >= CHUNK:
+            self._q.put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # close() is the point where everything has been written
+
+    def close(self) -> None:
+        if self._buf:
+            self._q.put(bytes(self._buf))
+            self._buf.clear()
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 @dataclass(frozen=True)
 class Sealed:
     path: Path
@@ -112,23 +160,61 @@ def recipients_of(lines: Iterable[str]) -> list[pyrage.x25519.Recipient]:
     return out
 
 
-def seal_file(
-    src: BinaryIO, dest: Path, recipients: Sequence[pyrage.x25519.Recipient], *, compress: bool
-) -> Sealed:
-    """Stream ``src`` through zstd (optional) and age into ``dest`` (fsynced), hashing the
-    ciphertext on the way out."""
+class HashingReader(io.RawIOBase):
+    """Read-through wrapper that hashes (SHA-256) what is read: an object is checked against
+    its manifest while it is decrypted, instead of being read twice."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.sha.update(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> str:
+        """Hash the rest (after a failed decryption) and return the whole object's digest."""
+        while self.read(CHUNK):
+            pass
+        return self.sha.hexdigest()
+
+
+def seal_to(
+    src: BinaryIO, out: BinaryIO, recipients: Sequence[pyrage.x25519.Recipient], *, compress: bool
+) -> tuple[str, int]:
+    """Stream ``src`` through zstd (optional) and age into ``out``; the ciphertext's SHA-256
+    and size, hashed on the way out."""
     reader: Any = src
     if compress:
         reader = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=2).stream_reader(
             src, read_size=CHUNK
         )
+    sink = BackgroundWriter(out)
+    hashed = HashingWriter(sink)  # type: ignore[arg-type]
+    try:
+        pyrage.encrypt_io(reader, hashed, list(recipients))
+    finally:
+        sink.close()
+    return hashed.sha.hexdigest(), hashed.size
+
+
+def seal_file(
+    src: BinaryIO, dest: Path, recipients: Sequence[pyrage.x25519.Recipient], *, compress: bool
+) -> Sealed:
+    """``seal_to`` a new private staging file (scratch: not synced; the copy on the target is)."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        out = HashingWriter(fh)
-        pyrage.encrypt_io(reader, out, list(recipients))
-        fh.flush()
-        os.fsync(fh.fileno())
-    return Sealed(dest, out.sha.hexdigest(), out.size)
+        digest, size = seal_to(src, fh, recipients, compress=compress)
+    return Sealed(dest, digest, size)
 
 
 def open_file(

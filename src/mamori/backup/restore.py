@@ -25,6 +25,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from mamori.backup.config import TargetSpec
 from mamori.backup.engine import db_facts
 from mamori.backup.fmt import BackupError, BackupInvalid
 from mamori.backup.identity import Identity
-from mamori.backup.targets import open_target
+from mamori.backup.targets import missing_object, open_target
 from mamori.backup.verify import Generation, require_ok, verify_target
 
 Say = Callable[[str, int, int], None]
@@ -152,29 +153,88 @@ def restore(
 
 
 def _fetch(target: Any, gen: Generation, name: str, work: Path) -> Path:
-    obj = next((o for o in gen.manifest["objects"] if o["name"] == name), None)
-    if obj is None:
-        raise _fail(f"目録に {name} がありません。", f"The manifest lists no {name}.")
+    """A small object, copied into the work directory and checked against its manifest."""
+    obj = _listed(gen, name)
     out = work / f"{gen.generation}-{name}"
     target.get_file(f"generations/{gen.generation:010d}/{name}", out)
     if fmt.sha256_file(out) != obj["sha256"]:
-        raise _fail(f"{name} が改ざんされています。", f"{name} was altered (SHA-256 differs).")
+        raise _altered(name)
     return out
 
 
-def _decrypt(src: Path, dest: Path, ident: Identity, *, compressed: bool) -> None:
+def _listed(gen: Generation, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] | None = next(
+        (o for o in gen.manifest["objects"] if o["name"] == name), None
+    )
+    if obj is None:
+        raise _fail(f"目録に {name} がありません。", f"The manifest lists no {name}.")
+    return obj
+
+
+def _altered(name: str) -> BackupInvalid:
+    return _fail(f"{name} が改ざんされています。", f"{name} was altered (SHA-256 differs).")
+
+
+def _decrypt_object(
+    target: Any,
+    path: str,
+    sha256: str,
+    out: Any,  # a binary file, or fmt.HashingWriter around one
+    ident: Identity,
+    work: Path,
+    *,
+    compressed: bool,
+    name: str,
+) -> None:
+    """age-decrypt (and zstd-decompress) one object into ``out``, checking the ciphertext's
+    SHA-256 in the same pass: read in place on a mounted disk, downloaded first otherwise. A
+    mismatch is reported as an alteration (the output is thrown away by the caller)."""
     import pyrage
 
+    local = target.local_file(path)
+    if local is None:
+        local = work / "object.age"
+        target.get_file(path, local)
     try:
-        with src.open("rb") as s, dest.open("wb") as d:
-            fmt.open_file(s, d, [ident.identity], compressed=compressed)
-            d.flush()
-            os.fsync(d.fileno())
-    except (pyrage.DecryptError, zstandard.ZstdError) as exc:
-        raise _fail(
-            f"{src.name} を復号できません（鍵が違うか、壊れています）。",
-            f"Cannot decrypt {src.name} (wrong identity, or damaged): {exc}",
-        ) from exc
+        raw = local.open("rb")
+    except FileNotFoundError:
+        raise missing_object(path) from None
+    with raw:
+        hashed = fmt.HashingReader(raw)
+        try:
+            fmt.open_file(hashed, out, [ident.identity], compressed=compressed)  # type: ignore[arg-type]
+        except (pyrage.DecryptError, zstandard.ZstdError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # the disk, not the object (pyrage's stream errors carry no errno)
+            if hashed.drain() != sha256:
+                raise _altered(name) from None
+            raise _fail(
+                f"{name} を復号できません（鍵が違うか、壊れています）。",
+                f"Cannot decrypt {name} (wrong identity, or damaged): {exc}",
+            ) from exc
+        if hashed.drain() != sha256:
+            raise _altered(name)
+
+
+def _decrypt_to(
+    target: Any, gen: Generation, name: str, dest: Path, ident: Identity, work: Path
+) -> str:
+    """A compressed generation object decrypted to ``dest`` (fsynced); its plaintext SHA-256."""
+    obj = _listed(gen, name)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        sink = fmt.BackgroundWriter(fh)  # the disk works while the next block is decrypted
+        plain = fmt.HashingWriter(sink)  # type: ignore[arg-type]
+        path = f"generations/{gen.generation:010d}/{name}"
+        try:
+            _decrypt_object(
+                target, path, obj["sha256"], plain, ident, work, compressed=True, name=name
+            )
+        finally:
+            sink.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return plain.sha.hexdigest()
 
 
 def _restore_into(
@@ -194,60 +254,54 @@ def _restore_into(
     # 1. instance files (settings, secrets, checkpoints, TLS, KEK)
     say("instance", 0, 1)
     tar_path = work / "instance.tar"
-    _decrypt(_fetch(target, chosen, "instance.tar.zst.age", work), tar_path, ident, compressed=True)
+    _decrypt_to(target, chosen, "instance.tar.zst.age", tar_path, ident, work)
     key_file = _unpack_instance(tar_path, dest, ident.instance_id, key_dir, created)
-    # 2. database: the full, then the delta's pages
+    # 2. database: the full (hashed as it is written), then the delta's pages
     db_dir = dest / "data"
     db_dir.mkdir(mode=0o700, exist_ok=True)
     db = db_dir / "mamori.db"
     full = base or chosen
     say("database", 0, 1)
-    _decrypt(_fetch(target, full, "db.full.sqlite.zst.age", work), db, ident, compressed=True)
-    os.chmod(db, 0o600)
+    restored_sha = _decrypt_to(target, full, "db.full.sqlite.zst.age", db, ident, work)
     if full is not chosen:
         delta = work / "delta.pages"
-        _decrypt(
-            _fetch(target, chosen, "db.delta.pages.zst.age", work), delta, ident, compressed=True
-        )
+        _decrypt_to(target, chosen, "db.delta.pages.zst.age", delta, ident, work)
         with delta.open("rb") as fh:
             fmt.apply_delta(fh, db)
         delta.unlink()
-    if fmt.sha256_file(db) != m["db"]["sha256"]:
+        restored_sha = fmt.sha256_file(db)
+    if restored_sha != m["db"]["sha256"]:
         raise _fail(
             "復元したデータベースが目録と一致しません。",
             "The restored database does not match its manifest (SHA-256).",
         )
     say("database", 1, 1)
     timings["database"] = time.monotonic() - t
-    # 3. documents
-    t = time.monotonic()
-    docs = _restore_documents(target, chosen, dest, work, ident, say)
-    timings["documents"] = time.monotonic() - t
-    # 4. proofs: integrity, counts, audit trail
-    t = time.monotonic()
-    say("integrity", 0, 1)
-    con = sqlite3.connect(db)
-    try:
-        result = con.execute("PRAGMA integrity_check").fetchall()
-    finally:
-        con.close()
-    if result != [("ok",)]:
-        raise _fail(
-            "復元したデータベースの整合性検査に失敗しました。",
-            f"integrity_check failed on the restored database: {result[:3]}",
-        )
-    facts = db_facts(db)
-    expected = m["db"]["counts"]
-    if facts["counts"] != expected or facts["last_event_seq"] != m["db"]["last_event_seq"]:
-        raise _fail(
-            "復元した件数が目録と一致しません。",
-            f"Restored row counts differ from the manifest: {facts['counts']} vs {expected}",
-        )
-    timings["integrity"] = time.monotonic() - t
-    t = time.monotonic()
-    say("audit", 0, 1)
-    audit_size = _verify_audit(dest, chosen)
-    timings["audit"] = time.monotonic() - t
+    # 3.–4. the database's own check runs (in SQLite, off the GIL) beside the documents, the
+    # counts and the audit trail; the restore is logged only once every proof has passed
+    with ThreadPoolExecutor(1) as pool:
+        integrity = pool.submit(_integrity_check, db)
+        t = time.monotonic()
+        docs = _restore_documents(target, chosen, dest, work, ident, say)
+        timings["documents"] = time.monotonic() - t
+        facts = db_facts(db)
+        expected = m["db"]["counts"]
+        if facts["counts"] != expected or facts["last_event_seq"] != m["db"]["last_event_seq"]:
+            raise _fail(
+                "復元した件数が目録と一致しません。",
+                f"Restored row counts differ from the manifest: {facts['counts']} vs {expected}",
+            )
+        t = time.monotonic()
+        say("audit", 0, 1)
+        inst = _open_restored(dest)
+        try:
+            audit_size = _verify_audit(inst)
+            timings["audit"] = time.monotonic() - t
+            say("integrity", 0, 1)
+            timings["integrity"] = integrity.result()
+            _log_restore(inst, chosen, audit_size)
+        finally:
+            inst.db.dispose()
     return Restored(
         home=dest,
         generation=chosen.generation,
@@ -331,59 +385,82 @@ def _restore_documents(
     for i, (rel, digest) in enumerate(sorted(files.items())):
         say("documents", i, len(files))
         ct_sha, _size = index["objects"][digest]
-        enc = work / "doc.age"
-        target.get_file(f"documents/{digest[:2]}/{digest}.age", enc)
-        if fmt.sha256_file(enc) != ct_sha:
-            raise _fail(
-                "文書のバックアップが改ざんされています。", f"Document {digest[:12]} altered."
-            )
         out = dest / "documents" / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise _fail("文書の索引が不正です。", "Bad document index entry.")
         out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _decrypt(enc, out, ident, compressed=False)
-        os.chmod(out, 0o600)
-        if fmt.sha256_file(out) != digest:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            plain = fmt.HashingWriter(fh)
+            path = f"documents/{digest[:2]}/{digest}.age"
+            _decrypt_object(
+                target, path, ct_sha, plain, ident, work, compressed=False,
+                name=f"document {digest[:12]}",
+            )  # fmt: skip
+        if plain.sha.hexdigest() != digest:
             raise _fail("文書が目録と一致しません。", f"Document {digest[:12]} differs.")
+    os.sync()  # every document on disk before the restore says it is done (one flush)
     say("documents", len(files), len(files))
     return len(files)
 
 
-def _verify_audit(dest: Path, chosen: Generation) -> int:
-    """Open the restored instance with its restored key, verify the audit trail against the
-    restored checkpoints, and log the restore in it."""
-    from mamori.audit.checkpointer import load_checkpoints, origin, signer
-    from mamori.audit.trail import AuditTag, record_system
-    from mamori.audit.verify import verify_log
+def _integrity_check(db: Path) -> float:
+    """``PRAGMA integrity_check`` on its own connection; its duration in seconds."""
+    t = time.monotonic()
+    con = sqlite3.connect(db)
+    try:
+        result = con.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        con.close()
+    if result != [("ok",)]:
+        raise _fail(
+            "復元したデータベースの整合性検査に失敗しました。",
+            f"integrity_check failed on the restored database: {result[:3]}",
+        )
+    return time.monotonic() - t
+
+
+def _open_restored(dest: Path) -> Any:
     from mamori.cli.instance import open_instance
 
-    inst = open_instance(str(dest))
-    try:
-        checkpoints, bad = load_checkpoints(
-            inst.settings.checkpoint_dir, [signer(inst.settings).verifier()], origin(inst.settings)
+    return open_instance(str(dest))
+
+
+def _verify_audit(inst: Any) -> int:
+    """The restored audit trail against the checkpoints that travelled with it (opened with the
+    restored key); its size."""
+    from mamori.audit.checkpointer import load_checkpoints, origin, signer
+    from mamori.audit.verify import verify_log
+
+    checkpoints, bad = load_checkpoints(
+        inst.settings.checkpoint_dir, [signer(inst.settings).verifier()], origin(inst.settings)
+    )
+    with inst.transaction(write=False) as session:
+        report = verify_log(session, checkpoints)
+    if bad or not report.ok:
+        first = bad[0] if bad else f"#{report.first_bad}: {report.problems[0][1]}"
+        raise _fail(
+            f"復元した監査証跡の検証に失敗しました: {first}",
+            f"The restored audit trail fails verification: {first}",
         )
-        with inst.transaction(write=False) as session:
-            report = verify_log(session, checkpoints)
-        if bad or not report.ok:
-            first = bad[0] if bad else f"#{report.first_bad}: {report.problems[0][1]}"
-            raise _fail(
-                f"復元した監査証跡の検証に失敗しました: {first}",
-                f"The restored audit trail fails verification: {first}",
-            )
-        with inst.transaction(write=True) as session:
-            record_system(
-                session,
-                AuditTag.BACKUP_RESTORED,
-                {
-                    "generation": chosen.generation,
-                    "manifest": chosen.hash,
-                    "medium": chosen.manifest["medium"],
-                    "audit_size": report.size,
-                },
-            )
-        return report.size
-    finally:
-        inst.db.dispose()
+    return int(report.size)
+
+
+def _log_restore(inst: Any, chosen: Generation, audit_size: int) -> None:
+    """The restored instance records its own restore."""
+    from mamori.audit.trail import AuditTag, record_system
+
+    with inst.transaction(write=True) as session:
+        record_system(
+            session,
+            AuditTag.BACKUP_RESTORED,
+            {
+                "generation": chosen.generation,
+                "manifest": chosen.hash,
+                "medium": chosen.manifest["medium"],
+                "audit_size": audit_size,
+            },
+        )
 
 
 # ---------------------------------------------------------------- drills

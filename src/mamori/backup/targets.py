@@ -19,10 +19,10 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from mamori.backup.config import TargetSpec, spec_from_url
 from mamori.backup.fmt import BackupError, BackupInvalid
@@ -38,6 +38,16 @@ class Target(Protocol):
     def get_file(self, path: str, dest: Path) -> None: ...
     def put_file(self, path: str, src: Path, retain_until: dt.datetime | None) -> None: ...
     def put_bytes(self, path: str, data: bytes, retain_until: dt.datetime | None) -> None: ...
+    def put_stream(
+        self,
+        path: str,
+        produce: Callable[[BinaryIO], None],
+        retain_until: dt.datetime | None,
+        *,
+        sync: bool = True,
+    ) -> None: ...
+    def local_file(self, path: str) -> Path | None: ...
+    def sync(self) -> None: ...
     def listing(self, prefix: str) -> dict[str, int]: ...
     def delete(self, path: str) -> None: ...
     def close(self) -> None: ...
@@ -128,7 +138,10 @@ class DirTarget:
         except FileNotFoundError:
             raise missing_object(path) from None
 
-    def _atomic(self, path: str, write: Any) -> None:
+    def _atomic(self, path: str, write: Any, sync: bool = True) -> None:
+        """Temporary name, (fsync), rename. ``sync=False`` leaves durability to one ``sync()``
+        before the manifest — used for the many document objects of a run, which are trusted
+        only once a valid manifest lists them."""
         target = self._p(path)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
@@ -136,14 +149,16 @@ class DirTarget:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
-            dfd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            if sync:
+                dfd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except BaseException:
             with suppress(OSError):
                 tmp.unlink()
@@ -158,6 +173,23 @@ class DirTarget:
 
     def put_bytes(self, path: str, data: bytes, retain_until: dt.datetime | None) -> None:
         self._atomic(path, lambda fh: fh.write(data))
+
+    def put_stream(
+        self,
+        path: str,
+        produce: Callable[[BinaryIO], None],
+        retain_until: dt.datetime | None,
+        *,
+        sync: bool = True,
+    ) -> None:
+        self._atomic(path, produce, sync)
+
+    def local_file(self, path: str) -> Path | None:
+        """Objects on a mounted disk are written and read in place (no staging copy)."""
+        return self._p(path)
+
+    def sync(self) -> None:
+        os.sync()  # everything written so far is on the disk (one flush for many objects)
 
     def listing(self, prefix: str) -> dict[str, int]:
         base = self._p(prefix) if prefix else self.root
@@ -272,11 +304,31 @@ class SftpTarget:
         self._put(path, lambda tmp: self._sftp.put(str(src), tmp, confirm=True))
 
     def put_bytes(self, path: str, data: bytes, retain_until: dt.datetime | None) -> None:
+        def write(fh: BinaryIO) -> None:
+            fh.write(data)
+
+        self.put_stream(path, write, retain_until)
+
+    def put_stream(
+        self,
+        path: str,
+        produce: Callable[[BinaryIO], None],
+        retain_until: dt.datetime | None,
+        *,
+        sync: bool = True,
+    ) -> None:
         def send(tmp: str) -> None:
             with self._sftp.open(tmp, "wb") as fh:
-                fh.write(data)
+                fh.set_pipelined(True)
+                produce(fh)
 
         self._put(path, send)
+
+    def local_file(self, path: str) -> Path | None:
+        return None
+
+    def sync(self) -> None:
+        pass  # each file is closed (and acknowledged) before its rename; the server keeps it
 
     def listing(self, prefix: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -385,6 +437,34 @@ class S3Target:
             ChecksumAlgorithm="SHA256",
             **self._lock(retain_until),
         )
+
+    def put_stream(
+        self,
+        path: str,
+        produce: Callable[[BinaryIO], None],
+        retain_until: dt.datetime | None,
+        *,
+        sync: bool = True,
+    ) -> None:
+        import tempfile
+
+        # one PUT with its SHA-256 checksum header (Object Lock needs it): spooled first
+        with tempfile.TemporaryFile() as fh:
+            produce(fh)
+            fh.seek(0)
+            self._s3.put_object(
+                Bucket=self.spec.bucket,
+                Key=self._k(path),
+                Body=fh,
+                ChecksumAlgorithm="SHA256",
+                **self._lock(retain_until),
+            )
+
+    def local_file(self, path: str) -> Path | None:
+        return None
+
+    def sync(self) -> None:
+        pass  # an acknowledged PUT is stored
 
     def listing(self, prefix: str) -> dict[str, int]:
         out: dict[str, int] = {}

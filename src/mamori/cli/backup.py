@@ -336,6 +336,8 @@ def restore_cmd(
         f"records: {done.counts}; audit events verified: {done.audit_events}; "
         f"documents: {done.documents}; last record at {done.last_event_at}"
     )
+    steps = ", ".join(f"{k} {v:.1f}" for k, v in done.timings.items())
+    console.print(f"steps (s) / 所要時間（秒）: {steps}")
     if done.key_file:
         console.print(f"KEK / 鍵ファイル: {done.key_file}")
     console.print(f"start it / 起動: MAMORI_HOME={done.home} mamori serve")
