@@ -83,9 +83,12 @@ def one_percent_change(home: Path) -> None:
     con.close()
 
 
-def prepare_backups(home: Path, work: Path, docs_mb: int) -> tuple[dict[str, str], Path]:
-    """Scans up to ``docs_mb``, fresh offline keys in ``work/keys`` and one local-directory
-    target ``work/usb``; the environment for ``mamori`` commands."""
+def prepare_backups(home: Path, work: Path, docs_mb: int) -> tuple[dict[str, str], Path, int, int]:
+    """A fresh ``work`` directory, scans up to ``docs_mb``, new offline keys in ``work/keys``
+    and one local-directory target ``work/usb``; the environment for ``mamori`` commands, the
+    target, and the database and document bytes."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     env = {"MAMORI_HOME": str(home), "MAMORI_BACKUP_PASSPHRASE": PASS}
     docs_now = du(home / "documents") if (home / "documents").exists() else 0
     if docs_now < docs_mb * 900_000:
@@ -100,7 +103,10 @@ def prepare_backups(home: Path, work: Path, docs_mb: int) -> tuple[dict[str, str
     usb.mkdir()
     toml += f'\n# bench target\n[[backup.targets]]\nname = "bench"\nkind = "dir"\npath = "{usb}"\n'
     (home / "mamori.toml").write_text(toml)
-    return env, usb
+    db_bytes = (home / "data" / "mamori.db").stat().st_size
+    doc_bytes = du(home / "documents")
+    print(f"dataset: database {db_bytes / 1e6:.0f} MB + documents {doc_bytes / 1e6:.0f} MB")
+    return env, usb, db_bytes, doc_bytes
 
 
 def restore_steps(out: str) -> dict[str, float]:
@@ -122,13 +128,8 @@ def main() -> None:
     if not (home / "mamori.toml").exists():
         sys.exit(f"{home}: make it first with `python bench/chart_open.py --size M`")
     work = args.work.resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    env, usb = prepare_backups(home, work, args.docs_mb)
-    db_bytes = (home / "data" / "mamori.db").stat().st_size
-    doc_bytes = du(home / "documents")
+    env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     dataset = db_bytes + doc_bytes
-    print(f"dataset: database {db_bytes / 1e6:.0f} MB + documents {doc_bytes / 1e6:.0f} MB")
     renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": str(work / "restic")}
     sh(["restic", "init"], renv)
     rows: dict[str, float] = {}

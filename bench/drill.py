@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from backup import PASS, RESULTS, du, prepare_backups, sh  # noqa: E402
+from backup import PASS, RESULTS, prepare_backups, sh  # noqa: E402
 from chart_open import prepare  # noqa: E402
 
 GOAL_S = 600
@@ -39,12 +38,7 @@ def main() -> None:
     home, _login, _password = prepare(args.size, args.seed, args.instance)
     home = home.resolve()
     work = args.work.resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    env, usb = prepare_backups(home, work, args.docs_mb)
-    db_bytes = (home / "data" / "mamori.db").stat().st_size
-    doc_bytes = du(home / "documents")
-    print(f"dataset: database {db_bytes / 1e6:.0f} MB + documents {doc_bytes / 1e6:.0f} MB")
+    env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     mamori = [sys.executable, "-m", "mamori"]
     t0 = time.monotonic()
     sh([*mamori, "backup", "run", "--full"], env)
