@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -37,9 +38,11 @@ from mamori.audit.verify import verify_log
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Role
+from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.patients.schemas import PatientIn
 from mamori.patients.service import register_patient
+from mamori.settings import load_settings, write_instance_files
 
 PATIENT = PatientIn(
     family_name="試験",
@@ -49,6 +52,18 @@ PATIENT = PatientIn(
     birth_date="1960-05-05",
     sex="male",
 )  # type: ignore[arg-type]
+
+
+def keyed_database(home: Path, url: str) -> Database:
+    """A migrated database with its data keys loaded, as ``mamori serve`` opens it (patient
+    rows are sealed, so registrations cannot run without keys). The KEK file goes to a
+    temporary key directory outside the instance, as in production."""
+    os.environ.setdefault("MAMORI_KEY_DIR", tempfile.mkdtemp(prefix="mamori-bench-keys-"))
+    write_instance_files(home, database_url=url, port=8000)
+    db = Database(url)
+    migrate.upgrade(db.engine)
+    open_keys(db, load_settings(home), create=True)
+    return db
 
 
 def bench_actor(db: Database) -> Actor:
@@ -177,8 +192,7 @@ def main() -> None:
                 ) as con:
                     con.execute("CREATE DATABASE bench_audit")
                 url = f"{base}/bench_audit"
-            db = Database(url)
-            migrate.upgrade(db.engine)
+            db = keyed_database(Path(tmp) / f"home-{backend}", url)
             actor = bench_actor(db)
             w1 = writes(db, actor, 1, args.writes)
             w4 = writes(db, actor, 4, args.writes // 4)

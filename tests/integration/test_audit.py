@@ -175,9 +175,17 @@ def _verify(world: World) -> Any:
         "hide",
         "frame",
         "orphan",
+        "orphan_below",
+        "user_forged",
     ],
 )
-def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: str) -> None:
+@pytest.mark.parametrize("batch", [5000, 3])
+def test_verify_finds_tampering(
+    world: World, patient: dict[str, Any], attack: str, batch: int, monkeypatch: Any
+) -> None:
+    # batch 3: the log is read in many chunks, so an attack lands inside a chunk, on its edge
+    # or past the end, and the per-chunk index comparison and record look-ups are crossed
+    monkeypatch.setattr("mamori.audit.verify.BATCH", batch)
     _build_log(world, patient)
     drop_insert_only_triggers(world.db.engine)
     with world.db.session(write=False) as s:
@@ -227,6 +235,20 @@ def test_verify_finds_tampering(world: World, patient: dict[str, Any], attack: s
             u=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
         )
         expected = size + 7
+    elif attack == "orphan_below":  # an index row numbered before the log begins
+        _sql(
+            world,
+            "INSERT INTO audit_event_patient (seq, patient_id) VALUES (0, :p)",
+            p=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
+        )
+        expected = 0
+    elif attack == "user_forged":  # blame another staff member in "what did this user open"
+        _sql(
+            world,
+            "UPDATE audit_event_user SET user_id = :u WHERE seq = 4",
+            u=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
+        )
+        expected = 4
     elif attack == "version":  # rewrite a past note *and* its own hash chain entry
         _sql(
             world,

@@ -6,15 +6,19 @@ A run:
    a file or passphrase key) — *before* the snapshot, so the checkpoints never get ahead of the
    database they travel with;
 2. snapshots SQLite with the online backup API in a single step (stepwise copies restart under
-   writes and may never finish); the server keeps serving;
-3. maps the snapshot's pages (BLAKE2b per page) and compares them with the previous run: an
-   abnormal share of changed pages, or documents that are no longer mamori ciphertext, raises
+   writes and may never finish); PostgreSQL with ``pg_dump`` (custom format) of a snapshot
+   exported by a repeatable-read transaction, in which the row counts are read too; the
+   server keeps serving either way;
+3. SQLite: maps the snapshot's pages (BLAKE2b per page) and compares them with the previous
+   run. An abnormal share of changed pages, a table that has fewer rows than at the last run
+   (mamori never deletes records), or documents that are no longer mamori ciphertext raise
    the ransomware alarm, which records an audit event and holds every existing generation
    (no pruning) until an administrator releases it;
-4. per medium, writes a full or — when the medium holds the current base full — only the pages
-   changed since that full, then the documents the medium lacks, then the signed manifest
-   (last: a generation without a manifest is not a backup), chained to the medium's previous
-   manifest;
+4. per medium, writes a full or — SQLite, when the medium holds the current base full — only
+   the pages changed since that full, then the documents the medium lacks, then the signed
+   manifest (last: a generation without a manifest is not a backup), chained to the medium's
+   previous manifest. A PostgreSQL generation is always a whole dump (a logical dump has no
+   stable pages to diff; continuous WAL archiving is the server's own incremental);
 5. records ``system:backup:completed`` (or ``…:failed``) for each target in the audit trail,
    which is the tamper-evident record of every generation ``verify`` expects to find.
 """
@@ -22,6 +26,7 @@ A run:
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 import io
 import json
@@ -29,6 +34,7 @@ import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -67,6 +73,7 @@ COUNTED_TABLES = (
 )
 HISTORY = 48
 DELTA_LIMIT = 0.5  # a delta bigger than half the database is written as a full instead
+FULL_OBJECT = {"sqlite": "db.full.sqlite.zst.age", "postgresql": "db.full.pgdump.zst.age"}
 Progress = Callable[[str, int, int], None]
 
 
@@ -141,16 +148,86 @@ def run_lock(settings: Settings) -> Iterator[None]:
 # ---------------------------------------------------------------- pieces
 
 
+def database_engine(settings: Settings) -> str:
+    """``sqlite`` or ``postgresql``: the two databases mamori runs on, and backs up."""
+    name = make_url(settings.database_url).get_backend_name()
+    if name not in ("sqlite", "postgresql"):
+        raise BackupError(
+            f"このデータベース（{name}）のバックアップには対応していません。",
+            f"Backups of a {name} database are not supported.",
+        )
+    return name
+
+
 def sqlite_path(settings: Settings) -> Path:
     url = make_url(settings.database_url)
     if url.get_backend_name() != "sqlite" or not url.database:
         raise BackupError(
-            "この版のバックアップは SQLite のインスタンスに対応しています（PostgreSQL は "
-            "pg_dump と WAL アーカイブ: docs/backup.md）。",
-            "Backups in this version cover SQLite instances (PostgreSQL: pg_dump and WAL "
-            "archiving, docs/backup.md).",
+            "SQLite のインスタンスではありません。", "This instance does not run on SQLite."
         )
     return Path(url.database)
+
+
+def pg_tool(name: str) -> str:
+    """``pg_dump`` or ``pg_restore``: the newest Debian PostgreSQL's (a dump can be read by
+    the same or a newer major version only), else the one on PATH."""
+    found = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
+    path = found[-1] if found else shutil.which(name)
+    if path is None:
+        raise BackupError(
+            f"{name} がありません。Debian のパッケージ postgresql-client を入れてください。",
+            f"{name} not found: install the Debian package postgresql-client.",
+        )
+    return path
+
+
+def libpq(url: str) -> tuple[str, str | None]:
+    """A SQLAlchemy PostgreSQL URL as a libpq connection URI *without* the password, and the
+    password (passed to the tools through ``PGPASSWORD``, never on a command line)."""
+    u = make_url(url)
+    plain = u.set(drivername="postgresql", password=None)
+    return plain.render_as_string(hide_password=False), u.password
+
+
+def run_pg_tool(args: list[str], password: str | None, what: str) -> None:
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = password
+    done = subprocess.run(  # noqa: S603 - fixed tool, arguments are ours
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=6 * 3600
+    )
+    if done.returncode != 0:
+        detail = done.stderr.decode("utf-8", "replace").strip()[-500:]
+        raise BackupError(f"{what} に失敗しました: {detail}", f"{what} failed: {detail}")
+
+
+def pg_snapshot(url: str, dest: Path) -> dict[str, Any]:
+    """``pg_dump`` of one exported snapshot, and the facts read in that same snapshot (so the
+    manifest's counts are the dump's, while the server keeps writing). Custom format, which
+    ``pg_restore`` reads (also selectively and in parallel); uncompressed, because zstd and
+    age follow."""
+    import psycopg
+
+    uri, password = libpq(url)
+    with psycopg.connect(uri, password=password) as con:
+        con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = con.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        facts = _facts(tables, lambda sql: con.execute(sql).fetchall())
+        args = [pg_tool("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={row[0]}"]
+        run_pg_tool([*args, "--file", str(dest), "--dbname", uri], password, "pg_dump")
+        con.rollback()
+    os.chmod(dest, 0o600)
+    return facts
 
 
 def snapshot(db_path: Path, dest: Path) -> dict[str, Any]:
@@ -175,21 +252,46 @@ def db_facts(path: Path) -> dict[str, Any]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        counts = {
-            t: int(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # noqa: S608
-            for t in COUNTED_TABLES
-            if t in tables
-        }
-        last = con.execute(
-            "SELECT seq, recorded_at FROM audit_event ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        return _facts(tables, lambda sql: con.execute(sql).fetchall())
     finally:
         con.close()
+
+
+def _facts(tables: set[str], query: Callable[[str], list[Any]]) -> dict[str, Any]:
+    counts = {
+        t: int(query(f'SELECT count(*) FROM "{t}"')[0][0])  # noqa: S608 - our table names
+        for t in COUNTED_TABLES
+        if t in tables
+    }
+    rows = (
+        query("SELECT seq, recorded_at FROM audit_event ORDER BY seq DESC LIMIT 1")
+        if "audit_event" in tables
+        else []
+    )
+    last = rows[0] if rows else None
+    at = last[1] if last else None
+    if isinstance(at, dt.datetime):  # PostgreSQL: the same spelling SQLite stores
+        at = at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
     return {
         "counts": counts,
         "last_event_seq": int(last[0]) if last else 0,
-        "last_event_at": str(last[1]) if last else None,
+        "last_event_at": str(at) if at is not None else None,
     }
+
+
+def pg_facts(url: str) -> dict[str, Any]:
+    """The same facts of a PostgreSQL database (a restored one, to compare with a manifest)."""
+    import psycopg
+
+    uri, password = libpq(url)
+    with psycopg.connect(uri, password=password) as con:
+        tables = {
+            r[0]
+            for r in con.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        return _facts(tables, lambda sql: con.execute(sql).fetchall())
 
 
 def instance_bundle(settings: Settings, kek: Any, dest_tar: Path) -> dict[str, Any]:
@@ -244,18 +346,31 @@ def documents_on_disk(settings: Settings, state: dict[str, Any]) -> tuple[dict[s
     return seen, foreign
 
 
+def shrunk_tables(state: dict[str, Any], counts: dict[str, int]) -> list[str]:
+    """Tables with fewer rows than at the last run. mamori never deletes a record, a version
+    or an audit event, so a count that went down means rows were destroyed behind its back."""
+    before: dict[str, int] = state.get("counts") or {}
+    return sorted(t for t, n in counts.items() if n < int(before.get(t, 0)))
+
+
 def check_alarm(
-    settings: Settings, state: dict[str, Any], share: float, foreign_docs: int
+    settings: Settings,
+    state: dict[str, Any],
+    share: float | None,
+    foreign_docs: int,
+    shrunk: list[str] = (),  # type: ignore[assignment]
 ) -> dict[str, Any] | None:
+    """``share`` of changed pages (SQLite; None for a PostgreSQL dump, which has no pages)."""
     history = [float(x) for x in state.get("history", [])]
     usual = statistics.median(history) if len(history) >= 3 else 0.0
     threshold = max(settings.backup.alarm_floor, settings.backup.alarm_factor * usual)
-    if share > threshold or foreign_docs > 0:
+    if (share is not None and share > threshold) or foreign_docs > 0 or shrunk:
         return {
-            "changed_share": round(share, 4),
+            "changed_share": round(share, 4) if share is not None else None,
             "threshold": round(threshold, 4),
             "usual_share": round(usual, 4),
             "foreign_documents": foreign_docs,
+            "shrunk_tables": list(shrunk),
         }
     return None
 
@@ -290,7 +405,7 @@ def run_backup(
         )
     recipients = load_recipients(settings.backup_dir)
     signer = fmt.signing_key(settings.audit_signing_key)
-    db_path = sqlite_path(settings)
+    db_path = sqlite_path(settings) if database_engine(settings) == "sqlite" else None
     say = progress or (lambda _what, _done, _total: None)
     with run_lock(settings):
         state = load_state(settings)
@@ -306,34 +421,62 @@ def run_backup(
                     fh, staging / "instance.tar.zst.age", recipients, compress=True
                 )
             say("snapshot", 0, 1)
-            snap = staging / "snapshot.db"
-            facts = snapshot(db_path, snap)
-            pages = fmt.map_pages(snap)
-            say("snapshot", 1, 1)
             last_map = settings.backup_dir / "pagemap-last.bin"
-            changed_since_last = (
-                len(pages.changed_since(PageMap.load(last_map)))
-                if last_map.exists()
-                else pages.page_count
-            )
-            share = changed_since_last / max(pages.page_count, 1)
+            pages: PageMap | None = None
+            share: float | None = None
+            if db_path is not None:
+                snap = staging / "snapshot.db"
+                facts = snapshot(db_path, snap)
+                pages = fmt.map_pages(snap)
+                changed_since_last = (
+                    len(pages.changed_since(PageMap.load(last_map)))
+                    if last_map.exists()
+                    else pages.page_count
+                )
+                share = changed_since_last / max(pages.page_count, 1)
+                db_meta: dict[str, Any] = {
+                    "sha256": pages.sha256,
+                    "size": pages.size,
+                    "page_size": pages.page_size,
+                    "page_count": pages.page_count,
+                }
+            else:
+                snap = staging / "snapshot.pgdump"
+                facts = pg_snapshot(settings.database_url, snap)
+                changed_since_last = 0
+                db_meta = {
+                    "sha256": fmt.sha256_file(snap),
+                    "size": snap.stat().st_size,
+                    "format": "pg_dump-custom",
+                }
+            say("snapshot", 1, 1)
             docs, foreign = documents_on_disk(settings, state)
-            alarm = check_alarm(settings, state, share, foreign) if last_map.exists() else None
+            shrunk = shrunk_tables(state, facts["counts"])
+            ran_before = last_map.exists() or bool(state.get("counts"))
+            alarm = check_alarm(settings, state, share, foreign, shrunk) if ran_before else None
             if alarm and not state.get("hold"):
                 state["hold"] = {"since": now.isoformat(timespec="seconds"), "alarm": alarm}
-            result = RunResult(generation, pages.size, changed_since_last, pages.page_count, 0.0)
+            result = RunResult(
+                generation,
+                int(db_meta["size"]),
+                changed_since_last,
+                pages.page_count if pages else 0,
+                0.0,
+            )
             result.alarm = alarm
             writer = _Writer(
-                settings, state, staging, recipients, signer, pages, snap, facts, docs,
-                bundle, kek_info, generation, now, full, say, alarm,
+                settings, state, staging, recipients, signer, pages, snap, {**facts, **db_meta},
+                docs, bundle, kek_info, generation, now, full, say, alarm,
             )  # fmt: skip
             for spec in specs:
                 result.targets.append(writer.write_to(spec))
             # the page map of this run becomes the comparison point for the next alarm check
             if any(t.ok for t in result.targets):
-                pages.save(last_map)
-                if not alarm:
+                if pages is not None:
+                    pages.save(last_map)
+                if not alarm and share is not None:
                     state["history"] = [*state.get("history", []), share][-HISTORY:]
+                state["counts"] = facts["counts"]
                 state["generation"] = generation
             save_state(settings, state)
         finally:
@@ -352,7 +495,7 @@ class _Writer:
         staging: Path,
         recipients: list[Any],
         signer: Any,
-        pages: PageMap,
+        pages: PageMap | None,
         snap: Path,
         facts: dict[str, Any],
         docs: dict[str, str],
@@ -427,14 +570,19 @@ class _Writer:
         changed: list[int],
         base: PageMap,
     ) -> fmt.Sealed:
+        pages = self.pages
+        assert pages is not None  # deltas are of SQLite pages only
+
         def source() -> BinaryIO:
-            return fmt.DeltaReader(self.snap, self.pages, base, changed)  # type: ignore[return-value]
+            return fmt.DeltaReader(self.snap, pages, base, changed)  # type: ignore[return-value]
 
         return self.put_sealed(
             target, path, source, retain, compress=True, share=f"delta-{base_generation}"
         )
 
-    def save_pagemap(self) -> str:
+    def save_pagemap(self) -> str | None:
+        if self.pages is None:
+            return None  # a PostgreSQL dump: never the base of a page delta
         name = f"pagemap-{self.generation}.bin"
         if not self._pagemap_saved:
             self.pages.save(self.settings.backup_dir / name)
@@ -490,13 +638,16 @@ class _Writer:
         base = mstate.get("base")
         gen_dir = f"generations/{self.generation:010d}"
         retain = retain_until(spec, self.settings, self.now)
-        base_map_path = self.settings.backup_dir / base["pagemap"] if base else None
+        base_map_path = (
+            self.settings.backup_dir / base["pagemap"] if base and base.get("pagemap") else None
+        )
         objects: list[dict[str, Any]] = []
         kind = "full"
         manifest_base = None
-        changed_pages = self.pages.page_count
+        changed_pages = self.pages.page_count if self.pages else None
         if (
             not self.force_full
+            and self.pages is not None
             and base
             and base_map_path is not None
             and base_map_path.exists()
@@ -522,7 +673,7 @@ class _Writer:
                 res.bytes += delta.size
                 changed_pages = len(changed)
         if kind == "full":
-            name = "db.full.sqlite.zst.age"
+            name = FULL_OBJECT["sqlite" if self.pages else "postgresql"]
             sealed = self.full_object(target, f"{gen_dir}/{name}", retain)
             objects.append(_obj(name, sealed))
             res.bytes += sealed.size
@@ -554,15 +705,8 @@ class _Writer:
             "kind": kind,
             "base": manifest_base,
             "created": self.now.isoformat(timespec="seconds"),
-            "engine": "sqlite",
-            "db": {
-                **self.facts,
-                "sha256": self.pages.sha256,
-                "size": self.pages.size,
-                "page_size": self.pages.page_size,
-                "page_count": self.pages.page_count,
-                "changed_pages": changed_pages,
-            },
+            "engine": "sqlite" if self.pages else "postgresql",
+            "db": {**self.facts, **({"changed_pages": changed_pages} if self.pages else {})},
             "objects": objects,
             "documents": {"count": len(index["files"]), "objects": len(index["objects"])},
             "kek": self.kek_info,

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Restored:
     audit_events: int
     documents: int
     timings: dict[str, float] = field(default_factory=dict)
+    engine: str = "sqlite"
 
 
 def _fail(ja: str, en: str) -> BackupInvalid:
@@ -70,7 +72,10 @@ def restore(
     generation: int | None = None,
     key_dir: Path | None = None,
     progress: Say | None = None,
+    database_url: str | None = None,
 ) -> Restored:
+    """``database_url``: for a PostgreSQL generation, the **empty** database to restore into
+    (created beforehand by its administrator); the instance directory still goes to ``dest``."""
     say = progress or (lambda _w, _d, _t: None)
     timings: dict[str, float] = {}
     t = time.monotonic()
@@ -112,6 +117,8 @@ def restore(
                     f"Generation {generation} was pruned by the retention policy.",
                 )
         require_ok(report, chosen)
+        if chosen.manifest.get("engine") == "postgresql":
+            _require_empty_database(database_url)
         base: Generation | None = None
         if chosen.kind == "delta":
             want = chosen.manifest["base"]["manifest"]
@@ -128,9 +135,12 @@ def restore(
         created: list[Path] = []
         try:
             restored = _restore_into(
-                target, ident, chosen, base, dest, work, key_dir, say, timings, created
-            )
+                target, ident, chosen, base, dest, work, key_dir, say, timings, created,
+                database_url,
+            )  # fmt: skip
         except BaseException:
+            if chosen.manifest.get("engine") == "postgresql" and database_url:
+                empty_database(database_url)  # it was empty; it is left empty
             # nothing half-restored is left to be mistaken for an instance: the directory
             # goes back to empty (or away, if the restore made it) and a key file it wrote too
             for path in created:
@@ -248,14 +258,23 @@ def _restore_into(
     say: Say,
     timings: dict[str, float],
     created: list[Path],
+    database_url: str | None = None,
 ) -> Restored:
     t = time.monotonic()
     m = chosen.manifest
+    postgres = m.get("engine") == "postgresql"
     # 1. instance files (settings, secrets, checkpoints, TLS, KEK)
     say("instance", 0, 1)
     tar_path = work / "instance.tar"
     _decrypt_to(target, chosen, "instance.tar.zst.age", tar_path, ident, work)
-    key_file = _unpack_instance(tar_path, dest, ident.instance_id, key_dir, created)
+    key_file = _unpack_instance(
+        tar_path, dest, ident.instance_id, key_dir, created, database_url if postgres else None
+    )
+    if postgres:
+        assert database_url is not None
+        return _restore_postgres(
+            target, ident, chosen, dest, work, database_url, key_file, say, timings, t
+        )
     # 2. database: the full (hashed as it is written), then the delta's pages
     db_dir = dest / "data"
     db_dir.mkdir(mode=0o700, exist_ok=True)
@@ -316,8 +335,134 @@ def _restore_into(
     )
 
 
+def _restore_postgres(
+    target: Any,
+    ident: Identity,
+    chosen: Generation,
+    dest: Path,
+    work: Path,
+    url: str,
+    key_file: Path | None,
+    say: Say,
+    timings: dict[str, float],
+    t: float,
+) -> Restored:
+    """A ``pg_dump`` generation into an empty PostgreSQL database: the dump decrypted and
+    hashed, then ``pg_restore`` in one transaction that stops at the first error — it rebuilds
+    every index, key and constraint, PostgreSQL's own proof of the data (no
+    ``integrity_check`` exists there) — then the same counts, audit and document proofs."""
+    from mamori.backup.engine import libpq, pg_facts, pg_tool, run_pg_tool
+
+    m = chosen.manifest
+    say("database", 0, 1)
+    dump = work / "db.pgdump"
+    if (
+        _decrypt_to(target, chosen, "db.full.pgdump.zst.age", dump, ident, work)
+        != m["db"]["sha256"]
+    ):
+        raise _fail(
+            "復元したデータベースが目録と一致しません。",
+            "The restored database does not match its manifest (SHA-256).",
+        )
+    uri, password = libpq(url)
+    args = [pg_tool("pg_restore"), "--no-owner", "--no-acl", "--exit-on-error"]
+    run_pg_tool([*args, "--single-transaction", "--dbname", uri, str(dump)], password, "pg_restore")
+    dump.unlink()
+    say("database", 1, 1)
+    timings["database"] = time.monotonic() - t
+    t = time.monotonic()
+    docs = _restore_documents(target, chosen, dest, work, ident, say)
+    timings["documents"] = time.monotonic() - t
+    facts = pg_facts(url)
+    if facts["counts"] != m["db"]["counts"] or facts["last_event_seq"] != m["db"]["last_event_seq"]:
+        raise _fail(
+            "復元した件数が目録と一致しません。",
+            f"Restored row counts differ from the manifest: {facts['counts']}",
+        )
+    t = time.monotonic()
+    say("audit", 0, 1)
+    inst = _open_restored(dest)
+    try:
+        audit_size = _verify_audit(inst)
+        timings["audit"] = time.monotonic() - t
+        _log_restore(inst, chosen, audit_size)
+    finally:
+        inst.db.dispose()
+    return Restored(
+        home=dest,
+        generation=chosen.generation,
+        kind=chosen.kind,
+        manifest=chosen.hash,
+        key_file=key_file,
+        counts=facts["counts"],
+        last_event_seq=facts["last_event_seq"],
+        last_event_at=facts["last_event_at"],
+        audit_events=audit_size,
+        documents=docs,
+        engine="postgresql",
+    )
+
+
+def _database_tables(url: str) -> list[str]:
+    import psycopg
+
+    from mamori.backup.engine import libpq
+
+    uri, password = libpq(url)
+    with psycopg.connect(uri, password=password) as con:
+        return [
+            str(r[0])
+            for r in con.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        ]
+
+
+def _require_empty_database(url: str | None) -> None:
+    if not url or not url.startswith("postgresql"):
+        raise BackupError(
+            "PostgreSQL の世代です。復元先の空のデータベースを --database-url で指定してください。",
+            "This is a PostgreSQL generation: give the empty database to restore into with "
+            "--database-url.",
+        )
+    try:
+        tables = _database_tables(url)
+    except Exception as exc:  # psycopg's errors: unreachable, refused, no such database
+        raise BackupError(
+            f"復元先のデータベースに接続できません: {exc}",
+            f"Cannot connect to the database to restore into: {exc}",
+        ) from exc
+    if tables:
+        raise BackupError(
+            "復元先のデータベースは空ではありません。稼働中のデータベースを上書きしません。",
+            f"The database to restore into is not empty ({len(tables)} tables): a live "
+            "database is never overwritten.",
+        )
+
+
+def empty_database(url: str) -> None:
+    """Back to empty after a failed restore or a drill: a database that was checked to hold
+    no tables gets its schema dropped and created again."""
+    import psycopg
+
+    from mamori.backup.engine import libpq
+
+    uri, password = libpq(url)
+    with suppress(Exception), psycopg.connect(uri, password=password, autocommit=True) as con:
+        row = con.execute("SELECT current_schema()").fetchone()
+        if row and row[0]:
+            name = str(row[0]).replace('"', '""')
+            con.execute(f'DROP SCHEMA "{name}" CASCADE')
+            con.execute(f'CREATE SCHEMA "{name}"')
+
+
 def _unpack_instance(
-    tar_path: Path, dest: Path, instance_id: str, key_dir: Path | None, created: list[Path]
+    tar_path: Path,
+    dest: Path,
+    instance_id: str,
+    key_dir: Path | None,
+    created: list[Path],
+    database_url: str | None = None,
 ) -> Path | None:
     key_file: Path | None = None
     with tarfile.open(tar_path) as tar:
@@ -357,8 +502,15 @@ def _unpack_instance(
         text = _replace_section(
             text, "keys", f'source = "file"\nfile = "{_toml_escape(str(key_file))}"\n'
         )
-    # the restored database is the SQLite file in this directory, whatever the old path was
-    text = _replace_section(text, "database", "# url defaults to SQLite at data/mamori.db\n")
+    # the restored database is the SQLite file in this directory, whatever the old path was —
+    # or, for a PostgreSQL generation, the database it was restored into
+    text = _replace_section(
+        text,
+        "database",
+        f'url = "{_toml_escape(database_url)}"\n'
+        if database_url
+        else "# url defaults to SQLite at data/mamori.db\n",
+    )
     toml.write_text(text, encoding="utf-8")
     return key_file
 
@@ -490,11 +642,14 @@ def drill_report(
         "audit_events_verified": restored.audit_events,
         "documents_restored": restored.documents,
         "steps_seconds": {k: round(v, 2) for k, v in restored.timings.items()},
+        "engine": restored.engine,
         "checks": [
             "manifest signature and chain",
             "object SHA-256",
             "database SHA-256",
-            "PRAGMA integrity_check",
+            "PRAGMA integrity_check"
+            if restored.engine == "sqlite"
+            else "pg_restore in one transaction (every index, key and constraint rebuilt)",
             "row counts",
             "audit trail against checkpoints",
             "documents decrypted and hashed",

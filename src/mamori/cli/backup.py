@@ -287,6 +287,13 @@ FromOpt = Annotated[
     ),
 ]
 IdentityOpt = Annotated[Path, typer.Option(help="オフライン鍵ファイル（keygen が作成）")]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL の世代: 復元先の空のデータベース（postgresql+psycopg://…）",
+    ),
+]
 
 
 def _source(url: str, key_file: Path | None, known_hosts: Path | None, endpoint: str) -> TargetSpec:
@@ -310,6 +317,7 @@ def restore_cmd(
     ssh_key: Annotated[Path | None, typer.Option(help="SFTP の秘密鍵")] = None,
     known_hosts: Annotated[Path | None, typer.Option(help="SFTP サーバーの known_hosts")] = None,
     endpoint: Annotated[str, typer.Option(help="S3 のエンドポイント")] = "",
+    database_url: DatabaseOpt = None,
 ) -> None:
     """バックアップから新しいディレクトリへ復元 / restore into a new directory, verified."""
     from mamori.backup.restore import restore
@@ -325,6 +333,7 @@ def restore_cmd(
                 generation=generation,
                 key_dir=key_dir,
                 progress=_Bars(bars),
+                database_url=database_url,
             )
     except MamoriError as exc:
         fail(exc)
@@ -362,9 +371,10 @@ def drill_cmd(
     known_hosts: Annotated[Path | None, typer.Option(help="SFTP サーバーの known_hosts")] = None,
     endpoint: Annotated[str, typer.Option(help="S3 のエンドポイント")] = "",
     keep: Annotated[bool, typer.Option(help="復元したインスタンスを残す")] = False,
+    database_url: DatabaseOpt = None,
 ) -> None:
     """復元訓練: RTO/RPO を測り署名付き記録を残す / timed restore drill with a signed report."""
-    from mamori.backup.restore import drill_report, restore, sign_report
+    from mamori.backup.restore import drill_report, empty_database, restore, sign_report
 
     spec = _source(source, ssh_key, known_hosts, endpoint)
     started = dt.datetime.now(dt.UTC)
@@ -374,7 +384,14 @@ def drill_cmd(
         ident = load_identity(identity, _identity_passphrase(identity))
         t0 = time.monotonic()
         with progress() as bars:
-            done = restore(spec, ident, scratch / "instance", key_dir=keys, progress=_Bars(bars))
+            done = restore(
+                spec,
+                ident,
+                scratch / "instance",
+                key_dir=keys,
+                progress=_Bars(bars),
+                database_url=database_url,
+            )
         seconds = time.monotonic() - t0
         report = drill_report(done, spec, started, seconds)
         path = sign_report(report, done.home, report_dir.resolve())
@@ -398,6 +415,8 @@ def drill_cmd(
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
+            if database_url:  # the scratch database goes back to empty with the scratch folder
+                empty_database(database_url)
         shutil.rmtree(keys, ignore_errors=True)
     console.print(
         f"[green]訓練成功 / drill passed[/]: RTO {report['rto_seconds']} s, "
