@@ -79,7 +79,9 @@ def _checkpoint(database: Database, settings: Settings) -> None:
     from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 
     try:
-        make_checkpoint(database, settings)
+        result = make_checkpoint(database, settings)
+        for problem in result.copy_errors:
+            log.error("audit checkpoint copy failed: %s", problem)
     except CheckpointRefused as exc:
         log.critical("AUDIT CHECKPOINT REFUSED: %s / %s", exc.en, exc.ja)
     except Exception:

@@ -21,6 +21,7 @@ import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mamori.backup.config import BackupSettings, backup_settings
 from mamori.errors import InstanceError
@@ -28,6 +29,26 @@ from mamori.errors import InstanceError
 SETTINGS_FILE = "mamori.toml"
 SECRET_NAMES = ("token_pepper", "audit_signing_key")
 MIN_SECRET_BYTES = 32
+
+
+def _checkpoint_copies(home: Path, raw: Any) -> tuple[Path, ...]:
+    """``[audit] checkpoint_copies``: absolute directories outside the instance (a copy inside
+    it would roll back with it — refused, like a key file beside the data)."""
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise InstanceError(
+            "[audit] checkpoint_copies はディレクトリのリストで指定してください。",
+            "[audit] checkpoint_copies must be a list of directories.",
+        )
+    out = []
+    for item in raw:
+        path = Path(item)
+        if not path.is_absolute() or path.resolve().is_relative_to(home.resolve()):
+            raise InstanceError(
+                f"チェックポイントの写し {item} はインスタンスの外の絶対パスにしてください。",
+                f"Checkpoint copy {item} must be an absolute path outside the instance.",
+            )
+        out.append(path)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,9 @@ class Settings:
     instance_id: str = ""
     checkpoint_dir: Path = Path()
     checkpoint_interval: float = 60.0
+    # outside copies of checkpoints/ (a NAS share, a WORM mount): a rollback of the whole
+    # instance directory, database and checkpoints together, still disagrees with them
+    checkpoint_copies: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
     max_json_bytes: int = 1 * 1024 * 1024
@@ -190,6 +214,7 @@ def load_settings(home: Path) -> Settings:
         instance_id=instance_id,
         checkpoint_dir=home / "checkpoints",
         checkpoint_interval=float(audit.get("checkpoint_interval_seconds", 60)),
+        checkpoint_copies=_checkpoint_copies(home, audit.get("checkpoint_copies", [])),
         host=str(server.get("host", "127.0.0.1")),
         port=int(server.get("port", 8000)),
         max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),

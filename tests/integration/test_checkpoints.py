@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from mamori.audit import merkle
 from mamori.audit.checkpoint import Checkpoint, NoteSigner, open_note, sign
 from mamori.audit.checkpointer import (
     CheckpointRefused,
+    all_checkpoints,
     load_checkpoints,
     make_checkpoint,
     origin,
@@ -24,6 +28,8 @@ from mamori.audit.checkpointer import (
 )
 from mamori.audit.models import AuditEvent
 from mamori.audit.verify import LogReport, verify_log
+from mamori.errors import InstanceError
+from mamori.settings import load_settings
 
 
 def _activity(world: World, patient: dict[str, Any], n: int = 3) -> None:
@@ -104,7 +110,17 @@ def test_rollback_to_an_old_copy_is_detected(world: World, patient: dict[str, An
         old_head = s.execute(text("SELECT chain_hash, frontier FROM audit_head")).one()
     _activity(world, patient, 3)
     make_checkpoint(world.db, world.settings)
-    # "restore last week's database": the events after old_size vanish, the head goes back
+    _roll_back(world, old_size, old_head)
+    with world.db.session(write=False) as s:
+        assert verify_log(s).ok  # an old copy is a perfectly valid *old* log…
+    report = _verify(world)
+    assert not report.ok and "old copy" in report.problems[-1][1]
+    with pytest.raises(CheckpointRefused, match="old copy"):
+        make_checkpoint(world.db, world.settings)
+
+
+def _roll_back(world: World, old_size: int, old_head: Any) -> None:
+    """ "Restore last week's database": the events after old_size vanish, the head goes back."""
     drop_insert_only_triggers(world.db.engine)
     with world.db.engine.begin() as conn:
         for table in ("audit_event", "audit_event_patient", "audit_event_user"):
@@ -119,12 +135,55 @@ def test_rollback_to_an_old_copy_is_detected(world: World, patient: dict[str, An
                 else __import__("json").dumps(old_head[1]),
             },
         )
+
+
+def test_an_outside_copy_catches_a_rollback_of_the_whole_instance(
+    world: World, patient: dict[str, Any], tmp_path: Path
+) -> None:
+    """The intruder restores last week's database *and* last week's checkpoints/ (both live in
+    the instance directory); the copy on the NAS share, which they did not reach, disagrees."""
+    outside = tmp_path / "nas-share"
+    settings = dataclasses.replace(world.settings, checkpoint_copies=(outside,))
+    _activity(world, patient, 2)
+    first = make_checkpoint(world.db, settings)
+    assert first.path is not None and "missing" in first.copy_errors[0]
+    assert not outside.exists()  # an unmounted share is never replaced by a local folder
+    old_checkpoints = tmp_path / "old-checkpoints"
+    shutil.copytree(settings.checkpoint_dir, old_checkpoints)
     with world.db.session(write=False) as s:
-        assert verify_log(s).ok  # an old copy is a perfectly valid *old* log…
-    report = _verify(world)
-    assert not report.ok and "old copy" in report.problems[-1][1]
-    with pytest.raises(CheckpointRefused, match="old copy"):
-        make_checkpoint(world.db, world.settings)
+        old_size = len(s.scalars(select(AuditEvent.seq)).all())
+        old_head = s.execute(text("SELECT chain_hash, frontier FROM audit_head")).one()
+    outside.mkdir()  # the share is mounted again
+    _activity(world, patient, 3)
+    second = make_checkpoint(world.db, settings)
+    assert second.copy_errors == []
+    names = sorted(p.name for p in settings.checkpoint_dir.glob("*.note"))
+    assert sorted(p.name for p in outside.glob("*.note")) == names and len(names) == 2
+    assert (outside / "audit.vkey").exists()  # the earlier note caught up, with the key
+
+    _roll_back(world, old_size, old_head)
+    shutil.rmtree(settings.checkpoint_dir)
+    shutil.copytree(old_checkpoints, settings.checkpoint_dir)
+    trusted = [signer(settings).verifier()]
+    assert _verify(world).ok  # the instance directory agrees with itself…
+    cps, bad = all_checkpoints(settings, trusted)
+    assert bad == []
+    with world.db.session(write=False) as s:
+        report = verify_log(s, cps)
+    assert not report.ok and "old copy" in report.problems[-1][1]  # …the outside copy does not
+
+
+def test_a_checkpoint_copy_inside_the_instance_is_refused(world: World) -> None:
+    home = world.settings.home
+    toml = home / "mamori.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace(
+            "[audit]", f'[audit]\ncheckpoint_copies = ["{home / "copy"}"]', 1
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(InstanceError, match="outside the instance"):
+        load_settings(home)
 
 
 def test_checkpoints_from_another_key_or_edited_are_reported(

@@ -8,8 +8,12 @@ The checkpointer does not take the database's word for the root: it keeps its ow
 to the checkpoints (size, Merkle frontier, chain hash), extends it with the new events' bodies
 and refuses to sign if the database's head disagrees — or if the log has become shorter than
 what it already signed (a restored old copy, or a truncated tail). Restoring an old database
-copy later is caught by ``verify_log`` against these files; a checkpoint directory that travels
-with backups and an outside copy makes the files themselves hard to roll back.
+copy later is caught by ``verify_log`` against these files. The directory travels with backups;
+``[audit] checkpoint_copies`` names directories outside the instance (a NAS share, a WORM
+mount) that receive every note too, so that rolling back the whole instance directory —
+database and checkpoints together — still disagrees with a copy the intruder did not reach. A
+copy that was unreachable catches up on the next checkpoint; a copy is never created where its
+directory is missing (an unmounted share would otherwise fill the local mount point).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -107,6 +111,26 @@ class CheckpointResult:
     size: int
     root: bytes
     path: Path | None  # None when the log had not grown since the last checkpoint
+    copy_errors: list[str] = field(default_factory=list)
+
+
+def copy_out(settings: Settings) -> list[str]:
+    """Every note and the verifier key into each outside copy that lacks them; a problem per
+    copy that could not be written (missing directory, unmounted share, no space)."""
+    notes = sorted(settings.checkpoint_dir.glob(f"*{NOTE_SUFFIX}"))
+    errors = []
+    for copy in settings.checkpoint_copies:
+        if not copy.is_dir():
+            errors.append(f"{copy}: directory missing (not mounted?)")
+            continue
+        try:
+            for path in [settings.checkpoint_dir / VKEY_FILE, *notes]:
+                there = copy / path.name
+                if path.exists() and not there.exists():
+                    _write_atomically(there, path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            errors.append(f"{copy}: {exc}")
+    return errors
 
 
 def make_checkpoint(db: Database, settings: Settings) -> CheckpointResult:
@@ -154,12 +178,29 @@ def make_checkpoint(db: Database, settings: Settings) -> CheckpointResult:
                 "The audit log does not extend what was signed (possible tampering); not signing.",
             )
     if unchanged:
-        return CheckpointResult(state.size, frontier.root(), None)
+        return CheckpointResult(state.size, frontier.root(), None, copy_out(settings))
     cp = Checkpoint(origin(settings), frontier.size, frontier.root())
     path = directory / f"{cp.size:012d}{NOTE_SUFFIX}"
     _write_atomically(path, sign(cp, [key]))
     _State(size=frontier.size, frontier=list(frontier.nodes), chain=chain).save(directory)
-    return CheckpointResult(cp.size, cp.root, path)
+    return CheckpointResult(cp.size, cp.root, path, copy_out(settings))
+
+
+def all_checkpoints(
+    settings: Settings, trusted: list[NoteVerifier]
+) -> tuple[list[Checkpoint], list[str]]:
+    """The checkpoints of ``checkpoints/`` and of every outside copy, for ``verify_log``: the
+    same size with two roots (a fork), or a copy ahead of the instance (a rollback of the
+    whole directory), is then reported by the verifier."""
+    found, problems = load_checkpoints(settings.checkpoint_dir, trusted, origin(settings))
+    for copy in settings.checkpoint_copies:
+        if not copy.is_dir():
+            problems.append(f"checkpoint copy {copy}: directory missing (not mounted?)")
+            continue
+        more, bad = load_checkpoints(copy, trusted, origin(settings))
+        found += more
+        problems += [f"{copy}: {b}" for b in bad]
+    return found, problems
 
 
 def load_checkpoints(

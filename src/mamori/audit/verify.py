@@ -117,8 +117,11 @@ class _Rows:
     SQLite, where they are stored as 32 hex digits, by ``substr``; no UUID object per row."""
 
     def __init__(self, session: Session) -> None:
-        self.cursor = session.connection().connection.cursor()
         postgres = _postgres(session)
+        raw = session.connection().connection
+        # PostgreSQL: the binary protocol sends bodies and hashes as bytes, not hex text that
+        # the server encodes and the client decodes again
+        self.cursor = raw.cursor(binary=True) if postgres else raw.cursor()
         # Fixed statements built from constants only (the driver's own parameter marks).
         mark = "%s" if postgres else "?"
         self.events_sql = (

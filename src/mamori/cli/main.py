@@ -272,7 +272,7 @@ def audit_verify(
 
     inst = instance_or_fail(instance)
     from mamori.audit.checkpoint import NoteVerifier
-    from mamori.audit.checkpointer import load_checkpoints, origin, signer
+    from mamori.audit.checkpointer import all_checkpoints, signer
 
     if trusted_key:
         try:
@@ -282,9 +282,7 @@ def audit_verify(
             raise typer.Exit(2) from None
     else:
         trusted = signer(inst.settings).verifier()
-    checkpoints, bad_files = load_checkpoints(
-        inst.settings.checkpoint_dir, [trusted], origin(inst.settings)
-    )
+    checkpoints, bad_files = all_checkpoints(inst.settings, [trusted])
     with inst.transaction(write=False) as session:
         report = verify_log(session, checkpoints)
     for problem in bad_files:
@@ -388,6 +386,10 @@ def audit_checkpoint(instance: InstanceOpt = None) -> None:
     console.print(
         f"checkpoint: size {result.size}, root {result.root.hex()} → {where}", soft_wrap=True
     )
+    for problem in result.copy_errors:
+        err.print(f"[red]写しを書けません / copy failed: {problem}[/]", soft_wrap=True)
+    if result.copy_errors:
+        raise typer.Exit(1)
 
 
 @audit_app.command("syslog")
