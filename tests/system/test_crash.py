@@ -148,7 +148,8 @@ class Writer(threading.Thread):
             payload = resp.read()
             if resp.status == 201:
                 self.acked.append(json.loads(payload)["id"])
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # the server killed mid-answer (IncompleteRead is not an OSError): not acknowledged
             self._close()
             time.sleep(0.05)
 

@@ -80,17 +80,6 @@ def _check_versions(
             )
 
 
-def _body_seq(body: bytes) -> int | None:
-    """The top-level ``seq`` of a canonical body without parsing all of it: keys are sorted, so
-    the top-level ``"seq":`` is the last one (only the tag string and ``v`` follow it)."""
-    at = body.rfind(b'"seq":')
-    if at < 0:
-        return None
-    end = body.find(b",", at)
-    digits = body[at + 6 : end if end >= 0 else None]
-    return int(digits) if digits.isdigit() else None
-
-
 def _indexed_ids(body: bytes) -> tuple[list[str], str | None]:
     """Patient IDs and acting user named by a canonical body, read from its bytes. Keys are
     sorted, so the top-level ``"patients":[`` is the last one (``detail`` comes before it and
@@ -237,7 +226,9 @@ class _Verifier:
             if seq != expected:
                 self.problem(expected, f"sequence broken: expected {expected}, found {seq}")
                 expected = seq
-            at = body.rfind(b'"seq":')  # _body_seq, inlined
+            # the top-level "seq": keys are sorted, so it is the last one (only "tag" and "v"
+            # follow it)
+            at = body.rfind(b'"seq":')
             digits = body[at + 6 : body.find(b",", at)] if at >= 0 else b""
             if not digits.isdigit() or int(digits) != seq:
                 self.problem(seq, "body does not carry its own sequence number")
@@ -260,7 +251,7 @@ class _Verifier:
                 self._checkpointed(size)
             if b'"records":' in body:
                 self._record_refs(seq, body)
-            at = body.rfind(b'"patients":[')  # _indexed_ids, inlined
+            at = body.rfind(b'"patients":[')  # as _indexed_ids, inlined
             if at >= 0:
                 inner = body[at + 12 : body.find(b"]", at)].decode("ascii", "replace")
                 if inner:

@@ -300,27 +300,52 @@ def _restore_into(
     # counts and the audit trail; the restore is logged only once every proof has passed
     with ThreadPoolExecutor(1) as pool:
         integrity = pool.submit(_integrity_check, db)
-        t = time.monotonic()
-        docs = _restore_documents(target, chosen, dest, work, ident, say)
-        timings["documents"] = time.monotonic() - t
-        facts = db_facts(db)
-        expected = m["db"]["counts"]
-        if facts["counts"] != expected or facts["last_event_seq"] != m["db"]["last_event_seq"]:
-            raise _fail(
-                "復元した件数が目録と一致しません。",
-                f"Restored row counts differ from the manifest: {facts['counts']} vs {expected}",
-            )
-        t = time.monotonic()
-        say("audit", 0, 1)
-        inst = _open_restored(dest)
-        try:
-            audit_size = _verify_audit(inst)
-            timings["audit"] = time.monotonic() - t
+        return _prove(
+            target, ident, chosen, dest, work, key_file, say, timings,
+            lambda: db_facts(db), integrity.result, "sqlite",
+        )  # fmt: skip
+
+
+def _prove(
+    target: Any,
+    ident: Identity,
+    chosen: Generation,
+    dest: Path,
+    work: Path,
+    key_file: Path | None,
+    say: Say,
+    timings: dict[str, float],
+    facts_of: Callable[[], dict[str, Any]],
+    integrity: Callable[[], float] | None,
+    engine: str,
+) -> Restored:
+    """The proofs after the database is back — documents decrypted and hashed, counts and the
+    last event equal to the manifest's, the audit trail against the bundled checkpoints, the
+    database's own check (``integrity``, already running) — and only then the restored
+    instance logs its own restore."""
+    m = chosen.manifest
+    t = time.monotonic()
+    docs = _restore_documents(target, chosen, dest, work, ident, say)
+    timings["documents"] = time.monotonic() - t
+    facts = facts_of()
+    expected = m["db"]["counts"]
+    if facts["counts"] != expected or facts["last_event_seq"] != m["db"]["last_event_seq"]:
+        raise _fail(
+            "復元した件数が目録と一致しません。",
+            f"Restored row counts differ from the manifest: {facts['counts']} vs {expected}",
+        )
+    t = time.monotonic()
+    say("audit", 0, 1)
+    inst = _open_restored(dest)
+    try:
+        audit_size = _verify_audit(inst)
+        timings["audit"] = time.monotonic() - t
+        if integrity is not None:
             say("integrity", 0, 1)
-            timings["integrity"] = integrity.result()
-            _log_restore(inst, chosen, audit_size)
-        finally:
-            inst.db.dispose()
+            timings["integrity"] = integrity()
+        _log_restore(inst, chosen, audit_size)
+    finally:
+        inst.db.dispose()
     return Restored(
         home=dest,
         generation=chosen.generation,
@@ -332,6 +357,7 @@ def _restore_into(
         last_event_at=facts["last_event_at"],
         audit_events=audit_size,
         documents=docs,
+        engine=engine,
     )
 
 
@@ -370,37 +396,10 @@ def _restore_postgres(
     dump.unlink()
     say("database", 1, 1)
     timings["database"] = time.monotonic() - t
-    t = time.monotonic()
-    docs = _restore_documents(target, chosen, dest, work, ident, say)
-    timings["documents"] = time.monotonic() - t
-    facts = pg_facts(url)
-    if facts["counts"] != m["db"]["counts"] or facts["last_event_seq"] != m["db"]["last_event_seq"]:
-        raise _fail(
-            "復元した件数が目録と一致しません。",
-            f"Restored row counts differ from the manifest: {facts['counts']}",
-        )
-    t = time.monotonic()
-    say("audit", 0, 1)
-    inst = _open_restored(dest)
-    try:
-        audit_size = _verify_audit(inst)
-        timings["audit"] = time.monotonic() - t
-        _log_restore(inst, chosen, audit_size)
-    finally:
-        inst.db.dispose()
-    return Restored(
-        home=dest,
-        generation=chosen.generation,
-        kind=chosen.kind,
-        manifest=chosen.hash,
-        key_file=key_file,
-        counts=facts["counts"],
-        last_event_seq=facts["last_event_seq"],
-        last_event_at=facts["last_event_at"],
-        audit_events=audit_size,
-        documents=docs,
-        engine="postgresql",
-    )
+    return _prove(
+        target, ident, chosen, dest, work, key_file, say, timings,
+        lambda: pg_facts(url), None, "postgresql",
+    )  # fmt: skip
 
 
 def _database_tables(url: str) -> list[str]:
