@@ -157,9 +157,9 @@ def _build_log(world: World, patient: dict[str, Any]) -> None:
         assert verify_log(s).ok
 
 
-def _verify(world: World) -> Any:
+def _verify(world: World, workers: int = 1) -> Any:
     with world.db.session(write=False) as s:
-        return verify_log(s)
+        return verify_log(s, workers=workers)
 
 
 @pytest.mark.parametrize(
@@ -179,13 +179,15 @@ def _verify(world: World) -> Any:
         "user_forged",
     ],
 )
-@pytest.mark.parametrize("batch", [5000, 3])
+@pytest.mark.parametrize(("batch", "workers"), [(5000, 1), (3, 1), (2, 2)])
 def test_verify_finds_tampering(
-    world: World, patient: dict[str, Any], attack: str, batch: int, monkeypatch: Any
+    world: World, patient: dict[str, Any], attack: str, batch: int, workers: int, monkeypatch: Any
 ) -> None:
     # batch 3: the log is read in many chunks, so an attack lands inside a chunk, on its edge
-    # or past the end, and the per-chunk index comparison and record look-ups are crossed
+    # or past the end, and the per-chunk index comparison and record look-ups are crossed;
+    # workers 2: ranges of 5 events checked in two worker processes (each reading 2 at a time)
     monkeypatch.setattr("mamori.audit.verify.BATCH", batch)
+    monkeypatch.setattr("mamori.audit.verify.SEGMENT", 5)
     _build_log(world, patient)
     drop_insert_only_triggers(world.db.engine)
     with world.db.session(write=False) as s:
@@ -275,7 +277,7 @@ def test_verify_finds_tampering(
             c=chain,
         )
         expected = 6
-    report = _verify(world)
+    report = _verify(world, workers)
     assert not report.ok
     assert report.first_bad == expected, report.problems
 

@@ -37,12 +37,20 @@ def _activity(world: World, patient: dict[str, Any], n: int = 3) -> None:
         world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko"))
 
 
-def _verify(world: World) -> LogReport:
+def _verify(world: World, workers: int = 1) -> LogReport:
     trusted = [signer(world.settings).verifier()]
     cps, bad = load_checkpoints(world.settings.checkpoint_dir, trusted, origin(world.settings))
     assert bad == []
     with world.db.session(write=False) as s:
-        return verify_log(s, cps)
+        return verify_log(s, cps, workers=workers)
+
+
+@pytest.fixture
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """1: one pass in this process; 2: worker processes over ranges of 2 events, so a
+    checkpoint's size falls inside, at the end of and between ranges."""
+    monkeypatch.setattr("mamori.audit.verify.SEGMENT", 2)
+    return int(request.param)
 
 
 def test_checkpoints_are_signed_and_only_written_when_the_log_grows(
@@ -89,21 +97,26 @@ def _rewrite_tail_consistently(world: World, start: int) -> None:
         )
 
 
+@pytest.mark.parametrize("workers", [1, 2], indirect=True)
 def test_a_consistent_rewrite_passes_the_log_but_not_the_checkpoints(
-    world: World, patient: dict[str, Any]
+    world: World, patient: dict[str, Any], workers: int
 ) -> None:
     _activity(world, patient)
     make_checkpoint(world.db, world.settings)
+    assert _verify(world, workers).ok
     _rewrite_tail_consistently(world, start=2)
     with world.db.session(write=False) as s:
-        assert verify_log(s).ok  # without checkpoints the rewrite is invisible…
-    report = _verify(world)  # …with them it is not
+        assert verify_log(s, workers=workers).ok  # without checkpoints the rewrite is invisible…
+    report = _verify(world, workers)  # …with them it is not
     assert not report.ok and "signed checkpoint" in report.problems[0][1]
     with pytest.raises(CheckpointRefused):
         make_checkpoint(world.db, world.settings)  # and nothing new is signed over it
 
 
-def test_rollback_to_an_old_copy_is_detected(world: World, patient: dict[str, Any]) -> None:
+@pytest.mark.parametrize("workers", [1, 2], indirect=True)
+def test_rollback_to_an_old_copy_is_detected(
+    world: World, patient: dict[str, Any], workers: int
+) -> None:
     _activity(world, patient, 2)
     with world.db.session(write=False) as s:
         old_size = len(s.scalars(select(AuditEvent.seq)).all())
@@ -112,8 +125,8 @@ def test_rollback_to_an_old_copy_is_detected(world: World, patient: dict[str, An
     make_checkpoint(world.db, world.settings)
     _roll_back(world, old_size, old_head)
     with world.db.session(write=False) as s:
-        assert verify_log(s).ok  # an old copy is a perfectly valid *old* log…
-    report = _verify(world)
+        assert verify_log(s, workers=workers).ok  # an old copy is a perfectly valid *old* log…
+    report = _verify(world, workers)
     assert not report.ok and "old copy" in report.problems[-1][1]
     with pytest.raises(CheckpointRefused, match="old copy"):
         make_checkpoint(world.db, world.settings)

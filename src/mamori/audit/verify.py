@@ -12,20 +12,28 @@ Checks, streaming in ``seq`` order (flat memory):
 5. with the signed checkpoints from ``checkpoints/``: the root at every checkpointed size
    matches, and the log is not shorter than any checkpoint (rollback, truncation, a history
    rewritten consistently with its head, or a fork shown to someone else).
+
+A long log is checked by worker processes over ranges of it (1–4, each from the stored chain
+hash before its range); the leaf hashes come back in order and this process builds the Merkle
+frontier and checks 3 and 5. Programs that call this must guard their entry point with
+``if __name__ == "__main__"`` (workers are spawned, never forked).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import create_engine, select, text, tuple_
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from mamori.audit import merkle
 from mamori.audit.checkpoint import Checkpoint
@@ -35,7 +43,9 @@ from mamori.audit.models import (
 )
 from mamori.records.versioning import RecordVersion
 
-BATCH = 5000
+BATCH = 5000  # events per read
+SEGMENT = 1 << 17  # events per worker task
+PARALLEL_MIN = 500_000  # below this, starting worker processes costs about what they save
 
 
 @dataclass
@@ -105,7 +115,8 @@ class _Rows:
     come back as the text the body spells (``8-4-4-4-12``), made by the database itself: on
     SQLite, where they are stored as 32 hex digits, by ``substr``; no UUID object per row."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, batch: int, end: int | None = None) -> None:
+        self.batch, self.end = batch, (2**62 if end is None else end)
         postgres = _postgres(session)
         raw = session.connection().connection
         # PostgreSQL: the binary protocol sends bodies and hashes as bytes, not hex text that
@@ -115,7 +126,7 @@ class _Rows:
         mark = "%s" if postgres else "?"
         self.events_sql = (
             "SELECT seq, body, leaf_hash, chain_hash FROM audit_event "  # noqa: S608
-            f"WHERE seq > {mark} ORDER BY seq LIMIT {mark}"
+            f"WHERE seq > {mark} AND seq <= {mark} ORDER BY seq LIMIT {mark}"
         )
         self.index_sql: dict[str, str] = {}
         for name, column in (("patient", "patient_id"), ("user", "user_id")):
@@ -131,20 +142,19 @@ class _Rows:
         self.mark = mark
 
     def read(self, lo: int) -> _Read:
-        """The next chunk of events from ``lo`` on, with the index rows in its range (or, past
-        the last event, every index row left over: they name events the log lacks). From the
-        first chunk the index range is open below, so a row with a seq under 1 is seen too."""
-        self.cursor.execute(self.events_sql, (lo - 1, BATCH))
+        """The next chunk of events from ``lo`` on (up to ``end``), with the index rows in its
+        range (or, past the last event, every index row left up to ``end``: they name events
+        the log lacks). From seq 1 the index range is open below, so a row numbered under 1
+        is seen too."""
+        self.cursor.execute(self.events_sql, (lo - 1, self.end, self.batch))
         events = list(self.cursor.fetchall())
-        hi = events[-1][0] if events else None
+        hi = events[-1][0] if events else self.end
         return events, self._index("patient", lo, hi), self._index("user", lo, hi)
 
-    def _index(self, table: str, lo: int, hi: int | None) -> list[tuple[int, str]]:
-        sql, params = self.index_sql[table], [-(2**62) if lo == 1 else lo]
-        if hi is not None:
-            sql += f" AND seq <= {self.mark}"
-            params.append(hi)
-        self.cursor.execute(sql, params)
+    def _index(self, table: str, lo: int, hi: int) -> list[tuple[int, str]]:
+        self.cursor.execute(
+            self.index_sql[table] + f" AND seq <= {self.mark}", (-(2**62) if lo == 1 else lo, hi)
+        )
         return list(self.cursor.fetchall())
 
 
@@ -152,33 +162,101 @@ def _postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def verify_log(session: Session, checkpoints: Sequence[Checkpoint] = ()) -> LogReport:
+def verify_log(
+    session: Session, checkpoints: Sequence[Checkpoint] = (), *, workers: int | None = None
+) -> LogReport:
     """Recompute the log; with signed ``checkpoints``, also check that the log still has every
     checkpointed size with the same root (a rollback to an old copy, a truncated tail or a
-    consistently rewritten history all fail here)."""
+    consistently rewritten history all fail here).
+
+    ``workers``: processes that check ranges of the log side by side (default: one per core,
+    up to two, for a log of at least ``PARALLEL_MIN`` events in a database file or server)."""
     v = _Verifier(session, checkpoints)
-    rows = _Rows(session)
-    # The review indexes must say exactly what the bodies say (a deleted index row would hide
-    # an access from "who opened this patient"): each chunk's index rows are read with it and
-    # compared as whole sets; only a chunk that differs is compared event by event.
-    # On PostgreSQL one reader thread fetches the next chunk while this one hashes the last:
-    # the server process works on the other core meanwhile (+7 % measured). On SQLite the
-    # fetch builds its Python objects under the GIL, and the thread cost more than it saved.
-    # The connection is used by one thread at a time: record versions are looked up only
-    # between reads.
+    last = session.execute(text("SELECT max(seq) FROM audit_event")).scalar() or 0
+    url = session.get_bind().engine.url
+    shareable = url.get_backend_name() == "postgresql" or url.database not in (None, "", ":memory:")
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if last >= PARALLEL_MIN else 1
+    if workers > 1 and shareable:
+        _parallel(v, url.render_as_string(hide_password=False), int(last), workers)
+        return v.finish()
+    _walk(v, _Rows(session, BATCH), 1)
+    v.fold()
+    return v.finish()
+
+
+def _parallel(v: _Verifier, url: str, last: int, workers: int) -> None:
+    """Ranges of ``SEGMENT`` events checked by worker processes (each on its own connection:
+    rows up to ``last`` are insert-only, so every snapshot holds the same ones); their leaf
+    hashes come back here, in order, for the Merkle frontier and the checkpoint roots. The
+    chain needs no hand-over: each range starts from the stored chain hash before it, and the
+    range before checks that stored hash."""
+    starts = list(range(1, last + 1, SEGMENT))
+    ends = [min(lo + SEGMENT - 1, last) for lo in starts]
+    context = multiprocessing.get_context("spawn")  # never fork a process holding connections
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for problems, leaves, chain in pool.map(
+            _verify_range, [url] * len(starts), starts, ends, [BATCH] * len(starts)
+        ):
+            v.report.problems += problems
+            v.leaves = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+            v.fold()
+            v.chain = chain
+    # index rows numbered past the last event (those under 1 are the first range's)
+    _events, patients, users = _Rows(v.session, BATCH).read(last + 1)
+    v.orphans({seq for seq, _ in patients} | {seq for seq, _ in users})
+
+
+def _verify_range(url: str, lo: int, hi: int, batch: int) -> tuple[list[Any], bytes, bytes]:
+    """In a worker process: events ``lo``..``hi`` — sequence, bodies, leaf and chain hashes,
+    review indexes, record versions. Returns the problems, the leaf hashes and the last chain
+    hash."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:
+            v = _Verifier(session, ())
+            v.fold_here = False
+            before = session.execute(
+                text(
+                    "SELECT chain_hash FROM audit_event WHERE seq < :lo ORDER BY seq DESC LIMIT 1"
+                ),
+                {"lo": lo},
+            ).scalar()
+            v.chain, v.expected = (bytes(before) if before is not None else GENESIS_CHAIN), lo
+            _walk(v, _Rows(session, batch, hi), lo)
+            if v.expected <= hi:
+                v.problem(v.expected, f"sequence broken: expected {v.expected}, none up to {hi}")
+            return v.report.problems, b"".join(v.leaves), v.chain
+    finally:
+        engine.dispose()
+
+
+def _walk(v: _Verifier, rows: _Rows, lo: int) -> None:
+    """The events from ``lo`` on, chunk by chunk, with their index rows.
+
+    The review indexes must say exactly what the bodies say (a deleted index row would hide
+    an access from "who opened this patient"): each chunk's index rows are read with it and
+    compared as whole sets; only a chunk that differs is compared event by event.
+    On PostgreSQL one reader thread fetches the next chunk while this one hashes the last:
+    the server process works on the other core meanwhile (+7 % measured). On SQLite the
+    fetch builds its Python objects under the GIL, and the thread cost more than it saved.
+    The connection is used by one thread at a time: record versions are looked up only
+    between reads."""
+    thread = _postgres(v.session)
     with ThreadPoolExecutor(1, thread_name_prefix="mamori-verify-read") as reader:
-        ahead = _ahead(reader, rows.read, 1, _postgres(session))
+        ahead = _ahead(reader, rows.read, lo, thread)
         while True:
             chunk, patients, users = ahead.result()
             v.check_versions()
             if not chunk:
                 v.orphans({seq for seq, _ in patients} | {seq for seq, _ in users})
-                break
-            ahead = _ahead(reader, rows.read, chunk[-1][0] + 1, _postgres(session))
+                return
+            ahead = _ahead(reader, rows.read, chunk[-1][0] + 1, thread)
             named, acting = v.chunk(chunk)
             if set(patients) != named or set(users) != acting:
                 v.compare_indexes(chunk, patients, users)
-    return v.finish()
+            if len(v.leaves) >= 4 * BATCH and v.fold_here:
+                v.fold()
 
 
 def _ahead(
@@ -204,6 +282,8 @@ class _Verifier:
         self.chain = GENESIS_CHAIN
         self.expected = 1
         self.refs: list[tuple[int, dict[str, object]]] = []
+        self.leaves: list[bytes] = []  # checked leaf hashes not yet folded into the frontier
+        self.fold_here = True  # False in a worker, which hands its leaves to the parent
 
     def problem(self, seq: int, what: str) -> None:
         self.report.problems.append((seq, what))
@@ -212,13 +292,12 @@ class _Verifier:
         self, rows: list[tuple[Any, ...]]
     ) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
         """Check a run of events; returns the (seq, ID) pairs their bodies name for the two
-        review indexes. The hashing and the Merkle frontier are inlined here (the same
-        operations as ``merkle.leaf_hash``, ``chain_next`` and ``Frontier.append``, which the
-        tests hold to the RFC's vectors): a verifier call per event was a third of the time
-        on a log of millions."""
+        review indexes. The hashing is inlined here (the same operations as
+        ``merkle.leaf_hash`` and ``chain_next``, which the tests hold to the RFC's vectors): a
+        verifier call per event was a third of the time on a log of millions."""
         sha256 = hashlib.sha256
-        frontier, signed = self.frontier, self.signed
-        nodes, size, chain, expected = frontier.nodes, frontier.size, self.chain, self.expected
+        leaves = self.leaves
+        chain, expected = self.chain, self.expected
         named: list[tuple[int, str]] = []
         acting: list[tuple[int, str]] = []
         for seq, raw, stored_leaf, stored_chain in rows:
@@ -239,16 +318,7 @@ class _Verifier:
             if chain != stored_chain:
                 self.problem(seq, "hash chain broken")
                 chain = bytes(stored_chain)  # resynchronise so one edit is reported once
-            nodes.append(leaf)
-            carry = size
-            while carry & 1:
-                right = nodes.pop()
-                nodes.append(sha256(b"\x01" + nodes.pop() + right).digest())
-                carry >>= 1
-            size += 1
-            if size in signed:
-                frontier.size = size
-                self._checkpointed(size)
+            leaves.append(leaf)
             if b'"records":' in body:
                 self._record_refs(seq, body)
             at = body.rfind(b'"patients":[')  # as _indexed_ids, inlined
@@ -260,8 +330,28 @@ class _Verifier:
             if at >= 0:
                 acting.append((seq, body[at + 8 : at + 44].decode("ascii", "replace")))
             expected += 1
-        frontier.size, self.chain, self.expected = size, chain, expected
+        self.chain, self.expected = chain, expected
         return set(named), set(acting)
+
+    def fold(self) -> None:
+        """The checked leaves into the Merkle frontier (``Frontier.append``, inlined), with
+        the root compared at every signed checkpoint's size on the way."""
+        sha256 = hashlib.sha256
+        frontier, signed = self.frontier, self.signed
+        nodes, size = frontier.nodes, frontier.size
+        for leaf in self.leaves:
+            nodes.append(leaf)
+            carry = size
+            while carry & 1:
+                right = nodes.pop()
+                nodes.append(sha256(b"\x01" + nodes.pop() + right).digest())
+                carry >>= 1
+            size += 1
+            if size in signed:
+                frontier.size = size
+                self._checkpointed(size)
+        frontier.size = size
+        self.leaves = []
 
     def _checkpointed(self, size: int) -> None:
         root_now = self.frontier.root()
