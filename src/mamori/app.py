@@ -160,6 +160,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     require_current(database.engine)
     if database.keyring is None:
         open_keys(database, settings)  # no key, no server
+    from mamori.auth.passwords import warm_up
+
+    warm_up()  # the first sign-in for an unknown ID costs what every later one does
     app = FastAPI(
         lifespan=_lifespan(database, settings),
         title="mamori",

@@ -12,6 +12,7 @@ a dummy hash, so response time does not reveal which login IDs exist.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -38,7 +39,18 @@ if os.environ.get("MAMORI_ENV") == "test":
     _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 else:
     _hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
-_DUMMY = _hasher.hash("mamori-dummy-password-for-unknown-accounts")
+
+
+@functools.cache
+def _dummy() -> str:
+    """A hash to verify against for an account without one (made on first use: an Argon2id
+    hash at import cost every command ~0.1 s and 64 MiB)."""
+    return _hasher.hash("mamori-dummy-password-for-unknown-accounts")
+
+
+def warm_up() -> None:
+    """Make the dummy hash now (servers call this at start)."""
+    _dummy()
 
 
 def normalise(password: str) -> str:
@@ -55,7 +67,7 @@ def verify(stored: str | None, password: str) -> bool:
     if len(password) > MAX_LENGTH:
         return False
     try:
-        return _hasher.verify(stored or _DUMMY, normalise(password)) and stored is not None
+        return _hasher.verify(stored or _dummy(), normalise(password)) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -39,6 +39,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -412,6 +413,7 @@ def run_backup(
         generation = int(state.get("generation", 0)) + 1
         now = dt.datetime.now(dt.UTC)
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=settings.backup_dir))
+        scanner = ThreadPoolExecutor(1, thread_name_prefix="mamori-backup-scan")
         try:
             say("instance", 0, 1)
             bundle_tar = staging / "instance.tar"
@@ -424,9 +426,13 @@ def run_backup(
             last_map = settings.backup_dir / "pagemap-last.bin"
             pages: PageMap | None = None
             share: float | None = None
+            # the documents are listed (and new ones hashed: cold reads) beside the page map
+            # (CPU on the warm snapshot), after the snapshot: every document its database names
+            # was stored before that transaction, so the listing holds them all
             if db_path is not None:
                 snap = staging / "snapshot.db"
                 facts = snapshot(db_path, snap)
+                scan = scanner.submit(documents_on_disk, settings, state)
                 pages = fmt.map_pages(snap)
                 changed_since_last = (
                     len(pages.changed_since(PageMap.load(last_map)))
@@ -443,6 +449,7 @@ def run_backup(
             else:
                 snap = staging / "snapshot.pgdump"
                 facts = pg_snapshot(settings.database_url, snap)
+                scan = scanner.submit(documents_on_disk, settings, state)
                 changed_since_last = 0
                 db_meta = {
                     "sha256": fmt.sha256_file(snap),
@@ -450,7 +457,7 @@ def run_backup(
                     "format": "pg_dump-custom",
                 }
             say("snapshot", 1, 1)
-            docs, foreign = documents_on_disk(settings, state)
+            docs, foreign = scan.result()
             shrunk = shrunk_tables(state, facts["counts"])
             ran_before = last_map.exists() or bool(state.get("counts"))
             alarm = check_alarm(settings, state, share, foreign, shrunk) if ran_before else None
@@ -468,8 +475,11 @@ def run_backup(
                 settings, state, staging, recipients, signer, pages, snap, {**facts, **db_meta},
                 docs, bundle, kek_info, generation, now, full, say, alarm,
             )  # fmt: skip
-            for spec in specs:
-                result.targets.append(writer.write_to(spec))
+            try:
+                for spec in specs:
+                    result.targets.append(writer.write_to(spec))
+            finally:
+                writer.close()
             # the page map of this run becomes the comparison point for the next alarm check
             if any(t.ok for t in result.targets):
                 if pages is not None:
@@ -480,6 +490,7 @@ def run_backup(
                 state["generation"] = generation
             save_state(settings, state)
         finally:
+            scanner.shutdown()  # a failed run waits for the listing before it cleans up
             shutil.rmtree(staging, ignore_errors=True)
     result.seconds = time.monotonic() - t0
     return result
@@ -515,6 +526,8 @@ class _Writer:
         self.say, self.alarm = say, alarm
         self._sealed: dict[str, fmt.Sealed] = {}
         self._pagemap_saved = False
+        self._flushing: list[Future[None]] = []
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="mamori-backup-flush")
 
     def put_sealed(
         self,
@@ -526,10 +539,13 @@ class _Writer:
         compress: bool,
         share: str | None = None,
         sync: bool = True,
+        flush_behind: bool = False,
     ) -> fmt.Sealed:
         """Seal ``source`` onto ``target`` at ``path``: straight into the file on a mounted disk
         (no staging copy), through staging for SFTP and S3. An object ``share``d between media
-        is sealed once and copied to the others."""
+        is sealed once and copied to the others. ``flush_behind``: a large object on a mounted
+        disk is fsynced by a second thread while the run goes on (the documents), and
+        ``flushed()`` waits for it before the manifest."""
         done = self._sealed.get(share) if share else None
         if done is not None:
             target.put_file(path, done.path, retain)
@@ -542,8 +558,10 @@ class _Writer:
                 with source() as src:
                     box.append(fmt.seal_to(src, out, self.recipients, compress=compress))
 
-            target.put_stream(path, produce, retain, sync=sync)
+            target.put_stream(path, produce, retain, sync=sync and not flush_behind)
             sealed = fmt.Sealed(local, *box[0])
+            if sync and flush_behind:
+                self._flushing.append(self._flusher.submit(_fsync, local))
         else:
             staged = self.staging / f"{len(self._sealed)}-{PurePosixPath(path).name}"
             with source() as src:
@@ -556,8 +574,9 @@ class _Writer:
     def full_object(self, target: Target, path: str, retain: dt.datetime | None) -> fmt.Sealed:
         self.say("compress+encrypt database", 0, 1)
         sealed = self.put_sealed(
-            target, path, lambda: self.snap.open("rb"), retain, compress=True, share="full"
-        )
+            target, path, lambda: self.snap.open("rb"), retain, compress=True, share="full",
+            flush_behind=True,
+        )  # fmt: skip
         self.say("compress+encrypt database", 1, 1)
         return sealed
 
@@ -579,6 +598,15 @@ class _Writer:
         return self.put_sealed(
             target, path, source, retain, compress=True, share=f"delta-{base_generation}"
         )
+
+    def flushed(self) -> None:
+        """Every flush-behind finished (an I/O error surfaces here, before any manifest)."""
+        while self._flushing:
+            self._flushing.pop(0).result()
+
+    def close(self) -> None:
+        self._flushing.clear()
+        self._flusher.shutdown(wait=True)
 
     def save_pagemap(self) -> str | None:
         if self.pages is None:
@@ -606,6 +634,10 @@ class _Writer:
         except Exception as exc:  # SSH/S3 client errors: reported, never a half-valid backup
             res.error = res.error_ja = f"{type(exc).__name__}: {exc}"
         finally:
+            for pending in self._flushing:  # a failed target's flush is its own, not the next's
+                with suppress(Exception):
+                    pending.result()
+            self._flushing.clear()
             with suppress(Exception):
                 target.close()
         return res
@@ -714,6 +746,7 @@ class _Writer:
             "signer": fmt.public_text(self.signer),
         }
         body, sig = fmt.sign(manifest, self.signer)
+        self.flushed()  # the database object, fsynced behind the documents
         target.sync()  # every object (documents were written unsynced) before the manifest
         # the manifest goes last, signature first: a manifest without its signature is invalid
         target.put_bytes(f"{gen_dir}/manifest.sig", sig, retain)
@@ -783,6 +816,14 @@ class _Writer:
         for p in self.settings.backup_dir.glob("pagemap-*.bin"):
             if p.name not in keep:
                 p.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_rb(path: Path) -> BinaryIO:

@@ -29,6 +29,7 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -291,17 +292,25 @@ def sqlite_page_size(path: Path) -> int:
 
 
 def map_pages(path: Path) -> PageMap:
+    """One read of the file: the whole-file SHA-256 in a second thread (``hashlib`` releases
+    the GIL on large buffers) while this one digests page by page."""
     page_size = sqlite_page_size(path)
     whole = hashlib.sha256()
     digests = bytearray()
     size = 0
-    with path.open("rb") as fh:
+    blake2b = hashlib.blake2b
+    with path.open("rb") as fh, ThreadPoolExecutor(1) as hasher:
+        pending = None
         while chunk := fh.read(CHUNK - CHUNK % page_size):
-            whole.update(chunk)
+            if pending is not None:
+                pending.result()  # in order, and at most two chunks in memory
+            pending = hasher.submit(whole.update, chunk)
             size += len(chunk)
             view = memoryview(chunk)
             for off in range(0, len(chunk), page_size):
-                digests += hashlib.blake2b(view[off : off + page_size], digest_size=16).digest()
+                digests += blake2b(view[off : off + page_size], digest_size=16).digest()
+        if pending is not None:
+            pending.result()
     return PageMap(page_size, bytes(digests), whole.hexdigest(), size)
 
 

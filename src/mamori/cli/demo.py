@@ -20,7 +20,6 @@ from mamori.clinic.models import Role
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
 from mamori.patients.insurance import with_check_digit
-from mamori.synth.generator import SIZES, generate, open_days
 
 DEMO_CLINIC = "まもり内科クリニック（デモ・合成データ）"
 # 医療機関コード for the demo: 東京都(13) 医科(1) + 郡市区 01 + 2345 + check digit (synthetic)
@@ -91,6 +90,8 @@ def demo(
             auth_service.set_password(session, user, secrets[login])
         today = clinic_today()
         with progress() as bar:
+            from mamori.synth.generator import generate, open_days
+
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
             generate(
                 session,
@@ -161,6 +162,8 @@ def synth(
     instance: InstanceOpt = None,
 ) -> None:
     """合成データを生成する（ベンチマーク用） / generate a synthetic clinic into the instance."""
+    from mamori.synth.generator import SIZES, generate, open_days
+
     if size not in SIZES:
         err.print(f"[red]--size: {', '.join(SIZES)}[/]")
         raise typer.Exit(2)
