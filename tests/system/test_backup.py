@@ -643,3 +643,49 @@ def test_the_scheduler_run_never_raises_and_audits_a_failure(
     with inst.transaction(write=False) as s:
         last = bytes(s.scalars(select(AuditEvent.body).order_by(AuditEvent.seq.desc())).first())
     assert b"system:backup:failed" in last and b"scheduler" in last
+
+
+def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
+    tmp_path: Path,
+) -> None:
+    """The restore's check runs quick_check beside integrity_check(<table>) per table; an
+    index that no longer matches its table is only seen by the second, a damaged page by the
+    first — both must fail the restore."""
+    from mamori.backup.restore import _integrity_check
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        con = sqlite3.connect(path)
+        con.executescript(
+            "CREATE TABLE t(a INTEGER, b INTEGER); CREATE INDEX i ON t(a);"
+            "CREATE TABLE big(x); CREATE INDEX j ON big(x);"
+        )
+        con.executemany("INSERT INTO t VALUES (?, ?)", [(n, 1000 - n) for n in range(300)])
+        con.executemany("INSERT INTO big VALUES (?)", [(os.urandom(200),) for _ in range(2000)])
+        con.commit()
+        con.close()
+        return path
+
+    assert _integrity_check(make("good.db")) >= 0
+
+    # the index now claims to be on column b: its entries no longer match the table
+    mismatched = make("index.db")
+    con = sqlite3.connect(mismatched)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX i ON t(b)' WHERE name = 'i'")
+    con.commit()
+    con.close()
+    con = sqlite3.connect(mismatched)
+    assert con.execute("PRAGMA quick_check").fetchall() == [("ok",)]  # structure is fine…
+    con.close()
+    with pytest.raises(BackupInvalid):
+        _integrity_check(mismatched)  # …the per-table half sees the index
+
+    # a page of the big table overwritten: structure broken
+    damaged = make("page.db")
+    raw = bytearray(damaged.read_bytes())
+    page = 4096
+    raw[page * 5 : page * 5 + 64] = b"\xff" * 64
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(BackupInvalid):
+        _integrity_check(damaged)

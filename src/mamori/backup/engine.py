@@ -217,13 +217,7 @@ def pg_snapshot(url: str, dest: Path) -> dict[str, Any]:
         con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = con.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        tables = {
-            r[0]
-            for r in con.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        }
-        facts = _facts(tables, lambda sql: con.execute(sql).fetchall())
+        facts = _facts(_pg_tables(con), lambda sql: con.execute(sql).fetchall())
         args = [pg_tool("pg_dump"), "--format=custom", "--compress=0", f"--snapshot={row[0]}"]
         run_pg_tool([*args, "--file", str(dest), "--dbname", uri], password, "pg_dump")
         con.rollback()
@@ -286,13 +280,20 @@ def pg_facts(url: str) -> dict[str, Any]:
 
     uri, password = libpq(url)
     with psycopg.connect(uri, password=password) as con:
-        tables = {
-            r[0]
-            for r in con.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        }
-        return _facts(tables, lambda sql: con.execute(sql).fetchall())
+        return _facts(_pg_tables(con), lambda sql: con.execute(sql).fetchall())
+
+
+def pg_table_names(url: str) -> set[str]:
+    import psycopg
+
+    uri, password = libpq(url)
+    with psycopg.connect(uri, password=password) as con:
+        return _pg_tables(con)
+
+
+def _pg_tables(con: Any) -> set[str]:
+    rows = con.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    return {str(r[0]) for r in rows}
 
 
 def instance_bundle(settings: Settings, kek: Any, dest_tar: Path) -> dict[str, Any]:

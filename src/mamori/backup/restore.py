@@ -28,6 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -402,21 +403,6 @@ def _restore_postgres(
     )  # fmt: skip
 
 
-def _database_tables(url: str) -> list[str]:
-    import psycopg
-
-    from mamori.backup.engine import libpq
-
-    uri, password = libpq(url)
-    with psycopg.connect(uri, password=password) as con:
-        return [
-            str(r[0])
-            for r in con.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        ]
-
-
 def _require_empty_database(url: str | None) -> None:
     if not url or not url.startswith("postgresql"):
         raise BackupError(
@@ -424,8 +410,10 @@ def _require_empty_database(url: str | None) -> None:
             "This is a PostgreSQL generation: give the empty database to restore into with "
             "--database-url.",
         )
+    from mamori.backup.engine import pg_table_names
+
     try:
-        tables = _database_tables(url)
+        tables = pg_table_names(url)
     except Exception as exc:  # psycopg's errors: unreachable, refused, no such database
         raise BackupError(
             f"復元先のデータベースに接続できません: {exc}",
@@ -556,19 +544,69 @@ def _restore_documents(
 
 
 def _integrity_check(db: Path) -> float:
-    """``PRAGMA integrity_check`` on its own connection; its duration in seconds."""
+    """``PRAGMA integrity_check``, split over two connections; its duration in seconds.
+
+    ``quick_check`` proves the whole file's structure (every b-tree, every page used once,
+    the freelist, NOT NULL and CHECK); ``integrity_check(<table>)`` adds, table by table, what
+    it leaves out — that every index holds exactly its table's rows, and UNIQUE. Together they
+    are the full check; side by side (SQLite runs without the GIL) the largest table, not the
+    sum, sets the time. A file too damaged to open is a failed check too."""
     t = time.monotonic()
-    con = sqlite3.connect(db)
     try:
-        result = con.execute("PRAGMA integrity_check").fetchall()
-    finally:
-        con.close()
-    if result != [("ok",)]:
+        bad = _checks(db)
+    except sqlite3.DatabaseError as exc:
+        bad = [[(str(exc),)]]
+    if bad:
         raise _fail(
             "復元したデータベースの整合性検査に失敗しました。",
-            f"integrity_check failed on the restored database: {result[:3]}",
+            f"integrity_check failed on the restored database: {bad[0][:3]}",
         )
     return time.monotonic() - t
+
+
+def _checks(db: Path) -> list[list[Any]]:
+    """The two lanes' results that are not ``ok``."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        names = [
+            str(r[0])
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        sizes = {name: _rows_about(con, name) for name in names}
+    finally:
+        con.close()
+    # greedy: quick_check (about a quarter of the per-table work, measured on the M clinic)
+    # and then the biggest tables first, each into the lane with less work so far
+    lanes: list[list[str]] = [["PRAGMA quick_check"], []]
+    load = [sum(sizes.values()) / 4, 0.0]
+    for name in sorted(names, key=lambda n: -sizes[n]):
+        lane = load.index(min(load))
+        quoted = name.replace('"', '""')
+        lanes[lane].append(f'PRAGMA integrity_check("{quoted}")')
+        load[lane] += sizes[name]
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        results = [r for lane in pool.map(partial(_run_checks, db), lanes) for r in lane]
+    return [r for r in results if r != [("ok",)]]
+
+
+def _rows_about(con: sqlite3.Connection, name: str) -> int:
+    """Roughly how many rows (the largest rowid: one b-tree descent, not a scan)."""
+    quoted = name.replace('"', '""')
+    try:
+        row = con.execute(f'SELECT max(rowid) FROM "{quoted}"').fetchone()  # noqa: S608
+    except sqlite3.OperationalError:  # a WITHOUT ROWID table
+        return 0
+    return int(row[0] or 0)
+
+
+def _run_checks(db: Path, statements: list[str]) -> list[list[Any]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [con.execute(sql).fetchall() for sql in statements]
+    finally:
+        con.close()
 
 
 def _open_restored(dest: Path) -> Any:
