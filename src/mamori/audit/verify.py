@@ -13,10 +13,10 @@ Checks, streaming in ``seq`` order (flat memory):
    matches, and the log is not shorter than any checkpoint (rollback, truncation, a history
    rewritten consistently with its head, or a fork shown to someone else).
 
-A long log is checked by worker processes over ranges of it (1–4, each from the stored chain
-hash before its range); the leaf hashes come back in order and this process builds the Merkle
-frontier and checks 3 and 5. Programs that call this must guard their entry point with
-``if __name__ == "__main__"`` (workers are spawned, never forked).
+A long log is checked by worker processes over ranges of it (by default one per core, up to
+two; each range from the stored chain hash before it); the leaf hashes come back in order and
+this process builds the Merkle frontier and checks 3 and 5. Programs that call this must
+guard their entry point with ``if __name__ == "__main__"`` (workers are spawned, not forked).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class _Rows:
         )
         self.index_sql: dict[str, str] = {}
         for name, column in (("patient", "patient_id"), ("user", "user_id")):
-            text = (
+            spelled = (
                 f"CAST({column} AS TEXT)"
                 if postgres
                 else " || '-' || ".join(
@@ -138,7 +138,8 @@ class _Rows:
                     for a, n in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
                 )
             )
-            self.index_sql[name] = f"SELECT seq, {text} FROM audit_event_{name} WHERE seq >= {mark}"  # noqa: S608
+            table = f"audit_event_{name}"
+            self.index_sql[name] = f"SELECT seq, {spelled} FROM {table} WHERE seq >= {mark}"  # noqa: S608
         self.mark = mark
 
     def read(self, lo: int) -> _Read:
