@@ -220,6 +220,11 @@ def test_cli_restore_and_drill_of_a_postgresql_generation(
     args = ["--from", f"dir:{usb}", "--identity", str(keys / "mamori-backup-primary.age")]
     out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"))
     assert out.returncode != 0 and "--database-url" in out.stdout + out.stderr  # says what it needs
+    live = inst.settings.database_url  # a drill pointed at the live database by mistake
+    before = engine.pg_facts(live)["counts"]
+    out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"), "--database-url", live)
+    assert out.returncode != 0 and "not empty" in (out.stdout + out.stderr).replace("\n", "")
+    assert engine.pg_facts(live)["counts"] == before  # refused, and left exactly as it was
     out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"), "--database-url", scratch)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(next((tmp_path / "d").glob("drill-*.json")).read_bytes())

@@ -38,7 +38,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -360,7 +360,7 @@ def check_alarm(
     state: dict[str, Any],
     share: float | None,
     foreign_docs: int,
-    shrunk: list[str] = (),  # type: ignore[assignment]
+    shrunk: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """``share`` of changed pages (SQLite; None for a PostgreSQL dump, which has no pages)."""
     history = [float(x) for x in state.get("history", [])]

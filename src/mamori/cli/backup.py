@@ -380,6 +380,7 @@ def drill_cmd(
     started = dt.datetime.now(dt.UTC)
     scratch = Path(tempfile.mkdtemp(prefix="mamori-drill-"))
     keys = Path(tempfile.mkdtemp(prefix="mamori-drill-keys-"))
+    filled = False  # the scratch database holds this drill's restore (and only then is emptied)
     try:
         ident = load_identity(identity, _identity_passphrase(identity))
         t0 = time.monotonic()
@@ -392,6 +393,7 @@ def drill_cmd(
                 progress=_Bars(bars),
                 database_url=database_url,
             )
+        filled = done.engine == "postgresql"
         seconds = time.monotonic() - t0
         report = drill_report(done, spec, started, seconds)
         path = sign_report(report, done.home, report_dir.resolve())
@@ -415,8 +417,8 @@ def drill_cmd(
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-            if database_url:  # the scratch database goes back to empty with the scratch folder
-                empty_database(database_url)
+            if filled and database_url:  # back to empty, with the scratch folder; a database
+                empty_database(database_url)  # the restore refused (not empty) is never touched
         shutil.rmtree(keys, ignore_errors=True)
     console.print(
         f"[green]訓練成功 / drill passed[/]: RTO {report['rto_seconds']} s, "
