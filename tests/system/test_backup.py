@@ -182,6 +182,15 @@ def test_restore_refuses_a_non_empty_directory_and_a_wrong_identity(
     with pytest.raises(BackupError, match="not empty"):
         restore(spec_from_url(f"dir:{usb}"), _ident(keys), busy)
     assert (busy / "mamori.toml").read_text() == "live"
+    # a database URL for a SQLite generation is a mistake, said before anything is written
+    with pytest.raises(BackupError, match="PostgreSQL generations only"):
+        restore(
+            spec_from_url(f"dir:{usb}"),
+            _ident(keys),
+            tmp_path / "r1",
+            database_url="postgresql+psycopg://mamori@127.0.0.1/elsewhere",
+        )
+    assert not (tmp_path / "r1").exists()
     with pytest.raises(BackupError, match="passphrase"):
         load_identity(keys / "mamori-backup-primary.age", "wrong passphrase here")
     # another instance's keys: its signer does not match these manifests

@@ -120,6 +120,11 @@ def restore(
         require_ok(report, chosen)
         if chosen.manifest.get("engine") == "postgresql":
             _require_empty_database(database_url)
+        elif database_url:
+            raise BackupError(
+                "SQLite の世代です。--database-url は PostgreSQL の世代にだけ使います。",
+                "This is a SQLite generation: --database-url is for PostgreSQL generations only.",
+            )
         base: Generation | None = None
         if chosen.kind == "delta":
             want = chosen.manifest["base"]["manifest"]
