@@ -527,6 +527,7 @@ class _Writer:
         self.say, self.alarm = say, alarm
         self._sealed: dict[str, fmt.Sealed] = {}
         self._pagemap_saved = False
+        self.engine = "sqlite" if pages is not None else "postgresql"  # no page map: a dump
         self._flushing: list[Future[None]] = []
         self._flusher = ThreadPoolExecutor(1, thread_name_prefix="mamori-backup-flush")
 
@@ -606,7 +607,6 @@ class _Writer:
             self._flushing.pop(0).result()
 
     def close(self) -> None:
-        self._flushing.clear()
         self._flusher.shutdown(wait=True)
 
     def save_pagemap(self) -> str | None:
@@ -706,7 +706,7 @@ class _Writer:
                 res.bytes += delta.size
                 changed_pages = len(changed)
         if kind == "full":
-            name = FULL_OBJECT["sqlite" if self.pages else "postgresql"]
+            name = FULL_OBJECT[self.engine]
             sealed = self.full_object(target, f"{gen_dir}/{name}", retain)
             objects.append(_obj(name, sealed))
             res.bytes += sealed.size
@@ -738,7 +738,7 @@ class _Writer:
             "kind": kind,
             "base": manifest_base,
             "created": self.now.isoformat(timespec="seconds"),
-            "engine": "sqlite" if self.pages else "postgresql",
+            "engine": self.engine,
             "db": {**self.facts, **({"changed_pages": changed_pages} if self.pages else {})},
             "objects": objects,
             "documents": {"count": len(index["files"]), "objects": len(index["objects"])},
