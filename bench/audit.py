@@ -5,6 +5,9 @@
 
 1. **Audited writes/s**: patient registrations through the service layer, one transaction
    each (version row + audit event + head update, committed durably), 1 and 4 writer threads.
+1a. **What the audit trail adds to a write**: the same registrations with the in-transaction
+   append, and with it replaced by nothing (a baseline that exists only in this script),
+   alternated; the difference in p50 and p99 latency is the audit's added cost per write.
 1b. **Durable appends/s through the group-commit appender** — how every read (chart open,
    list, search) records its event: 1, 8 and 32 producer threads, each submitting one event
    and blocking until it is durable (the research's target T1: ≥ 1,000/s, p99 ≤ 25 ms at 32).
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # reuse tests/pg.p
 from sqlalchemy import select
 
 from mamori import migrate
+from mamori.audit import trail
 from mamori.audit.models import AuditEvent
 from mamori.audit.trail import append, append_durably
 from mamori.audit.verify import verify_log
@@ -115,6 +119,27 @@ def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[f
     return _timed(threads, per_thread, register)
 
 
+def audit_share(db: Database, actor: Actor, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """What the audit trail adds to a write: the same registrations (1 thread) with the
+    in-transaction append as it runs, and with it replaced by nothing — a baseline that exists
+    only here, to measure against. Alternated in four rounds so drift hits both alike.
+    Returns (with audit, without): (writes/s, p50 ms, p99 ms) from all rounds together."""
+    real = trail.append
+    samples: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    try:
+        for _ in range(4):
+            for audited in (True, False):
+                trail.append = real if audited else (lambda session, events: 0)
+                samples[audited].append(writes(db, actor, 1, n // 4))
+    finally:
+        trail.append = real
+
+    def merged(runs: list[tuple[float, float, float]]) -> tuple[float, ...]:
+        return tuple(statistics.median(r[i] for r in runs) for i in range(3))
+
+    return merged(samples[True]), merged(samples[False])
+
+
 def appends(db: Database, producers: int, per_producer: int) -> tuple[float, float, float]:
     """Read-event appends through the group-commit appender (each caller waits for its own)."""
     event = {
@@ -179,6 +204,7 @@ def main() -> None:
     pg = None
     rows = []
     grouped: list[tuple[str, dict[int, tuple[float, float, float]]]] = []
+    shares: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []
     with tempfile.TemporaryDirectory(prefix="mamori-bench-audit-") as tmp:
         for backend in args.backends.split(","):
             if backend == "sqlite":
@@ -202,6 +228,7 @@ def main() -> None:
             w1 = writes(db, actor, 1, args.writes)
             w4 = writes(db, actor, 4, args.writes // 4)
             group = {n: appends(db, n, max(args.writes // n, 50)) for n in (1, 8, 32)}
+            shares.append((backend, *audit_share(db, actor, args.writes)))
             fill_log(db, args.events)
             size, v_one, v_rate, sha_rate = verify_speed(db)
             rows.append((backend, w1, w4, size, v_one, v_rate, sha_rate))
@@ -214,6 +241,16 @@ def main() -> None:
     for backend, w1, w4, *_ in rows:
         for n, (rate, p50, p99) in ((1, w1), (4, w4)):
             print(f"{backend:<10} {n:>7} {rate:>9.0f} {p50:>7.2f} {p99:>7.2f}")
+    print("\nwhat the audit trail adds to a write (registrations, 1 thread, medians of 4 rounds)")
+    print(
+        f"{'db':<10} {'audited/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'no audit/s':>10} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'added p50':>9} {'added p99':>9}"
+    )
+    for backend, (r1, a50, a99), (r0, b50, b99) in shares:
+        print(
+            f"{backend:<10} {r1:>9.0f} {a50:>7.2f} {a99:>7.2f} {r0:>10.0f} {b50:>7.2f} "
+            f"{b99:>7.2f} {a50 - b50:>9.2f} {a99 - b99:>9.2f}"
+        )
     print("\ndurable read-event appends through the group-commit appender (one event per call)")
     print(f"{'db':<10} {'producers':>9} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
     for backend, group in grouped:

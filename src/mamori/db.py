@@ -12,11 +12,13 @@ import datetime as dt
 import functools
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -191,3 +193,62 @@ class Database:
             hook()
         self.on_dispose.clear()
         self.engine.dispose()
+
+
+class DriverCursor:
+    """The driver's own cursor inside a session's transaction, for the few hot statements
+    whose SQLAlchemy execution cost more than their work (the audit append in every audited
+    transaction; the next 患者番号). Statements are fixed text with ``?`` marks (made the
+    driver's own here); values are converted by the column types' own bind processors
+    (:meth:`bind`), so rows read back through the ORM exactly as if it had written them; driver
+    errors leave as SQLAlchemy's (``DBAPIError`` and its subclasses), like any other statement's.
+    Use :func:`driver_cursor`."""
+
+    def __init__(self, cursor: Any, dialect: Any) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+        self._postgres = dialect.name == "postgresql"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(_marks(sql, self._postgres), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(_marks(sql, self._postgres), rows)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def bind(self, type_: Any) -> Callable[[Any], Any]:
+        """The function SQLAlchemy applies to a value of this column type on this database."""
+        return _bind_processor(type_, self._dialect)
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(sql: str, postgres: bool) -> str:
+    return sql.replace("?", "%s") if postgres else sql
+
+
+_PROCESSORS: dict[tuple[str, str, type], Callable[[Any], Any]] = {}
+
+
+def _bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    key = (dialect.name, dialect.driver, type(type_))
+    found = _PROCESSORS.get(key)
+    if found is None:
+        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        found = _PROCESSORS[key] = process or (lambda value: value)
+    return found
+
+
+@contextmanager
+def driver_cursor(session: Session) -> Iterator[DriverCursor]:
+    dialect = session.get_bind().dialect
+    assert dialect.dbapi is not None  # a connected engine's dialect always has its driver
+    dbapi_error = dialect.dbapi.Error
+    raw = session.connection().connection.cursor()
+    try:
+        yield DriverCursor(raw, dialect)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+    finally:
+        raw.close()

@@ -59,3 +59,34 @@ def test_a_failed_commit_fails_every_request_in_it() -> None:
     appender.close()
     with pytest.raises(AuditUnavailable):  # and nothing is accepted after close
         appender.submit([{"n": 2}])
+
+
+def test_an_unexpected_error_fails_the_request_and_the_appender_lives_on() -> None:
+    # Any error — not only a database's — must reach the waiting callers: one that escaped
+    # the appender's thread would end it and leave every request waiting for ever.
+    calls: list[int] = []
+
+    def append_batch(events: list[dict[str, Any]]) -> None:
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise ValueError("a frontier that does not fit its size")
+
+    appender = Appender(append_batch)
+    outcome: list[BaseException | None] = []
+
+    def first() -> None:
+        try:
+            appender.submit([{"n": 1}])
+            outcome.append(None)
+        except AuditUnavailable as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "the request was left waiting"
+    assert isinstance(outcome[0], AuditUnavailable)
+    assert isinstance(outcome[0].__cause__, ValueError)
+    appender.submit([{"n": 2}])  # the next request is stored by the same appender
+    assert calls == [1, 1]
+    appender.close()

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from mamori.errors import AuditUnavailable
 
 MAX_BATCH = 2000  # events per commit
@@ -80,8 +78,8 @@ class Appender:
                 self._append_batch([ev for request in batch for ev in request.events])
                 self.commits += 1
                 self.requests += len(batch)
-            except (SQLAlchemyError, AuditUnavailable, OSError) as exc:
-                error = exc
+            except Exception as exc:  # every waiting request must hear of any failure
+                error = exc  # (an escaped error would end this thread and leave them waiting)
             for request in batch:
                 request.error = error
                 request.done.set()

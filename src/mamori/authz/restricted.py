@@ -207,31 +207,30 @@ def _kana_key(text: str) -> str:
     return search_key(text)
 
 
-def _matches(staff: StaffUser, patient: Patient) -> bool:
-    if not staff.display_kana or _kana_key(staff.display_kana) != patient.kana_key:
-        return False
-    return staff.birth_date is None or staff.birth_date == patient.birth_date
-
-
-def refresh_staff_flag(session: Session, patients: Sequence[Patient]) -> None:
+def refresh_staff_flag(session: Session, patients: Sequence[Patient], *, new: bool = False) -> None:
     """Mark (or unmark) patients who are members of staff. Called whenever a patient's name or
-    birth date is written and whenever a staff member's is."""
+    birth date is written and whenever a staff member's is. ``new``: the patients were created
+    in this transaction, so none of them has a restriction row to look up yet."""
     from mamori.clinic.models import StaffUser
 
-    by_clinic: dict[uuid.UUID, list[StaffUser]] = {}
+    by_clinic: dict[uuid.UUID, list[tuple[str, dt.date | None]]] = {}
     for patient in patients:
         staff = by_clinic.get(patient.clinic_id)
         if staff is None:
-            staff = list(
-                session.scalars(
-                    select(StaffUser).where(
-                        StaffUser.clinic_id == patient.clinic_id, StaffUser.display_kana != ""
-                    )
+            rows = session.execute(
+                select(StaffUser.display_kana, StaffUser.birth_date).where(
+                    StaffUser.clinic_id == patient.clinic_id, StaffUser.display_kana != ""
                 )
             )
-            by_clinic[patient.clinic_id] = staff
-        is_staff = any(_matches(s, patient) for s in staff)
-        row = session.get(PatientRestriction, patient.id)
+            staff = by_clinic[patient.clinic_id] = [
+                (_kana_key(kana), birth) for kana, birth in rows if kana
+            ]
+        # a staff record without a birth date matches on the name alone
+        is_staff = any(
+            key == patient.kana_key and (birth is None or birth == patient.birth_date)
+            for key, birth in staff
+        )
+        row = None if new else session.get(PatientRestriction, patient.id)
         if row is None and not is_staff:
             continue
         if row is None:
