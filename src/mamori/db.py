@@ -218,6 +218,17 @@ class DriverCursor:
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """PostgreSQL: the statements inside go to the server together and are answered
+        together (psycopg's pipeline mode), one network round trip instead of one each; their
+        errors are raised at the end of the block. SQLite (in-process): as they are."""
+        if self._postgres:
+            with self._cursor.connection.pipeline():
+                yield
+        else:
+            yield
+
     def bind(self, type_: Any) -> Callable[[Any], Any]:
         """The function SQLAlchemy applies to a value of this column type on this database."""
         return _bind_processor(type_, self._dialect)

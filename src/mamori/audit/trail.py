@@ -319,14 +319,15 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
             patient_rows += [(seq, uid(uuid.UUID(p))) for p in ev["patients"]]
             if ev["actor"].get("user"):
                 user_rows.append((seq, uid(uuid.UUID(ev["actor"]["user"]))))
-        inserts = ((_EVENT_SQL, rows), (_PATIENT_SQL, patient_rows), (_USER_SQL, user_rows))
-        for sql, values in inserts:
-            if len(values) == 1:
-                cursor.execute(sql, values[0])
-            elif values:
-                cursor.executemany(sql, values)
         stored = cursor.bind(AuditHead.__table__.c.frontier.type)([n.hex() for n in frontier.nodes])
-        cursor.execute(_UPDATE_SQL, (frontier.size, chain, stored))
+        inserts = ((_EVENT_SQL, rows), (_PATIENT_SQL, patient_rows), (_USER_SQL, user_rows))
+        with cursor.pipeline():  # PostgreSQL: four statements, one round trip
+            for sql, values in inserts:
+                if len(values) == 1:
+                    cursor.execute(sql, values[0])
+                elif values:
+                    cursor.executemany(sql, values)
+            cursor.execute(_UPDATE_SQL, (frontier.size, chain, stored))
     head = session.identity_map.get(identity_key(AuditHead, 1))
     if head is not None:
         session.expire(head)  # loaded earlier in this session: its values are now old
