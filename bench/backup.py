@@ -2,7 +2,8 @@
 
     python bench/backup.py [--instance bench/results/instance-M-1] [--docs-mb 1024]
 
-Dataset: an instance made by ``bench/chart_open.py`` (M clinic by default) plus synthetic
+Dataset: a copy (in ``--work``; the source is never changed) of an instance made by
+``bench/chart_open.py`` (M clinic by default) plus synthetic
 "scans" (incompressible, 0.1-3 MB each) stored through mamori's document store until
 ``--docs-mb`` is reached. Steps, each timed with a cold-ish page cache (``drop_caches`` when
 permitted):
@@ -86,12 +87,23 @@ def one_percent_change(home: Path) -> None:
     con.close()
 
 
+def working_copy(source: Path, work: Path) -> Path:
+    """A fresh ``work`` directory holding a copy of the instance: the bench adds scans,
+    rewrites 1 % of rows with random bytes (no longer valid ciphertext) and rewrites the
+    backup settings, and must do all that to its own copy — on the shared M instance, the
+    random bytes had broken the seals of the rows ``bench/chart_open.py`` then read."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    home = work / "instance"
+    print(f"copying {source} …", flush=True)
+    shutil.copytree(source, home, ignore=shutil.ignore_patterns("backup"))
+    return home
+
+
 def prepare_backups(home: Path, work: Path, docs_mb: int) -> tuple[dict[str, str], Path, int, int]:
     """A fresh ``work`` directory, scans up to ``docs_mb``, new offline keys in ``work/keys``
     and one local-directory target ``work/usb``; the environment for ``mamori`` commands, the
     target, and the database and document bytes."""
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     env = {"MAMORI_HOME": str(home), "MAMORI_BACKUP_PASSPHRASE": PASS}
     docs_now = du(home / "documents") if (home / "documents").exists() else 0
     if docs_now < docs_mb * 900_000:
@@ -128,10 +140,11 @@ def main() -> None:
     args = ap.parse_args()
     if not shutil.which("restic"):
         sys.exit("restic not installed (apt install restic)")
-    home = args.instance.resolve()
-    if not (home / "mamori.toml").exists():
-        sys.exit(f"{home}: make it first with `python bench/chart_open.py --size M`")
+    source = args.instance.resolve()
+    if not (source / "mamori.toml").exists():
+        sys.exit(f"{source}: make it first with `python bench/chart_open.py --size M`")
     work = args.work.resolve()
+    home = working_copy(source, work)
     env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     dataset = db_bytes + doc_bytes
     renv = {"RESTIC_PASSWORD": PASS, "RESTIC_REPOSITORY": str(work / "restic")}
