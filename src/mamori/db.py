@@ -256,6 +256,7 @@ def driver_cursor(session: Session) -> Iterator[DriverCursor]:
     dialect = session.get_bind().dialect
     assert dialect.dbapi is not None  # a connected engine's dialect always has its driver
     dbapi_error = dialect.dbapi.Error
+    session.flush()  # pending ORM changes first, as before any ORM statement (cheap when none)
     raw = session.connection().connection.cursor()
     try:
         yield DriverCursor(raw, dialect)

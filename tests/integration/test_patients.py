@@ -256,3 +256,61 @@ def test_merge_duplicate_moves_records_and_keeps_history(
         headers=h,
     )
     assert no_reason.status_code == 422
+
+
+def test_registration_statements_on_the_driver_cursor_read_back_as_the_orm_wrote_them(
+    world: World,
+) -> None:
+    # The next 患者番号 and the audit append run on the driver's own cursor; what they store
+    # must read back through the ORM exactly as ORM-written rows do, on both databases.
+    import datetime as dt
+    import uuid
+
+    from mamori.audit.models import AuditEvent, AuditEventPatient, AuditEventUser, AuditHead
+    from mamori.canonical import canonical_json
+    from mamori.clinic import service as clinic_service
+    from mamori.clinic.models import Clinic
+    from mamori.patients.schemas import PatientIn
+    from mamori.patients.service import register_patient
+
+    clerk = world.actors["clerk_chika"]
+    data = PatientIn.model_validate(SAMPLE_PATIENT)
+    with world.db.session(write=True) as s:
+        clinic = s.get(Clinic, clerk.clinic_id)
+        assert clinic is not None and clinic.next_patient_number == 1
+        first = register_patient(s, clerk, data)
+        # the clinic loaded before sees the advanced counter, not its old value
+        assert clinic.next_patient_number == 2
+        second = register_patient(s, clerk, data)
+        # a clinic created earlier in the same transaction numbers from 1
+        other = clinic_service.create_clinic(s, name="新規", institution_code="1310123463")
+        admin = clinic_service.add_staff(
+            s, other, login_id="new_desk", display_name="受付", role=clerk.role
+        )
+        third = register_patient(s, clinic_service.actor_for(admin, "test"), data)
+        s.commit()
+    assert (first.patient_number, second.patient_number, third.patient_number) == (1, 2, 1)
+    with world.db.session(write=False) as s:
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        events = list(s.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+        assert head.size == len(events) == events[-1].seq
+        assert head.chain_hash == events[-1].chain_hash
+        head.merkle_frontier()  # the stored frontier fits the size
+        last = events[-1]
+        assert last.recorded_at.tzinfo is not None
+        body = __import__("json").loads(last.body)
+        assert last.recorded_at == dt.datetime.fromisoformat(body["at"])
+        assert canonical_json(body).encode() == last.body
+        names = {
+            (r.seq, r.patient_id)
+            for r in s.scalars(select(AuditEventPatient).where(AuditEventPatient.seq == last.seq))
+        }
+        assert names == {(last.seq, third.id)} and isinstance(third.id, uuid.UUID)
+        users = list(s.scalars(select(AuditEventUser).where(AuditEventUser.seq == last.seq)))
+        assert [u.user_id for u in users] == [admin.id]
+        # looked up by patient through the ORM's own UUID binding
+        by_patient = s.scalars(
+            select(AuditEventPatient.seq).where(AuditEventPatient.patient_id == first.id)
+        ).all()
+        assert len(by_patient) == 1

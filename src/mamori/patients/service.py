@@ -20,7 +20,7 @@ from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
 from mamori.crypto.sealed import keyring_of, lenient, seal_failure
 from mamori.db import driver_cursor
-from mamori.errors import Conflict, InvalidInput
+from mamori.errors import Conflict, InvalidInput, NotFound
 from mamori.patients.kana import search_key
 from mamori.patients.models import (
     BIRTH,
@@ -47,7 +47,10 @@ def _next_patient_number(session: Session, clinic_id: uuid.UUID) -> int:
     # the registration's statements together.
     with driver_cursor(session) as cursor:
         cursor.execute(_NEXT_NUMBER_SQL, (cursor.bind(Clinic.__table__.c.id.type)(clinic_id),))
-        (number,) = cursor.fetchone()
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("clinic")
+    (number,) = row
     clinic = session.identity_map.get(identity_key(Clinic, clinic_id))
     if clinic is not None:
         session.expire(clinic, ["next_patient_number"])  # loaded earlier: now an old value
