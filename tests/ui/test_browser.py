@@ -112,12 +112,14 @@ def page(browser: Browser, site: Site) -> Iterator[Page]:
 
 
 def shot(page: Page, name: str) -> None:
-    """Desktop and tablet screenshots; at tablet width nothing may overflow sideways."""
+    """Desktop and tablet screenshots; at tablet width nothing may overflow sideways. The
+    pictures are artifacts, not the test: a generous timeout, since a full-page capture on a
+    loaded 2-core machine once took longer than Playwright's default 10 s."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True, timeout=60_000)
     page.set_viewport_size({"width": 768, "height": 1024})
-    page.screenshot(path=str(ARTIFACTS / f"{name}-tablet.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-tablet.png"), full_page=True, timeout=60_000)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{name}: {overflow}px wider than a tablet"
     page.set_viewport_size({"width": 1280, "height": 900})
