@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, Engine, MetaData, Uuid, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -207,13 +208,13 @@ class DriverCursor:
     def __init__(self, cursor: Any, dialect: Any) -> None:
         self._cursor = cursor
         self._dialect = dialect
-        self._postgres = dialect.name == "postgresql"
+        self.postgres = dialect.name == "postgresql"
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(_marks(sql, self._postgres), params)
+        self._cursor.execute(_marks(sql, self.postgres), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cursor.executemany(_marks(sql, self._postgres), rows)
+        self._cursor.executemany(_marks(sql, self.postgres), rows)
 
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
@@ -223,7 +224,7 @@ class DriverCursor:
         """PostgreSQL: the statements inside go to the server together and are answered
         together (psycopg's pipeline mode), one network round trip instead of one each; their
         errors are raised at the end of the block. SQLite (in-process): as they are."""
-        if self._postgres:
+        if self.postgres:
             with self._cursor.connection.pipeline():
                 yield
         else:
@@ -249,6 +250,16 @@ def _bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
         process = type_.dialect_impl(dialect).bind_processor(dialect)
         found = _PROCESSORS[key] = process or (lambda value: value)
     return found
+
+
+def expire_loaded(
+    session: Session, model: type[Any], key: Any, attributes: Sequence[str] | None = None
+) -> None:
+    """After a driver-cursor write: an ORM copy of that row already loaded in the session
+    holds old values; expire it (or just ``attributes``) so its next read fetches the new."""
+    loaded = session.identity_map.get(identity_key(model, key))
+    if loaded is not None:
+        session.expire(loaded, attributes)
 
 
 @contextmanager

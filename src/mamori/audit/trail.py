@@ -33,7 +33,6 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from mamori.audit import merkle
 from mamori.audit.models import (
@@ -44,7 +43,7 @@ from mamori.audit.models import (
 )
 from mamori.authz.gate import Actor, Intent, hooks
 from mamori.canonical import canonical_json
-from mamori.db import driver_cursor, utcnow
+from mamori.db import driver_cursor, expire_loaded, utcnow
 from mamori.errors import AuditUnavailable
 from mamori.records.versioning import PatientRecord
 
@@ -295,10 +294,9 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
 
     Runs in every audited transaction, so its statements go to the driver's own cursor: through
     SQLAlchemy they cost 1 ms of CPU per write, several times the hashing and the inserts."""
-    postgres = session.get_bind().dialect.name == "postgresql"
     with driver_cursor(session) as cursor:
         # PostgreSQL locks the head row; on SQLite, BEGIN IMMEDIATE already holds the database
-        cursor.execute(_HEAD_SQL + (" FOR UPDATE" if postgres else ""))
+        cursor.execute(_HEAD_SQL + (" FOR UPDATE" if cursor.postgres else ""))
         size, chain, stored = cursor.fetchone()
         nodes = json.loads(stored) if isinstance(stored, str) else stored
         frontier = merkle.Frontier(size, [bytes.fromhex(h) for h in nodes])
@@ -328,9 +326,7 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
                 elif values:
                     cursor.executemany(sql, values)
             cursor.execute(_UPDATE_SQL, (frontier.size, chain, stored))
-    head = session.identity_map.get(identity_key(AuditHead, 1))
-    if head is not None:
-        session.expire(head)  # loaded earlier in this session: its values are now old
+    expire_loaded(session, AuditHead, 1)
     return frontier.size
 
 

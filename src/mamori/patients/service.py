@@ -12,14 +12,13 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from mamori.authz import gate, restricted
 from mamori.authz.gate import Actor, Intent
 from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
 from mamori.crypto.sealed import keyring_of, lenient, seal_failure
-from mamori.db import driver_cursor
+from mamori.db import driver_cursor, expire_loaded
 from mamori.errors import Conflict, InvalidInput, NotFound
 from mamori.patients.kana import search_key
 from mamori.patients.models import (
@@ -51,9 +50,7 @@ def _next_patient_number(session: Session, clinic_id: uuid.UUID) -> int:
     if row is None:
         raise NotFound("clinic")
     (number,) = row
-    clinic = session.identity_map.get(identity_key(Clinic, clinic_id))
-    if clinic is not None:
-        session.expire(clinic, ["next_patient_number"])  # loaded earlier: now an old value
+    expire_loaded(session, Clinic, clinic_id, ["next_patient_number"])
     return int(number) - 1
 
 
