@@ -88,6 +88,16 @@ def _checkpoint(database: Database, settings: Settings) -> None:
         log.exception("audit checkpoint failed")
 
 
+STATISTICS_SECONDS = 6 * 3600  # the planner's statistics are refreshed this often
+
+
+def _refresh_statistics(database: Database) -> None:
+    try:
+        database.refresh_statistics()
+    except Exception:  # a busy or read-only database: plans stay as they were, serving goes on
+        logging.getLogger("mamori").exception("planner statistics refresh failed")
+
+
 def _lifespan(database: Database, settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -101,6 +111,17 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                     await run_in_threadpool(_checkpoint, database, settings)
 
         tasks = [asyncio.create_task(every_interval())]
+        if database.dialect == "sqlite":  # PostgreSQL's autovacuum analyses on its own
+
+            async def statistics() -> None:  # at start, then every STATISTICS_SECONDS
+                while True:
+                    await run_in_threadpool(_refresh_statistics, database)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=STATISTICS_SECONDS)
+                    if stop.is_set():
+                        return
+
+            tasks.append(asyncio.create_task(statistics()))
         forwarder = None
         if settings.syslog is not None:
             from mamori.audit.syslog import Forwarder

@@ -415,7 +415,13 @@ def _loaded(session: Session, instance: object) -> None:
     from mamori.patients.models import Patient
 
     if isinstance(instance, Patient | PatientRecord):
-        session.info[PHI_LOADED] = True
+        note_phi_loaded(session)
+
+
+def note_phi_loaded(session: Session) -> None:
+    """Patient data was read in this unit of work (the safety net: it must also record an
+    audit event). The ORM's load event calls this; reads that bypass the ORM must too."""
+    session.info[PHI_LOADED] = True
 
 
 _installed = False

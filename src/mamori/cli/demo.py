@@ -190,6 +190,7 @@ def synth(
                 progress=lambda n: bar.advance(task, n),
                 commit_batches=True,
             )
+    inst.db.refresh_statistics()  # the planner's view of the new rows (see Database)
     table = Table("record", "count")
     for k, v in stats.counts.items():
         table.add_row(k, str(v))

@@ -50,6 +50,7 @@ from mamori.documents.store import DocumentStore
 from mamori.errors import Conflict, InvalidInput, NotAllowed, NoteAlreadyFinal, NotFound
 from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.records.reader import Where, read_views
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
 
 
@@ -313,10 +314,10 @@ def list_notes(
     include_retracted: bool = False,
 ) -> Sequence[ProgressNote]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "ProgressNote")
-    stmt = select(ProgressNote).where(ProgressNote.patient_id == patient.id)
+    where: list[Where] = [("patient_id", "=", patient.id)]
     if not include_retracted:
-        stmt = stmt.where(ProgressNote.status != NoteStatus.ENTERED_IN_ERROR.value)
-    return session.scalars(stmt.order_by(ProgressNote.created_at.desc()).limit(limit)).all()
+        where.append(("status", "!=", NoteStatus.ENTERED_IN_ERROR.value))
+    return read_views(session, ProgressNote, where, order_by=[("created_at", True)], limit=limit)
 
 
 # --- diagnoses ---------------------------------------------------------------------------
@@ -370,15 +371,13 @@ def list_conditions(
 ) -> Sequence[Condition]:
     """傷病名, 主病 first. ``current_only``: the problem list (転帰 継続) for the chart."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Condition")
-    stmt = select(Condition).where(
-        Condition.patient_id == patient.id, Condition.status == RecordStatus.ACTIVE.value
+    rows = read_views(
+        session,
+        Condition,
+        [("patient_id", "=", patient.id), ("status", "=", RecordStatus.ACTIVE.value)],
     )
     # 転帰 and 主病 are sealed: filtered and ordered here, after decryption
-    found = [
-        c
-        for c in session.scalars(stmt)
-        if not current_only or c.outcome == ConditionOutcome.CONTINUING.value
-    ]
+    found = [c for c in rows if not current_only or c.outcome == ConditionOutcome.CONTINUING.value]
     found.sort(key=lambda c: c.onset_date or dt.date.min, reverse=True)
     found.sort(key=lambda c: not c.is_primary)
     return found
@@ -415,18 +414,13 @@ def list_allergies(
     session: Session, actor: Actor, patient_id: uuid.UUID
 ) -> Sequence[AllergyIntolerance]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "AllergyIntolerance")
-    found = [
-        a
-        for a in session.scalars(
-            select(AllergyIntolerance)
-            .where(
-                AllergyIntolerance.patient_id == patient.id,
-                AllergyIntolerance.status == RecordStatus.ACTIVE.value,
-            )
-            .order_by(AllergyIntolerance.created_at)
-        )
-        if a.verification != "refuted"
-    ]
+    rows = read_views(
+        session,
+        AllergyIntolerance,
+        [("patient_id", "=", patient.id), ("status", "=", RecordStatus.ACTIVE.value)],
+        order_by=[("created_at", False)],
+    )
+    found = [a for a in rows if a.verification != "refuted"]
     found.sort(key=lambda a: not a.is_contraindication)  # 薬剤禁忌 first (stable)
     return found
 
@@ -513,15 +507,16 @@ def current_medications(
     """Prescriptions still running today (issued_on + longest RP days), newest first."""
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "MedicationRequest")
     today = today or clinic_today()
-    recent = session.scalars(
-        select(MedicationRequest)
-        .where(
-            MedicationRequest.patient_id == patient.id,
-            MedicationRequest.status == MedicationRequestStatus.ACTIVE.value,
-            MedicationRequest.issued_on >= today - dt.timedelta(days=365),
-        )
-        .order_by(MedicationRequest.issued_on.desc())
-    ).all()
+    recent = read_views(
+        session,
+        MedicationRequest,
+        [
+            ("patient_id", "=", patient.id),
+            ("status", "=", MedicationRequestStatus.ACTIVE.value),
+            ("issued_on", ">=", today - dt.timedelta(days=365)),
+        ],
+        order_by=[("issued_on", True)],
+    )
     return [m for m in recent if m.issued_on + dt.timedelta(days=m.max_days) >= today]
 
 
@@ -574,17 +569,18 @@ def list_observations(
     limit: int = 100,
 ) -> Sequence[Observation]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Observation")
-    stmt = select(Observation).where(
-        Observation.patient_id == patient.id,
-        Observation.status != RecordStatus.ENTERED_IN_ERROR.value,
-    )
+    where: list[Where] = [
+        ("patient_id", "=", patient.id),
+        ("status", "!=", RecordStatus.ENTERED_IN_ERROR.value),
+    ]
     if category:
-        stmt = stmt.where(Observation.category == category)
-    stmt = stmt.order_by(Observation.effective_at.desc())
+        where.append(("category", "=", category))
+    newest_first = [("effective_at", True)]
     if not code:
-        return session.scalars(stmt.limit(limit)).all()
+        return read_views(session, Observation, where, order_by=newest_first, limit=limit)
     # the code is sealed (a test's name says what was looked for): matched after decryption
-    return [o for o in session.scalars(stmt) if o.code == code][:limit]
+    rows = read_views(session, Observation, where, order_by=newest_first)
+    return [o for o in rows if o.code == code][:limit]
 
 
 # --- documents ---------------------------------------------------------------------------

@@ -270,7 +270,9 @@ def _seal(target: Any) -> None:
         setattr(target, column, value)
 
 
-def _open(target: Any, session: Session | None) -> None:
+def open_loaded(target: Any, session: Session | None) -> None:
+    """Open a just-read row's ciphertext into its sealed fields (the ORM's load event, and
+    the read views of ``mamori.records.reader``): ``SealBroken`` unless the session is lenient."""
     blob = target.__dict__.get(FIELD)
     if blob is None:
         return
@@ -307,12 +309,12 @@ def install() -> None:
 
 
 def _on_load(target: Any, context: Any) -> None:
-    _open(target, context.session)
+    open_loaded(target, context.session)
 
 
 def _on_refresh(target: Any, context: Any, attrs: Any) -> None:
     if attrs is None or FIELD in attrs:
-        _open(target, context.session)
+        open_loaded(target, context.session)
 
 
 def _on_write(_mapper: Any, _connection: Any, target: Any) -> None:

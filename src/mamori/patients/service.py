@@ -34,6 +34,7 @@ from mamori.patients.models import (
     insurance_key,
 )
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
+from mamori.records.reader import read_views
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
 
 SEARCH_LIMIT_MAX = 200
@@ -311,8 +312,9 @@ def update_coverage(
 
 def list_coverages(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Coverage]:
     patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Coverage")
-    return session.scalars(
-        select(Coverage)
-        .where(Coverage.patient_id == patient.id, Coverage.clinic_id == actor.clinic_id)
-        .order_by(Coverage.priority, Coverage.created_at)
-    ).all()
+    return read_views(
+        session,
+        Coverage,
+        [("patient_id", "=", patient.id), ("clinic_id", "=", actor.clinic_id)],
+        order_by=[("priority", False), ("created_at", False)],
+    )
