@@ -75,6 +75,11 @@ RESEALABLE_TABLES = frozenset({"record_version"})
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+def check_role_name(role: str) -> None:
+    if not _ROLE.match(role):
+        raise InstanceError("ロール名が正しくありません。", "Invalid role name.")
+
+
 def grant_app_role(engine: Engine, role: str) -> dict[str, str]:
     """PostgreSQL: give the application's login role exactly what it needs, run as the owner.
 
@@ -86,8 +91,7 @@ def grant_app_role(engine: Engine, role: str) -> dict[str, str]:
         raise InstanceError(
             "ロール権限は PostgreSQL でのみ設定できます。", "Role grants apply to PostgreSQL only."
         )
-    if not _ROLE.match(role):
-        raise InstanceError("ロール名が正しくありません。", "Invalid role name.")
+    check_role_name(role)
     from mamori.db import Base
     from mamori.models import load_all
 

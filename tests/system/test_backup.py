@@ -190,6 +190,8 @@ def test_restore_refuses_a_non_empty_directory_and_a_wrong_identity(
             tmp_path / "r1",
             database_url="postgresql+psycopg://mamori@127.0.0.1/elsewhere",
         )
+    with pytest.raises(BackupError, match="--app-role is for PostgreSQL"):  # so is a role
+        restore(spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r1", app_role="mamori_app")
     assert not (tmp_path / "r1").exists()
     with pytest.raises(BackupError, match="passphrase"):
         load_identity(keys / "mamori-backup-primary.age", "wrong passphrase here")

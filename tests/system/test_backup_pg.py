@@ -29,6 +29,7 @@ from mamori.backup.targets import spec_from_url
 from mamori.cli.instance import Instance, create_instance, open_instance
 from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
+from mamori.errors import MamoriError
 from mamori.patients.models import Patient
 from mamori.synth.generator import generate
 
@@ -160,6 +161,48 @@ def test_a_failed_postgresql_restore_leaves_the_database_empty(
     assert (gen / "manifest.json").exists()  # the backup itself is untouched
 
 
+@pytest.fixture
+def app_role(pg_server: PgServer) -> Iterator[str]:
+    """A login role for the server; requested before the databases, so it is dropped after
+    them (its grants go with them)."""
+    role = f"mamori_app_{uuid.uuid4().hex[:8]}"
+    with _admin(pg_server.base_url) as con:
+        con.execute(f'CREATE ROLE "{role}" LOGIN')
+    yield role
+    with _admin(pg_server.base_url) as con:
+        con.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_restore_gives_the_app_role_least_privilege_again(
+    app_role: str, pg_setup: tuple[Instance, Path, Path], tmp_path: Path, databases: Any
+) -> None:
+    """``pg_restore --no-acl`` brings back no grants; ``app_role`` re-grants least privilege
+    once everything is proven — and an unknown role undoes the restore, database emptied."""
+    inst, keys, usb = pg_setup
+    assert engine.run_backup(inst.settings, inst.db.keyring.kek).ok
+    spec, ident = spec_from_url(f"dir:{usb}"), _ident(keys)
+    bad = databases()
+    with pytest.raises(BackupError) as refused:  # a role that does not exist
+        restore(spec, ident, tmp_path / "r0", database_url=bad, app_role="no_such_role_here")
+    assert "no_such_role_here" in refused.value.en and "undone" in refused.value.en
+    assert engine.pg_facts(bad)["counts"] == {} and not (tmp_path / "r0").exists()
+    with pytest.raises(MamoriError, match="Invalid role name"):  # checked before anything
+        restore(spec, ident, tmp_path / "r1", database_url=databases(), app_role='x"; --')
+    assert not (tmp_path / "r1").exists()
+    url = databases()
+    done = restore(spec, ident, tmp_path / "r", database_url=url, app_role=app_role)
+    assert done.app_role == app_role and "grants" in done.timings
+    u = make_url(url)
+    with psycopg.connect(
+        host=u.host, port=u.port, user=app_role, dbname=u.database, autocommit=True
+    ) as app:
+        row = app.execute("SELECT count(*) FROM patient").fetchone()
+        assert row == (done.counts["patient"],)
+        for sql in ("DELETE FROM audit_event", "UPDATE record_version SET version = 9"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(sql)
+
+
 def test_postgresql_restore_with_debian_age_zstd_and_pg_restore_only(
     pg_setup: tuple[Instance, Path, Path], databases: Any
 ) -> None:
@@ -199,7 +242,7 @@ def test_rows_destroyed_behind_mamoris_back_raise_the_alarm(
 
 
 def test_cli_restore_and_drill_of_a_postgresql_generation(
-    pg_setup: tuple[Instance, Path, Path], tmp_path: Path, databases: Any
+    app_role: str, pg_setup: tuple[Instance, Path, Path], tmp_path: Path, databases: Any
 ) -> None:
     """The commands as an operator runs them (separate processes)."""
     inst, keys, usb = pg_setup
@@ -231,7 +274,11 @@ def test_cli_restore_and_drill_of_a_postgresql_generation(
     assert report["engine"] == "postgresql" and report["result"] == "passed"
     assert engine.pg_facts(scratch)["counts"] == {}  # the scratch database is empty again
     restored = databases()
-    out = mamori("restore", *args, "--to", str(tmp_path / "r"), "--database-url", restored)
+    out = mamori(
+        "restore", *args, "--to", str(tmp_path / "r"), "--database-url", restored,
+        "--app-role", app_role,
+    )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"least privilege granted to {app_role}" in " ".join(out.stdout.split())
     counts = engine.pg_facts(restored)["counts"]
     assert counts == {**report["counts"], "audit_event": report["counts"]["audit_event"] + 1}

@@ -59,6 +59,7 @@ class Restored:
     documents: int
     timings: dict[str, float] = field(default_factory=dict)
     engine: str = "sqlite"
+    app_role: str | None = None  # PostgreSQL: the login role given least privilege afterwards
 
 
 def _fail(ja: str, en: str) -> BackupInvalid:
@@ -74,9 +75,17 @@ def restore(
     key_dir: Path | None = None,
     progress: Say | None = None,
     database_url: str | None = None,
+    app_role: str | None = None,
 ) -> Restored:
     """``database_url``: for a PostgreSQL generation, the **empty** database to restore into
-    (created beforehand by its administrator); the instance directory still goes to ``dest``."""
+    (created beforehand by its administrator); the instance directory still goes to ``dest``.
+    ``app_role``: the PostgreSQL login role the server will use, given least privilege once
+    everything is proven (``pg_restore --no-acl`` brings no grants back); a failure there
+    undoes the restore like any other."""
+    if app_role is not None:
+        from mamori.migrate import check_role_name
+
+        check_role_name(app_role)
     say = progress or (lambda _w, _d, _t: None)
     timings: dict[str, float] = {}
     t = time.monotonic()
@@ -120,6 +129,11 @@ def restore(
         require_ok(report, chosen)
         if chosen.manifest.get("engine") == "postgresql":
             _require_empty_database(database_url)
+        elif app_role:
+            raise BackupError(
+                "SQLite の世代です。--app-role は PostgreSQL の世代にだけ使います。",
+                "This is a SQLite generation: --app-role is for PostgreSQL generations only.",
+            )
         elif database_url:
             raise BackupError(
                 "SQLite の世代です。--database-url は PostgreSQL の世代にだけ使います。",
@@ -144,6 +158,12 @@ def restore(
                 target, ident, chosen, base, dest, work, key_dir, say, timings, created,
                 database_url,
             )  # fmt: skip
+            if app_role:
+                assert database_url is not None  # a PostgreSQL generation needs one (above)
+                t = time.monotonic()
+                _grant(database_url, app_role)
+                restored.app_role = app_role
+                timings["grants"] = time.monotonic() - t
         except BaseException:
             if chosen.manifest.get("engine") == "postgresql" and database_url:
                 empty_database(database_url)  # it was empty; it is left empty
@@ -406,6 +426,25 @@ def _restore_postgres(
         target, ident, chosen, dest, work, key_file, say, timings,
         lambda: pg_facts(url), None, "postgresql",
     )  # fmt: skip
+
+
+def _grant(url: str, role: str) -> None:
+    """The app role's least privilege on the restored database (``mamori db grant-app-role``)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from mamori.db import make_engine
+    from mamori.migrate import grant_app_role
+
+    engine = make_engine(url)
+    try:
+        grant_app_role(engine, role)
+    except DBAPIError as exc:  # no such role, or not run as the owner
+        raise BackupError(
+            f"ロール {role} に権限を付与できません（復元は取り消しました）: {exc.orig}",
+            f"Cannot grant role {role} its privileges (the restore was undone): {exc.orig}",
+        ) from exc
+    finally:
+        engine.dispose()
 
 
 def _require_empty_database(url: str | None) -> None:

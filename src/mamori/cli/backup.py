@@ -318,6 +318,13 @@ def restore_cmd(
     known_hosts: Annotated[Path | None, typer.Option(help="SFTP サーバーの known_hosts")] = None,
     endpoint: Annotated[str, typer.Option(help="S3 のエンドポイント")] = "",
     database_url: DatabaseOpt = None,
+    app_role: Annotated[
+        str | None,
+        typer.Option(
+            "--app-role",
+            help="PostgreSQL: 復元後、サーバーの接続ロールへ最小権限を付与（db grant-app-role）",
+        ),
+    ] = None,
 ) -> None:
     """バックアップから新しいディレクトリへ復元 / restore into a new directory, verified."""
     from mamori.backup.restore import restore
@@ -334,6 +341,7 @@ def restore_cmd(
                 key_dir=key_dir,
                 progress=_Bars(bars),
                 database_url=database_url,
+                app_role=app_role,
             )
     except MamoriError as exc:
         fail(exc)
@@ -349,6 +357,17 @@ def restore_cmd(
     console.print(f"steps (s) / 所要時間（秒）: {steps}")
     if done.key_file:
         console.print(f"KEK / 鍵ファイル: {done.key_file}")
+    if done.app_role:
+        console.print(
+            f"ロール {done.app_role} に最小権限を付与しました / least privilege granted to"
+            f" {done.app_role}: mamori.toml の database_url をこのロールに"
+            " / point database_url at it"
+        )
+    elif done.engine == "postgresql":
+        console.print(
+            "[yellow]アプリ用ロールの権限は戻っていません / no grants were restored[/]:"
+            " mamori db grant-app-role <role>（または --app-role）"
+        )
     console.print(f"start it / 起動: MAMORI_HOME={done.home} mamori serve")
 
 
