@@ -26,6 +26,7 @@ from mamori.clinical.models import (
     Observation,
     ProgressNote,
 )
+from mamori.clinical.schemas import NoteIn
 from mamori.crypto.sealed import sealed_fields
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import list_coverages
@@ -130,12 +131,20 @@ def test_a_moved_ciphertext_stops_the_chart(world: World, patient: dict[str, Any
         assert "一つ目" not in r.text and "二つ目" not in r.text
 
 
-def test_views_are_never_saved(world: World, patient: dict[str, Any]) -> None:
+def _one_note(world: World, patient: dict[str, Any]) -> tuple[Actor, uuid.UUID]:
+    """The sample patient with one draft note (S: 咳), written through the service."""
     actor = world.actors["dr_aiko"]
     pid = uuid.UUID(patient["id"])
     with world.db.session(write=True) as s:
-        clinical.write_note(s, actor, pid, _note_in())
+        clinical.write_note(
+            s, actor, pid, NoteIn(subjective="咳", objective="", assessment="", plan="")
+        )
         s.commit()
+    return actor, pid
+
+
+def test_views_are_never_saved(world: World, patient: dict[str, Any]) -> None:
+    actor, pid = _one_note(world, patient)
     with world.db.session(write=True) as s:
         (note,) = clinical.list_notes(s, actor, pid)
         note.subjective = "書き換え"
@@ -153,23 +162,13 @@ def test_views_are_never_saved(world: World, patient: dict[str, Any]) -> None:
         s.rollback()
 
 
-def _note_in() -> Any:
-    from mamori.clinical.schemas import NoteIn
-
-    return NoteIn(subjective="咳", objective="", assessment="", plan="")
-
-
 def test_reads_past_the_orm_still_need_an_audit_event(
     world: World, patient: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The safety net: a unit of work that read patient rows (here without the gate, as a
     careless new service might) and recorded nothing fails at commit."""
     monkeypatch.setenv("MAMORI_ENV", "test")
-    actor = world.actors["dr_aiko"]
-    pid = uuid.UUID(patient["id"])
-    with world.db.session(write=True) as s:
-        clinical.write_note(s, actor, pid, _note_in())
-        s.commit()
+    _actor, pid = _one_note(world, patient)
     with world.db.session(write=False) as s:
         rows = read_views(s, ProgressNote, [("patient_id", "=", pid)])
         assert len(rows) == 1
