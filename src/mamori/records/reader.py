@@ -141,6 +141,13 @@ def read_views(
             values[key] = value if process is None else process(value)
         open_loaded(view, session)
         views.append(view)
-    if views:
+    if views and _patient_data(model):
         note_phi_loaded(session)
     return views
+
+
+def _patient_data(model: type[Any]) -> bool:
+    from mamori.patients.models import Patient
+    from mamori.records.versioning import PatientRecord
+
+    return issubclass(model, Patient | PatientRecord)
