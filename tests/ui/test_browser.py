@@ -20,6 +20,7 @@ import pyotp
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import select, update
 
 from mamori.app import create_app
@@ -111,15 +112,29 @@ def page(browser: Browser, site: Site) -> Iterator[Page]:
     context.close()
 
 
+def _capture(page: Page, path: Path) -> None:
+    """One artifact picture. Headless Chromium now and then stalls a full-page capture after
+    "fonts loaded" on a loaded 2-core machine (once past 60 s, the page having passed every
+    check); a second, viewport-only attempt is made, and a capture that still fails is listed
+    in ``MISSING.txt`` beside the pictures instead of failing the test it illustrates."""
+    for full_page in (True, False):
+        try:
+            page.screenshot(path=str(path), full_page=full_page, timeout=30_000)
+            return
+        except PlaywrightTimeoutError:
+            continue
+    with (path.parent / "MISSING.txt").open("a", encoding="utf-8") as fh:
+        fh.write(f"{path.name}: capture timed out twice\n")
+
+
 def shot(page: Page, name: str) -> None:
-    """Desktop and tablet screenshots; at tablet width nothing may overflow sideways. The
-    pictures are artifacts, not the test: a generous timeout, since a full-page capture on a
-    loaded 2-core machine once took longer than Playwright's default 10 s."""
+    """Desktop and tablet screenshots (artifacts, see ``_capture``); at tablet width nothing
+    may overflow sideways — that is the test."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True, timeout=60_000)
+    _capture(page, ARTIFACTS / f"{name}-desktop.png")
     page.set_viewport_size({"width": 768, "height": 1024})
-    page.screenshot(path=str(ARTIFACTS / f"{name}-tablet.png"), full_page=True, timeout=60_000)
+    _capture(page, ARTIFACTS / f"{name}-tablet.png")
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"{name}: {overflow}px wider than a tablet"
     page.set_viewport_size({"width": 1280, "height": 900})
