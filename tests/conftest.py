@@ -51,6 +51,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = metafunc.config.getoption("--backends").split(",")
         if metafunc.definition.get_closest_marker("one_backend"):
             backends = backends[:1]  # backend-independent logic: walked once
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            backends = [b for b in backends if b == "sqlite"]
         metafunc.parametrize("backend", backends, scope="session")
 
 

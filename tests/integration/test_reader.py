@@ -214,12 +214,11 @@ def _plans(world: World, actor: Actor, pid: uuid.UUID) -> list[str]:
     return found
 
 
-def test_planner_statistics_keep_chart_reads_on_the_patient(world: World, backend: str) -> None:
+@pytest.mark.sqlite_only  # PostgreSQL's autovacuum keeps its own statistics
+def test_planner_statistics_keep_chart_reads_on_the_patient(world: World) -> None:
     """A clinic's coverages asked for one patient must not walk the whole clinic: without
     statistics SQLite cannot tell ``ix_coverage_clinic_id`` (every row) from the patient's
     index. ``refresh_statistics`` (run by the server and after bulk loads) fixes the plan."""
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
     _fill(world)
     actor = world.actors["dr_aiko"]
     with world.db.session(write=False) as s:
@@ -231,9 +230,8 @@ def test_planner_statistics_keep_chart_reads_on_the_patient(world: World, backen
     assert "SEARCH coverage USING INDEX ix_coverage_patient_id (patient_id=?)" in plans
 
 
-def test_the_server_refreshes_statistics_when_it_starts(world: World, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
+@pytest.mark.sqlite_only  # PostgreSQL's autovacuum keeps its own statistics
+def test_the_server_refreshes_statistics_when_it_starts(world: World) -> None:
     from fastapi.testclient import TestClient
 
     from mamori.app import create_app
