@@ -280,11 +280,11 @@ class Database:
 class DriverCursor:
     """The driver's own cursor inside a session's transaction, for the few hot statements
     whose SQLAlchemy execution cost more than their work (the audit append in every audited
-    transaction; the next 患者番号). Statements are fixed text with ``?`` marks (made the
-    driver's own here); values are converted by the column types' own bind processors
-    (:meth:`bind`), so rows read back through the ORM exactly as if it had written them; driver
-    errors leave as SQLAlchemy's (``DBAPIError`` and its subclasses), like any other statement's.
-    Use :func:`driver_cursor`."""
+    transaction; the next 患者番号; the chart's read views, ``records/reader.py``). Statements
+    are fixed text with ``?`` marks (made the driver's own here); values are converted by the
+    column types' own bind processors (:meth:`bind`), so rows read back through the ORM exactly
+    as if it had written them; driver errors leave as SQLAlchemy's (``DBAPIError`` and its
+    subclasses), like any other statement's. Use :func:`driver_cursor`."""
 
     def __init__(self, cursor: Any, dialect: Any) -> None:
         self._cursor = cursor
@@ -316,7 +316,7 @@ class DriverCursor:
 
     def bind(self, type_: Any) -> Callable[[Any], Any]:
         """The function SQLAlchemy applies to a value of this column type on this database."""
-        return _bind_processor(type_, self._dialect)
+        return bind_processor(type_, self._dialect)
 
 
 @functools.lru_cache(maxsize=64)
@@ -327,7 +327,8 @@ def _marks(sql: str, postgres: bool) -> str:
 _PROCESSORS: dict[tuple[str, str, type], Callable[[Any], Any]] = {}
 
 
-def _bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+def bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    """What SQLAlchemy applies to a value of this column type before the driver sees it."""
     key = (dialect.name, dialect.driver, type(type_))
     found = _PROCESSORS.get(key)
     if found is None:

@@ -29,7 +29,7 @@ from sqlalchemy.orm.attributes import manager_of_class
 
 from mamori.audit.trail import note_phi_loaded
 from mamori.crypto.sealed import open_loaded
-from mamori.db import driver_cursor
+from mamori.db import bind_processor, driver_cursor
 
 T = TypeVar("T")
 
@@ -93,17 +93,13 @@ def _plan(
     if limited:
         sql += " LIMIT ?"
 
-    def bind(type_: Any) -> Callable[[Any], Any]:
-        process = type_.dialect_impl(dialect).bind_processor(dialect)
-        return process or (lambda value: value)
-
     plan = _Plan(
         sql=sql,
         keys=tuple(k for k, _ in attrs),
         results=tuple(
             col.type.dialect_impl(dialect).result_processor(dialect, None) for _, col in attrs
         ),
-        binds=tuple(bind(column(name).type) for name, _ in where),
+        binds=tuple(bind_processor(column(name).type, dialect) for name, _ in where),
         new=manager_of_class(model).new_instance,
     )
     _PLANS[key] = plan
