@@ -17,7 +17,8 @@ Page delta (after age and zstd)::
     then per changed page: 4-byte big-endian page index (from 0), the page's bytes
 
 Applying it: copy the base database, truncate to ``page_count * page_size``, write each page at
-``index * page_size``; the result's SHA-256 is ``sha256``.
+``index * page_size``; the result's SHA-256 is ``sha256`` (``docs/apply_pages.py`` does it with
+Python's standard library; ``PatchedWriter`` does it while the full is being decrypted).
 """
 
 from __future__ import annotations
@@ -348,30 +349,119 @@ class DeltaReader(io.RawIOBase):
         super().close()
 
 
-def apply_delta(delta: BinaryIO, db: Path) -> str:
-    """Apply a page delta (plaintext stream) to a copy of its base at ``db``; returns the
-    resulting SHA-256, which the caller compares with the manifest."""
-    if delta.read(len(PAGES_MAGIC)) != PAGES_MAGIC:
-        raise BackupInvalid("差分の形式が正しくありません。", "Not a mamori page delta.")
-    head = json.loads(delta.readline(4096))
-    size, count = int(head["page_size"]), int(head["page_count"])
-    if sha256_file(db) != head["base_sha256"]:
-        raise BackupInvalid(
-            "差分の元になる完全バックアップが一致しません。",
-            "The full backup this delta applies to does not match.",
-        )
-    with db.open("r+b") as fh:
-        fh.truncate(size * count)
-        while rec := delta.read(4):
-            (page,) = struct.unpack(">I", rec)
-            data = delta.read(size)
-            if len(data) != size or page >= count:
-                raise BackupInvalid("差分が途中で切れています。", "Truncated page delta.")
-            fh.seek(page * size)
-            fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return str(head["sha256"])
+class PageDelta:
+    """A decrypted page delta on disk, opened for ``PatchedWriter``: its header, and where in
+    the file each changed page's bytes lie (the pages themselves are read when they are due)."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("rb")
+        try:
+            if self._fh.read(len(PAGES_MAGIC)) != PAGES_MAGIC:
+                raise BackupInvalid("差分の形式が正しくありません。", "Not a mamori page delta.")
+            head = json.loads(self._fh.readline(4096))
+            self.page_size, self.page_count = int(head["page_size"]), int(head["page_count"])
+            self.base_sha256, self.sha256 = str(head["base_sha256"]), str(head["sha256"])
+            if self.page_size < 512 or self.page_size & (self.page_size - 1):
+                raise ValueError(self.page_size)
+            self.offsets: dict[int, int] = {}
+            at, end = self._fh.tell(), os.fstat(self._fh.fileno()).st_size
+            while at < end:
+                self._fh.seek(at)
+                (page,) = struct.unpack(">I", self._fh.read(4))
+                if page >= self.page_count or at + 4 + self.page_size > end:
+                    raise BackupInvalid("差分が途中で切れています。", "Truncated page delta.")
+                self.offsets[page] = at + 4  # a page written twice: the later bytes win
+                at += 4 + self.page_size
+        except (ValueError, KeyError, TypeError, struct.error) as exc:
+            self._fh.close()
+            raise BackupInvalid(
+                "差分の形式が正しくありません。", f"Not a mamori page delta: {exc}"
+            ) from exc
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def page(self, index: int) -> bytes:
+        self._fh.seek(self.offsets[index])
+        return self._fh.read(self.page_size)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> PageDelta:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class PatchedWriter:
+    """The full backup's plaintext stream, patched with a page delta on its way to ``out``:
+    restoring a delta generation is one pass over the database, not three (write the full,
+    read it to check the delta's base, read it again to check the result).
+
+    What is written is exactly what applying the delta to the full gives (``docs/
+    apply_pages.py``): the full cut (or grown) to ``page_count`` pages, changed pages replaced
+    and pages past the full's end that the delta does not carry left as zeros. ``close()``
+    checks that the stream was the delta's base; the caller checks the result's SHA-256 (the
+    writer below this one hashes it) against the manifest."""
+
+    def __init__(self, out: Any, delta: PageDelta) -> None:
+        self.out = out
+        self.delta = delta
+        self.base = hashlib.sha256()
+        self._size = delta.page_size
+        self._pending = bytearray()
+        self._page = 0  # index of the next page to write
+        self._due = sorted(delta.offsets)
+        self._next = 0  # position in _due
+
+    def write(self, data: bytes) -> int:
+        self.base.update(data)
+        self._pending += data
+        whole = len(self._pending) - len(self._pending) % self._size
+        if whole:
+            self._emit(bytes(self._pending[:whole]))
+            del self._pending[:whole]
+        return len(data)
+
+    def _emit(self, block: bytes) -> None:
+        first, count = self._page, len(block) // self._size
+        last = min(first + count, self.delta.page_count)  # pages past the new end are cut
+        self._page += count
+        if last <= first:
+            return
+        block = block[: (last - first) * self._size] if last < first + count else block
+        due, i = self._due, self._next
+        if i < len(due) and due[i] < last:
+            patched = bytearray(block)
+            while i < len(due) and due[i] < last:
+                off = (due[i] - first) * self._size
+                patched[off : off + self._size] = self.delta.page(due[i])
+                i += 1
+            self._next = i
+            block = bytes(patched)
+        self.out.write(block)
+
+    def flush(self) -> None:
+        pass  # close() finishes the stream
+
+    def close(self) -> None:
+        if self._pending:  # a full that is not whole pages is not a SQLite database
+            raise BackupInvalid(
+                "完全バックアップの大きさがページの倍数ではありません。",
+                "The full backup is not a whole number of pages.",
+            )
+        if self.base.hexdigest() != self.delta.base_sha256:
+            raise BackupInvalid(
+                "差分の元になる完全バックアップが一致しません。",
+                "The full backup this delta applies to does not match.",
+            )
+        zeros = bytes(self._size)
+        while self._page < self.delta.page_count:  # the database grew after the full
+            page = self._page
+            self.out.write(self.delta.page(page) if page in self.delta.offsets else zeros)
+            self._page += 1
 
 
 # ---------------------------------------------------------------- manifests

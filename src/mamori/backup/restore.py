@@ -255,17 +255,42 @@ def _decrypt_object(
 def _decrypt_to(
     target: Any, gen: Generation, name: str, dest: Path, ident: Identity, work: Path
 ) -> str:
-    """A compressed generation object decrypted to ``dest`` (fsynced); its plaintext SHA-256."""
+    """A compressed generation object decrypted to a scratch file in the work directory (not
+    synced: it is read once and removed); its plaintext SHA-256."""
+    obj = _listed(gen, name)
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        plain = fmt.HashingWriter(fh)
+        path = f"generations/{gen.generation:010d}/{name}"
+        _decrypt_object(target, path, obj["sha256"], plain, ident, work, compressed=True, name=name)
+    return plain.sha.hexdigest()
+
+
+def _restore_database(
+    target: Any,
+    gen: Generation,
+    name: str,
+    dest: Path,
+    ident: Identity,
+    work: Path,
+    patch: fmt.PageDelta | None,
+) -> str:
+    """The full database decrypted to ``dest`` (fsynced), patched on the way with a delta's
+    pages if there is one; the SHA-256 of what was written, for the manifest."""
     obj = _listed(gen, name)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         sink = fmt.BackgroundWriter(fh)  # the disk works while the next block is decrypted
         plain = fmt.HashingWriter(sink)  # type: ignore[arg-type]
+        patched = None if patch is None else fmt.PatchedWriter(plain, patch)
         path = f"generations/{gen.generation:010d}/{name}"
         try:
             _decrypt_object(
-                target, path, obj["sha256"], plain, ident, work, compressed=True, name=name
-            )
+                target, path, obj["sha256"], patched or plain, ident, work,
+                compressed=True, name=name,
+            )  # fmt: skip
+            if patched is not None:
+                patched.close()
         finally:
             sink.close()
         fh.flush()
@@ -307,14 +332,15 @@ def _restore_into(
     db = db_dir / "mamori.db"
     full = base or chosen
     say("database", 0, 1)
-    restored_sha = _decrypt_to(target, full, "db.full.sqlite.zst.age", db, ident, work)
-    if full is not chosen:
-        delta = work / "delta.pages"
-        _decrypt_to(target, chosen, "db.delta.pages.zst.age", delta, ident, work)
-        with delta.open("rb") as fh:
-            fmt.apply_delta(fh, db)
-        delta.unlink()
-        restored_sha = fmt.sha256_file(db)
+    full_name = "db.full.sqlite.zst.age"
+    if full is chosen:
+        restored_sha = _restore_database(target, full, full_name, db, ident, work, None)
+    else:  # the delta first (small, scratch), then the full patched with it in one pass
+        pages = work / "delta.pages"
+        _decrypt_to(target, chosen, "db.delta.pages.zst.age", pages, ident, work)
+        with fmt.PageDelta(pages) as delta:
+            restored_sha = _restore_database(target, full, full_name, db, ident, work, delta)
+        pages.unlink()
     if restored_sha != m["db"]["sha256"]:
         raise _fail(
             "復元したデータベースが目録と一致しません。",
@@ -587,6 +613,9 @@ def _restore_documents(
     return len(files)
 
 
+CHECK_CACHE_KIB = 256 * 1024  # per check connection, for the pages past the memory map
+
+
 def _integrity_check(db: Path) -> float:
     """``PRAGMA integrity_check``, split over two connections; its duration in seconds.
 
@@ -648,6 +677,11 @@ def _rows_about(con: sqlite3.Connection, name: str) -> int:
 def _run_checks(db: Path, statements: list[str]) -> list[list[Any]]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
+        # the check looks up every row in every index: pages read through a memory map (as
+        # much of the file as this SQLite maps, 2 GB by default) and a larger cache for the
+        # rest, instead of a read() per page, make it 1.5-3x faster on the M clinic
+        con.execute(f"PRAGMA mmap_size = {db.stat().st_size}").fetchall()
+        con.execute(f"PRAGMA cache_size = -{CHECK_CACHE_KIB}").fetchall()
         return [con.execute(sql).fetchall() for sql in statements]
     finally:
         con.close()
