@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ def main() -> None:
     home, _login, _password = prepare(args.size, args.seed, args.instance)
     home = home.resolve()
     work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)  # a previous run's keys, target and reports
     env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     mamori = [sys.executable, "-m", "mamori"]
     t0 = time.monotonic()
