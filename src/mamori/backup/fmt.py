@@ -418,6 +418,9 @@ class PatchedWriter:
 
     def write(self, data: bytes) -> int:
         self.base.update(data)
+        if not self._pending and len(data) % self._size == 0:  # zstd's whole 1 MiB blocks
+            self._emit(bytes(data))  # no copy when it is bytes already
+            return len(data)
         self._pending += data
         whole = len(self._pending) - len(self._pending) % self._size
         if whole:
