@@ -241,26 +241,19 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     full_ratio = rows["restic full"] / rows["mamori full"]
-    restore_ratio = rows["restic restore"] / rows["mamori restore"]
     print(
         f"full backup (median of {args.repeat}): mamori {result['mamori_full_MBps']} MB/s vs "
         f"restic {result['restic_full_MBps']} MB/s (ratio {full_ratio:.2f}×)\n"
         f"next backup after ~1 % change: mamori {result['mamori_incr_mb']} MB vs restic "
         f"{result['restic_incr_mb']} MB ({result['incr_size_ratio_restic_over_mamori']}× smaller)\n"
-        f"full restore: mamori {result['mamori_restore_MBps']} MB/s (verified) vs restic "
-        f"{result['restic_restore_MBps']} MB/s (ratio {restore_ratio:.2f}×; medians of "
-        f"{args.repeat}); restic + sync {result['restic_restore_synced_MBps']} MB/s (ratio "
-        f"{rows['restic restore+sync'] / rows['mamori restore']:.2f}×)\n"
+        f"{restore_line(rows, mb, args.repeat)}\n"
         f"  of which fetch+decrypt+hash checks (restic's work): "
         f"{result['mamori_restore_data_s']} s = "
         f"{mb / max(result['mamori_restore_data_s'], 0.1):.0f} MB/s "
         f"(ratio {rows['restic restore'] / max(result['mamori_restore_data_s'], 0.1):.2f}×); "
         f"steps {steps}"
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"backup-{stamp}.json").write_text(json.dumps(result, indent=1))
-    shutil.rmtree(work / "restored", ignore_errors=True)
-    shutil.rmtree(work / "restic-restored", ignore_errors=True)
+    save(result, "backup", work)
 
 
 def restore_rounds(work: Path, usb: Path, renv: dict[str, str], repeat: int) -> dict[str, Any]:
@@ -317,15 +310,24 @@ def restore_only(work: Path, repeat: int) -> None:
         "mamori_restore_steps_s": r["steps"],
     }
     print(json.dumps(result, indent=1))
-    print(
-        f"full restore (medians of {repeat}): mamori {result['mamori_restore_MBps']} MB/s vs "
-        f"restic {result['restic_restore_MBps']} MB/s (ratio "
-        f"{r['restic restore'] / r['mamori restore']:.2f}×); restic + sync "
-        f"{result['restic_restore_synced_MBps']} MB/s (ratio "
-        f"{r['restic restore+sync'] / r['mamori restore']:.2f}×)"
+    print(restore_line(r, mb, repeat))
+    save(result, "backup-restore", work)
+
+
+def restore_line(r: dict[str, Any], mb: float, repeat: int) -> str:
+    mamori = r["mamori restore"]
+    return (
+        f"full restore (verified; medians of {repeat}): mamori {mb / mamori:.0f} MB/s vs restic "
+        f"{mb / r['restic restore']:.0f} MB/s (ratio {r['restic restore'] / mamori:.2f}×); "
+        f"restic + sync {mb / r['restic restore+sync']:.0f} MB/s (ratio "
+        f"{r['restic restore+sync'] / mamori:.2f}×)"
     )
+
+
+def save(result: dict[str, Any], name: str, work: Path) -> None:
+    """The result as ``results/<name>-<time>.json``; the restored copies go."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"backup-restore-{stamp}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(work / "restored", ignore_errors=True)
     shutil.rmtree(work / "restic-restored", ignore_errors=True)
 
