@@ -159,25 +159,32 @@ def _configure_sqlite(engine: Engine) -> None:
     # Writers in other processes still meet SQLite's lock.
     turn = threading.Lock()
     holder: list[int] = []  # id() of the driver connection holding the turn, if any
+    queued = [False]  # a writer found the turn taken since it was last handed on
 
     def release(dbapi_connection: Any) -> None:
         if holder and holder[0] == id(dbapi_connection):
             holder.clear()
             turn.release()
-            # Yield the GIL: the writer woken by the release holds the turn but cannot run
-            # until this thread blocks, which it would do only at its next write (4 threads:
-            # 12–20 % fewer writes/s without this; with it, about as many as before the turn).
-            time.sleep(0)
+            if queued[0]:
+                # Yield the GIL: the writer woken by the release holds the turn but cannot
+                # run until this thread blocks, which it would do only at its next write (4
+                # threads: 12–20 % fewer writes/s without this; with it, about as many as
+                # before the turn). A lone writer skips it (a racy flag costs one yield at
+                # most, one way or the other).
+                queued[0] = False
+                time.sleep(0)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if not conn.get_execution_options().get("mamori_write"):
             conn.exec_driver_sql("BEGIN")
             return
-        if not turn.acquire(timeout=SQLITE_BUSY_SECONDS):
-            raise OperationalError(
-                "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
-            )
+        if not turn.acquire(blocking=False):
+            queued[0] = True
+            if not turn.acquire(timeout=SQLITE_BUSY_SECONDS):
+                raise OperationalError(
+                    "BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked")
+                )
         raw = conn.connection.dbapi_connection
         holder.append(id(raw))
         try:
