@@ -145,3 +145,14 @@ def test_a_cut_or_foreign_delta_is_refused_before_anything_is_written(tmp_path: 
         bad.write_bytes(junk)
         with pytest.raises(BackupInvalid, match="Not a mamori page delta"):
             fmt.PageDelta(bad)
+
+
+def test_a_delta_that_disagrees_with_its_manifest_is_refused(tmp_path: Path) -> None:
+    base = fake_db([b"\x01" * PAGE] * 4)
+    new = fake_db([b"\x01" * PAGE] * 3 + [b"\x02" * PAGE] * 2)
+    with fmt.PageDelta(make_delta(tmp_path, base, new)) as delta:
+        signed = {"page_size": PAGE, "page_count": 5, "sha256": hashlib.sha256(new).hexdigest()}
+        delta.expect(signed)  # the manifest of this very delta
+        for key, wrong in (("page_count", 5 << 30), ("page_size", 4096), ("sha256", "0" * 64)):
+            with pytest.raises(BackupInvalid, match="does not match its manifest"):
+                delta.expect({**signed, key: wrong})

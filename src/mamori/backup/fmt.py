@@ -381,6 +381,16 @@ class PageDelta:
             self._fh.close()
             raise
 
+    def expect(self, db: dict[str, Any]) -> None:
+        """Refuse a delta whose header disagrees with the signed manifest's ``db`` entry before
+        anything is written (a header naming billions of pages would otherwise fill the disk
+        with zeros before the result's hash could disagree)."""
+        want = (db.get("page_size"), db.get("page_count"), db.get("sha256"))
+        if (self.page_size, self.page_count, self.sha256) != want:
+            raise BackupInvalid(
+                "差分が目録と一致しません。", "The page delta does not match its manifest."
+            )
+
     def page(self, index: int) -> bytes:
         self._fh.seek(self.offsets[index])
         return self._fh.read(self.page_size)

@@ -339,6 +339,7 @@ def _restore_into(
         pages = work / "delta.pages"
         _decrypt_to(target, chosen, "db.delta.pages.zst.age", pages, ident, work)
         with fmt.PageDelta(pages) as delta:
+            delta.expect(m["db"])
             restored_sha = _restore_database(target, full, full_name, db, ident, work, delta)
         pages.unlink()
     if restored_sha != m["db"]["sha256"]:
