@@ -253,30 +253,20 @@ def _decrypt_object(
 
 
 def _decrypt_to(
-    target: Any, gen: Generation, name: str, dest: Path, ident: Identity, work: Path
-) -> str:
-    """A compressed generation object decrypted to a scratch file in the work directory (not
-    synced: it is read once and removed); its plaintext SHA-256."""
-    obj = _listed(gen, name)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        plain = fmt.HashingWriter(fh)
-        path = f"generations/{gen.generation:010d}/{name}"
-        _decrypt_object(target, path, obj["sha256"], plain, ident, work, compressed=True, name=name)
-    return plain.sha.hexdigest()
-
-
-def _restore_database(
     target: Any,
     gen: Generation,
     name: str,
     dest: Path,
     ident: Identity,
     work: Path,
-    patch: fmt.PageDelta | None,
+    *,
+    patch: fmt.PageDelta | None = None,
+    durable: bool = False,
 ) -> str:
-    """The full database decrypted to ``dest`` (fsynced), patched on the way with a delta's
-    pages if there is one; the SHA-256 of what was written, for the manifest."""
+    """A compressed generation object decrypted to ``dest``; the SHA-256 of what was written.
+    ``durable``: the restored database itself, fsynced (scratch files in the work directory
+    are read once and removed). ``patch``: the object is a full database and the delta's
+    pages replace its own on the way (``fmt.PatchedWriter``)."""
     obj = _listed(gen, name)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -293,8 +283,9 @@ def _restore_database(
                 patched.close()
         finally:
             sink.close()
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     return plain.sha.hexdigest()
 
 
@@ -334,13 +325,15 @@ def _restore_into(
     say("database", 0, 1)
     full_name = "db.full.sqlite.zst.age"
     if full is chosen:
-        restored_sha = _restore_database(target, full, full_name, db, ident, work, None)
+        restored_sha = _decrypt_to(target, full, full_name, db, ident, work, durable=True)
     else:  # the delta first (small, scratch), then the full patched with it in one pass
         pages = work / "delta.pages"
         _decrypt_to(target, chosen, "db.delta.pages.zst.age", pages, ident, work)
         with fmt.PageDelta(pages) as delta:
             delta.expect(m["db"])
-            restored_sha = _restore_database(target, full, full_name, db, ident, work, delta)
+            restored_sha = _decrypt_to(
+                target, full, full_name, db, ident, work, patch=delta, durable=True
+            )
         pages.unlink()
     if restored_sha != m["db"]["sha256"]:
         raise _fail(
