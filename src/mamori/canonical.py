@@ -41,13 +41,13 @@ def no_floats(content: Mapping[str, Any]) -> None:
             raise TypeError(f"float in versioned field {name}; use a Decimal string")
 
 
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_encode, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no insignificant whitespace, UTF-8 text kept as is (NFC done at input)."""
-    return json.dumps(
-        value,
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=_encode,
-        allow_nan=False,
-    )
+    """Sorted keys, no insignificant whitespace, UTF-8 text kept as is (NFC done at input).
+    One encoder for all calls (``json.dumps`` with options builds a new one each time); it
+    keeps no state between calls."""
+    return _ENCODER.encode(value)

@@ -247,9 +247,11 @@ class Database:
         # The audit trail and sealing are part of every database mamori opens.
         from mamori.audit.trail import install
         from mamori.crypto.sealed import install as install_sealing
+        from mamori.records.versioning import install as install_versions
 
         install()
         install_sealing()
+        install_versions()
 
     def session(self, *, write: bool) -> Session:
         if self.key_refresher is not None:
@@ -325,6 +327,10 @@ class DriverCursor:
         """The function SQLAlchemy applies to a value of this column type on this database."""
         return bind_processor(type_, self._dialect)
 
+    def result(self, type_: Any) -> Callable[[Any], Any]:
+        """The function SQLAlchemy applies to a value of this column type read back."""
+        return result_processor(type_, self._dialect)
+
 
 @functools.lru_cache(maxsize=64)
 def _marks(sql: str, postgres: bool) -> str:
@@ -344,6 +350,19 @@ def bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
     return found
 
 
+_RESULTS: dict[tuple[str, str, type], Callable[[Any], Any]] = {}
+
+
+def result_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    """What SQLAlchemy applies to a value of this column type read from the driver."""
+    key = (dialect.name, dialect.driver, type(type_))
+    found = _RESULTS.get(key)
+    if found is None:
+        process = type_.dialect_impl(dialect).result_processor(dialect, None)
+        found = _RESULTS[key] = process or (lambda value: value)
+    return found
+
+
 def expire_loaded(
     session: Session, model: type[Any], key: Any, attributes: Sequence[str] | None = None
 ) -> None:
@@ -355,11 +374,14 @@ def expire_loaded(
 
 
 @contextmanager
-def driver_cursor(session: Session) -> Iterator[DriverCursor]:
+def driver_cursor(session: Session, *, flush: bool = True) -> Iterator[DriverCursor]:
+    """``flush=False`` only inside a flush's own events, where the ORM's changes are already
+    being written."""
     dialect = session.get_bind().dialect
     assert dialect.dbapi is not None  # a connected engine's dialect always has its driver
     dbapi_error = dialect.dbapi.Error
-    session.flush()  # pending ORM changes first, as before any ORM statement (cheap when none)
+    if flush:
+        session.flush()  # pending ORM changes first, as before any ORM statement
     raw = session.connection().connection.cursor()
     try:
         yield DriverCursor(raw, dialect)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import pytest
 from pypdf import PdfReader
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from tests.conftest import World, drop_insert_only_triggers
+from tests.conftest import SAMPLE_PATIENT, World, drop_insert_only_triggers
+
+from mamori.patients.models import Patient
+from mamori.patients.schemas import PatientUpdate
+from mamori.patients.service import get_patient, update_patient
+from mamori.records.versioning import ChangeKind, list_versions, verify_history, write_version
 
 NOTE = {
     "subjective": "3日前から咳。",
@@ -457,3 +463,28 @@ def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -
         )
     }
     assert any("IPAex" in f for f in fonts), fonts  # embedded Japanese TrueType
+
+
+def test_versions_are_written_with_their_transaction_and_only_then(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """Versions are queued by write_version and inserted at the session's next flush, after
+    the heads: visible to the same transaction, gone with it on rollback, never carried over
+    into the session's next transaction."""
+    pid = uuid.UUID(patient["id"])
+    clerk = world.actors["clerk_chika"]
+    with world.db.session(write=True) as s:
+        head = get_patient(s, clerk, pid)
+        head.city = "台東区"
+        write_version(s, clerk, head, ChangeKind.UPDATED)  # queued, nothing flushed yet
+        s.rollback()
+        again = PatientUpdate(**{**SAMPLE_PATIENT, "city": "荒川区"}, expected_version=1)
+        update_patient(s, clerk, pid, again)  # version 2 again, and only this one
+        assert [v.version for v in list_versions(s, "Patient", pid)] == [1, 2]
+        s.commit()
+    with world.db.session(write=False) as s:
+        versions = list_versions(s, "Patient", pid)
+        head = s.get(Patient, pid)
+        assert [v.version for v in versions] == [1, 2] and head is not None
+        assert '"city":"荒川区"' in versions[1].content
+        assert verify_history(versions, head) == []

@@ -12,17 +12,16 @@ review list.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori.auth.models import BreakGlassGrant, PatientRestriction, SecurityAlert
 from mamori.authz.permissions import DEMOGRAPHIC_KINDS, Permission
-from mamori.db import utcnow
+from mamori.db import driver_cursor, utcnow
 from mamori.errors import BreakGlassRequired, InvalidInput, NotFound, ReauthRequired
 
 if TYPE_CHECKING:
@@ -208,15 +207,23 @@ def _kana_key(text: str) -> str:
     return search_key(text)
 
 
-@functools.cache
-def _staff_names() -> Select[str, dt.date | None]:
-    """The clinic's staff names and birth dates, built once: constructing the statement on
-    every patient write cost about 6 % of a registration's CPU (A/B, bench/README.md)."""
+_STAFF_SQL = (
+    "SELECT display_kana, birth_date FROM staff_user WHERE clinic_id = ? AND display_kana != ''"
+)
+
+
+def _staff_names(session: Session, clinic: uuid.UUID) -> list[tuple[str, dt.date | None]]:
+    """The clinic's staff as (kana search key, birth date), read on the driver's own cursor:
+    it runs in every patient write, where SQLAlchemy's statement execution cost about a tenth
+    of a registration's CPU (bench/README.md)."""
     from mamori.clinic.models import StaffUser
 
-    return select(StaffUser.display_kana, StaffUser.birth_date).where(
-        StaffUser.clinic_id == bindparam("clinic"), StaffUser.display_kana != ""
-    )
+    columns = StaffUser.__table__.c
+    with driver_cursor(session) as cursor:
+        cursor.execute(_STAFF_SQL, (cursor.bind(columns.clinic_id.type)(clinic),))
+        rows = cursor.fetchall()
+        birth = cursor.result(columns.birth_date.type)
+    return [(_kana_key(kana), birth(born)) for kana, born in rows if kana]
 
 
 def refresh_staff_flag(session: Session, patients: Sequence[Patient], *, new: bool = False) -> None:
@@ -227,10 +234,7 @@ def refresh_staff_flag(session: Session, patients: Sequence[Patient], *, new: bo
     for patient in patients:
         staff = by_clinic.get(patient.clinic_id)
         if staff is None:
-            rows = session.execute(_staff_names(), {"clinic": patient.clinic_id})
-            staff = by_clinic[patient.clinic_id] = [
-                (_kana_key(kana), birth) for kana, birth in rows if kana
-            ]
+            staff = by_clinic[patient.clinic_id] = _staff_names(session, patient.clinic_id)
         # a staff record without a birth date matches on the name alone
         is_staff = any(
             key == patient.kana_key and (birth is None or birth == patient.birth_date)

@@ -7,6 +7,7 @@ receptionist typing ｼﾞｭﾝｲﾁ, じゅんいち or ジュンイチ finds
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -32,8 +33,11 @@ def is_katakana(text: str) -> bool:
     return bool(_KATAKANA.match(text))
 
 
+@functools.lru_cache(maxsize=4096)
 def search_key(text: str) -> str:
-    """The normalised key used for kana prefix search and duplicate detection."""
+    """The normalised key used for kana prefix search and duplicate detection. Cached: a
+    patient write needs the key of the same name several times (two blind indexes, the
+    duplicate and staff checks), and the key of every staff name."""
     kata = to_katakana(text)
     kata = kata.translate(_SMALL_TO_LARGE)
     return re.sub(r"[ ・]", "", kata)
