@@ -224,6 +224,8 @@ def write_version(
     record.content_hash = values["content_hash"]
     hooks.version_written(session, actor, values)
     session.add(record)
+    # The head has just changed (version, hash, updated_at), so the session has a flush to do
+    # before it can commit, and that flush inserts this version (``_insert_versions``).
     session.info.setdefault(_PENDING, []).append(values)
     return values
 
