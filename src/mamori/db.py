@@ -306,6 +306,14 @@ class DriverCursor:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._cursor.executemany(_marks(sql, self.postgres), rows)
 
+    def insert(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``sql`` once per row: a single row as a plain execute (cheaper than executemany's
+        set-up), none at all for no rows."""
+        if len(rows) == 1:
+            self.execute(sql, rows[0])
+        elif rows:
+            self.executemany(sql, rows)
+
     def fetchone(self) -> Any:
         return self._cursor.fetchone()
 
@@ -337,30 +345,29 @@ def _marks(sql: str, postgres: bool) -> str:
     return sql.replace("?", "%s") if postgres else sql
 
 
-_PROCESSORS: dict[tuple[str, str, type], Callable[[Any], Any]] = {}
+_PROCESSORS: dict[tuple[str, str, str, type], Callable[[Any], Any]] = {}
 
 
-def bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
-    """What SQLAlchemy applies to a value of this column type before the driver sees it."""
-    key = (dialect.name, dialect.driver, type(type_))
+def _processor(kind: str, type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    key = (kind, dialect.name, dialect.driver, type(type_))
     found = _PROCESSORS.get(key)
     if found is None:
-        process = type_.dialect_impl(dialect).bind_processor(dialect)
+        impl = type_.dialect_impl(dialect)
+        process = (
+            impl.bind_processor(dialect) if kind == "bind" else impl.result_processor(dialect, None)
+        )
         found = _PROCESSORS[key] = process or (lambda value: value)
     return found
 
 
-_RESULTS: dict[tuple[str, str, type], Callable[[Any], Any]] = {}
+def bind_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
+    """What SQLAlchemy applies to a value of this column type before the driver sees it."""
+    return _processor("bind", type_, dialect)
 
 
 def result_processor(type_: Any, dialect: Any) -> Callable[[Any], Any]:
     """What SQLAlchemy applies to a value of this column type read from the driver."""
-    key = (dialect.name, dialect.driver, type(type_))
-    found = _RESULTS.get(key)
-    if found is None:
-        process = type_.dialect_impl(dialect).result_processor(dialect, None)
-        found = _RESULTS[key] = process or (lambda value: value)
-    return found
+    return _processor("result", type_, dialect)
 
 
 def expire_loaded(

@@ -321,10 +321,7 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
         inserts = ((_EVENT_SQL, rows), (_PATIENT_SQL, patient_rows), (_USER_SQL, user_rows))
         with cursor.pipeline():  # PostgreSQL: four statements, one round trip
             for sql, values in inserts:
-                if len(values) == 1:
-                    cursor.execute(sql, values[0])
-                elif values:
-                    cursor.executemany(sql, values)
+                cursor.insert(sql, values)
             cursor.execute(_UPDATE_SQL, (frontier.size, chain, stored))
     expire_loaded(session, AuditHead, 1)
     return frontier.size

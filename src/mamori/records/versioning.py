@@ -259,10 +259,7 @@ def _insert_versions(session: Session, _context: object) -> None:
         for values in pending:
             row = seal_mapping(keyring, RecordVersion, values)
             rows.append(tuple(bind(row[c.name]) for bind, c in zip(binds, columns, strict=True)))
-        if len(rows) == 1:
-            cursor.execute(sql, rows[0])
-        else:
-            cursor.executemany(sql, rows)
+        cursor.insert(sql, rows)
 
 
 def _drop_pending(session: Session, *_: object) -> None:
