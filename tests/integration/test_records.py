@@ -488,3 +488,46 @@ def test_versions_are_written_with_their_transaction_and_only_then(
         assert [v.version for v in versions] == [1, 2] and head is not None
         assert '"city":"荒川区"' in versions[1].content
         assert verify_history(versions, head) == []
+
+
+@pytest.mark.sqlite_only  # SQLite's trace callback and EXPLAIN QUERY PLAN
+def test_every_look_up_of_record_versions_searches_an_index(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """record_version keeps one secondary index, unique (record_type, record_id, version):
+    the history, both verifications and the audit trail's check of a version's hash must each
+    search it, never scan the table (which holds every version ever written)."""
+    from mamori.audit.verify import verify_log
+    from mamori.records.service import record_history, verify_all, verify_patient_records
+
+    pid = uuid.UUID(patient["id"])
+    _note(world, patient["id"])
+    doctor = world.actors["dr_aiko"]
+    statements: list[str] = []
+    with world.db.session(write=False) as s:
+        conn = s.connection().connection.dbapi_connection
+        assert conn is not None
+        conn.set_trace_callback(statements.append)
+        try:
+            assert [v.version for v in record_history(s, doctor, "Patient", pid)] == [1]
+            assert verify_patient_records(s, doctor, pid) == []
+            assert verify_all(s, doctor.clinic_id)[1] == []
+            assert verify_log(s, workers=1).ok
+        finally:
+            conn.set_trace_callback(None)
+        reads = [
+            q
+            for q in statements
+            if q.lstrip().upper().startswith("SELECT") and "record_version" in q
+        ]
+        plans = {q: [r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + q)] for q in reads}
+        s.rollback()
+    # the history, the patient's chains (patient + note), verify_all's types, the audit check
+    assert len(reads) >= 5, reads
+    for sql, plan in plans.items():
+        on_versions = [p for p in plan if " record_version " in f"{p} "]
+        assert on_versions, (sql, plan)
+        assert all(p.startswith("SEARCH record_version USING INDEX") for p in on_versions), (
+            sql,
+            plan,
+        )

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import create_engine, select, text, tuple_
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -46,6 +46,7 @@ from mamori.records.versioning import RecordVersion
 BATCH = 5000  # events per read
 SEGMENT = 1 << 17  # events per worker task
 PARALLEL_MIN = 500_000  # below this, starting worker processes costs about what they save
+VERSION_LOOKUP_IDS = 500  # record IDs per look-up statement (well under any bound-variable limit)
 
 
 @dataclass
@@ -67,18 +68,28 @@ def _check_versions(
     session: Session, refs: list[tuple[int, dict[str, object]]], report: LogReport
 ) -> None:
     keys = [(str(r["type"]), uuid.UUID(str(r["id"])), int(str(r["version"]))) for _, r in refs]
-    rows = session.execute(
-        select(
-            RecordVersion.record_type,
-            RecordVersion.record_id,
-            RecordVersion.version,
-            RecordVersion.content_hash,
-        ).where(
-            tuple_(RecordVersion.record_type, RecordVersion.record_id, RecordVersion.version).in_(
-                keys
-            )
-        )
-    ).all()
+    # By type, then record IDs: both databases search the unique (record_type, record_id,
+    # version) index with these; a row-value IN over all three made SQLite scan the whole
+    # table for every chunk of events (every version ever written). A record's other
+    # versions come along and are ignored.
+    wanted: dict[str, set[uuid.UUID]] = {}
+    for record_type, record_id, _version in keys:
+        wanted.setdefault(record_type, set()).add(record_id)
+    rows: list[Any] = []
+    for record_type, ids in wanted.items():
+        ordered = sorted(ids)
+        for at in range(0, len(ordered), VERSION_LOOKUP_IDS):
+            rows += session.execute(
+                select(
+                    RecordVersion.record_type,
+                    RecordVersion.record_id,
+                    RecordVersion.version,
+                    RecordVersion.content_hash,
+                ).where(
+                    RecordVersion.record_type == record_type,
+                    RecordVersion.record_id.in_(ordered[at : at + VERSION_LOOKUP_IDS]),
+                )
+            ).all()
     stored = {(t, i, v): h for t, i, v, h in rows}
     for (seq, ref), key in zip(refs, keys, strict=True):
         have = stored.get(key)

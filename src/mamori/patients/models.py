@@ -71,6 +71,7 @@ class PatientStatus(enum.StrEnum):
 class Patient(Versioned, Base):
     __tablename__ = "patient"
     __record_type__ = "Patient"
+    __clinic_index__ = False  # every index below starts with clinic_id
     __content_fields__ = (
         "patient_number",
         "family_name",

@@ -61,11 +61,15 @@ class RecordVersion(Sealed, Base):
     __tablename__ = "record_version"
     __table_args__ = (UniqueConstraint("record_type", "record_id", "version"),)
 
+    # Indexed by the unique (record_type, record_id, version) only: every look-up (a record's
+    # history, verification, the audit check of a version's hash) names the record and its
+    # type. Three single-column indexes no query used cost each versioned write three B-tree
+    # pages and the M clinic 208 MB, half the time of this table's restore check (0006).
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"))
     record_type: Mapped[str] = mapped_column(String(40))
-    record_id: Mapped[uuid.UUID] = mapped_column(index=True)
-    patient_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True, index=True)
+    record_id: Mapped[uuid.UUID] = mapped_column()
+    patient_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
     version: Mapped[int] = mapped_column(Integer)
     change: Mapped[str] = mapped_column(String(24))
     status: Mapped[str] = mapped_column(String(24))
@@ -139,9 +143,12 @@ class Versioned(Sealed):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+    # False where the table's composite indexes all start with clinic_id (their prefix serves)
+    __clinic_index__: ClassVar[bool] = True
+
     @declared_attr
     def clinic_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - SQLAlchemy declared_attr
-        return mapped_column(ForeignKey("clinic.id"), index=True)
+        return mapped_column(ForeignKey("clinic.id"), index=cls.__clinic_index__)
 
     @declared_attr
     def created_by_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
