@@ -6,6 +6,8 @@ prints them. Nothing here knows about HTTP except the suggested status code.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MamoriError(Exception):
     """Base class: ``code`` is stable for programs, ``ja``/``en`` are for people."""
@@ -21,6 +23,12 @@ class MamoriError(Exception):
         if code is not None:
             self.code = code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (both messages, code, field and a subclass's own attributes), so an
+        # error raised in a worker process reaches the parent as itself; the default would
+        # call the class again with ``args`` alone.
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
     def as_dict(self) -> dict[str, str | None]:
         return {
             "code": self.code,
@@ -28,6 +36,12 @@ class MamoriError(Exception):
             "message_ja": self.ja,
             "message_en": self.en,
         }
+
+
+def _rebuilt(cls: type[MamoriError], args: tuple[Any, ...]) -> MamoriError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class InvalidInput(MamoriError):

@@ -4,6 +4,7 @@ a tiny tmpfs for a full disk, kill -9 mid-run, and every attack verify and resto
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -106,11 +107,35 @@ def _gen_dir(usb: Path, inst: Instance, g: int) -> Path:
     return usb / "mamori-backup" / inst.settings.instance_id / "generations" / f"{g:010d}"
 
 
+@pytest.fixture(params=["here", "worker"])
+def documents_in(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, list[int]]:
+    """Documents restored in the restoring process (a few, or from SFTP/S3) or by a worker
+    process beside the database (from a mounted disk, by default from 64 MB): the mode, and a
+    list counting the workers started."""
+    from mamori.backup import restore as restore_module
+
+    started: list[int] = []
+    if request.param == "worker":
+        real = restore_module._worker
+
+        @contextlib.contextmanager
+        def counted() -> Iterator[Any]:
+            started.append(1)
+            with real() as pool:
+                yield pool
+
+        monkeypatch.setattr(restore_module, "WORKER_MIN_BYTES", 0)
+        monkeypatch.setattr(restore_module, "_worker", counted)
+    return request.param, started
+
+
 # ---------------------------------------------------------------- round trip
 
 
 def test_full_then_delta_restore_with_every_proof(
-    setup: tuple[Instance, Path, Path], tmp_path: Path
+    setup: tuple[Instance, Path, Path], tmp_path: Path, documents_in: tuple[str, list[int]]
 ) -> None:
     inst, keys, usb = setup
     first = _run(inst)
@@ -151,6 +176,16 @@ def test_full_then_delta_restore_with_every_proof(
     )
     assert done.generation == second.generation and done.kind == "delta"
     assert done.documents > 0 and done.audit_events >= done.last_event_seq
+    mode, workers = documents_in
+    assert len(workers) == (1 if mode == "worker" else 0)
+    live = inst.settings.home / "documents"
+    original = sorted(p.relative_to(live) for p in live.rglob("*") if p.is_file())
+    back_docs = done.home / "documents"
+    restored = sorted(p.relative_to(back_docs) for p in back_docs.rglob("*") if p.is_file())
+    assert restored == original and len(restored) == done.documents
+    for rel in restored:
+        assert (back_docs / rel).read_bytes() == (live / rel).read_bytes()
+        assert (back_docs / rel).stat().st_mode & 0o077 == 0
     back = open_instance(str(done.home))
     try:
         with back.transaction(write=False) as s:
@@ -262,7 +297,7 @@ def _verify(inst: Instance, **kw: Any) -> Any:
 
 
 def test_flipped_byte_and_missing_object_are_caught(
-    setup: tuple[Instance, Path, Path], tmp_path: Path
+    setup: tuple[Instance, Path, Path], tmp_path: Path, documents_in: tuple[str, list[int]]
 ) -> None:
     inst, keys, usb = setup
     assert _run(inst).ok
