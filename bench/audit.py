@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -36,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # reuse tests/pg.py
 
@@ -184,6 +186,25 @@ def fill_log(db: Database, n: int) -> None:
         done += batch
 
 
+def _cpu(pg: Any) -> tuple[float, float]:
+    """CPU seconds used so far by this process and by the PostgreSQL server the bench started
+    (its postmaster and every backend; 0 for SQLite, which runs in this process)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    server = 0.0
+    if pg is not None and pg.datadir is not None:
+        postmaster = (pg.datadir / "postmaster.pid").read_text().split()[0]
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if postmaster in (proc.name, fields[1]):
+                server += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return usage.ru_utime + usage.ru_stime, server
+
+
 def clinic_verify(source: Path, n: int, tmp: Path) -> tuple[int, int, float, float]:
     """(events, of them naming a record version, verify events/s in one process, as `mamori
     audit verify` runs it) on a copy of a generated clinic's database (never the original)."""
@@ -269,6 +290,7 @@ def main() -> None:
     rows = []
     grouped: list[tuple[str, dict[int, tuple[float, float, float]]]] = []
     shares: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []
+    cpu: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="mamori-bench-audit-") as tmp:
         for backend in args.backends.split(","):
             if backend == "sqlite":
@@ -290,7 +312,13 @@ def main() -> None:
             db = keyed_database(Path(tmp) / f"home-{backend}", url)
             actor = bench_actor(db)
             w1 = writes(db, actor, 1, args.writes)
+            server = pg if backend == "postgresql" else None
+            (client0, server0), done = _cpu(server), 4 * (args.writes // 4)
             w4 = writes(db, actor, 4, args.writes // 4)
+            client1, server1 = _cpu(server)
+            cpu.append(
+                (backend, (client1 - client0) * 1000 / done, (server1 - server0) * 1000 / done)
+            )
             group = {n: appends(db, n, max(args.writes // n, 50)) for n in (1, 8, 32)}
             shares.append((backend, *audit_share(db, actor, args.writes)))
             fill_log(db, args.events)
@@ -309,6 +337,20 @@ def main() -> None:
     for backend, w1, w4, *_ in rows:
         for n, (rate, p50, p99) in ((1, w1), (4, w4)):
             print(f"{backend:<10} {n:>7} {rate:>9.0f} {p50:>7.2f} {p99:>7.2f}")
+    print(
+        "\nCPU per audited write (the 4-thread run): this process (one GIL) and the database "
+        "server's processes"
+    )
+    cores = os.cpu_count() or 1
+    print(
+        f"{'db':<10} {'client ms':>9} {'server ms':>9} {'GIL limit/s':>11} "
+        f"{f'{cores}-core limit/s':>16}"
+    )
+    for backend, client, server in cpu:
+        print(
+            f"{backend:<10} {client:>9.2f} {server:>9.2f} {1000 / client:>11.0f} "
+            f"{cores * 1000 / (client + server):>16.0f}"
+        )
     print("\nwhat the audit trail adds to a write (registrations, 1 thread, medians of 4 rounds)")
     print(
         f"{'db':<10} {'audited/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'no audit/s':>10} "
