@@ -1,4 +1,4 @@
-"""drop indexes no query uses: three on record_version, patient's clinic_id
+"""drop indexes no query uses: three on record_version, patient's clinic_id, audit_event's tag
 
 Every look-up of ``record_version`` names the record's type and ID (a record's history,
 ``verify``, the audit trail's check of a version's hash), which the unique
@@ -6,6 +6,8 @@ Every look-up of ``record_version`` names the record's type and ID (a record's h
 record_id and patient_id served nothing, yet each versioned write updated all three. On the
 M clinic they held 208 MB and half the time of the table's ``integrity_check`` (13.4 → 6.8 s),
 which a restore runs. ``patient.clinic_id`` alone is the prefix of every other patient index.
+``audit_event.tag``: reviews reach events through ``audit_event_patient``/``_user`` and filter
+by tag among those; every event, read or write, paid a page for an index nothing read.
 
 Only indexes are dropped: no row changes. SQLite keeps the freed pages for later growth
 (``VACUUM`` returns them to the file system).
@@ -29,6 +31,7 @@ DROPPED = (
     ("record_version", "ix_record_version_patient_id", "patient_id"),
     ("record_version", "ix_record_version_record_id", "record_id"),
     ("patient", "ix_patient_clinic_id", "clinic_id"),
+    ("audit_event", "ix_audit_event_tag", "tag"),
 )
 
 
