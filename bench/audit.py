@@ -247,6 +247,15 @@ def clinic_verify(source: Path, n: int, tmp: Path) -> tuple[int, int, float, flo
         with db.session(write=True) as s:
             append(s, [event(i) for i in range(lo, min(n, lo + 10000))])
             s.commit()
+    size, one, default = verify_rates(db)
+    db.dispose()
+    copy.unlink()
+    return size, min(writes, len(sample)), one, default
+
+
+def verify_rates(db: Database) -> tuple[int, float, float]:
+    """(events, verify events/s in one process, as `mamori audit verify` runs it — worker
+    processes for a long log)."""
     rates = []
     for workers in (1, None):
         with db.session(write=False) as s:
@@ -254,28 +263,19 @@ def clinic_verify(source: Path, n: int, tmp: Path) -> tuple[int, int, float, flo
             report = verify_log(s, workers=workers)
             rates.append(report.size / (time.perf_counter() - t0))
             assert report.ok, report.problems[:3]
-    db.dispose()
-    copy.unlink()
-    return report.size, min(writes, len(sample)), rates[0], rates[1]
+    return report.size, rates[0], rates[1]
 
 
 def verify_speed(db: Database) -> tuple[int, float, float, float]:
-    """(events, verify events/s in one process, verify events/s as `mamori audit verify` runs
-    it — worker processes for a long log —, SHA-256 events/s)."""
-    rates = []
-    for workers in (1, None):
-        with db.session(write=False) as s:
-            t0 = time.perf_counter()
-            report = verify_log(s, workers=workers)
-            rates.append(report.size / (time.perf_counter() - t0))
-            assert report.ok, report.problems[:3]
+    """``verify_rates`` and SHA-256 events/s over the same bodies."""
+    size, one, default = verify_rates(db)
     with db.session(write=False) as s:
         bodies = [bytes(b) for b in s.scalars(select(AuditEvent.body).order_by(AuditEvent.seq))]
     t0 = time.perf_counter()
     for b in bodies:
         hashlib.sha256(b).digest()
     t_sha = time.perf_counter() - t0
-    return report.size, rates[0], rates[1], len(bodies) / t_sha
+    return size, one, default, len(bodies) / t_sha
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from tests.conftest import World
+from tests.support.plans import select_plans
 
 from mamori.audit.trail import AuditMissing
 from mamori.authz.gate import Actor
@@ -192,26 +193,12 @@ def test_unknown_columns_and_operators_are_refused(
 
 
 def _plans(world: World, actor: Actor, pid: uuid.UUID) -> list[str]:
-    """The query plan of every statement a chart open runs, ORM and driver cursor alike
-    (SQLite's trace callback gives each as run, values filled in)."""
-    statements: list[str] = []
+    """The query plan of every statement a chart open runs, ORM and driver cursor alike."""
     with world.db.session(write=False) as s:
-        conn = s.connection().connection.dbapi_connection
-        assert conn is not None
-        conn.set_trace_callback(statements.append)
-        try:
-            open_chart(s, actor, pid)
-        finally:
-            conn.set_trace_callback(None)
-        selects = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
-        found = [
-            row[-1]
-            for sql in selects
-            for row in conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
-        ]
+        plans = select_plans(s, lambda: open_chart(s, actor, pid))
         s.rollback()
-    assert len(selects) >= 7, selects  # patient, restriction and the chart's sections
-    return found
+    assert len(plans) >= 7, list(plans)  # patient, restriction and the chart's sections
+    return [line for plan in plans.values() for line in plan]
 
 
 @pytest.mark.sqlite_only  # PostgreSQL's autovacuum keeps its own statistics

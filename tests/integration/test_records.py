@@ -11,6 +11,7 @@ from pypdf import PdfReader
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from tests.conftest import SAMPLE_PATIENT, World, drop_insert_only_triggers
+from tests.support.plans import select_plans
 
 from mamori.patients.models import Patient
 from mamori.patients.schemas import PatientUpdate
@@ -503,27 +504,18 @@ def test_every_look_up_of_record_versions_searches_an_index(
     pid = uuid.UUID(patient["id"])
     _note(world, patient["id"])
     doctor = world.actors["dr_aiko"]
-    statements: list[str] = []
+
+    def run() -> None:
+        assert [v.version for v in record_history(s, doctor, "Patient", pid)] == [1]
+        assert verify_patient_records(s, doctor, pid) == []
+        assert verify_all(s, doctor.clinic_id)[1] == []
+        assert verify_log(s, workers=1).ok
+
     with world.db.session(write=False) as s:
-        conn = s.connection().connection.dbapi_connection
-        assert conn is not None
-        conn.set_trace_callback(statements.append)
-        try:
-            assert [v.version for v in record_history(s, doctor, "Patient", pid)] == [1]
-            assert verify_patient_records(s, doctor, pid) == []
-            assert verify_all(s, doctor.clinic_id)[1] == []
-            assert verify_log(s, workers=1).ok
-        finally:
-            conn.set_trace_callback(None)
-        reads = [
-            q
-            for q in statements
-            if q.lstrip().upper().startswith("SELECT") and "record_version" in q
-        ]
-        plans = {q: [r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + q)] for q in reads}
+        plans = {q: p for q, p in select_plans(s, run).items() if "record_version" in q}
         s.rollback()
     # the history, the patient's chains (patient + note), verify_all's types, the audit check
-    assert len(reads) >= 5, reads
+    assert len(plans) >= 5, list(plans)
     for sql, plan in plans.items():
         on_versions = [p for p in plan if " record_version " in f"{p} "]
         assert on_versions, (sql, plan)
