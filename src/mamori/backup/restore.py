@@ -334,30 +334,33 @@ def _restore_into(
     )
     with ExitStack() as stack:
         documents = _start_documents(target, chosen, dest, work, ident, say, timings, stack)
+        job = _Job(target, ident, chosen, dest, work, key_file, say, timings, t, documents)
         if postgres:
             assert database_url is not None
-            return _restore_postgres(
-                target, ident, chosen, dest, work, database_url, key_file, say, timings, t,
-                documents,
-            )  # fmt: skip
-        return _restore_sqlite(
-            target, ident, chosen, base, dest, work, key_file, say, timings, t, documents
-        )
+            return _restore_postgres(job, database_url)
+        return _restore_sqlite(job, base)
 
 
-def _restore_sqlite(
-    target: Any,
-    ident: Identity,
-    chosen: Generation,
-    base: Generation | None,
-    dest: Path,
-    work: Path,
-    key_file: Path | None,
-    say: Say,
-    timings: dict[str, float],
-    t: float,
-    documents: Callable[[], int],
-) -> Restored:
+@dataclass(frozen=True)
+class _Job:
+    """One restore under way, after its instance files: what its database step and proofs
+    share."""
+
+    target: Any
+    ident: Identity
+    chosen: Generation
+    dest: Path
+    work: Path
+    key_file: Path | None
+    say: Say
+    timings: dict[str, float]
+    started: float
+    documents: Callable[[], int]  # waits for the documents (started before the database)
+
+
+def _restore_sqlite(job: _Job, base: Generation | None) -> Restored:
+    target, ident, chosen, work, say = job.target, job.ident, job.chosen, job.work, job.say
+    dest = job.dest
     m = chosen.manifest
     # 2. database: the full (hashed as it is written), then the delta's pages
     db_dir = dest / "data"
@@ -383,24 +386,16 @@ def _restore_sqlite(
             "The restored database does not match its manifest (SHA-256).",
         )
     say("database", 1, 1)
-    timings["database"] = time.monotonic() - t
-    # 3.–4. the database's own check runs (in SQLite, off the GIL) beside the documents, the
-    # counts and the audit trail; the restore is logged only once every proof has passed
+    job.timings["database"] = time.monotonic() - job.started
+    # 3.–4. the database's own check runs (in SQLite, off the GIL) beside the counts and the
+    # audit trail; the restore is logged only once every proof has passed
     with ThreadPoolExecutor(1) as pool:
         integrity = pool.submit(_integrity_check, db)
-        return _prove(
-            chosen, dest, key_file, say, timings, documents,
-            lambda: db_facts(db), integrity.result, "sqlite",
-        )  # fmt: skip
+        return _prove(job, lambda: db_facts(db), integrity.result, "sqlite")
 
 
 def _prove(
-    chosen: Generation,
-    dest: Path,
-    key_file: Path | None,
-    say: Say,
-    timings: dict[str, float],
-    documents: Callable[[], int],
+    job: _Job,
     facts_of: Callable[[], dict[str, Any]],
     integrity: Callable[[], float] | None,
     engine: str,
@@ -408,10 +403,10 @@ def _prove(
     """The proofs after the database is back — documents decrypted and hashed, counts and the
     last event equal to the manifest's, the audit trail against the bundled checkpoints, the
     database's own check (``integrity``, already running) — and only then the restored
-    instance logs its own restore. ``documents`` waits for the documents (started before the
-    database)."""
+    instance logs its own restore."""
+    chosen, say, timings = job.chosen, job.say, job.timings
     m = chosen.manifest
-    docs = documents()
+    docs = job.documents()
     facts = facts_of()
     expected = m["db"]["counts"]
     if facts["counts"] != expected or facts["last_event_seq"] != m["db"]["last_event_seq"]:
@@ -421,7 +416,7 @@ def _prove(
         )
     t = time.monotonic()
     say("audit", 0, 1)
-    inst = _open_restored(dest)
+    inst = _open_restored(job.dest)
     try:
         audit_size = _verify_audit(inst)
         timings["audit"] = time.monotonic() - t
@@ -432,11 +427,11 @@ def _prove(
     finally:
         inst.db.dispose()
     return Restored(
-        home=dest,
+        home=job.dest,
         generation=chosen.generation,
         kind=chosen.kind,
         manifest=chosen.hash,
-        key_file=key_file,
+        key_file=job.key_file,
         counts=facts["counts"],
         last_event_seq=facts["last_event_seq"],
         last_event_at=facts["last_event_at"],
@@ -446,25 +441,14 @@ def _prove(
     )
 
 
-def _restore_postgres(
-    target: Any,
-    ident: Identity,
-    chosen: Generation,
-    dest: Path,
-    work: Path,
-    url: str,
-    key_file: Path | None,
-    say: Say,
-    timings: dict[str, float],
-    t: float,
-    documents: Callable[[], int],
-) -> Restored:
+def _restore_postgres(job: _Job, url: str) -> Restored:
     """A ``pg_dump`` generation into an empty PostgreSQL database: the dump decrypted and
     hashed, then ``pg_restore`` in one transaction that stops at the first error — it rebuilds
     every index, key and constraint, PostgreSQL's own proof of the data (no
     ``integrity_check`` exists there) — then the same counts, audit and document proofs."""
     from mamori.backup.engine import libpq, pg_facts, pg_tool, run_pg_tool
 
+    target, ident, chosen, work, say = job.target, job.ident, job.chosen, job.work, job.say
     m = chosen.manifest
     say("database", 0, 1)
     dump = work / "db.pgdump"
@@ -481,11 +465,8 @@ def _restore_postgres(
     run_pg_tool([*args, "--single-transaction", "--dbname", uri, str(dump)], password, "pg_restore")
     dump.unlink()
     say("database", 1, 1)
-    timings["database"] = time.monotonic() - t
-    return _prove(
-        chosen, dest, key_file, say, timings, documents,
-        lambda: pg_facts(url), None, "postgresql",
-    )  # fmt: skip
+    job.timings["database"] = time.monotonic() - job.started
+    return _prove(job, lambda: pg_facts(url), None, "postgresql")
 
 
 def _grant(url: str, role: str) -> None:
