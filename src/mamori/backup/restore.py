@@ -212,24 +212,6 @@ def _altered(name: str) -> BackupInvalid:
     return _fail(f"{name} が改ざんされています。", f"{name} was altered (SHA-256 differs).")
 
 
-def _decrypt_object(
-    target: Any,
-    path: str,
-    sha256: str,
-    out: Any,  # a binary file, or fmt.HashingWriter around one
-    ident: Identity,
-    work: Path,
-    *,
-    compressed: bool,
-    name: str,
-) -> None:
-    """age-decrypt (and zstd-decompress) one object into ``out``, checking the ciphertext's
-    SHA-256 in the same pass: read in place on a mounted disk, downloaded first otherwise. A
-    mismatch is reported as an alteration (the output is thrown away by the caller)."""
-    local = _local(target, path, work)
-    _decrypt_file(local, path, sha256, out, ident.identity, compressed=compressed, name=name)
-
-
 def _local(target: Any, path: str, work: Path) -> Path:
     """The object as a file here: in place on a mounted disk, else downloaded into ``work``."""
     local: Path | None = target.local_file(path)
@@ -249,6 +231,9 @@ def _decrypt_file(
     compressed: bool,
     name: str,
 ) -> None:
+    """age-decrypt (and zstd-decompress) the object ``path``, read from the file ``local``,
+    into ``out``, checking the ciphertext's SHA-256 in the same pass. A mismatch is reported
+    as an alteration (the output is thrown away by the caller)."""
     import pyrage
 
     try:
@@ -295,10 +280,11 @@ def _decrypt_to(
         patched = None if patch is None else fmt.PatchedWriter(plain, patch)
         path = f"generations/{gen.generation:010d}/{name}"
         try:
-            _decrypt_object(
-                target, path, obj["sha256"], patched or plain, ident, work,
-                compressed=True, name=name,
-            )  # fmt: skip
+            local = _local(target, path, work)
+            out = patched or plain
+            _decrypt_file(
+                local, path, obj["sha256"], out, ident.identity, compressed=True, name=name
+            )
             if patched is not None:
                 patched.close()
         finally:
@@ -649,18 +635,6 @@ def _restore_document(doc: _Document, local: Path, identity: Any) -> None:
         raise _fail("文書が目録と一致しません。", f"Document {doc.digest[:12]} differs.")
 
 
-def _restore_documents_here(
-    target: Any, docs: list[_Document], work: Path, ident: Identity, say: Say
-) -> int:
-    """One by one in this thread (objects on SFTP or S3 are downloaded first)."""
-    for i, doc in enumerate(docs):
-        say("documents", i, len(docs))
-        _restore_document(doc, _local(target, doc.path, work), ident.identity)
-    os.sync()  # every document on disk before the restore says it is done (one flush)
-    say("documents", len(docs), len(docs))
-    return len(docs)
-
-
 def _restore_documents_task(identity: str, docs: list[_Document]) -> None:
     """In a worker process: ``docs``, read in place."""
     import pyrage
@@ -693,10 +667,17 @@ def _start_documents(
     t = time.monotonic()
     docs, size = _documents(target, gen, dest, work)
 
-    def here() -> int:
-        count = _restore_documents_here(target, docs, work, ident, say)
+    def done() -> int:
+        os.sync()  # every document on disk before the restore says it is done (one flush)
+        say("documents", len(docs), len(docs))
         timings["documents"] = time.monotonic() - t
-        return count
+        return len(docs)
+
+    def here() -> int:  # one by one in this thread, objects on SFTP or S3 downloaded first
+        for i, doc in enumerate(docs):
+            say("documents", i, len(docs))
+            _restore_document(doc, _local(target, doc.path, work), ident.identity)
+        return done()
 
     if size < WORKER_MIN_BYTES or any(doc.local is None for doc in docs):
         return here
@@ -711,10 +692,7 @@ def _start_documents(
         for i, task in enumerate(tasks):
             say("documents", min(i * DOCUMENTS_PER_TASK, len(docs)), len(docs))
             task.result()
-        os.sync()  # every document on disk before the restore says it is done (one flush)
-        say("documents", len(docs), len(docs))
-        timings["documents"] = time.monotonic() - t
-        return len(docs)
+        return done()
 
     return wait
 
