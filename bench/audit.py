@@ -20,6 +20,8 @@
    appended of which a third are writes naming one of those versions, as the trail records a
    write. Verification looks each named version up and compares its hash, so this is the
    figure for a real clinic's log; the log above names only the registrations' few versions.
+   600,000 by default: past ``PARALLEL_MIN``, so ``mamori audit verify`` uses its worker
+   processes, as it would on a year's log (~13M events).
 """
 
 from __future__ import annotations
@@ -284,7 +286,7 @@ def main() -> None:
     ap.add_argument("--writes", type=int, default=2000)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--clinic", type=Path, default=CLINIC, help="instance for the verify at scale")
-    ap.add_argument("--clinic-events", type=int, default=300_000)
+    ap.add_argument("--clinic-events", type=int, default=600_000)
     args = ap.parse_args()
     pg = None
     rows = []
