@@ -4,7 +4,9 @@
     python bench/audit.py --backends sqlite --events 200000
 
 1. **Audited writes/s**: patient registrations through the service layer, one transaction
-   each (version row + audit event + head update, committed durably), 1 and 4 writer threads.
+   each (version row + audit event + head update, committed durably), 1 and 4 writer threads;
+   and a nurse recording a vital sign, the commonest clinical write (the gate's patient and
+   restriction look-ups, one sealed observation and its version, the audit event).
 1a. **What the audit trail adds to a write**: the same registrations with the in-transaction
    append, and with it replaced by nothing (a baseline that exists only in this script),
    alternated; the difference in p50 and p99 latency is the audit's added cost per write.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import resource
 import shutil
@@ -52,7 +55,9 @@ from mamori.audit.trail import append, append_durably
 from mamori.audit.verify import verify_log
 from mamori.authz.gate import Actor
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Role
+from mamori.clinic.models import Clinic, Role
+from mamori.clinical.schemas import ObservationIn
+from mamori.clinical.service import record_observation
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.patients.schemas import PatientIn
@@ -129,6 +134,36 @@ def writes(db: Database, actor: Actor, threads: int, per_thread: int) -> tuple[f
             s.commit()
 
     return _timed(threads, per_thread, register)
+
+
+def observation_writes(
+    db: Database, actor: Actor, threads: int, per_thread: int
+) -> tuple[float, float, float]:
+    """A nurse recording a vital sign, the commonest clinical write: the gate (the patient
+    looked up in the actor's clinic, its restriction state), one sealed observation and its
+    version, the audit event — one durable transaction each, across 50 registered patients."""
+    with db.session(write=True) as s:
+        clinic = s.get(Clinic, actor.clinic_id)
+        assert clinic is not None
+        nurse = clinic_service.add_staff(
+            s, clinic, login_id=f"nurse-{uuid.uuid4().hex[:8]}", display_name="看護 花子",
+            role=Role.NURSE,
+        )  # fmt: skip
+        patients = [register_patient(s, actor, PATIENT).id for _ in range(50)]
+        s.commit()
+        nurse_actor = clinic_service.actor_for(nurse, "bench")
+    turn = itertools.cycle(patients)
+    pulse = ObservationIn(
+        category="vital-signs", code="8867-4", name="脈拍", value="72", unit="/min",
+        ref_low="50", ref_high="100",
+    )  # fmt: skip
+
+    def record() -> None:
+        with db.session(write=True) as s:
+            record_observation(s, nurse_actor, next(turn), pulse)
+            s.commit()
+
+    return _timed(threads, per_thread, record)
 
 
 def audit_share(db: Database, actor: Actor, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -293,6 +328,7 @@ def main() -> None:
     grouped: list[tuple[str, dict[int, tuple[float, float, float]]]] = []
     shares: list[tuple[str, tuple[float, ...], tuple[float, ...]]] = []
     cpu: list[tuple[str, float, float]] = []
+    observed: list[tuple[str, tuple[float, float, float], tuple[float, float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="mamori-bench-audit-") as tmp:
         for backend in args.backends.split(","):
             if backend == "sqlite":
@@ -318,6 +354,13 @@ def main() -> None:
             (client0, server0), done = _cpu(server), 4 * (args.writes // 4)
             w4 = writes(db, actor, 4, args.writes // 4)
             client1, server1 = _cpu(server)
+            observed.append(
+                (
+                    backend,
+                    observation_writes(db, actor, 1, args.writes),
+                    observation_writes(db, actor, 4, args.writes // 4),
+                )
+            )
             cpu.append(
                 (backend, (client1 - client0) * 1000 / done, (server1 - server0) * 1000 / done)
             )
@@ -340,6 +383,11 @@ def main() -> None:
     print(f"{'db':<10} {'threads':>7} {'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
     for backend, w1, w4, *_ in rows:
         for n, (rate, p50, p99) in ((1, w1), (4, w4)):
+            print(f"{backend:<10} {n:>7} {rate:>9.0f} {p50:>7.2f} {p99:>7.2f}")
+    print("\nobservation writes (a nurse records a vital sign; gate + version + audit event)")
+    print(f"{'db':<10} {'threads':>7} {'writes/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
+    for backend, o1, o4 in observed:
+        for n, (rate, p50, p99) in ((1, o1), (4, o4)):
             print(f"{backend:<10} {n:>7} {rate:>9.0f} {p50:>7.2f} {p99:>7.2f}")
     print(
         "\nCPU per audited write (the 4-thread run): this process (one GIL) and the database "
