@@ -88,11 +88,10 @@ def _check_versions(session: Session, refs: list[_Ref], report: LogReport) -> No
     three made SQLite scan the whole table for every chunk of events. A record's other
     versions come along and are ignored."""
     postgres = _postgres(session)
+    spelled = [r[2] if postgres else r[2].replace("-", "") for r in refs]  # as stored
     wanted: dict[str, set[str]] = {}
-    for _seq, record_type, record_id, _version, _hash in refs:
-        wanted.setdefault(record_type, set()).add(
-            record_id if postgres else record_id.replace("-", "")
-        )
+    for ref, record_id in zip(refs, spelled, strict=True):
+        wanted.setdefault(ref[1], set()).add(record_id)
     sql = _VERSIONS_SQL[postgres]
     stored: dict[tuple[str, str, int], str] = {}
     with driver_cursor(session) as cursor:
@@ -104,12 +103,10 @@ def _check_versions(session: Session, refs: list[_Ref], report: LogReport) -> No
                     cursor.execute(sql, [record_type, part])
                 else:
                     cursor.execute(sql + ", ".join("?" * len(part)) + ")", [record_type, *part])
-                for record_id, version, digest in cursor.fetchall():
-                    stored[(record_type, record_id, version)] = digest
-    for seq, record_type, record_id, version, digest in refs:
-        have = stored.get(
-            (record_type, record_id if postgres else record_id.replace("-", ""), version)
-        )
+                for found_id, version, digest in cursor.fetchall():
+                    stored[(record_type, found_id, version)] = digest
+    for (seq, record_type, record_id, version, digest), key in zip(refs, spelled, strict=True):
+        have = stored.get((record_type, key, version))
         if have is None:
             report.problems.append(
                 (seq, f"record version {record_type} {record_id} v{version} is missing")
