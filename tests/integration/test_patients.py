@@ -245,6 +245,12 @@ def test_merge_duplicate_moves_records_and_keeps_history(
     assert [a["substance"] for a in allergies] == ["ペニシリン"] and allergies[0]["version"] == 2
     merged = world.http.get(f"/api/v1/patients/{dup['id']}", headers=h).json()
     assert merged["status"] == "merged" and merged["merged_into_id"] == patient["id"]
+    late = world.http.post(  # the folded registration takes no new records
+        f"/api/v1/patients/{dup['id']}/allergies",
+        json={"category": "medication", "substance": "セフェム"},
+        headers=h,
+    )
+    assert late.status_code == 409 and "統合済み" in late.text, late.text
     hist = world.http.get(
         f"/api/v1/records/AllergyIntolerance/{allergies[0]['id']}/history", headers=h
     ).json()

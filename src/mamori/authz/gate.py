@@ -1,8 +1,9 @@
 """The one seam every read and write of patient data passes through.
 
-Services never load patient-scoped rows themselves: they ask :func:`patient_for` or
-:func:`record_for`, which answer ``NotFound`` both when the row is absent and when it is not the
-actor's to see (another clinic's patient looks exactly like a patient that does not exist).
+Services never load patient-scoped rows themselves: they ask :func:`patient_for` (or
+:func:`patient_ref`, the same checks without the demographics) or :func:`record_for`, which
+answer ``NotFound`` both when the row is absent and when it is not the actor's to see (another
+clinic's patient looks exactly like a patient that does not exist).
 
 Today the gate enforces tenant isolation and an active account. The access-control issue adds
 role permissions and restricted patients here; the audit issue subscribes to :data:`hooks` so
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from mamori.authz import restricted
 from mamori.authz.permissions import Permission, permission_for, role_permissions
 from mamori.clinic.models import Role
+from mamori.db import driver_cursor
 from mamori.errors import Forbidden, NotFound
 
 if TYPE_CHECKING:
@@ -120,12 +122,56 @@ def patient_for(
 
     actor.require(permission_for(what, intent is Intent.WRITE))
     patient = session.get(Patient, patient_id)
-    if patient is None or patient.clinic_id != actor.clinic_id:
-        _note_miss(session, actor, patient is not None)
-        raise NotFound("patient")
-    restricted.check(session, actor, patient.id, what)
-    hooks.fire(session, actor, intent, what, [patient.id], [patient.id])
+    _admit(session, actor, None if patient is None else patient.clinic_id, patient_id, intent, what)
+    assert patient is not None  # admitted
     return patient
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRef:
+    """A patient let through the gate, without the sealed demographics: what a service
+    needs to read or write the patient's *records* (their ID, and status for a write)."""
+
+    id: uuid.UUID
+    status: str
+
+
+_PATIENT_REF_SQL = "SELECT clinic_id, status FROM patient WHERE id = ?"
+
+
+def patient_ref(
+    session: Session, actor: Actor, patient_id: uuid.UUID, intent: Intent, what: str
+) -> PatientRef:
+    """The same checks and audit event as :func:`patient_for`, without loading and opening
+    the patient row (two plain columns instead: 0.13 → 0.01 ms for every record written or
+    listed)."""
+    from mamori.patients.models import Patient
+
+    actor.require(permission_for(what, intent is Intent.WRITE))
+    columns = Patient.__table__.c
+    with driver_cursor(session) as cursor:  # after a flush: this unit of work's changes count
+        cursor.execute(_PATIENT_REF_SQL, [cursor.bind(columns.id.type)(patient_id)])
+        row = cursor.fetchone()
+        clinic_id = None if row is None else cursor.result(columns.clinic_id.type)(row[0])
+    _admit(session, actor, clinic_id, patient_id, intent, what)
+    return PatientRef(patient_id, row[1])
+
+
+def _admit(
+    session: Session,
+    actor: Actor,
+    clinic_id: uuid.UUID | None,
+    patient_id: uuid.UUID,
+    intent: Intent,
+    what: str,
+) -> None:
+    """A patient of ``clinic_id`` (None: no such patient) past tenancy and restriction, and
+    the access announced to the audit trail's hooks."""
+    if clinic_id != actor.clinic_id:
+        _note_miss(session, actor, clinic_id is not None)
+        raise NotFound("patient")
+    restricted.check(session, actor, patient_id, what)
+    hooks.fire(session, actor, intent, what, [patient_id], [patient_id])
 
 
 def record_for(

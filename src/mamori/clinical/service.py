@@ -54,15 +54,21 @@ from mamori.records.reader import Where, read_views
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
 
 
-def _active_patient(session: Session, actor: Actor, patient_id: uuid.UUID, what: str) -> Patient:
-    patient = gate.patient_for(session, actor, patient_id, Intent.WRITE, what)
+def _active_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, what: str
+) -> gate.PatientRef:
+    patient = gate.patient_ref(session, actor, patient_id, Intent.WRITE, what)
     if patient.status != PatientStatus.ACTIVE:
         raise Conflict("この患者は統合済みまたは無効です。", "This patient is merged or retired.")
     return patient
 
 
 def _same_patient(
-    session: Session, actor: Actor, model: type[Encounter], rid: uuid.UUID | None, patient: Patient
+    session: Session,
+    actor: Actor,
+    model: type[Encounter],
+    rid: uuid.UUID | None,
+    patient: gate.PatientRef,
 ) -> None:
     if rid is None:
         return
@@ -161,7 +167,7 @@ def list_day(session: Session, actor: Actor, day: dt.date) -> list[tuple[Encount
 def list_encounters(
     session: Session, actor: Actor, patient_id: uuid.UUID, limit: int = 50
 ) -> Sequence[Encounter]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Encounter")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Encounter")
     return session.scalars(
         select(Encounter)
         .where(Encounter.patient_id == patient.id)
@@ -313,7 +319,7 @@ def list_notes(
     limit: int = 20,
     include_retracted: bool = False,
 ) -> Sequence[ProgressNote]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "ProgressNote")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "ProgressNote")
     where: list[Where] = [("patient_id", "=", patient.id)]
     if not include_retracted:
         where.append(("status", "!=", NoteStatus.ENTERED_IN_ERROR.value))
@@ -370,7 +376,7 @@ def list_conditions(
     session: Session, actor: Actor, patient_id: uuid.UUID, *, current_only: bool = False
 ) -> Sequence[Condition]:
     """傷病名, 主病 first. ``current_only``: the problem list (転帰 継続) for the chart."""
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Condition")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Condition")
     rows = read_views(
         session,
         Condition,
@@ -413,7 +419,7 @@ def add_allergy(
 def list_allergies(
     session: Session, actor: Actor, patient_id: uuid.UUID
 ) -> Sequence[AllergyIntolerance]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "AllergyIntolerance")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "AllergyIntolerance")
     rows = read_views(
         session,
         AllergyIntolerance,
@@ -505,7 +511,7 @@ def current_medications(
     session: Session, actor: Actor, patient_id: uuid.UUID, today: dt.date | None = None
 ) -> list[MedicationRequest]:
     """Prescriptions still running today (issued_on + longest RP days), newest first."""
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "MedicationRequest")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "MedicationRequest")
     today = today or clinic_today()
     recent = read_views(
         session,
@@ -568,7 +574,7 @@ def list_observations(
     code: str | None = None,
     limit: int = 100,
 ) -> Sequence[Observation]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Observation")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Observation")
     where: list[Where] = [
         ("patient_id", "=", patient.id),
         ("status", "!=", RecordStatus.ENTERED_IN_ERROR.value),
@@ -635,7 +641,7 @@ def read_document(
 
 
 def list_documents(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Document]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Document")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Document")
     return session.scalars(
         select(Document)
         .where(Document.patient_id == patient.id, Document.status == RecordStatus.ACTIVE.value)

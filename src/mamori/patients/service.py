@@ -279,7 +279,7 @@ def merge_patients(
 def add_coverage(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: CoverageIn
 ) -> Coverage:
-    patient = gate.patient_for(session, actor, patient_id, Intent.WRITE, "Coverage")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.WRITE, "Coverage")
     cov = Coverage(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
     _apply_coverage(cov, data)
     write_version(session, actor, cov, ChangeKind.CREATED)
@@ -311,7 +311,7 @@ def update_coverage(
 
 
 def list_coverages(session: Session, actor: Actor, patient_id: uuid.UUID) -> Sequence[Coverage]:
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "Coverage")
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Coverage")
     return read_views(
         session,
         Coverage,
