@@ -523,3 +523,66 @@ def test_every_look_up_of_record_versions_searches_an_index(
             sql,
             plan,
         )
+
+
+def test_a_new_record_goes_in_at_once_and_reads_back_as_written(world: World) -> None:
+    """A created record and its first version are inserted by write_version itself, on the
+    driver's cursor, not by the ORM's flush: rows the same transaction created first are
+    already there for its foreign keys, the object is then an ordinary loaded row, a default
+    the record did not set is applied as the ORM would, the row is sealed and its chain
+    verifies, and a rollback takes it all away."""
+    from sqlalchemy import func, inspect, select
+
+    from mamori.clinical.models import Document, Encounter, Observation
+    from mamori.clinical.schemas import EncounterIn, ObservationIn
+    from mamori.clinical.service import check_in, record_observation
+    from mamori.patients.schemas import PatientIn
+    from mamori.patients.service import register_patient
+    from mamori.records.service import verify_patient_records
+
+    clerk, nurse, doctor = (world.actors[n] for n in ("clerk_chika", "nurse_ben", "dr_aiko"))
+    pulse = ObservationIn(
+        category="vital-signs", code="8867-4", name="脈拍", value="72", unit="/min"
+    )
+    ids: dict[bool, dict[str, uuid.UUID]] = {}
+    for keep in (False, True):
+        with world.db.session(write=True) as s:
+            p = register_patient(s, clerk, PatientIn(**SAMPLE_PATIENT))
+            enc = check_in(s, nurse, p.id, EncounterIn())  # refers to the patient just made
+            obs = record_observation(
+                s, nurse, p.id, pulse.model_copy(update={"encounter_id": enc.id})
+            )
+            doc = Document(  # ``direction`` left to the model's default
+                patient_id=p.id,
+                doc_type="紹介状",
+                title="診療情報提供書",
+                mime_type="text/plain",
+                size_bytes=1,
+                sha256="0" * 64,
+                status="active",
+                document_date=enc.visit_date,
+            )
+            write_version(s, doctor, doc, ChangeKind.CREATED)
+            for row in (p, enc, obs, doc):
+                assert inspect(row).persistent and row.version == 1
+            assert not s.new and not s.dirty  # nothing left for the ORM to flush
+            assert obs.name == "脈拍" and p.family_kana == "ヤマダ" and doc.direction == "in"
+            ids[keep] = {"patient": p.id, "obs": obs.id, "doc": doc.id}
+            if keep:
+                s.commit()
+            else:
+                s.rollback()
+    with world.db.session(write=False) as s:
+        gone = ids[False]["patient"]
+        assert s.get(Patient, gone) is None and list_versions(s, "Patient", gone) == []
+        kept = ids[True]
+        obs_row, doc_row = s.get(Observation, kept["obs"]), s.get(Document, kept["doc"])
+        assert obs_row is not None and doc_row is not None
+        assert (obs_row.name, obs_row.value, doc_row.direction) == ("脈拍", "72", "in")
+        visits = select(func.count()).where(Encounter.patient_id == kept["patient"])
+        assert s.scalar(visits) == 1
+        table = Observation.__table__.c
+        stored = s.scalar(select(table.sealed).where(table.id == kept["obs"]))
+        assert stored and "脈拍".encode() not in stored
+        assert verify_patient_records(s, doctor, kept["patient"]) == []
+        s.rollback()

@@ -21,13 +21,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ColumnElement, ForeignKey, Integer, String, UniqueConstraint, event, select
-from sqlalchemy.orm import Mapped, Session, declared_attr, mapped_column
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.orm import Mapped, Session, declared_attr, make_transient_to_detached, mapped_column
 
 from mamori.authz.gate import Actor, hooks
 from mamori.canonical import canonical_json
 from mamori.canonical import no_floats as _no_floats
-from mamori.crypto.sealed import Sealed, keyring_of, seal_failure, seal_mapping, sealed_str
+from mamori.crypto.sealed import (
+    Sealed,
+    keyring_of,
+    seal_failure,
+    seal_mapping,
+    sealed_fields,
+    sealed_str,
+)
 from mamori.db import Base, UTCDateTime, driver_cursor, new_id, utcnow
 from mamori.errors import InvalidInput, StaleVersion
 
@@ -211,6 +228,9 @@ def write_version(
         record.clinic_id = actor.clinic_id
         record.created_by_id = actor.user_id
         record.created_at = now
+        for column in _head_insert(type(record)).defaulted:
+            if column.name not in record.__dict__:  # now, so that version 1's content has it
+                setattr(record, column.name, _default(column))
     record.updated_by_id = actor.user_id
     record.updated_at = now
     values = seal_version(
@@ -230,11 +250,74 @@ def write_version(
     record.version = values["version"]
     record.content_hash = values["content_hash"]
     hooks.version_written(session, actor, values)
+    if change is ChangeKind.CREATED and inspect(record).transient:
+        _insert_created(session, record, values)
+        return values
     session.add(record)
     # The head has just changed (version, hash, updated_at), so the session has a flush to do
     # before it can commit, and that flush inserts this version (``_insert_versions``).
     session.info.setdefault(_PENDING, []).append(values)
     return values
+
+
+@dataclass(frozen=True)
+class _HeadInsert:
+    sql: str
+    columns: tuple[Column[Any], ...]
+    defaulted: tuple[Column[Any], ...]  # those with a default in the model
+
+
+_HEAD_INSERTS: dict[type, _HeadInsert] = {}
+
+
+def _head_insert(model: type[Versioned]) -> _HeadInsert:
+    found = _HEAD_INSERTS.get(model)
+    if found is None:
+        mapper = inspect(model)
+        columns = tuple(mapper.local_table.columns)
+        for c in columns:  # the row mapping is keyed by attribute, the statement by column
+            assert mapper.get_property_by_column(c).key == c.name, c
+            assert c.server_default is None, c  # a value the database fills is not read back
+        names = ", ".join(c.name for c in columns)  # from the model, never from input
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {mapper.local_table.name} ({names}) VALUES ({marks})"  # noqa: S608
+        defaulted = tuple(c for c in columns if c.default is not None)
+        found = _HEAD_INSERTS[model] = _HeadInsert(sql, columns, defaulted)
+    return found
+
+
+def _default(column: Column[Any]) -> Any:
+    """The model's default for a column the record did not set, as the ORM applies it."""
+    default = column.default
+    arg = default.arg  # type: ignore[union-attr]
+    return arg(None) if default.is_callable else arg  # type: ignore[union-attr]
+
+
+def _insert_created(session: Session, record: Versioned, version: dict[str, Any]) -> None:
+    """A new record and its first version, inserted at once on the driver's cursor, and the
+    object then joined to the session as if it had been read: the ORM's unit of work (change
+    tracking, dependency sort, statement compilation) for a row just built cost a sixth of a
+    registration's CPU (bench/README.md). Sealed by the same :func:`seal_mapping` as every other
+    row; whatever the session still had pending goes first, so foreign keys meet rows."""
+    model = type(record)
+    head = _head_insert(model)
+    state = record.__dict__  # defaults applied by write_version; a column never set is NULL
+    values = {c.name: state.get(c.name) for c in head.columns}
+    values.update((name, getattr(record, name)) for name in sealed_fields(model))
+    keyring = keyring_of(session)
+    row = seal_mapping(keyring, model, values)  # ``sealed`` and the blind indexes filled in
+    version_row = seal_mapping(keyring, RecordVersion, version)
+    version_sql, version_columns = _version_insert()
+    with driver_cursor(session) as cursor, cursor.pipeline():
+        cursor.execute(head.sql, [cursor.bind(c.type)(row[c.name]) for c in head.columns])
+        cursor.execute(
+            version_sql, [cursor.bind(c.type)(version_row[c.name]) for c in version_columns]
+        )
+    for c in head.columns:  # the values stored, as a load would give them
+        if c.name not in state:
+            setattr(record, c.name, row[c.name])
+    make_transient_to_detached(record)  # persistent once added, with nothing left to flush
+    session.add(record)
 
 
 _PENDING = "mamori_versions_pending"
