@@ -208,7 +208,8 @@ def write_version(
     The caller has already changed the head object and passed the access gate. ``expected_version``
     gives optimistic concurrency: a stale editor gets ``StaleVersion`` instead of overwriting.
     Adds the head to the session and queues the version row, which the session's next flush
-    inserts after the heads (:func:`_insert_versions`); never commits. Returns the version's
+    inserts after the heads (:func:`_insert_versions`); a new record goes in at once with its
+    first version instead (:func:`_insert_created`). Never commits. Returns the version's
     column values (its ``content_hash`` among them).
     """
     if expected_version is not None and expected_version != record.version:
