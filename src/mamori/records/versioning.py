@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
 import hashlib
 import uuid
 from collections.abc import Mapping
@@ -23,16 +22,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     Column,
-    ColumnElement,
     ForeignKey,
     Integer,
     String,
+    Table,
     UniqueConstraint,
     event,
     inspect,
     select,
 )
-from sqlalchemy.orm import Mapped, Session, declared_attr, make_transient_to_detached, mapped_column
+from sqlalchemy.orm import (
+    Mapped,
+    Session,
+    declared_attr,
+    make_transient_to_detached,
+    mapped_column,
+)
 
 from mamori.authz.gate import Actor, hooks
 from mamori.canonical import canonical_json
@@ -45,7 +50,7 @@ from mamori.crypto.sealed import (
     sealed_fields,
     sealed_str,
 )
-from mamori.db import Base, UTCDateTime, driver_cursor, new_id, utcnow
+from mamori.db import Base, DriverCursor, UTCDateTime, driver_cursor, new_id, utcnow
 from mamori.errors import InvalidInput, StaleVersion
 
 HASH_ALGORITHM = "sha256"
@@ -229,7 +234,7 @@ def write_version(
         record.clinic_id = actor.clinic_id
         record.created_by_id = actor.user_id
         record.created_at = now
-        for column in _head_insert(type(record)).defaulted:
+        for column in _insert_for(type(record)).defaulted:
             if column.name not in record.__dict__:  # now, so that version 1's content has it
                 setattr(record, column.name, _default(column))
     record.updated_by_id = actor.user_id
@@ -262,28 +267,36 @@ def write_version(
 
 
 @dataclass(frozen=True)
-class _HeadInsert:
+class _Insert:
+    """One row's INSERT on the driver's cursor for a model's table (column names from the
+    model, never from input)."""
+
     sql: str
     columns: tuple[Column[Any], ...]
     defaulted: tuple[Column[Any], ...]  # those with a default in the model
 
+    def params(self, cursor: DriverCursor, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A sealed row mapping as the statement's parameters, through the column types."""
+        return tuple(cursor.bind(c.type)(row[c.name]) for c in self.columns)
 
-_HEAD_INSERTS: dict[type, _HeadInsert] = {}
+
+_INSERTS: dict[type, _Insert] = {}
 
 
-def _head_insert(model: type[Versioned]) -> _HeadInsert:
-    found = _HEAD_INSERTS.get(model)
+def _insert_for(model: type) -> _Insert:
+    found = _INSERTS.get(model)
     if found is None:
-        mapper = inspect(model)
-        columns = tuple(mapper.local_table.columns)
+        mapper: Any = inspect(model)
+        table: Table = mapper.local_table
+        columns = tuple(table.columns)
         for c in columns:  # the row mapping is keyed by attribute, the statement by column
             assert mapper.get_property_by_column(c).key == c.name, c
             assert c.server_default is None, c  # a value the database fills is not read back
-        names = ", ".join(c.name for c in columns)  # from the model, never from input
+        names = ", ".join(c.name for c in columns)
         marks = ", ".join("?" for _ in columns)
-        sql = f"INSERT INTO {mapper.local_table.name} ({names}) VALUES ({marks})"  # noqa: S608
+        sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"  # noqa: S608
         defaulted = tuple(c for c in columns if c.default is not None)
-        found = _HEAD_INSERTS[model] = _HeadInsert(sql, columns, defaulted)
+        found = _INSERTS[model] = _Insert(sql, columns, defaulted)
     return found
 
 
@@ -301,19 +314,16 @@ def _insert_created(session: Session, record: Versioned, version: dict[str, Any]
     registration's CPU (bench/README.md). Sealed by the same :func:`seal_mapping` as every other
     row; whatever the session still had pending goes first, so foreign keys meet rows."""
     model = type(record)
-    head = _head_insert(model)
+    head, versions = _insert_for(model), _insert_for(RecordVersion)
     state = record.__dict__  # defaults applied by write_version; a column never set is NULL
     values = {c.name: state.get(c.name) for c in head.columns}
     values.update((name, getattr(record, name)) for name in sealed_fields(model))
     keyring = keyring_of(session)
     row = seal_mapping(keyring, model, values)  # ``sealed`` and the blind indexes filled in
     version_row = seal_mapping(keyring, RecordVersion, version)
-    version_sql, version_columns = _version_insert()
     with driver_cursor(session) as cursor, cursor.pipeline():
-        cursor.execute(head.sql, [cursor.bind(c.type)(row[c.name]) for c in head.columns])
-        cursor.execute(
-            version_sql, [cursor.bind(c.type)(version_row[c.name]) for c in version_columns]
-        )
+        cursor.execute(head.sql, head.params(cursor, row))
+        cursor.execute(versions.sql, versions.params(cursor, version_row))
     for c in head.columns:  # the values stored, as a load would give them
         if c.name not in state:
             setattr(record, c.name, row[c.name])
@@ -322,15 +332,6 @@ def _insert_created(session: Session, record: Versioned, version: dict[str, Any]
 
 
 _PENDING = "mamori_versions_pending"
-
-
-@functools.cache
-def _version_insert() -> tuple[str, tuple[ColumnElement[Any], ...]]:
-    # the column names come from the model, never from input
-    columns = tuple(RecordVersion.__table__.columns)
-    names = ", ".join(c.name for c in columns)
-    marks = ", ".join("?" for _ in columns)
-    return f"INSERT INTO record_version ({names}) VALUES ({marks})", columns  # noqa: S608
 
 
 def _insert_versions(session: Session, _context: object) -> None:
@@ -343,14 +344,10 @@ def _insert_versions(session: Session, _context: object) -> None:
     if not pending:
         return
     keyring = keyring_of(session)
-    sql, columns = _version_insert()
+    versions = _insert_for(RecordVersion)
     with driver_cursor(session, flush=False) as cursor:
-        binds = [cursor.bind(c.type) for c in columns]
-        rows = []
-        for values in pending:
-            row = seal_mapping(keyring, RecordVersion, values)
-            rows.append(tuple(bind(row[c.name]) for bind, c in zip(binds, columns, strict=True)))
-        cursor.insert(sql, rows)
+        rows = [versions.params(cursor, seal_mapping(keyring, RecordVersion, v)) for v in pending]
+        cursor.insert(versions.sql, rows)
 
 
 def _drop_pending(session: Session, *_: object) -> None:
