@@ -251,6 +251,10 @@ def test_merge_duplicate_moves_records_and_keeps_history(
         headers=h,
     )
     assert late.status_code == 409 and "統合済み" in late.text, late.text
+    late_cover = world.http.post(  # nor a new insurance card
+        f"/api/v1/patients/{dup['id']}/coverages", json=COVERAGE, headers=h
+    )
+    assert late_cover.status_code == 409 and "統合済み" in late_cover.text, late_cover.text
     hist = world.http.get(
         f"/api/v1/records/AllergyIntolerance/{allergies[0]['id']}/history", headers=h
     ).json()

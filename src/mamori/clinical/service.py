@@ -49,18 +49,10 @@ from mamori.db import utcnow
 from mamori.documents.store import DocumentStore
 from mamori.errors import Conflict, InvalidInput, NotAllowed, NoteAlreadyFinal, NotFound
 from mamori.patients.kana import search_key
-from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.patients.models import Coverage, Patient
+from mamori.patients.service import active_patient
 from mamori.records.reader import Where, read_views
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
-
-
-def _active_patient(
-    session: Session, actor: Actor, patient_id: uuid.UUID, what: str
-) -> gate.PatientRef:
-    patient = gate.patient_ref(session, actor, patient_id, Intent.WRITE, what)
-    if patient.status != PatientStatus.ACTIVE:
-        raise Conflict("この患者は統合済みまたは無効です。", "This patient is merged or retired.")
-    return patient
 
 
 def _same_patient(
@@ -93,7 +85,7 @@ def _staff(session: Session, actor: Actor, user_id: uuid.UUID, field: str) -> St
 
 def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: EncounterIn) -> Encounter:
     """Open today's visit in the 受付 state."""
-    patient = _active_patient(session, actor, patient_id, "Encounter")
+    patient = active_patient(session, actor, patient_id, "Encounter")
     if data.attending_id is not None:
         _staff(session, actor, data.attending_id, "attending_id")
     if data.coverage_id is not None:
@@ -182,7 +174,7 @@ def list_encounters(
 def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: NoteIn) -> ProgressNote:
     """A draft note. With ``proxy_for_id`` it is a 代行入力: the typist is recorded separately
     and only the named physician can confirm it."""
-    patient = _active_patient(session, actor, patient_id, "ProgressNote")
+    patient = active_patient(session, actor, patient_id, "ProgressNote")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     author_id = actor.user_id
     is_proxy = False
@@ -351,7 +343,7 @@ def _apply_condition(cond: Condition, data: ConditionIn) -> None:
 def add_condition(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: ConditionIn
 ) -> Condition:
-    patient = _active_patient(session, actor, patient_id, "Condition")
+    patient = active_patient(session, actor, patient_id, "Condition")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     cond = Condition(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
     _apply_condition(cond, data)
@@ -395,7 +387,7 @@ def list_conditions(
 def add_allergy(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: AllergyIn
 ) -> AllergyIntolerance:
-    patient = _active_patient(session, actor, patient_id, "AllergyIntolerance")
+    patient = active_patient(session, actor, patient_id, "AllergyIntolerance")
     verification = data.verification
     if verification == "confirmed" and not actor.can(Permission.NOTE_SIGN):
         verification = "unconfirmed"  # nurses record, physicians confirm (matrix §6)
@@ -463,7 +455,7 @@ def prescribe(
 ) -> tuple[MedicationRequest, list[dict[str, str]]]:
     """Issue a prescription in RP groups. A 薬剤禁忌 match stops it unless the prescriber
     gives an override reason; plain allergy matches come back as warnings."""
-    patient = _active_patient(session, actor, patient_id, "MedicationRequest")
+    patient = active_patient(session, actor, patient_id, "MedicationRequest")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     allergies = session.scalars(
         select(AllergyIntolerance).where(
@@ -543,7 +535,7 @@ def abnormal_flag(value: str, low: str, high: str) -> str:
 def record_observation(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: ObservationIn
 ) -> Observation:
-    patient = _active_patient(session, actor, patient_id, "Observation")
+    patient = active_patient(session, actor, patient_id, "Observation")
     _same_patient(session, actor, Encounter, data.encounter_id, patient)
     obs = Observation(
         patient_id=patient.id,
@@ -604,7 +596,7 @@ def file_document(
     mime_type: str,
 ) -> Document:
     """Store the bytes by hash (outside the database), then the record."""
-    patient = _active_patient(session, actor, patient_id, "Document")
+    patient = active_patient(session, actor, patient_id, "Document")
     _same_patient(session, actor, Encounter, meta.encounter_id, patient)
     if mime_type not in ALLOWED_MIME:
         raise InvalidInput(

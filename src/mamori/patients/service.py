@@ -276,10 +276,21 @@ def merge_patients(
     return keep
 
 
+def active_patient(
+    session: Session, actor: Actor, patient_id: uuid.UUID, what: str
+) -> gate.PatientRef:
+    """The patient a new record of kind ``what`` is written for, through the gate; a merged
+    or retired registration takes no new records (409), they belong on the surviving one."""
+    patient = gate.patient_ref(session, actor, patient_id, Intent.WRITE, what)
+    if patient.status != PatientStatus.ACTIVE:
+        raise Conflict("この患者は統合済みまたは無効です。", "This patient is merged or retired.")
+    return patient
+
+
 def add_coverage(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: CoverageIn
 ) -> Coverage:
-    patient = gate.patient_ref(session, actor, patient_id, Intent.WRITE, "Coverage")
+    patient = active_patient(session, actor, patient_id, "Coverage")
     cov = Coverage(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
     _apply_coverage(cov, data)
     write_version(session, actor, cov, ChangeKind.CREATED)
