@@ -49,6 +49,20 @@ def test_waiting_requests_share_one_commit() -> None:
     appender.close()
 
 
+def test_a_request_alone_is_appended_in_its_own_thread() -> None:
+    # no hand-over to another thread when nothing else is in flight; under load the caller
+    # that finds no append in flight appends for everyone waiting (the test above)
+    threads: list[int] = []
+    appender = Appender(lambda events: threads.append(threading.get_ident()))
+    appender.submit([{"n": 1}])
+    worker = threading.Thread(target=appender.submit, args=([{"n": 2}],))
+    worker.start()
+    worker.join(10)
+    assert threads == [threading.get_ident(), worker.ident]
+    assert appender.commits == 2 and appender.requests == 2
+    appender.close()
+
+
 def test_a_failed_commit_fails_every_request_in_it() -> None:
     def append_batch(events: list[dict[str, Any]]) -> None:
         raise AuditUnavailable()
@@ -63,7 +77,7 @@ def test_a_failed_commit_fails_every_request_in_it() -> None:
 
 def test_an_unexpected_error_fails_the_request_and_the_appender_lives_on() -> None:
     # Any error — not only a database's — must reach the waiting callers: one that escaped
-    # the appender's thread would end it and leave every request waiting for ever.
+    # the leader would leave every request of its batch waiting for ever.
     calls: list[int] = []
 
     def append_batch(events: list[dict[str, Any]]) -> None:
