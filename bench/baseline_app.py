@@ -3,7 +3,10 @@ straight to SQLite with the standard library, behind a bare Starlette route. No 
 no authentication, no versioning, no validation — what "a plain unsecured implementation of
 the same query" means in MISSION.md.
 
-    python bench/baseline_app.py --db PATH --port PORT
+    python bench/baseline_app.py --db PATH --port PORT [--framework]
+
+``--framework`` serves the same queries through FastAPI and pydantic (mamori's web stack)
+instead of a bare Starlette route: the floor of any implementation built on that stack.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import uuid
 from typing import Any
 
 import uvicorn
@@ -106,16 +110,43 @@ def chart_route(request: Request) -> Response:
 
 app = Starlette(routes=[Route("/chart/{pid}", chart_route)])
 
+
+def framework_app() -> Any:
+    """The same queries through the framework mamori is built on, still without security: a
+    FastAPI route with a synchronous dependency and endpoint (each run on the thread pool, as
+    mamori's guards and services are) and the response validated and serialised by pydantic
+    through mamori's own ``ChartOut``. mamori's cost above this is the security stack's."""
+    from fastapi import Depends, FastAPI, HTTPException
+
+    from mamori.chart.api import ChartOut
+
+    fast = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def connection() -> sqlite3.Connection:
+        return _conn()
+
+    @fast.get("/chart/{pid}", response_model=ChartOut)
+    def fast_chart(pid: uuid.UUID, conn: sqlite3.Connection = Depends(connection)) -> Any:
+        body = chart(pid.hex)
+        if body is None:
+            raise HTTPException(404)
+        conn.commit()
+        return body
+
+    return fast
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
+    parser.add_argument("--framework", action="store_true", help="FastAPI + pydantic, no security")
     args = parser.parse_args()
     DB_PATH = args.db
     uvicorn.run(
-        app,
+        framework_app() if args.framework else app,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",
