@@ -366,11 +366,11 @@ class TransactionalRoute(APIRoute):
     places is free; until then it waits on the event loop, holding no thread. Each request
     runs in up to three thread-pool calls (guard, endpoint, commit), and with one interpreter
     lock, sixteen requests at once did not finish sooner than two: they only took turns with it
-    more often (server CPU per chart open ≈ 12.7 → 8.9 ms at sixteen concurrent, measured with
-    two places). The body is received before the wait, so a slow upload holds no place;
-    a response's body (a document download) is sent after the place is given back. Waiting
-    holds no thread and a place needs no other place, so no request can wait on one that waits
-    on it."""
+    more often (server CPU per chart open 17.2 → 11.3 ms at sixteen concurrent, measured with
+    two places; see ``bench/README.md``). The body is received before the wait, so a slow
+    upload holds no place; a response's body (a document download) is sent after the place is
+    given back. Waiting holds no thread and a place needs no other place, so no request can
+    wait on one that waits on it."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
