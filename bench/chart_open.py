@@ -154,27 +154,35 @@ class Target:
 
 
 def run_load(target: Target, ids: list[str], concurrency: int, seconds: float) -> dict[str, float]:
+    """``concurrency`` clients opening random charts for ``seconds``. A client that fails (the
+    server went away, a timeout) ends the cell with that client's error, not with a median of
+    whatever the others managed."""
     latencies: list[float] = []
     errors = 0
+    failures: list[BaseException] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
     def worker(seed: int) -> None:
         nonlocal errors
         rng = random.Random(seed)
-        conn = https(target.home, target.port, 30)
         mine: list[float] = []
         bad = 0
-        while time.monotonic() < stop_at:
-            pid = rng.choice(ids)
-            t0 = time.perf_counter()
-            conn.request("GET", target.path.format(pid=pid), headers=target.headers)
-            resp = conn.getresponse()
-            resp.read()
-            mine.append(time.perf_counter() - t0)
-            if resp.status != 200:
-                bad += 1
-        conn.close()
+        try:
+            conn = https(target.home, target.port, 30)
+            while time.monotonic() < stop_at:
+                pid = rng.choice(ids)
+                t0 = time.perf_counter()
+                conn.request("GET", target.path.format(pid=pid), headers=target.headers)
+                resp = conn.getresponse()
+                resp.read()
+                mine.append(time.perf_counter() - t0)
+                if resp.status != 200:
+                    bad += 1
+            conn.close()
+        except Exception as exc:  # reported by run_load once every client has ended
+            with lock:
+                failures.append(exc)
         with lock:
             latencies.extend(mine)
             errors += bad
@@ -186,6 +194,13 @@ def run_load(target: Target, ids: list[str], concurrency: int, seconds: float) -
     for t in threads:
         t.join()
     elapsed = time.monotonic() - t0
+    if failures:
+        raise RuntimeError(
+            f"{target.name}: {len(failures)} of {concurrency} clients failed at concurrency "
+            f"{concurrency}: {failures[0]!r}"
+        ) from failures[0]
+    if not latencies:
+        raise RuntimeError(f"{target.name}: no request completed in {seconds} s")
     latencies.sort()
     return {
         "requests": len(latencies),
