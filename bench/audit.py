@@ -53,13 +53,15 @@ from mamori.audit import trail
 from mamori.audit.models import AuditEvent
 from mamori.audit.trail import append, append_durably
 from mamori.audit.verify import verify_log
-from mamori.authz.gate import Actor
+from mamori.authz.actor import Actor
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Clinic, Role
+from mamori.clinic.models import Clinic
 from mamori.clinical.schemas import ObservationIn
 from mamori.clinical.service import record_observation
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
+from mamori.models import open_database
 from mamori.patients.schemas import PatientIn
 from mamori.patients.service import register_patient
 from mamori.settings import load_settings, write_instance_files
@@ -81,7 +83,7 @@ def keyed_database(home: Path, url: str) -> Database:
     temporary key directory outside the instance, as in production."""
     os.environ.setdefault("MAMORI_KEY_DIR", tempfile.mkdtemp(prefix="mamori-bench-keys-"))
     write_instance_files(home, database_url=url, port=8000)
-    db = Database(url)
+    db = open_database(url)
     migrate.upgrade(db.engine)
     open_keys(db, load_settings(home), create=True)
     return db
@@ -249,7 +251,7 @@ def clinic_verify(source: Path, n: int, tmp: Path) -> tuple[int, int, float, flo
     for suffix in ("", "-wal"):
         if (source / f"mamori.db{suffix}").exists():
             shutil.copyfile(source / f"mamori.db{suffix}", tmp / f"clinic.db{suffix}")
-    db = Database(f"sqlite:///{copy}")
+    db = open_database(f"sqlite:///{copy}")
     migrate.upgrade(db.engine)
     writes = n // 3
     with db.session(write=False) as s:

@@ -94,8 +94,8 @@ def du(path: Path) -> int:
 
 def add_scans(home: Path, megabytes: int, seed: int) -> int:
     """Random 'scanned PDFs' through the document store (encrypted like real uploads)."""
-    from mamori.cli.instance import open_instance
     from mamori.documents.store import DocumentStore
+    from mamori.instance import open_instance
 
     inst = open_instance(str(home))
     store = DocumentStore(inst.settings.documents_dir, inst.db)

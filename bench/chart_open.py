@@ -13,6 +13,8 @@ The baseline serves the same chart with the same certificate, so TLS costs both 
     python bench/chart_open.py                  # M clinic (≈10k patients, 116k visits)
     python bench/chart_open.py --size S         # quicker
     python bench/chart_open.py --instance DIR   # reuse an instance that already holds data
+    python bench/chart_open.py --before SRC     # also serve another mamori tree (SRC: its
+                                                # src/ folder), alternating: before vs after
 
 The client is Python threads with keep-alive connections on the same 2-core machine, so
 absolute numbers include client cost; the ratio is what later issues must keep ≤ 1.5.
@@ -77,18 +79,14 @@ def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str, str
             mamori("synth", "--size", size, "--seed", str(seed), "--no-documents", home=home)
             print(f"  generated in {time.monotonic() - t0:.0f} s", flush=True)
     mamori("db", "upgrade", home=home)  # a kept instance may predate the current schema
-    out = mamori(
-        "staff",
-        "add",
-        f"bench-{os.getpid()}",
-        "--name",
-        "ベンチ医師",
-        "--role",
-        "physician",
-        home=home,
-    )
-    password = out.split("initial password:")[-1].strip().split()[0]
-    return home, f"bench-{os.getpid()}", password
+    login, password = add_physician(home, f"bench-{os.getpid()}")
+    return home, login, password
+
+
+def add_physician(home: Path, login: str) -> tuple[str, str]:
+    """A physician account for the load, and its initial password."""
+    out = mamori("staff", "add", login, "--name", "ベンチ医師", "--role", "physician", home=home)
+    return login, out.split("initial password:")[-1].strip().split()[0]
 
 
 def https(home: Path, port: int, timeout: float) -> http.client.HTTPSConnection:
@@ -128,14 +126,23 @@ def sign_in(home: Path, port: int, login: str, password: str) -> dict[str, str]:
 
 class Target:
     def __init__(
-        self, name: str, cmd: list[str], path: str, headers: dict[str, str], home: Path
+        self,
+        name: str,
+        cmd: list[str],
+        path: str,
+        headers: dict[str, str],
+        home: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name, self.cmd, self.path, self.headers, self.home = name, cmd, path, headers, home
         self.port = int(cmd[cmd.index("--port") + 1])
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env
+        )
         for _ in range(300):
             try:
                 c = https(self.home, self.port, 1)
@@ -246,9 +253,8 @@ def plain_copy(home: Path) -> Path:
         old.unlink()
     from sqlalchemy import inspect, select
 
-    from mamori.cli.instance import open_instance
-    from mamori.patients.models import Patient
-    from mamori.records.registry import PATIENT_SCOPED_MODELS
+    from mamori.instance import open_instance
+    from mamori.models import record_kinds
 
     print("making the baseline's plaintext copy …", flush=True)
     t0 = time.monotonic()
@@ -257,7 +263,7 @@ def plain_copy(home: Path) -> Path:
     tmp.unlink(missing_ok=True)
     out = sqlite3.connect(tmp)
     out.execute("PRAGMA journal_mode=WAL")
-    models = {m.__tablename__: m for m in (Patient, *PATIENT_SCOPED_MODELS)}  # type: ignore[attr-defined]
+    models = {m.__tablename__: m for m in record_kinds()}  # type: ignore[attr-defined]
     for name in PLAIN_TABLES:
         model = models[name]
         cols = _plain_columns(model, inspect)
@@ -324,6 +330,9 @@ def main() -> None:
     ap.add_argument("--instance", type=Path)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument(
+        "--before", type=Path, help="another mamori source tree (its src/) served beside, A/B"
+    )
     args = ap.parse_args()
 
     home, login, password = prepare(args.size, args.seed, args.instance)
@@ -361,10 +370,27 @@ def main() -> None:
             "mamori", [*mamori_cmd, "--port", str(mp)], "/api/v1/patients/{pid}/chart", {}, home
         ),
     ]
+    if args.before is not None:
+        # the same instance served by the other tree: alternating cells, one run, one machine
+        bp = free_port()
+        env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        before = Target(
+            "before",
+            [*mamori_cmd, "--port", str(bp)],
+            "/api/v1/patients/{pid}/chart",
+            {},
+            home,
+            env,
+        )
+        targets.insert(2, before)
     results: dict[str, dict[int, dict[str, float]]] = {t.name: {} for t in targets}
     for t in targets:
         t.start()
     targets[-1].headers = sign_in(home, mp, login, password)
+    if args.before is not None:
+        # a second physician: the first one's TOTP step is spent in this 30-second window
+        login2, password2 = add_physician(home, f"bench-{os.getpid()}-before")
+        targets[2].headers = sign_in(home, bp, login2, password2)
     try:
         # Both databases read into the page cache first, as on a server that has been up a
         # while (23 GB here against a 3 GB M database): otherwise mamori's larger file (the
@@ -418,6 +444,20 @@ def main() -> None:
         if b["errors"] or f["errors"] or m["errors"]:
             errors = {t.name: results[t.name][c]["errors"] for t in targets}
             print(f"     errors: {errors}")
+    if args.before is not None:
+        print(f"\nbefore ({args.before}) vs this tree, same instance, alternating cells:")
+        print(
+            f"{'conc':>4} | {'before p50':>10} {'after p50':>10} {'after ÷ before':>15} |"
+            f" {'before req/s':>12} {'after req/s':>12}"
+        )
+        for c in results["mamori"]:
+            old, new = results["before"][c], results["mamori"][c]
+            print(
+                f"{c:>4} | {old['p50_ms']:>8.1f}ms {new['p50_ms']:>8.1f}ms "
+                f"{new['p50_ms'] / old['p50_ms']:>15.2f} | {old['rps']:>12.0f} {new['rps']:>12.0f}"
+            )
+            rows_by_c = next(r for r in rows if r["concurrency"] == c)
+            rows_by_c["before"] = old
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chart_open-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"size": args.size, "dataset": counts, "rows": rows}, indent=2))

@@ -48,7 +48,7 @@ def main() -> None:
 
     from mamori.app import create_app
     from mamori.auth import passwords
-    from mamori.cli.instance import create_instance
+    from mamori.instance import create_instance
 
     stored = passwords.hash_password("sakura-tsubaki-kamome 2026")
     argon = timed(lambda: passwords.verify(stored, "sakura-tsubaki-kamome 2026"), args.n)

@@ -22,11 +22,13 @@ from sqlalchemy.engine import make_url
 
 from mamori import migrate
 from mamori.app import create_app
-from mamori.authz.gate import Actor
+from mamori.auth import tokens
+from mamori.authz.actor import Actor
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Role
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
+from mamori.models import open_database
 from mamori.settings import Settings, load_settings, write_instance_files
 from tests.pg import PgServer
 
@@ -80,7 +82,7 @@ def templates(
     backends = request.config.getoption("--backends").split(",")
     if "sqlite" in backends:
         path = tmp_path_factory.mktemp("tpl") / "template.db"
-        db = Database(f"sqlite:///{path}")
+        db = open_database(f"sqlite:///{path}")
         migrate.upgrade(db.engine)
         db.engine.dispose()
         out["sqlite"] = str(path)
@@ -90,7 +92,7 @@ def templates(
         with _pg_admin(base) as con:
             con.execute("DROP DATABASE IF EXISTS mamori_template")
             con.execute("CREATE DATABASE mamori_template")
-        db = Database(f"{base}/mamori_template")
+        db = open_database(f"{base}/mamori_template")
         migrate.upgrade(db.engine)
         db.engine.dispose()
         out["postgresql"] = base
@@ -153,7 +155,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     home = tmp_path / "instance"
     write_instance_files(home, database_url=db_url, port=8000)
     settings = load_settings(home)
-    db = Database(db_url)
+    db = open_database(db_url)
     open_keys(db, settings, create=True)
     w = World(settings=settings, db=db)
     with db.session(write=True) as session:
@@ -166,7 +168,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
                 user = clinic_service.add_staff(
                     session, clinic, login_id=login, display_name=display, role=role
                 )
-                w.tokens[login] = clinic_service.issue_token(session, settings.token_pepper, user)
+                w.tokens[login] = tokens.issue_token(session, settings.token_pepper, user)
                 w.actors[login] = clinic_service.actor_for(user, "test")
         session.commit()
     w.client = TestClient(create_app(settings, db), raise_server_exceptions=False)

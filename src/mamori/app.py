@@ -14,11 +14,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori import __version__
+from mamori.audit import pages as audit_pages
 from mamori.audit.api import router as audit_router
+from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
+from mamori.audit.syslog import Forwarder
+from mamori.auth import admin_pages as auth_admin_pages
+from mamori.auth import pages as auth_pages
 from mamori.auth.api import admin_router
 from mamori.auth.api import patients_router as auth_patients_router
 from mamori.auth.api import router as auth_router
+from mamori.auth.passwords import warm_up
 from mamori.authz.permissions import P
+from mamori.backup.service import configured, scheduled_run
+from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
 from mamori.clinical.api import router as clinical_router
 from mamori.crypto.startup import open_keys
@@ -26,13 +34,11 @@ from mamori.db import Database
 from mamori.documents.store import DocumentStore
 from mamori.fhir.api import router as fhir_router
 from mamori.migrate import require_current
+from mamori.models import open_database
+from mamori.patients import pages as patients_pages
 from mamori.patients.api import router as patients_router
 from mamori.records.api import router as records_router
 from mamori.settings import Settings
-from mamori.ui import admin as ui_admin
-from mamori.ui import chart as ui_chart
-from mamori.ui import desk as ui_desk
-from mamori.ui import signin as ui_signin
 from mamori.ui import static as ui_static
 from mamori.web import errors
 from mamori.web.limits import BodyLimit
@@ -76,7 +82,6 @@ log = logging.getLogger("mamori.audit")
 def _checkpoint(database: Database, settings: Settings) -> None:
     """Sign a checkpoint; a refusal means the log disagrees with what was signed — say so
     as loudly as a server can, and keep serving (the clinic still has to work)."""
-    from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 
     try:
         result = make_checkpoint(database, settings)
@@ -124,8 +129,6 @@ def _lifespan(database: Database, settings: Settings) -> Any:
             tasks.append(asyncio.create_task(statistics()))
         forwarder = None
         if settings.syslog is not None:
-            from mamori.audit.syslog import Forwarder
-
             forwarder = Forwarder(
                 database, settings.syslog, settings.checkpoint_dir / "syslog.cursor"
             )
@@ -139,7 +142,6 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                         await asyncio.wait_for(stop.wait(), timeout=interval)
 
             tasks.append(asyncio.create_task(stream()))
-        from mamori.backup.service import configured, scheduled_run
 
         if settings.backup.schedule and configured(settings):
 
@@ -172,16 +174,23 @@ def _lifespan(database: Database, settings: Settings) -> Any:
     return lifespan
 
 
-ui_routers = (ui_static.router, ui_signin.router, ui_desk.router, ui_chart.router, ui_admin.router)
+# the HTML pages, each beside its domain (``ui`` keeps the shared layout and static files)
+ui_routers = (
+    ui_static.router,
+    auth_pages.router,
+    patients_pages.router,
+    chart_pages.router,
+    auth_admin_pages.router,
+    audit_pages.router,
+)
 
 
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
-    database = db or Database(settings.database_url)
+    database = db or open_database(settings.database_url)
     require_current(database.engine)
     if database.keyring is None:
         open_keys(database, settings)  # no key, no server
-    from mamori.auth.passwords import warm_up
 
     warm_up()  # the first sign-in for an unknown ID costs what every later one does
     app = FastAPI(

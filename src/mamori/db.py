@@ -63,6 +63,12 @@ class CachedUuid(Uuid[uuid.UUID]):
         return super().result_processor(dialect, coltype)  # type: ignore[no-untyped-call]
 
 
+class PatientData:
+    """Marker for tables whose rows are about one patient (every versioned record). Loading
+    one obliges the unit of work to record an audit event: the audit trail's safety net
+    checks for it without knowing any domain."""
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {uuid.UUID: CachedUuid()}
@@ -153,10 +159,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     # One write transaction at a time in this process, queued on a Python lock. SQLite's own
     # busy handler polls with sleeps of up to 100 ms, so writers that met its lock waited far
-    # longer than it was held: with 4–8 writer threads most writes went through at once and
-    # the unlucky ones waited up to 0.1–0.7 s (p99 4–736 ms depending on the machine's load).
-    # Queued here, each waits for the writers ahead of it only (p99 13–23 ms at 4 threads).
-    # Writers in other processes still meet SQLite's lock.
+    # longer than it was held (the unlucky ones for tenths of a second). Queued here, each
+    # waits for the writers ahead of it only (tail latencies in bench/README.md). Writers in
+    # other processes still meet SQLite's lock.
     turn = threading.Lock()
     holder: list[int] = []  # id() of the driver connection holding the turn, if any
     queued = [False]  # a writer found the turn taken since it was last handed on
@@ -167,10 +172,10 @@ def _configure_sqlite(engine: Engine) -> None:
             turn.release()
             if queued[0]:
                 # Yield the GIL: the writer woken by the release holds the turn but cannot
-                # run until this thread blocks, which it would do only at its next write (4
-                # threads: 12–20 % fewer writes/s without this; with it, about as many as
-                # before the turn). A lone writer skips it (a racy flag costs one yield at
-                # most, one way or the other).
+                # run until this thread blocks, which it would do only at its next write
+                # (several writer threads lost a good share of their writes per second
+                # without this). A lone writer skips it (a racy flag costs one yield at most,
+                # one way or the other).
                 queued[0] = False
                 time.sleep(0)
 
@@ -224,6 +229,10 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """An engine and two session factories: one for reads, one for writes.
 
+    Build it with ``mamori.models.open_database``, which installs the audit trail, sealing and
+    the version writer's listeners first: a database without them refuses patient data (no
+    keyring, no audit hook), it never serves it unprotected.
+
     Sessions never commit inside services; the request or CLI command that opened the session
     commits once, so a change and everything recorded with it land together.
     """
@@ -244,14 +253,6 @@ class Database:
         info = {"mamori_db": self}
         self.read_session = sessionmaker(self.engine, expire_on_commit=False, info=info)
         self.write_session = sessionmaker(write_engine, expire_on_commit=False, info=info)
-        # The audit trail and sealing are part of every database mamori opens.
-        from mamori.audit.trail import install
-        from mamori.crypto.sealed import install as install_sealing
-        from mamori.records.versioning import install as install_versions
-
-        install()
-        install_sealing()
-        install_versions()
 
     def session(self, *, write: bool) -> Session:
         if self.key_refresher is not None:
@@ -265,14 +266,13 @@ class Database:
         """Give the query planner current table statistics (``ANALYZE``).
 
         Without them SQLite cannot tell a selective index from a useless one: asked for one
-        patient's coverages *of this clinic*, it walked ``ix_coverage_clinic_id`` — every
-        coverage of the clinic — instead of ``ix_coverage_patient_id`` (2 ms per chart open
-        on the M clinic, growing with the clinic; a FHIR search did the same over ~1M
-        observations). On SQLite ``analysis_limit`` samples each index, so a full pass over a
-        4 GB database takes tens of milliseconds: the server runs it at start and every few
-        hours, and bulk loads run it when they finish. PostgreSQL's autovacuum keeps its own
-        statistics; calling this there (after a bulk load) runs a sampled ``ANALYZE`` too.
-        """
+        patient's coverages *of this clinic*, it walked ``ix_coverage_clinic_id`` — every coverage
+        of the clinic — instead of ``ix_coverage_patient_id`` (a cost on every chart open that grows
+        with the clinic; a FHIR search did the same over every observation). On SQLite
+        ``analysis_limit`` samples each index, so a full pass over a 4 GB database takes tens of
+        milliseconds: the server runs it at start and every few hours, and bulk loads run it when
+        they finish. PostgreSQL's autovacuum keeps its own statistics; calling this there (after a
+        bulk load) runs a sampled ``ANALYZE`` too."""
         with self.engine.execution_options(mamori_write=True).connect() as conn:
             if self.dialect == "sqlite":
                 conn.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")

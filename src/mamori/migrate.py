@@ -13,7 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from mamori.db import Base
 from mamori.errors import InstanceError
+from mamori.models import load_all
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -56,8 +58,6 @@ def require_current(engine: Engine) -> None:
 
 def model_differences(engine: Engine) -> list[Any]:
     """Differences between the models and the migrated database (empty when in sync)."""
-    from mamori.db import Base
-    from mamori.models import load_all
 
     load_all()
     with engine.connect() as conn:
@@ -92,8 +92,6 @@ def grant_app_role(engine: Engine, role: str) -> dict[str, str]:
             "ロール権限は PostgreSQL でのみ設定できます。", "Role grants apply to PostgreSQL only."
         )
     check_role_name(role)
-    from mamori.db import Base
-    from mamori.models import load_all
 
     load_all()
     granted: dict[str, str] = {}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.backup.config import BackupSettings, backup_settings
+from mamori.crypto.kek import check_outside, new_key_file
 from mamori.errors import InstanceError
 
 SETTINGS_FILE = "mamori.toml"
@@ -481,7 +482,5 @@ def write_instance_files(
         with os.fdopen(fd, "w") as fh:
             fh.write(values[name] + "\n")
     if key_source == "file" and key_file is not None:
-        from mamori.crypto.kek import check_outside, new_key_file
-
         check_outside(key_file, [home])
         new_key_file(key_file)

@@ -9,8 +9,10 @@ from typing import Any
 from pypdf import PdfReader
 from tests.conftest import World
 
+from mamori.auth import tokens
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Clinic, Role
+from mamori.clinic.models import Clinic
 
 
 def _reviewer(world: World) -> dict[str, str]:
@@ -20,7 +22,7 @@ def _reviewer(world: World) -> dict[str, str]:
         user = clinic_service.add_staff(
             s, clinic, login_id="auditor_eri", display_name="監査 恵理", role=Role.AUDITOR
         )
-        token = clinic_service.issue_token(s, world.settings.token_pepper, user)
+        token = tokens.issue_token(s, world.settings.token_pepper, user)
         s.commit()
     return {"Authorization": f"Bearer {token}"}
 

@@ -9,12 +9,12 @@ from tests.conftest import World
 
 from mamori import migrate
 from mamori.app import create_app
-from mamori.db import Database
 from mamori.errors import InstanceError
+from mamori.models import open_database
 
 
 def test_upgrade_head_matches_models(db_url: str) -> None:
-    db = Database(db_url)
+    db = open_database(db_url)
     try:
         assert migrate.current_revision(db.engine) == migrate.head_revision()
         assert migrate.model_differences(db.engine) == []
@@ -31,7 +31,7 @@ def test_server_refuses_an_unmigrated_database(world: World) -> None:
 
 
 def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    db = open_database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
         with db.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -18,8 +18,8 @@ from tests.pg import PgServer
 from mamori import migrate
 from mamori.app import create_app
 from mamori.audit.verify import verify_log
-from mamori.cli.instance import create_instance
-from mamori.db import Database
+from mamori.instance import create_instance
+from mamori.models import open_database
 
 
 def test_app_role_has_least_privilege(pg_server: PgServer, tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_app_role_has_least_privilege(pg_server: PgServer, tmp_path: Path) -> No
     )
     admin.execute(f'CREATE DATABASE "{name}"')
     admin.execute(f'CREATE ROLE "{role}" LOGIN')
-    owner = Database(f"{base}/{name}")
+    owner = open_database(f"{base}/{name}")
     try:
         migrate.upgrade(owner.engine)
         granted = migrate.grant_app_role(owner.engine, role)

@@ -16,7 +16,7 @@ from tests.conftest import World
 from tests.support.plans import select_plans
 
 from mamori.audit.trail import AuditMissing
-from mamori.authz.gate import Actor
+from mamori.authz.actor import Actor
 from mamori.chart.service import open_chart
 from mamori.clinic.models import Clinic
 from mamori.clinical import service as clinical

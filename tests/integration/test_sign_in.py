@@ -21,7 +21,8 @@ from mamori.audit.models import AuditEvent
 from mamori.auth import admin, throttle
 from mamori.auth import service as auth
 from mamori.auth.models import AuthSession, SecurityAlert
-from mamori.clinic.models import Role, StaffUser
+from mamori.authz.roles import Role
+from mamori.clinic.models import StaffUser
 from mamori.db import utcnow
 from mamori.errors import InvalidInput, NotAllowed
 

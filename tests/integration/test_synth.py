@@ -11,10 +11,12 @@ from sqlalchemy import select
 from tests.conftest import World
 
 from mamori import migrate
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Clinic, Role, StaffUser
+from mamori.clinic.models import Clinic, StaffUser
 from mamori.clinical.models import Encounter, ProgressNote
 from mamori.db import Database
+from mamori.models import open_database
 from mamori.patients import insurance
 from mamori.patients.kana import is_katakana
 from mamori.patients.models import Coverage, Patient
@@ -78,7 +80,7 @@ def test_generated_records_are_valid_and_verify(world: World) -> None:
 
 def _fresh_copy(world: World, name: str, seed: int) -> collections.Counter[str]:
     """Generate into a new SQLite database whose clinic and staff mirror clinic A."""
-    other = Database(f"sqlite:///{world.settings.home / name}")
+    other = open_database(f"sqlite:///{world.settings.home / name}")
     migrate.upgrade(other.engine)
     other.keyring = world.db.keyring  # same keys: only the database differs
     with other.session(write=True) as s, world.db.session(write=False) as src:

@@ -13,13 +13,14 @@ from sqlalchemy.exc import OperationalError
 
 from mamori import migrate
 from mamori.db import Database
+from mamori.models import open_database
 
 
 @pytest.fixture
 def impatient(tmp_path: Path) -> Any:
     """A migrated SQLite database whose connections give up at once on SQLite's lock
     (busy_timeout 0): any in-process writer that met that lock fails instead of waiting."""
-    db = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    db = open_database(f"sqlite:///{tmp_path / 'w.db'}")
     migrate.upgrade(db.engine)
     db.engine.dispose()  # new connections get the listener below (it runs after mamori's)
 

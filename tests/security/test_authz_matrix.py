@@ -32,7 +32,7 @@ from tests.security.test_route_inventory import PINNED
 from mamori.auth.admin import open_vendor_window
 from mamori.auth.models import SecurityAlert
 from mamori.authz.permissions import ROLE_PERMISSIONS
-from mamori.clinic.models import Role
+from mamori.authz.roles import Role
 from mamori.db import utcnow
 from mamori.patients import service as patients
 from mamori.patients.schemas import CoverageIn

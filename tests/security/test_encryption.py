@@ -25,6 +25,7 @@ from mamori.crypto.keyring import BlindIndex, Keyring, SealBroken
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.documents.store import DocumentStore
+from mamori.models import open_database
 from mamori.patients.models import Coverage, Patient
 from mamori.settings import load_settings
 from mamori.synth.generator import generate
@@ -239,7 +240,7 @@ def test_search_still_works_through_blind_indexes(world: World, patient: dict[st
 
 
 def _fresh(world: World) -> Database:
-    return Database(world.db.url)
+    return open_database(world.db.url)
 
 
 def test_the_server_refuses_to_start_without_the_right_key(world: World, tmp_path: Path) -> None:

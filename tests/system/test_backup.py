@@ -23,16 +23,16 @@ from tests.sshd import start_sshd
 from typer.testing import CliRunner
 
 from mamori.audit.models import AuditEvent
-from mamori.backup import engine, fmt
+from mamori.backup import engine, fmt, generations
 from mamori.backup.fmt import BackupError, BackupInvalid
 from mamori.backup.identity import install_recipients, keygen, load_identity
 from mamori.backup.restore import restore
 from mamori.backup.targets import open_target, spec_from_url
 from mamori.backup.verify import verify_target
-from mamori.cli.instance import Created, Instance, create_instance, open_instance
 from mamori.cli.main import app
 from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
+from mamori.instance import Created, Instance, create_instance, open_instance
 from mamori.synth.generator import generate
 
 runner = CliRunner()
@@ -114,11 +114,11 @@ def documents_in(
     """Documents restored in the restoring process (a few, or from SFTP/S3) or by a worker
     process beside the database (from a mounted disk, by default from 64 MB): the mode, and a
     list counting the workers started."""
-    from mamori.backup import restore as restore_module
+    from mamori.backup import restore_documents
 
     started: list[int] = []
     if request.param == "worker":
-        real = restore_module._worker
+        real = restore_documents.document_worker
 
         @contextlib.contextmanager
         def counted() -> Iterator[Any]:
@@ -126,8 +126,8 @@ def documents_in(
             with real() as pool:
                 yield pool
 
-        monkeypatch.setattr(restore_module, "WORKER_MIN_BYTES", 0)
-        monkeypatch.setattr(restore_module, "_worker", counted)
+        monkeypatch.setattr(restore_documents, "WORKER_MIN_BYTES", 0)
+        monkeypatch.setattr(restore_documents, "document_worker", counted)
     return request.param, started
 
 
@@ -393,7 +393,7 @@ def test_kill_minus_9_mid_backup_leaves_no_valid_partial_generation(
     code = (
         "import sys, os\n"
         "from mamori.backup import engine\n"
-        "from mamori.cli.instance import open_instance\n"
+        "from mamori.instance import open_instance\n"
         "import mamori.backup.targets as t\n"
         "orig = t.DirTarget._atomic\n"
         "def slow(self, path, write, sync=True):\n"
@@ -504,7 +504,7 @@ def test_generations_are_kept_grandfather_father_son(setup: tuple[Instance, Path
             {"base": {"manifest": f"h{link}"}}, f"d{link}",
         )  # fmt: skip
         gens += [full, delta]
-    keep = engine.keep_set(gens, inst.settings, now)
+    keep = generations.keep_set(gens, inst.settings, now)
     fulls = {g.generation for g in gens if g.kind == "full" and g.generation in keep}
     # 14 daily, plus weekly and monthly ones further back (overlaps counted once)
     assert 14 + 4 <= len(fulls) <= 14 + 8 + 12
@@ -697,7 +697,7 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
     """The restore's check runs quick_check beside integrity_check(<table>) per table; an
     index that no longer matches its table is only seen by the second, a damaged page by the
     first — both must fail the restore."""
-    from mamori.backup.restore import _integrity_check
+    from mamori.backup.integrity import _integrity_check
 
     def make(name: str) -> Path:
         path = tmp_path / name

@@ -22,14 +22,14 @@ from tests.pg import PgServer
 from tests.system.test_backup import AGE, PASS, ZSTD, _ident, _keys, _targets, _verify
 
 from mamori.audit.models import AuditEvent
-from mamori.backup import engine
+from mamori.backup import engine, sources
 from mamori.backup.fmt import BackupError
 from mamori.backup.restore import restore
 from mamori.backup.targets import spec_from_url
-from mamori.cli.instance import Instance, create_instance, open_instance
 from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
+from mamori.instance import Instance, create_instance, open_instance
 from mamori.patients.models import Patient
 from mamori.synth.generator import generate
 
@@ -185,7 +185,7 @@ def test_a_restore_gives_the_app_role_least_privilege_again(
     with pytest.raises(BackupError) as refused:  # a role that does not exist
         restore(spec, ident, tmp_path / "r0", database_url=bad, app_role="no_such_role_here")
     assert "no_such_role_here" in refused.value.en and "undone" in refused.value.en
-    assert engine.pg_facts(bad)["counts"] == {} and not (tmp_path / "r0").exists()
+    assert sources.pg_facts(bad)["counts"] == {} and not (tmp_path / "r0").exists()
     with pytest.raises(MamoriError, match="Invalid role name"):  # checked before anything
         restore(spec, ident, tmp_path / "r1", database_url=databases(), app_role='x"; --')
     assert not (tmp_path / "r1").exists()
@@ -213,7 +213,7 @@ def test_postgresql_restore_with_debian_age_zstd_and_pg_restore_only(
     manifest = json.loads((gen / "manifest.json").read_bytes())
     target_url = databases()
     u = make_url(target_url)
-    pg_restore = engine.pg_tool("pg_restore")
+    pg_restore = sources.pg_tool("pg_restore")
     ident = keys / "mamori-backup-breakglass.txt"
     sh = (
         f"{AGE} -d -i {ident} {gen}/db.full.pgdump.zst.age | {ZSTD} -d -q | "
@@ -221,7 +221,7 @@ def test_postgresql_restore_with_debian_age_zstd_and_pg_restore_only(
         f"-U {u.username} -d {u.database}"
     )
     subprocess.run(["sh", "-c", sh], check=True, timeout=120)
-    assert engine.pg_facts(target_url)["counts"] == manifest["db"]["counts"]
+    assert sources.pg_facts(target_url)["counts"] == manifest["db"]["counts"]
 
 
 def test_rows_destroyed_behind_mamoris_back_raise_the_alarm(
@@ -264,15 +264,15 @@ def test_cli_restore_and_drill_of_a_postgresql_generation(
     out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"))
     assert out.returncode != 0 and "--database-url" in out.stdout + out.stderr  # says what it needs
     live = inst.settings.database_url  # a drill pointed at the live database by mistake
-    before = engine.pg_facts(live)["counts"]
+    before = sources.pg_facts(live)["counts"]
     out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"), "--database-url", live)
     assert out.returncode != 0 and "not empty" in (out.stdout + out.stderr).replace("\n", "")
-    assert engine.pg_facts(live)["counts"] == before  # refused, and left exactly as it was
+    assert sources.pg_facts(live)["counts"] == before  # refused, and left exactly as it was
     out = mamori("drill", *args, "--report-dir", str(tmp_path / "d"), "--database-url", scratch)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(next((tmp_path / "d").glob("drill-*.json")).read_bytes())
     assert report["engine"] == "postgresql" and report["result"] == "passed"
-    assert engine.pg_facts(scratch)["counts"] == {}  # the scratch database is empty again
+    assert sources.pg_facts(scratch)["counts"] == {}  # the scratch database is empty again
     restored = databases()
     out = mamori(
         "restore", *args, "--to", str(tmp_path / "r"), "--database-url", restored,
@@ -280,5 +280,5 @@ def test_cli_restore_and_drill_of_a_postgresql_generation(
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"least privilege granted to {app_role}" in " ".join(out.stdout.split())
-    counts = engine.pg_facts(restored)["counts"]
+    counts = sources.pg_facts(restored)["counts"]
     assert counts == {**report["counts"], "audit_event": report["counts"]["audit_event"] + 1}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mamori.cli.main import app
 from mamori.crypto.sealed import aad_for
 from mamori.crypto.startup import open_keys
-from mamori.db import Database
+from mamori.models import open_database
 from mamori.records.versioning import RecordVersion
 from mamori.settings import load_settings
 
@@ -119,7 +119,7 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     # key the ciphertext cannot be forged; even an insider holding the key, who re-encrypts
     # an altered version properly, is caught by the version's hash
     settings = load_settings(home)
-    db = Database(settings.database_url)
+    db = open_database(settings.database_url)
     keyring = open_keys(db, settings)
     drop_insert_only_triggers(db.engine)
     table = RecordVersion.__table__
@@ -141,7 +141,7 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     db.dispose()
     r = runner.invoke(app, ["verify", *inst])
     assert r.exit_code == 1 and "content hash mismatch" in r.output
-    db = Database(load_settings(home).database_url)
+    db = open_database(load_settings(home).database_url)
     with db.engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_event WHERE seq = 3"))
     db.dispose()
@@ -166,7 +166,7 @@ def test_revoked_tokens_stop_working(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from mamori.app import create_app
-    from mamori.cli.instance import open_instance
+    from mamori.instance import open_instance
 
     home = tmp_path / "i"
     token = _init(home).split("API token (shown once): ")[1].split()[0]
@@ -185,7 +185,7 @@ def test_initial_password_signs_in_and_can_be_reissued(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from mamori.app import create_app
-    from mamori.cli.instance import open_instance
+    from mamori.instance import open_instance
 
     home = tmp_path / "i"
     password = _init(home).split("initial password (shown once): ")[1].split()[0]

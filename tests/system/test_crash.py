@@ -25,9 +25,9 @@ from sqlalchemy import select, text
 from tests.pg import PgServer
 
 from mamori.audit.verify import verify_log
-from mamori.cli.instance import create_instance
 from mamori.crypto.startup import open_keys
-from mamori.db import Database
+from mamori.instance import create_instance
+from mamori.models import open_database
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
 from mamori.settings import load_settings
@@ -172,7 +172,7 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
         writer.stop_flag.set()
         writer.join(timeout=30)
         acked = set(writer.acked)
-        db = Database(db_url)
+        db = open_database(db_url)
         open_keys(db, load_settings(home))
         try:
             with db.session(write=False) as s:

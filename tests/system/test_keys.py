@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 
 from mamori.app import create_app
 from mamori.audit.verify import verify_log
-from mamori.cli.instance import Created, create_instance, open_instance
 from mamori.cli.main import app
 from mamori.clinic.models import Clinic
 from mamori.crypto import rekey, startup
 from mamori.crypto.kek import KeyUnavailable
 from mamori.crypto.keyring import DataKey
 from mamori.documents.store import DocumentStore
+from mamori.instance import Created, create_instance, open_instance
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
 from mamori.synth.generator import generate

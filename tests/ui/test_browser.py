@@ -24,7 +24,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import select, update
 
 from mamori.app import create_app
-from mamori.auth.models import AuthSession, BreakGlassGrant
+from mamori.auth.models import AuthSession
+from mamori.authz.models import BreakGlassGrant
 from mamori.db import utcnow
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.ui.support import PASSWORD, give_password

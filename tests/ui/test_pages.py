@@ -15,11 +15,11 @@ from sqlalchemy import func, select, update
 from mamori.audit.models import AuditEvent
 from mamori.auth.models import AuthSession, VendorWindow
 from mamori.authz.permissions import Permission, role_permissions
-from mamori.clinic.models import Role
+from mamori.authz.roles import Role
+from mamori.clinic.calendar import wareki
 from mamori.clinical.models import Observation
 from mamori.db import utcnow
 from mamori.patients.models import Coverage
-from mamori.ui.render import wareki
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.security.test_authz_matrix import ROLE_OF
 from tests.security.test_route_inventory import PINNED_UI

@@ -8,8 +8,8 @@ no append is in flight appends at once, in its own thread, **everything waiting*
 requests arriving while one is in flight wait, and when it ends the first of them to wake
 appends all that queued meanwhile for everyone. A request still returns only after its own
 events are durable; under load, many share a commit; alone, a request pays no hand-over to
-another thread (two thread switches and the wait for the interpreter lock in each, measured
-at ≈ 0.3 ms a chart open on two cores when a dedicated thread did the appending).
+another thread (two thread switches and a wait for the interpreter lock in each, which a
+dedicated appending thread cost every chart open; figures in ``bench/README.md``).
 
 If the batch cannot be stored, every request in it gets ``AuditUnavailable`` and releases
 nothing.

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Sequence
-from xml.sax.saxutils import escape
 
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
+from reportlab.platypus import Paragraph, Spacer
 
 from mamori.audit.review import Access, tag_ja
-from mamori.chart.pdf import japanese_font, styled_table, wareki
-from mamori.clinic.calendar import JST
+from mamori.clinic.calendar import JST, wareki
 from mamori.patients.models import Patient
+from mamori.pdf import render, styled_table, styles
+from mamori.pdf import text as paragraph
 
 
 def render_access_report(
@@ -27,13 +24,11 @@ def render_access_report(
     log_size: int,
     log_root_hex: str,
 ) -> bytes:
-    font = japanese_font()
-    base = ParagraphStyle("b", fontName=font, fontSize=9.5, leading=13)
-    h1 = ParagraphStyle("h", parent=base, fontSize=15, leading=20, spaceAfter=4)
-    small = ParagraphStyle("s", parent=base, fontSize=8, leading=10, textColor=colors.grey)
+    st = styles()
+    base, h1, small = st.base, st.h1, st.small
 
-    def p(text: str, style: ParagraphStyle = base) -> Paragraph:
-        return Paragraph(escape(text), style)
+    def p(value: str, style: ParagraphStyle = base) -> Paragraph:
+        return paragraph(value, style)
 
     now = dt.datetime.now(JST)
     story: list[object] = [
@@ -67,15 +62,4 @@ def render_access_report(
             small,
         ),
     ]
-    buf = io.BytesIO()
-    SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=15 * mm,
-        title=f"閲覧履歴 {patient.patient_number}",
-        author="mamori",
-    ).build(story)
-    return buf.getvalue()
+    return render(story, title=f"閲覧履歴 {patient.patient_number}")

@@ -26,11 +26,13 @@ from mamori.audit.models import (
 )
 from mamori.audit.trail import AuditTag, record
 from mamori.authz import gate
-from mamori.authz.gate import Actor, Intent
+from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import Permission
-from mamori.clinic.models import Role, StaffUser
+from mamori.authz.roles import Role
+from mamori.clinic.models import StaffUser
 from mamori.db import new_id, utcnow
-from mamori.errors import InvalidInput, NotFound
+from mamori.errors import InvalidInput
+from mamori.patients.access import patient_for
 from mamori.patients.models import Patient
 
 MAX_ROWS = 2000
@@ -145,7 +147,7 @@ def who_opened(
 ) -> list[Access]:
     """Every logged access to one patient, newest first."""
     _require_reviewer(actor)
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "audit-review")
+    patient = patient_for(session, actor, patient_id, Intent.READ, "audit-review")
     seqs = select(AuditEventPatient.seq).where(AuditEventPatient.patient_id == patient.id)
     rows = _rows(session, actor, seqs, since, until, limit)
     record(
@@ -169,9 +171,7 @@ def what_user_opened(
 ) -> list[Access]:
     """Everything one staff member did, newest first (the patients shown are logged)."""
     _require_reviewer(actor)
-    user = session.get(StaffUser, user_id)
-    if user is None or user.clinic_id != actor.clinic_id:
-        raise NotFound("staff")
+    user = gate.clinic_row_for(session, actor, StaffUser, user_id, "staff")
     seqs = select(AuditEventUser.seq).where(AuditEventUser.user_id == user.id)
     rows = _rows(session, actor, seqs, since, until, limit)
     shown = sorted({uuid.UUID(p) for r in rows for p in r.patients})
@@ -265,4 +265,4 @@ def review_status(session: Session, actor: Actor) -> dict[str, Any]:
 
 def patient_of(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patient:
     _require_reviewer(actor)
-    return gate.patient_for(session, actor, patient_id, Intent.READ, "audit-review")
+    return patient_for(session, actor, patient_id, Intent.READ, "audit-review")

@@ -35,17 +35,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mamori.audit import merkle
+from mamori.audit.appender import Appender
 from mamori.audit.models import (
     AuditEvent,
     AuditEventPatient,
     AuditHead,
     chain_next,
 )
-from mamori.authz.gate import Actor, Intent, hooks
+from mamori.authz.actor import Actor, Intent
+from mamori.authz.hooks import hooks
 from mamori.canonical import canonical_json
-from mamori.db import driver_cursor, expire_loaded, utcnow
+from mamori.db import PatientData, driver_cursor, expire_loaded, utcnow
 from mamori.errors import AuditUnavailable
-from mamori.records.versioning import PatientRecord
 
 QUEUE = "mamori_audit_queue"
 PHI_LOADED = "mamori_phi_loaded"
@@ -261,6 +262,13 @@ def _on_access(
     record(session, actor, tag, patients=patient_ids, detail={"what": what})
 
 
+def _on_restricted(
+    session: Session, actor: Actor, patient_id: uuid.UUID, *, break_glass: bool
+) -> None:
+    detail = {"what": "break-glass" if break_glass else "desk"}
+    record(session, actor, AuditTag.RESTRICTED_OPENED, patients=[patient_id], detail=detail)
+
+
 def _on_version(session: Session, actor: Actor, version: dict[str, Any]) -> None:
     pid = version.get("patient_id")
     record(
@@ -293,7 +301,8 @@ def append(session: Session, events: list[dict[str, Any]]) -> int:
     """Append events under the head row's lock; returns the new log size.
 
     Runs in every audited transaction, so its statements go to the driver's own cursor: through
-    SQLAlchemy they cost 1 ms of CPU per write, several times the hashing and the inserts."""
+    SQLAlchemy their execution cost several times the hashing and the inserts
+    (``bench/README.md``)."""
     with driver_cursor(session) as cursor:
         # PostgreSQL locks the head row; on SQLite, BEGIN IMMEDIATE already holds the database
         cursor.execute(_HEAD_SQL + (" FOR UPDATE" if cursor.postgres else ""))
@@ -380,8 +389,6 @@ def append_durably(db: Any, pending: list[dict[str, Any]]) -> None:
     one write transaction (one fsync) among all the read requests waiting at that moment."""
     appender = getattr(db, "audit_appender", None)
     if appender is None:
-        from mamori.audit.appender import Appender
-
         with _APPENDER_LOCK:
             appender = getattr(db, "audit_appender", None)
             if appender is None:
@@ -409,9 +416,7 @@ def _reset(session: Session, *_: Any) -> None:
 
 
 def _loaded(session: Session, instance: object) -> None:
-    from mamori.patients.models import Patient
-
-    if isinstance(instance, Patient | PatientRecord):
+    if isinstance(instance, PatientData):
         note_phi_loaded(session)
 
 
@@ -431,6 +436,7 @@ def install() -> None:
         return
     hooks.on_access.append(_on_access)
     hooks.on_version.append(_on_version)
+    hooks.on_restricted.append(_on_restricted)
     event.listen(Session, "before_commit", _before_commit)
     event.listen(Session, "after_commit", _after_commit)
     event.listen(Session, "after_rollback", _reset)

@@ -21,15 +21,19 @@ from sqlalchemy.orm import Session
 from mamori.audit.models import AuditEvent, AuditEventUser
 from mamori.audit.trail import AuditTag, record
 from mamori.auth import service as auth
-from mamori.auth import throttle
+from mamori.auth import sessions as auth_sessions
+from mamori.auth import throttle, tokens
 from mamori.auth.models import AuthFactor, AuthSession, SecurityAlert, VendorWindow
-from mamori.authz import restricted
-from mamori.authz.gate import Actor
+from mamori.authz import gate
+from mamori.authz.actor import Actor
 from mamori.authz.permissions import P
+from mamori.authz.restricted import require_recent_auth
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Role, StaffUser
+from mamori.clinic.models import StaffUser
 from mamori.db import utcnow
-from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from mamori.errors import Conflict, InvalidInput, NotAllowed
+from mamori.restrictions import service as restrictions
 
 MAX_WINDOW_HOURS = 12
 
@@ -52,10 +56,7 @@ class StaffView:
 
 
 def _staff(session: Session, actor: Actor, user_id: uuid.UUID) -> StaffUser:
-    user = session.get(StaffUser, user_id)
-    if user is None or user.clinic_id != actor.clinic_id:
-        raise NotFound("staff")
-    return user
+    return gate.clinic_row_for(session, actor, StaffUser, user_id, "staff")
 
 
 def list_staff(session: Session, actor: Actor) -> list[StaffView]:
@@ -139,7 +140,7 @@ def create_staff(
     reauth_minutes: int,
 ) -> StaffUser:
     actor.require(P.STAFF_ADMIN)
-    restricted.require_recent_auth(actor, reauth_minutes)
+    require_recent_auth(actor, reauth_minutes)
     clinic = clinic_service.clinic_of(session, actor)
     user = clinic_service.add_staff(
         session,
@@ -151,7 +152,7 @@ def create_staff(
     )
     user.expires_at, user.birth_date = expires_at, birth_date
     auth.set_password(session, user, password)
-    restricted.refresh_staff_flag(session, restricted.patients_matching_staff(session, user))
+    restrictions.refresh_staff_flag(session, restrictions.patients_matching_staff(session, user))
     record(
         session,
         actor,
@@ -175,7 +176,7 @@ def update_staff(
     reauth_minutes: int,
 ) -> StaffUser:
     actor.require(P.STAFF_ADMIN)
-    restricted.require_recent_auth(actor, reauth_minutes)
+    require_recent_auth(actor, reauth_minutes)
     user = _staff(session, actor, user_id)
     changes: dict[str, Any] = {}
     if role is not None and role.value != user.role:
@@ -187,7 +188,7 @@ def update_staff(
             )
         changes["role"] = [user.role, role.value]
         user.role = role
-    before = restricted.patients_matching_staff(session, user)
+    before = restrictions.patients_matching_staff(session, user)
     if display_kana is not None and display_kana != user.display_kana:
         user.display_kana, changes["display_kana"] = display_kana, True
     if birth_date is not None and birth_date != user.birth_date:
@@ -208,9 +209,9 @@ def update_staff(
     if not changes:
         return user
     session.flush()
-    restricted.refresh_staff_flag(
+    restrictions.refresh_staff_flag(
         session,
-        {p.id: p for p in before + restricted.patients_matching_staff(session, user)}.values(),  # type: ignore[arg-type]
+        {p.id: p for p in before + restrictions.patients_matching_staff(session, user)}.values(),  # type: ignore[arg-type]
     )
     if "role" in changes or changes.get("active") is False:
         # a changed role or a disabled account ends every session and token at once
@@ -219,7 +220,7 @@ def update_staff(
             .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
             .values(revoked_at=utcnow(), revoked_reason="account-changed")
         )
-        clinic_service.revoke_tokens(session, user)
+        tokens.revoke_tokens(session, user)
     tag = (
         AuditTag.ROLE_CHANGED
         if "role" in changes
@@ -245,7 +246,7 @@ def reset_factors(
     """Lost phone and lost recovery codes: revoke every second factor and every session; the
     person enrols again at the next sign-in (with their password)."""
     actor.require(P.STAFF_ADMIN)
-    restricted.require_recent_auth(actor, reauth_minutes)
+    require_recent_auth(actor, reauth_minutes)
     user = _staff(session, actor, user_id)
     now = utcnow()
     result = session.execute(
@@ -267,7 +268,7 @@ def sessions_of(session: Session, actor: Actor, user_id: uuid.UUID) -> Sequence[
     if user_id != actor.user_id:
         actor.require(P.SESSION_ADMIN)
         _staff(session, actor, user_id)
-    return auth.list_sessions(session, user_id)
+    return auth_sessions.list_sessions(session, user_id)
 
 
 def revoke(
@@ -281,7 +282,9 @@ def revoke(
     if user_id != actor.user_id:
         actor.require(P.SESSION_ADMIN)
         _staff(session, actor, user_id)
-    return auth.revoke_sessions(session, actor, user_id, session_id=session_id, device_id=device_id)
+    return auth_sessions.revoke_sessions(
+        session, actor, user_id, session_id=session_id, device_id=device_id
+    )
 
 
 # --- vendor maintenance windows ------------------------------------------------------------------
@@ -299,7 +302,7 @@ def open_vendor_window(
     reauth_minutes: int,
 ) -> VendorWindow:
     actor.require(P.VENDOR_WINDOW_ADMIN)
-    restricted.require_recent_auth(actor, reauth_minutes)
+    require_recent_auth(actor, reauth_minutes)
     vendor = _staff(session, actor, vendor_user_id)
     if Role(vendor.role) is not Role.VENDOR:
         raise InvalidInput(
@@ -346,10 +349,7 @@ def open_vendor_window(
 
 
 def _window(session: Session, actor: Actor, window_id: uuid.UUID) -> VendorWindow:
-    window = session.get(VendorWindow, window_id)
-    if window is None or window.clinic_id != actor.clinic_id:
-        raise NotFound("vendor window")
-    return window
+    return gate.clinic_row_for(session, actor, VendorWindow, window_id, "vendor window")
 
 
 def close_vendor_window(session: Session, actor: Actor, window_id: uuid.UUID) -> VendorWindow:
@@ -450,9 +450,7 @@ def review_alert(
     session: Session, actor: Actor, alert_id: uuid.UUID, *, outcome: str, finding: str
 ) -> SecurityAlert:
     actor.require(P.AUDIT_REVIEW)
-    alert = session.get(SecurityAlert, alert_id)
-    if alert is None or alert.clinic_id != actor.clinic_id:
-        raise NotFound("alert")
+    alert = gate.clinic_row_for(session, actor, SecurityAlert, alert_id, "alert")
     if outcome not in ("no-issue", "follow-up"):
         raise InvalidInput("結果を選んでください。", "Choose an outcome.", field="outcome")
     if outcome == "follow-up" and not finding.strip():

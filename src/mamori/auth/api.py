@@ -1,22 +1,44 @@
-"""Sign-in, sessions and administration over HTTP (JSON). The web UI (issue 6) calls the same
-endpoints' services; nothing here reads a table."""
+"""Sign-in, sessions and administration over HTTP (JSON). The web pages (``auth/pages.py``,
+``auth/admin_pages.py``) call the same services; nothing here reads a table."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from mamori.auth import admin
+from mamori.auth import enrolment as auth_enrolment
 from mamori.auth import service as auth
-from mamori.authz import restricted
+from mamori.auth import sessions as auth_sessions
+from mamori.auth.schemas import (
+    AckIn,
+    AlertOut,
+    AlertReviewIn,
+    BreakGlassIn,
+    BreakGlassOut,
+    CodeIn,
+    CoverageOut,
+    CredentialIn,
+    LoginIn,
+    PasswordIn,
+    ReauthIn,
+    RestrictionIn,
+    RestrictionOut,
+    RevokedOut,
+    RevokeIn,
+    SessionOut,
+    SignInOut,
+    StaffIn,
+    StaffUpdate,
+    UnlockOut,
+    WindowIn,
+    WindowOut,
+)
 from mamori.authz.permissions import P
-from mamori.clinic.models import Role
 from mamori.errors import InvalidInput, Unauthenticated
-from mamori.inputs import Text100, Text500
+from mamori.restrictions import service as restrictions
 from mamori.web.routing import (
     Ctx,
     SignInCtx,
@@ -32,50 +54,6 @@ from mamori.web.routing import (
 
 router = APIRouter(prefix="/api/v1/auth", route_class=TransactionalRoute, tags=["auth"])
 admin_router = APIRouter(prefix="/api/v1/admin", route_class=TransactionalRoute, tags=["admin"])
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginIn(Strict):
-    login_id: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-    clinic_code: str | None = Field(default=None, pattern=r"^\d{10}$")
-    shared_terminal: bool = False
-
-
-class CodeIn(Strict):
-    code: str = Field(min_length=1, max_length=32)
-
-
-class CredentialIn(Strict):
-    credential: dict[str, Any]
-    label: str = Field(default="", max_length=100)
-
-
-class ReauthIn(Strict):
-    password: str = Field(min_length=1, max_length=1024)
-    code: str | None = Field(default=None, max_length=32)
-    credential: dict[str, Any] | None = None
-
-
-class PasswordIn(Strict):
-    current: str = Field(min_length=1, max_length=1024)
-    new: str = Field(min_length=1, max_length=1024)
-
-
-class RevokeIn(Strict):
-    session_id: uuid.UUID | None = None
-    device_id: str | None = Field(default=None, max_length=64)
-    everything: bool = False
-
-
-class SignInOut(BaseModel):
-    stage: str
-    factors: list[str] = []
-    csrf_token: str
-    recovery_codes: list[str] = []
 
 
 def _out(ctx: SignInCtx, token: str, stage: str, codes: list[str] | None = None) -> SignInOut:
@@ -160,7 +138,7 @@ def webauthn(
 @router.post("/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, str]:
     pending = half_session_token(ctx, request)
-    return auth.enrol_totp_start(ctx.session, ctx.settings.token_pepper, pending)
+    return auth_enrolment.enrol_totp_start(ctx.session, ctx.settings.token_pepper, pending)
 
 
 @router.post("/enrol/totp/confirm", response_model=SignInOut)
@@ -168,7 +146,7 @@ def enrol_totp_confirm(
     body: CodeIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
     token = half_session_token(ctx, request)
-    new, codes = auth.enrol_totp_confirm(
+    new, codes = auth_enrolment.enrol_totp_confirm(
         ctx.session, ctx.settings.token_pepper, token, body.code, ctx.client
     )
     if new:
@@ -180,7 +158,7 @@ def enrol_totp_confirm(
 def enrol_webauthn_options(
     request: Request, ctx: SignInCtx = Depends(signing_in)
 ) -> dict[str, Any]:
-    return auth.enrol_webauthn_options(
+    return auth_enrolment.enrol_webauthn_options(
         ctx.session, ctx.settings.token_pepper, ctx.settings.auth, half_session_token(ctx, request)
     )
 
@@ -190,7 +168,7 @@ def enrol_webauthn(
     body: CredentialIn, request: Request, response: Response, ctx: SignInCtx = Depends(signing_in)
 ) -> SignInOut:
     token = half_session_token(ctx, request)
-    new, codes = auth.enrol_webauthn_verify(
+    new, codes = auth_enrolment.enrol_webauthn_verify(
         ctx.session,
         ctx.settings.token_pepper,
         ctx.settings.auth,
@@ -213,7 +191,7 @@ def _client(request: Request, ctx: Ctx) -> auth.Client:
 
 @router.post("/logout", status_code=204)
 def logout(response: Response, ctx: Ctx = Depends(requires(P.SELF))) -> Response:
-    auth.logout(ctx.session, ctx.actor)
+    auth_sessions.logout(ctx.session, ctx.actor)
     out = Response(status_code=204)
     clear_session_cookie(out, ctx.settings)
     return out
@@ -227,7 +205,7 @@ def reauth_options(request: Request, ctx: Ctx = Depends(requires(P.SELF))) -> di
 
 @router.post("/reauth", status_code=204)
 def reauth(body: ReauthIn, request: Request, ctx: Ctx = Depends(requires(P.SELF))) -> Response:
-    auth.reauthenticate(
+    auth_sessions.reauthenticate(
         ctx.session,
         ctx.settings.token_pepper,
         ctx.settings.auth,
@@ -248,19 +226,6 @@ def change_password(
         ctx.session, ctx.actor, current=body.current, new=body.new, client=_client(request, ctx)
     )
     return Response(status_code=204)
-
-
-class SessionOut(BaseModel):
-    id: uuid.UUID
-    device_id: str
-    created_at: dt.datetime
-    last_seen_at: dt.datetime
-    expires_at: dt.datetime
-    second_factor: str | None
-    shared_terminal: bool
-    source_ip: str | None
-    user_agent: str
-    current: bool
 
 
 def _sessions_out(rows: Any, current: uuid.UUID | None) -> list[SessionOut]:
@@ -288,10 +253,6 @@ def my_sessions(ctx: Ctx = Depends(requires(P.SELF))) -> list[SessionOut]:
     return _sessions_out(rows, ctx.actor.session_id)
 
 
-class RevokedOut(BaseModel):
-    revoked: int
-
-
 @router.post("/sessions/revoke", response_model=RevokedOut)
 def revoke_mine(body: RevokeIn, ctx: Ctx = Depends(requires(P.SELF))) -> RevokedOut:
     """One session, every session on one device ("I lost the tablet"), or everything."""
@@ -314,16 +275,6 @@ def revoke_mine(body: RevokeIn, ctx: Ctx = Depends(requires(P.SELF))) -> Revoked
 # --- break-the-glass (on the patient) ----------------------------------------------------------
 
 
-class BreakGlassIn(Strict):
-    reason_code: Literal["emergency", "treatment", "continuity", "patient-request", "other"]
-    reason_text: str = Field(min_length=1, max_length=500)
-
-
-class BreakGlassOut(BaseModel):
-    grant_id: uuid.UUID
-    expires_at: dt.datetime
-
-
 patients_router = APIRouter(prefix="/api/v1", route_class=TransactionalRoute, tags=["patients"])
 
 
@@ -331,7 +282,7 @@ patients_router = APIRouter(prefix="/api/v1", route_class=TransactionalRoute, ta
 def break_glass(
     patient_id: uuid.UUID, body: BreakGlassIn, ctx: Ctx = Depends(requires(P.BREAK_GLASS))
 ) -> BreakGlassOut:
-    grant = restricted.break_glass(
+    grant = restrictions.break_glass(
         ctx.session,
         ctx.actor,
         patient_id,
@@ -343,22 +294,11 @@ def break_glass(
     return BreakGlassOut(grant_id=grant.id, expires_at=grant.expires_at)
 
 
-class RestrictionIn(Strict):
-    vip: bool
-    sensitive: bool
-
-
-class RestrictionOut(BaseModel):
-    staff: bool
-    vip: bool
-    sensitive: bool
-
-
 @patients_router.put("/patients/{patient_id}/restriction", response_model=RestrictionOut)
 def set_restriction(
     patient_id: uuid.UUID, body: RestrictionIn, ctx: Ctx = Depends(requires(P.RESTRICTION_ADMIN))
 ) -> RestrictionOut:
-    row = restricted.set_flags(
+    row = restrictions.set_flags(
         ctx.session, ctx.actor, patient_id, vip=body.vip, sensitive=body.sensitive
     )
     return RestrictionOut(staff=row.staff, vip=row.vip, sensitive=row.sensitive)
@@ -370,16 +310,6 @@ def set_restriction(
 @admin_router.get("/staff", response_model=list[admin.StaffView])
 def list_staff(ctx: Ctx = Depends(requires(P.STAFF_READ))) -> object:
     return admin.list_staff(ctx.session, ctx.actor)
-
-
-class StaffIn(Strict):
-    login_id: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    display_name: Text100
-    display_kana: str = Field(default="", max_length=100)
-    role: Role
-    password: str = Field(min_length=1, max_length=1024)
-    expires_at: dt.datetime | None = None
-    birth_date: dt.date | None = None
 
 
 @admin_router.post("/staff", status_code=201, response_model=admin.StaffView)
@@ -399,15 +329,6 @@ def create_staff(body: StaffIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> 
     return admin.staff_view(ctx.session, ctx.actor, user.id)
 
 
-class StaffUpdate(Strict):
-    role: Role | None = None
-    active: bool | None = None
-    expires_at: dt.datetime | None = None
-    clear_expiry: bool = False
-    display_kana: str | None = Field(default=None, max_length=100)
-    birth_date: dt.date | None = None
-
-
 @admin_router.put("/staff/{user_id}", response_model=admin.StaffView)
 def update_staff(
     user_id: uuid.UUID, body: StaffUpdate, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
@@ -425,10 +346,6 @@ def update_staff(
         reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
     return admin.staff_view(ctx.session, ctx.actor, user_id)
-
-
-class UnlockOut(BaseModel):
-    unlocked: bool
 
 
 @admin_router.post("/staff/{user_id}/unlock", response_model=UnlockOut)
@@ -459,30 +376,6 @@ def revoke_staff_sessions(
         ctx.session, ctx.actor, user_id, session_id=body.session_id, device_id=body.device_id
     )
     return RevokedOut(revoked=n)
-
-
-class WindowIn(Strict):
-    vendor_user_id: uuid.UUID
-    ticket: Text100
-    reason: Text500
-    starts_at: dt.datetime | None = None
-    minutes: int = Field(ge=1, le=admin.MAX_WINDOW_HOURS * 60)
-
-
-class WindowOut(BaseModel):
-    id: uuid.UUID
-    vendor_user_id: uuid.UUID
-    opened_by: uuid.UUID
-    ticket: str
-    reason: str
-    starts_at: dt.datetime
-    ends_at: dt.datetime
-    closed_at: dt.datetime | None
-    acknowledged_by: uuid.UUID | None
-    acknowledged_at: dt.datetime | None
-    acknowledgement: str
-
-    model_config = ConfigDict(from_attributes=True)
 
 
 @admin_router.post("/vendor-windows", status_code=201, response_model=WindowOut)
@@ -520,10 +413,6 @@ def window_report(
     return report
 
 
-class AckIn(Strict):
-    note: str = Field(default="", max_length=1000)
-
-
 @admin_router.post("/vendor-windows/{window_id}/acknowledge", response_model=WindowOut)
 def acknowledge_window(
     window_id: uuid.UUID, body: AckIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
@@ -531,30 +420,9 @@ def acknowledge_window(
     return admin.acknowledge_vendor_window(ctx.session, ctx.actor, window_id, body.note)
 
 
-class AlertOut(BaseModel):
-    id: uuid.UUID
-    kind: str
-    created_at: dt.datetime
-    user_id: uuid.UUID | None
-    patient_id: uuid.UUID | None
-    ref_id: uuid.UUID | None
-    summary: str
-    reviewed_by: uuid.UUID | None
-    reviewed_at: dt.datetime | None
-    outcome: str | None
-    finding: str
-
-    model_config = ConfigDict(from_attributes=True)
-
-
 @admin_router.get("/alerts", response_model=list[AlertOut])
 def list_alerts(open_only: bool = True, ctx: Ctx = Depends(requires(P.AUDIT_READ))) -> object:
     return admin.list_alerts(ctx.session, ctx.actor, open_only=open_only)
-
-
-class AlertReviewIn(Strict):
-    outcome: Literal["no-issue", "follow-up"]
-    finding: str = Field(default="", max_length=1000)
 
 
 @admin_router.post("/alerts/{alert_id}/review", response_model=AlertOut)
@@ -564,11 +432,6 @@ def review_alert(
     return admin.review_alert(
         ctx.session, ctx.actor, alert_id, outcome=body.outcome, finding=body.finding
     )
-
-
-class CoverageOut(BaseModel):
-    active: int
-    with_2fa: int
 
 
 @admin_router.get("/two-factor", response_model=CoverageOut)

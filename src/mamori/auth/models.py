@@ -1,6 +1,6 @@
-"""Sign-in state: second factors, server-side sessions, throttling, password history; and the
-access-control records: restricted patients, break-the-glass grants, vendor maintenance windows
-and the security alerts an administrator reviews.
+"""Sign-in state: second factors, server-side sessions, throttling, password history; vendor
+maintenance windows and the security alerts an administrator reviews (restricted patients and
+break-the-glass grants: ``authz/models.py``).
 
 Nothing here is ever deleted: factors and sessions are revoked, grants and windows expire, alerts
 are reviewed. Secrets are stored only as keyed hashes (session tokens, recovery codes), Argon2id
@@ -16,6 +16,22 @@ from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime, new_id, utcnow
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON/FHIR API. Only a keyed hash is stored (HMAC with the
+    instance's ``token_pepper``), so a copy of the database does not yield usable tokens."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # tokens for integrations expire; issuing one needs a fresh re-authentication
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class PasswordHistory(Base):
@@ -94,39 +110,6 @@ class Throttle(Base):
     locked: Mapped[bool] = mapped_column(Boolean, default=False)  # until an administrator unlocks
 
 
-class PatientRestriction(Base):
-    """Why a patient is restricted: a member of staff (found automatically), VIP, sensitive."""
-
-    __tablename__ = "patient_restriction"
-
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), primary_key=True)
-    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
-    staff: Mapped[bool] = mapped_column(Boolean, default=False)
-    vip: Mapped[bool] = mapped_column(Boolean, default=False)
-    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("staff_user.id"))
-    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-    @property
-    def active(self) -> bool:
-        return self.staff or self.vip or self.sensitive
-
-
-class BreakGlassGrant(Base):
-    """Time-limited access to one restricted patient, with the reason given."""
-
-    __tablename__ = "break_glass_grant"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"), index=True)
-    patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"), index=True)
-    reason_code: Mapped[str] = mapped_column(String(32))
-    reason_text: Mapped[str] = mapped_column(String(500))
-    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-
-
 class VendorWindow(Base):
     """A time-boxed maintenance window in which one vendor account may read patient data."""
 
@@ -171,11 +154,10 @@ class SecurityAlert(Base):
 
 
 __all__ = [
+    "ApiToken",
     "AuthFactor",
     "AuthSession",
-    "BreakGlassGrant",
     "PasswordHistory",
-    "PatientRestriction",
     "SecurityAlert",
     "Throttle",
     "VendorWindow",

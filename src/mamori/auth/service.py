@@ -27,15 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori.audit.trail import AuditTag, record, record_anonymous
 from mamori.auth import factors, passwords, throttle
-from mamori.auth.models import AuthFactor, AuthSession, PasswordHistory, SecurityAlert
-from mamori.authz.gate import Actor
+from mamori.auth.models import AuthFactor, AuthSession, PasswordHistory, SecurityAlert, VendorWindow
+from mamori.authz.actor import Actor
 from mamori.authz.permissions import VENDOR_WINDOW_PERMISSIONS
-from mamori.clinic.models import Clinic, Role, StaffUser
+from mamori.authz.roles import Role
+from mamori.clinic.models import Clinic, StaffUser
 from mamori.clinic.service import actor_for
 from mamori.db import utcnow
 from mamori.errors import InvalidInput, NotFound, TooManyAttempts, Unauthenticated
@@ -51,7 +52,7 @@ class Stage:
     FULL = "full"
 
 
-def _bad_credentials() -> Unauthenticated:
+def bad_credentials() -> Unauthenticated:
     return Unauthenticated(
         "ログインIDまたはパスワードが違います。",
         "Wrong login ID or password.",
@@ -59,7 +60,7 @@ def _bad_credentials() -> Unauthenticated:
     )
 
 
-def _bad_factor() -> Unauthenticated:
+def bad_factor() -> Unauthenticated:
     return Unauthenticated(
         "確認コードまたはパスキーを確認できませんでした。",
         "The code or passkey could not be verified.",
@@ -92,7 +93,7 @@ class Issued:
     device_token: str
 
 
-def _actor(user: StaffUser, row: AuthSession | None, channel: str, client: Client) -> Actor:
+def actor_of(user: StaffUser, row: AuthSession | None, channel: str, client: Client) -> Actor:
     return dataclasses.replace(
         actor_for(user, channel),
         auth_method=(row.second_factor or "password") if row else "password",
@@ -171,22 +172,22 @@ def _known_device(session: Session, pepper: bytes, user: StaffUser, client: Clie
     )
 
 
-def _active_factors(session: Session, user_id: uuid.UUID) -> Sequence[AuthFactor]:
+def active_factors(session: Session, user_id: uuid.UUID) -> Sequence[AuthFactor]:
     return session.scalars(
         select(AuthFactor).where(AuthFactor.user_id == user_id, AuthFactor.revoked_at.is_(None))
     ).all()
 
 
-def _passkeys(session: Session, user_id: uuid.UUID) -> list[bytes]:
+def passkeys_of(session: Session, user_id: uuid.UUID) -> list[bytes]:
     return [
         f.credential_id
-        for f in _active_factors(session, user_id)
+        for f in active_factors(session, user_id)
         if f.kind == "webauthn" and f.credential_id
     ]
 
 
 def factor_kinds(session: Session, user_id: uuid.UUID) -> list[str]:
-    kinds = {f.kind for f in _active_factors(session, user_id) if f.kind != "recovery"}
+    kinds = {f.kind for f in active_factors(session, user_id) if f.kind != "recovery"}
     return sorted(kinds)
 
 
@@ -196,7 +197,7 @@ def _alert(session: Session, user: StaffUser, kind: str, summary: str) -> None:
     )
 
 
-def _fail_and_commit(
+def fail_and_commit(
     session: Session,
     user: StaffUser | None,
     keys: throttle.Keys,
@@ -212,7 +213,7 @@ def _fail_and_commit(
     now = utcnow()
     locked = throttle.fail(session, keys, now) if count else False
     if user is not None:
-        actor = _actor(user, row, "api", client)
+        actor = actor_of(user, row, "api", client)
         record(session, actor, tag, detail={"reason": reason}, outcome="failure")
         if locked:
             record(
@@ -250,7 +251,7 @@ def sign_in(
     if wait:
         passwords.verify(None, password)  # same work as any other answer
         reason = "locked" if wait < 0 else "throttled"
-        _fail_and_commit(session, user, keys, client, reason, AuditTag.LOGIN_THROTTLED, count=False)
+        fail_and_commit(session, user, keys, client, reason, AuditTag.LOGIN_THROTTLED, count=False)
         if wait < 0:
             raise Unauthenticated(
                 "アカウントがロックされています。管理者に解除を依頼してください。",
@@ -260,13 +261,13 @@ def sign_in(
         raise TooManyAttempts(wait)
     ok = passwords.verify(user.password_hash if user else None, password)
     if user is None or not ok:
-        _fail_and_commit(session, user, keys, client, "password" if user else "unknown-login")
-        raise _bad_credentials()
+        fail_and_commit(session, user, keys, client, "password" if user else "unknown-login")
+        raise bad_credentials()
     if not user.usable(utcnow()):
-        _fail_and_commit(session, user, keys, client, "disabled" if not user.active else "expired")
-        raise _bad_credentials()
+        fail_and_commit(session, user, keys, client, "disabled" if not user.active else "expired")
+        raise bad_credentials()
     if Role(user.role) is Role.VENDOR and not vendor_window_open(session, user, utcnow()):
-        _fail_and_commit(session, user, keys, client, "outside-window", count=False)
+        fail_and_commit(session, user, keys, client, "outside-window", count=False)
         raise outside_window()
     if user.password_hash and passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
@@ -276,7 +277,7 @@ def sign_in(
     )
 
 
-def _pending(
+def pending_session(
     session: Session, pepper: bytes, token: str, stages: Sequence[str]
 ) -> tuple[AuthSession, StaffUser]:
     row = session.scalar(
@@ -297,17 +298,17 @@ def _pending(
     return row, user
 
 
-def _factor_failed(
+def factor_failed(
     session: Session, row: AuthSession, user: StaffUser, client: Client, kind: str
 ) -> None:
     row.factor_failures += 1
     if row.factor_failures >= MAX_FACTOR_FAILURES:
         row.revoked_at, row.revoked_reason = utcnow(), "factor-failures"
     keys = throttle.keys_for(str(user.id), user.login_id, client.ip)
-    _fail_and_commit(session, user, keys, client, kind, AuditTag.FACTOR_FAILED, row)
+    fail_and_commit(session, user, keys, client, kind, AuditTag.FACTOR_FAILED, row)
 
 
-def _complete(
+def complete_sign_in(
     session: Session, pepper: bytes, row: AuthSession, user: StaffUser, client: Client, method: str
 ) -> str:
     now = utcnow()
@@ -319,7 +320,7 @@ def _complete(
     token = _rotate(session, pepper, row)
     record(
         session,
-        _actor(user, row, "api", client),
+        actor_of(user, row, "api", client),
         AuditTag.LOGIN_SUCCEEDED,
         detail={"factor": method},
     )
@@ -328,21 +329,21 @@ def _complete(
 
 def verify_totp(session: Session, pepper: bytes, token: str, code: str, client: Client) -> str:
     """Step two with an authenticator app; returns the new (full) session token."""
-    row, user = _pending(session, pepper, token, [Stage.FACTOR])
-    for factor in _active_factors(session, user.id):
+    row, user = pending_session(session, pepper, token, [Stage.FACTOR])
+    for factor in active_factors(session, user.id):
         if factor.kind != "totp" or factor.secret is None:
             continue
         seed = factors.open_secret(pepper, user.id, "totp", factor.secret).decode()
         step = factors.totp_step(seed, code, factor.last_step)
         if step is not None:
             factor.last_step, factor.last_used_at = step, utcnow()
-            return _complete(session, pepper, row, user, client, "totp")
-    _factor_failed(session, row, user, client, "totp")
-    raise _bad_factor()
+            return complete_sign_in(session, pepper, row, user, client, "totp")
+    factor_failed(session, row, user, client, "totp")
+    raise bad_factor()
 
 
 def verify_recovery(session: Session, pepper: bytes, token: str, code: str, client: Client) -> str:
-    row, user = _pending(session, pepper, token, [Stage.FACTOR])
+    row, user = pending_session(session, pepper, token, [Stage.FACTOR])
     factor = session.scalar(
         select(AuthFactor).where(
             AuthFactor.user_id == user.id,
@@ -353,17 +354,17 @@ def verify_recovery(session: Session, pepper: bytes, token: str, code: str, clie
         )
     )
     if factor is None:
-        _factor_failed(session, row, user, client, "recovery")
-        raise _bad_factor()
+        factor_failed(session, row, user, client, "recovery")
+        raise bad_factor()
     factor.used_at = factor.last_used_at = utcnow()
-    return _complete(session, pepper, row, user, client, "recovery")
+    return complete_sign_in(session, pepper, row, user, client, "recovery")
 
 
 def webauthn_options(
     session: Session, pepper: bytes, policy: AuthSettings, token: str
 ) -> dict[str, Any]:
-    row, user = _pending(session, pepper, token, [Stage.FACTOR, Stage.FULL])
-    creds = _passkeys(session, user.id)
+    row, user = pending_session(session, pepper, token, [Stage.FACTOR, Stage.FULL])
+    creds = passkeys_of(session, user.id)
     if not creds:
         raise InvalidInput(
             "パスキーが登録されていません。", "No passkey is registered.", field="credential"
@@ -373,7 +374,7 @@ def webauthn_options(
     return options
 
 
-def _check_assertion(
+def check_assertion(
     session: Session,
     policy: AuthSettings,
     row: AuthSession,
@@ -388,7 +389,7 @@ def _check_assertion(
     factor = next(
         (
             f
-            for f in _active_factors(session, user.id)
+            for f in active_factors(session, user.id)
             if f.kind == "webauthn" and cred_id is not None and f.credential_id == cred_id
         ),
         None,
@@ -417,165 +418,17 @@ def verify_webauthn(
     credential: dict[str, Any],
     client: Client,
 ) -> str:
-    row, user = _pending(session, pepper, token, [Stage.FACTOR])
-    if not _check_assertion(session, policy, row, user, credential):
-        _factor_failed(session, row, user, client, "webauthn")
-        raise _bad_factor()
-    return _complete(session, pepper, row, user, client, "webauthn")
+    row, user = pending_session(session, pepper, token, [Stage.FACTOR])
+    if not check_assertion(session, policy, row, user, credential):
+        factor_failed(session, row, user, client, "webauthn")
+        raise bad_factor()
+    return complete_sign_in(session, pepper, row, user, client, "webauthn")
 
 
-# --- enrolment (first sign-in, or adding a factor later) -------------------------------------
-
-
-def _enrolling(session: Session, pepper: bytes, token: str) -> tuple[AuthSession, StaffUser]:
-    """Enrolment is open to a session in stage ``enrol``, or a full session re-authenticated
-    within the last 5 minutes (adding a factor is a sensitive change)."""
-    row, user = _pending(session, pepper, token, [Stage.ENROL, Stage.FULL])
-    if row.stage == Stage.FULL and (
-        row.reauth_at is None or utcnow() - row.reauth_at > dt.timedelta(minutes=5)
-    ):
-        from mamori.errors import ReauthRequired
-
-        raise ReauthRequired()
-    return row, user
-
-
-def _clinic_name(session: Session, user: StaffUser) -> str:
-    clinic = session.get(Clinic, user.clinic_id)
-    return clinic.name if clinic else ""
-
-
-def enrol_totp_start(session: Session, pepper: bytes, token: str) -> dict[str, str]:
-    row, user = _enrolling(session, pepper, token)
-    clinic_name = _clinic_name(session, user)
-    seed = factors.new_totp_seed()
-    row.challenge = factors.seal_secret(pepper, user.id, "totp-pending", seed.encode())
-    row.challenge_kind = "totp-enrol"
-    uri = factors.totp_uri(seed, user.login_id, clinic_name)
-    return {"secret": seed, "otpauth_uri": uri, "qr_svg": factors.qr_svg(uri)}
-
-
-def _finish_enrolment(
-    session: Session,
-    pepper: bytes,
-    row: AuthSession,
-    user: StaffUser,
-    client: Client,
-    kind: str,
-) -> tuple[str | None, list[str]]:
-    """Returns (new full-session token if this completed a first sign-in, recovery codes)."""
-    codes: list[str] = []
-    has_recovery = any(
-        f.kind == "recovery" and f.used_at is None for f in _active_factors(session, user.id)
-    )
-    if not has_recovery:
-        codes = factors.new_recovery_codes()
-        for code in codes:
-            session.add(
-                AuthFactor(
-                    user_id=user.id, kind="recovery", code_hash=factors.recovery_hash(pepper, code)
-                )
-            )
-    record(
-        session, _actor(user, row, "api", client), AuditTag.FACTOR_ENROLLED, detail={"kind": kind}
-    )
-    token = None
-    if row.stage == Stage.ENROL:
-        token = _complete(session, pepper, row, user, client, kind)
-    return token, codes
-
-
-def enrol_totp_confirm(
-    session: Session, pepper: bytes, token: str, code: str, client: Client
-) -> tuple[str | None, list[str]]:
-    row, user = _enrolling(session, pepper, token)
-    if row.challenge_kind != "totp-enrol" or row.challenge is None:
-        raise InvalidInput(
-            "先に登録用のQRコードを表示してください。",
-            "Start TOTP enrolment first.",
-            field="code",
-        )
-    seed = factors.open_secret(pepper, user.id, "totp-pending", row.challenge).decode()
-    step = factors.totp_step(seed, code, None)
-    if step is None:
-        _factor_failed(session, row, user, client, "totp-enrol")
-        raise _bad_factor()
-    session.add(
-        AuthFactor(
-            user_id=user.id,
-            kind="totp",
-            label="認証アプリ",
-            secret=factors.seal_secret(pepper, user.id, "totp", seed.encode()),
-            last_step=step,
-        )
-    )
-    row.challenge, row.challenge_kind = None, None
-    return _finish_enrolment(session, pepper, row, user, client, "totp")
-
-
-def enrol_webauthn_options(
-    session: Session, pepper: bytes, policy: AuthSettings, token: str
-) -> dict[str, Any]:
-    row, user = _enrolling(session, pepper, token)
-    clinic_name = _clinic_name(session, user)
-    existing = _passkeys(session, user.id)
-    challenge, options = factors.registration_options(
-        rp_id=policy.rp_id,
-        rp_name=f"mamori {clinic_name}",
-        user_id=user.id,
-        login=user.login_id,
-        display_name=user.display_name,
-        existing=existing,
-    )
-    row.challenge, row.challenge_kind = challenge, "webauthn-reg"
-    return options
-
-
-def enrol_webauthn_verify(
-    session: Session,
-    pepper: bytes,
-    policy: AuthSettings,
-    token: str,
-    credential: dict[str, Any],
-    label: str,
-    client: Client,
-) -> tuple[str | None, list[str]]:
-    row, user = _enrolling(session, pepper, token)
-    if row.challenge_kind != "webauthn-reg" or row.challenge is None:
-        raise InvalidInput(
-            "先に登録を開始してください。", "Start passkey registration first.", field="credential"
-        )
-    challenge = row.challenge
-    row.challenge, row.challenge_kind = None, None
-    cred_id, public_key, count = factors.verify_registration(
-        credential, challenge=challenge, rp_id=policy.rp_id, origins=policy.origins
-    )
-    session.add(
-        AuthFactor(
-            user_id=user.id,
-            kind="webauthn",
-            label=(label.strip() or "パスキー")[:100],
-            credential_id=cred_id,
-            public_key=public_key,
-            sign_count=count,
-        )
-    )
-    return _finish_enrolment(session, pepper, row, user, client, "webauthn")
-
-
-# --- the signed-in session ---------------------------------------------------------------------
-
-
-def _expire(session: Session, session_id: uuid.UUID, reason: str) -> None:
-    session.execute(
-        update(AuthSession)
-        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow(), revoked_reason=reason)
-    )
+# --- vendor windows and the permissions they lend -----------------------------------------------
 
 
 def vendor_window_open(session: Session, user: StaffUser, now: dt.datetime) -> bool:
-    from mamori.auth.models import VendorWindow
 
     return (
         session.scalar(
@@ -610,161 +463,6 @@ def permissions_for(session: Session, user: StaffUser, now: dt.datetime) -> Any:
     return None
 
 
-@dataclass
-class Authenticated:
-    actor: Actor
-    row: AuthSession
-    session_id: uuid.UUID  # the row's ID, usable after the request's transaction has closed
-    touch: bool  # last_seen is stale enough to be written
-    expired: str | None = None  # idle | absolute | account: the session must be ended
-
-
-def authenticate(
-    session: Session, pepper: bytes, token: str, client: Client, channel: str
-) -> Authenticated:
-    """The actor of a full session cookie; ``Unauthenticated`` for anything else."""
-    if not token or len(token) > 100:
-        raise Unauthenticated()
-    row = session.scalar(
-        select(AuthSession).where(AuthSession.token_hash == keyed(pepper, "session", token))
-    )
-    if row is None or row.revoked_at is not None or row.stage != Stage.FULL:
-        raise Unauthenticated()
-    now = utcnow()
-    user = session.get(StaffUser, row.user_id)
-    if user is None:  # accounts are never deleted; a dangling session is simply refused
-        raise Unauthenticated()
-    expired = None
-    if now >= row.expires_at:
-        expired = "absolute"
-    elif now - row.last_seen_at > dt.timedelta(seconds=row.idle_seconds):
-        expired = "idle"
-    elif not user.usable(now):
-        expired = "account"
-    actor = _actor(user, row, channel, client)
-    if expired is None:
-        try:
-            perms = permissions_for(session, user, now)
-        except Unauthenticated:
-            perms, expired = None, "outside-window"
-        if perms is not None:
-            actor = dataclasses.replace(actor, permissions=perms)
-    return Authenticated(
-        actor=actor,
-        row=row,
-        session_id=row.id,
-        touch=now - row.last_seen_at > TOUCH_EVERY,
-        expired=expired,
-    )
-
-
-def touch(session: Session, session_id: uuid.UUID) -> None:
-    session.execute(
-        update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=utcnow())
-    )
-
-
-def end_expired(session: Session, auth: Authenticated) -> None:
-    """Close a session found idle/too old/of a disabled account, with its audit event."""
-    _expire(session, auth.session_id, auth.expired or "expired")
-    record(session, auth.actor, AuditTag.SESSION_EXPIRED, detail={"reason": auth.expired})
-
-
-def logout(session: Session, actor: Actor) -> None:
-    if actor.session_id is None:
-        return
-    _expire(session, actor.session_id, "logout")
-    record(session, actor, AuditTag.LOGGED_OUT)
-
-
-def reauthenticate(
-    session: Session,
-    pepper: bytes,
-    policy: AuthSettings,
-    actor: Actor,
-    *,
-    password: str,
-    code: str | None,
-    credential: dict[str, Any] | None,
-    client: Client,
-) -> None:
-    """Password and second factor again, before a sensitive action."""
-    row = session.get(AuthSession, actor.session_id) if actor.session_id else None
-    user = session.get(StaffUser, actor.user_id)
-    if row is None or user is None:
-        raise Unauthenticated()
-    keys = throttle.keys_for(str(user.id), user.login_id, client.ip)
-    wait = throttle.retry_after(session, keys, utcnow(), known_device=True)
-    if wait > 0:
-        raise TooManyAttempts(wait)
-    ok = passwords.verify(user.password_hash, password)
-    second = False
-    if ok and code:
-        for factor in _active_factors(session, user.id):
-            if factor.kind == "totp" and factor.secret is not None:
-                seed = factors.open_secret(pepper, user.id, "totp", factor.secret).decode()
-                step = factors.totp_step(seed, code, factor.last_step)
-                if step is not None:
-                    factor.last_step, factor.last_used_at = step, utcnow()
-                    second = True
-                    break
-    elif ok and credential:
-        second = _check_assertion(session, policy, row, user, credential)
-    if not (ok and second):
-        _fail_and_commit(session, user, keys, client, "reauth", AuditTag.FACTOR_FAILED, row)
-        raise _bad_factor() if ok else _bad_credentials()
-    row.reauth_at = utcnow()
-    record(session, actor, AuditTag.REAUTHENTICATED)
-
-
-# --- sessions: list and revoke -----------------------------------------------------------------
-
-
-def list_sessions(session: Session, user_id: uuid.UUID) -> Sequence[AuthSession]:
-    now = utcnow()
-    return session.scalars(
-        select(AuthSession)
-        .where(
-            AuthSession.user_id == user_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > now,
-        )
-        .order_by(AuthSession.last_seen_at.desc())
-    ).all()
-
-
-def revoke_sessions(
-    session: Session,
-    actor: Actor,
-    user_id: uuid.UUID,
-    *,
-    session_id: uuid.UUID | None = None,
-    device_id: str | None = None,
-    reason: str = "revoked",
-) -> int:
-    """Revoke one session, every session on one device, or all of a person's sessions."""
-    stmt = update(AuthSession).where(
-        AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)
-    )
-    if session_id is not None:
-        stmt = stmt.where(AuthSession.id == session_id)
-    if device_id is not None:
-        stmt = stmt.where(AuthSession.device_id == device_id)
-    result = session.execute(stmt.values(revoked_at=utcnow(), revoked_reason=reason))
-    count = int(getattr(result, "rowcount", 0) or 0)
-    record(
-        session,
-        actor,
-        AuditTag.SESSION_REVOKED,
-        detail={
-            "user": str(user_id),
-            "count": count,
-            "scope": "session" if session_id else "device" if device_id else "all",
-        },
-    )
-    return count
-
-
 # --- passwords -----------------------------------------------------------------------------------
 
 
@@ -796,12 +494,12 @@ def change_password(
         raise NotFound("staff")
     if not passwords.verify(user.password_hash, current):
         keys = throttle.keys_for(str(user.id), user.login_id, client.ip)
-        _fail_and_commit(session, user, keys, client, "password-change")
-        raise _bad_credentials()
+        fail_and_commit(session, user, keys, client, "password-change")
+        raise bad_credentials()
     set_password(session, user, new)
     record(session, actor, AuditTag.PASSWORD_CHANGED)
 
 
 def sign_in_status(session: Session, pepper: bytes, token: str) -> dict[str, Any]:
-    row, user = _pending(session, pepper, token, [Stage.FACTOR, Stage.ENROL, Stage.FULL])
+    row, user = pending_session(session, pepper, token, [Stage.FACTOR, Stage.ENROL, Stage.FULL])
     return {"stage": row.stage, "factors": factor_kinds(session, user.id)}

@@ -1,130 +1,56 @@
 """The one seam every read and write of patient data passes through.
 
-Services never load patient-scoped rows themselves: they ask :func:`patient_for` (or
-:func:`patient_ref`, the same checks without the demographics) or :func:`record_for`, which
-answer ``NotFound`` both when the row is absent and when it is not the actor's to see (another
-clinic's patient looks exactly like a patient that does not exist).
+Services never load patient-scoped rows themselves: they ask ``patients.access.patient_for``
+(which loads the patient and calls :func:`admit`), :func:`patient_ref` (the same checks without
+the demographics) or :func:`record_for`, which answer ``NotFound`` both when the row is absent
+and when it is not the actor's to see (another clinic's patient looks exactly like a patient
+that does not exist). Each checks the permission of the kind it hands out, tenancy, and the
+restriction of the patient (break-the-glass), then announces the access on ``hooks`` where
+the audit trail records it in the same transaction.
 
-Today the gate enforces tenant isolation and an active account. The access-control issue adds
-role permissions and restricted patients here; the audit issue subscribes to :data:`hooks` so
-that each access is recorded in the same transaction. Nothing else needs to change for either.
+Clinic rows that are not patient data (staff accounts, alerts, grants, vendor windows) come
+from :func:`clinic_row_for`: the same 404 for another clinic's row, and the same record of the
+attempt.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
 from mamori.authz import restricted
-from mamori.authz.permissions import Permission, permission_for, role_permissions
-from mamori.clinic.models import Role
-from mamori.db import driver_cursor
-from mamori.errors import Forbidden, NotFound
-
-if TYPE_CHECKING:
-    from mamori.patients.models import Patient
-    from mamori.records.versioning import PatientRecord
+from mamori.authz.actor import Actor, Intent
+from mamori.authz.hooks import hooks
+from mamori.authz.permissions import permission_for
+from mamori.db import CachedUuid, driver_cursor
+from mamori.errors import NotFound
 
 
-class Intent(enum.StrEnum):
-    READ = "read"
-    WRITE = "write"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is acting: a signed-in staff member (or a CLI command run as one)."""
-
-    user_id: uuid.UUID
-    clinic_id: uuid.UUID
-    role: Role
-    display_name: str
-    channel: str = "api"  # api | fhir | cli | web
-    auth_method: str = "api-token"  # totp | webauthn | recovery | api-token | cli
-    source_ip: str | None = None
-    user_agent: str | None = None
-    session_id: uuid.UUID | None = None
-    # None: the role's permissions; a vendor inside a maintenance window gets a wider set
-    permissions: frozenset[Permission] | None = None
-    # when the person last re-entered password and second factor (sensitive actions need it)
-    reauth_at: dt.datetime | None = None
+class ClinicRow(Protocol):
+    """A row that belongs to one clinic."""
 
     @property
-    def granted(self) -> frozenset[Permission]:
-        return self.permissions if self.permissions is not None else role_permissions(self.role)
-
-    def can(self, permission: Permission) -> bool:
-        return permission in self.granted
-
-    def require(self, permission: Permission) -> None:
-        """Raise ``Forbidden`` unless the actor holds ``permission``."""
-        if permission not in self.granted:
-            raise Forbidden(permission.value)
+    def clinic_id(self) -> uuid.UUID: ...
 
 
-class AccessHook(Protocol):
-    def __call__(
-        self,
-        session: Session,
-        actor: Actor,
-        intent: Intent,
-        what: str,
-        patient_ids: Sequence[uuid.UUID],
-        record_ids: Sequence[uuid.UUID],
-    ) -> None: ...
+class PatientScoped(Protocol):
+    """A record about one patient (``records.versioning.PatientRecord``)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def clinic_id(self) -> uuid.UUID: ...
+    @property
+    def patient_id(self) -> uuid.UUID: ...
 
 
-class VersionHook(Protocol):
-    def __call__(self, session: Session, actor: Actor, version: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Hooks:
-    """Listeners called on every patient-data access and every record version written (the
-    audit trail attaches here)."""
-
-    on_access: list[AccessHook] = field(default_factory=list)
-    on_version: list[VersionHook] = field(default_factory=list)
-
-    def version_written(self, session: Session, actor: Actor, version: dict[str, Any]) -> None:
-        for hook in self.on_version:
-            hook(session, actor, version)
-
-    def fire(
-        self,
-        session: Session,
-        actor: Actor,
-        intent: Intent,
-        what: str,
-        patient_ids: Sequence[uuid.UUID],
-        record_ids: Sequence[uuid.UUID] = (),
-    ) -> None:
-        for hook in self.on_access:
-            hook(session, actor, intent, what, patient_ids, record_ids)
-
-
-hooks = Hooks()
-
-
-T = TypeVar("T", bound="PatientRecord")
-
-
-def patient_for(
-    session: Session, actor: Actor, patient_id: uuid.UUID, intent: Intent, what: str = "patient"
-) -> Patient:
-    from mamori.patients.models import Patient
-
-    actor.require(permission_for(what, intent is Intent.WRITE))
-    patient = session.get(Patient, patient_id)
-    _admit(session, actor, None if patient is None else patient.clinic_id, patient_id, intent, what)
-    assert patient is not None  # admitted
-    return patient
+T = TypeVar("T", bound=PatientScoped)
+C = TypeVar("C", bound=ClinicRow)
+_ID = CachedUuid()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,42 +62,68 @@ class PatientRef:
     status: str
 
 
-_PATIENT_REF_SQL = "SELECT clinic_id, status FROM patient WHERE id = ?"
+# The chart admitted in this transaction: (transaction, user, patient) → the patient's ref.
+_VIEWS = "mamori_views_admitted"
+VIEW = "chart"  # the kind whose admission its sections share (the chart, $everything)
 
 
-def patient_ref(
-    session: Session, actor: Actor, patient_id: uuid.UUID, intent: Intent, what: str
-) -> PatientRef:
-    """The same checks and audit event as :func:`patient_for`, without loading and opening
-    the patient row (two plain columns instead: 0.13 → 0.01 ms for every record written or
-    listed)."""
-    from mamori.patients.models import Patient
-
-    actor.require(permission_for(what, intent is Intent.WRITE))
-    columns = Patient.__table__.c
-    with driver_cursor(session) as cursor:  # after a flush: this unit of work's changes count
-        cursor.execute(_PATIENT_REF_SQL, [cursor.bind(columns.id.type)(patient_id)])
-        row = cursor.fetchone()
-        clinic_id = None if row is None else cursor.result(columns.clinic_id.type)(row[0])
-    _admit(session, actor, clinic_id, patient_id, intent, what)
-    return PatientRef(patient_id, row[1])
-
-
-def _admit(
+def admit(
     session: Session,
     actor: Actor,
     clinic_id: uuid.UUID | None,
     patient_id: uuid.UUID,
     intent: Intent,
     what: str,
+    status: str | None = None,
 ) -> None:
-    """A patient of ``clinic_id`` (None: no such patient) past tenancy and restriction, and
-    the access announced to the audit trail's hooks."""
+    """Let a patient of ``clinic_id`` (None: no such patient) through for an access of kind
+    ``what``: the kind's permission, tenancy and restriction checked, the access announced
+    to the audit trail's hooks.
+
+    A chart read (``what == VIEW``) is admitted once for all its sections: until the
+    transaction ends, :func:`patient_ref` hands the sections the same admission after
+    checking only their own kind's permission. Nothing else would change for them — the
+    restriction was checked for the chart, a clinical kind, and the audit trail folds a
+    section's read into the chart's event — so the audit events are the same."""
+    actor.require(permission_for(what, intent is Intent.WRITE))
     if clinic_id != actor.clinic_id:
         _note_miss(session, actor, clinic_id is not None)
         raise NotFound("patient")
     restricted.check(session, actor, patient_id, what)
     hooks.fire(session, actor, intent, what, [patient_id], [patient_id])
+    if what == VIEW and intent is Intent.READ and status is not None:
+        views = session.info.setdefault(_VIEWS, {})
+        views[(session.get_transaction(), actor.user_id, patient_id)] = PatientRef(
+            patient_id, status
+        )
+
+
+def _admitted_view(session: Session, actor: Actor, patient_id: uuid.UUID) -> PatientRef | None:
+    views: dict[tuple[object, uuid.UUID, uuid.UUID], PatientRef] | None = session.info.get(_VIEWS)
+    if not views:
+        return None
+    return views.get((session.get_transaction(), actor.user_id, patient_id))
+
+
+_PATIENT_REF_SQL = "SELECT clinic_id, status FROM patient WHERE id = ?"
+
+
+def patient_ref(
+    session: Session, actor: Actor, patient_id: uuid.UUID, intent: Intent, what: str
+) -> PatientRef:
+    """The same checks and audit event as ``patient_for``, without loading and opening the
+    patient row (two plain columns instead, for every record written or listed)."""
+    actor.require(permission_for(what, intent is Intent.WRITE))
+    if intent is Intent.READ:
+        admitted = _admitted_view(session, actor, patient_id)
+        if admitted is not None:
+            return admitted  # a section of the chart admitted in this transaction
+    with driver_cursor(session) as cursor:  # after a flush: this unit of work's changes count
+        cursor.execute(_PATIENT_REF_SQL, [cursor.bind(_ID)(patient_id)])
+        row = cursor.fetchone()
+        clinic_id = None if row is None else cursor.result(_ID)(row[0])
+    admit(session, actor, clinic_id, patient_id, intent, what)
+    return PatientRef(patient_id, row[1])
 
 
 def record_for(
@@ -191,6 +143,42 @@ def listed(session: Session, actor: Actor, what: str, patient_ids: Sequence[uuid
     """Record that a list or search showed these patients (one event per list, with IDs)."""
     actor.require(permission_for(what, write=False))
     hooks.fire(session, actor, Intent.READ, what, list(patient_ids))
+
+
+def find_clinic_row(
+    session: Session, actor: Actor, model: type[C], row_id: object, what: str | None = None
+) -> C | None:
+    """A clinic-scoped row that is not patient data, or None when there is none. Another
+    clinic's row raises ``NotFound`` (and the attempt is recorded), never returns None: a
+    caller that creates a missing row must not create one beside another clinic's."""
+    row = session.get(model, row_id)
+    if row is not None and row.clinic_id != actor.clinic_id:
+        _note_miss(session, actor, True)
+        raise NotFound(what or model.__name__)
+    return row
+
+
+def clinic_row_for(
+    session: Session, actor: Actor, model: type[C], row_id: object, what: str | None = None
+) -> C:
+    """A clinic-scoped row that is not patient data (a staff account, an alert, a grant …):
+    ``NotFound`` when absent or another clinic's (the same answer; the attempt recorded as
+    the gate records it for patient data). The caller checks the permission its action needs."""
+    row = find_clinic_row(session, actor, model, row_id, what)
+    if row is None:
+        raise NotFound(what or model.__name__)
+    return row
+
+
+def clinic_reference(session: Session, actor: Actor, model: type[C], row_id: object) -> C | None:
+    """A row a write refers to by ID (an encounter, a coverage, a staff member): None when it
+    is absent or another clinic's — the caller answers its own 4xx naming the field, the same
+    for both — and another clinic's ID is recorded as the gate records any such attempt."""
+    row = session.get(model, row_id)
+    if row is not None and row.clinic_id != actor.clinic_id:
+        _note_miss(session, actor, True)
+        return None
+    return row
 
 
 CROSS_CLINIC = "mamori_cross_clinic_attempt"

@@ -13,8 +13,9 @@ cannot reach data the role may not see (the FHIR and CLI edges rely on that).
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
-from mamori.clinic.models import Role
+from mamori.authz.roles import Role
 from mamori.errors import NotAllowed
 
 
@@ -195,55 +196,70 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 VENDOR_WINDOW_PERMISSIONS = ROLE_PERMISSIONS[Role.VENDOR] | _CLINICAL_READ
 
 
-# The gate's record kinds (the ``what`` of an access) → (read permission, write permission).
-_RESOURCE_PERMISSIONS: dict[str, tuple[Permission, Permission]] = {
-    "patient": (P.PATIENT_READ, P.PATIENT_WRITE),
-    "Patient": (P.PATIENT_READ, P.PATIENT_WRITE),
-    "Patient:search": (P.PATIENT_READ, P.PATIENT_WRITE),
-    "Patient:duplicates": (P.PATIENT_READ, P.PATIENT_MERGE),
-    "Coverage": (P.INSURANCE_READ, P.INSURANCE_WRITE),
-    "Encounter": (P.ENCOUNTER_READ, P.ENCOUNTER_WRITE),
-    "Encounter:day-list": (P.ENCOUNTER_READ, P.ENCOUNTER_WRITE),
-    "ProgressNote": (P.NOTE_READ, P.NOTE_WRITE),
-    "Condition": (P.CONDITION_READ, P.CONDITION_WRITE),
-    "AllergyIntolerance": (P.ALLERGY_READ, P.ALLERGY_WRITE),
-    "MedicationRequest": (P.PRESCRIPTION_READ, P.PRESCRIPTION_WRITE),
-    "Observation": (P.OBSERVATION_READ, P.OBSERVATION_WRITE),
-    "Document": (P.DOCUMENT_READ, P.DOCUMENT_WRITE),
-    "DocumentReference": (P.DOCUMENT_READ, P.DOCUMENT_WRITE),
-    "chart": (P.CHART_READ, P.CHART_READ),
-    "verify": (P.RECORD_VERIFY, P.RECORD_VERIFY),
-    "audit-review": (P.AUDIT_READ, P.AUDIT_REVIEW),
+@dataclass(frozen=True)
+class RecordAccess:
+    """What a record kind needs: declared once, on its model (``__access__``), and registered
+    here when the model class is created (``records.versioning.Versioned``).
+
+    ``demographic``: a restricted patient's rows of this kind stay reachable for the desk
+    (with an alert); every other kind of a restricted patient needs break-the-glass.
+    ``aliases``: other names the same kind is asked for by (a FHIR resource name)."""
+
+    read: Permission
+    write: Permission
+    demographic: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+# Accesses that are not one record kind: views over several rows or kinds. Record kinds are
+# added by ``declare_kind`` as their models are defined.
+_VIEWS: dict[str, RecordAccess] = {
+    "patient": RecordAccess(P.PATIENT_READ, P.PATIENT_WRITE, demographic=True),
+    "Patient:search": RecordAccess(P.PATIENT_READ, P.PATIENT_WRITE, demographic=True),
+    "Patient:duplicates": RecordAccess(P.PATIENT_READ, P.PATIENT_MERGE, demographic=True),
+    "Encounter:day-list": RecordAccess(P.ENCOUNTER_READ, P.ENCOUNTER_WRITE, demographic=True),
+    "chart": RecordAccess(P.CHART_READ, P.CHART_READ),
+    "verify": RecordAccess(P.RECORD_VERIFY, P.RECORD_VERIFY),
+    "audit-review": RecordAccess(P.AUDIT_READ, P.AUDIT_REVIEW, demographic=True),
 }
-
-# Demographic-level kinds: a restricted patient's registration and visits stay reachable for
-# the desk (with an alert); everything else about a restricted patient needs break-the-glass.
-DEMOGRAPHIC_KINDS = frozenset(
-    {
-        "patient",
-        "Patient",
-        "Patient:search",
-        "Patient:duplicates",
-        "Coverage",
-        "Encounter",
-        "Encounter:day-list",
-        "audit-review",
-    }
-)
+_KINDS: dict[str, RecordAccess] = dict(_VIEWS)
 
 
-def permission_for(what: str, write: bool) -> Permission:
-    """The permission an access of kind ``what`` needs; unknown kinds fail closed."""
-    if what.startswith("fhir:"):
-        what = what.removeprefix("fhir:")
+def declare_kind(name: str, access: RecordAccess) -> None:
+    """Register a record kind's access (called once per model class; a second, different
+    declaration of the same name is a programming error)."""
+    for key in (name, *access.aliases):
+        known = _KINDS.get(key)
+        if known is not None and known != access:
+            raise RuntimeError(f"record kind {key!r} declared twice with different access")
+        _KINDS[key] = access
+
+
+def access_of(what: str) -> RecordAccess:
+    """The declared access of kind ``what``; unknown kinds fail closed."""
     try:
-        read, written = _RESOURCE_PERMISSIONS[what]
+        return _KINDS[what.removeprefix("fhir:")]
     except KeyError:
         raise NotAllowed(
             "この種類のデータへのアクセスは定義されていません。",
             f"No permission is defined for access to {what!r}.",
         ) from None
-    return written if write else read
+
+
+def is_demographic(what: str) -> bool:
+    """Whether a restricted patient's rows of kind ``what`` stay open to the desk."""
+    access = _KINDS.get(what.removeprefix("fhir:"))
+    return access is not None and access.demographic
+
+
+def declared_kinds() -> dict[str, RecordAccess]:
+    return dict(_KINDS)
+
+
+def permission_for(what: str, write: bool) -> Permission:
+    """The permission an access of kind ``what`` needs; unknown kinds fail closed."""
+    access = access_of(what)
+    return access.write if write else access.read
 
 
 def role_permissions(role: Role) -> frozenset[Permission]:

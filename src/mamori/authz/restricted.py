@@ -1,42 +1,27 @@
-"""Restricted patients and break-the-glass.
+"""The gate's restriction check, and the re-authentication rule of sensitive actions.
 
-A patient is restricted when they are a member of staff (found automatically: the patient's
-kana name matches a staff member's, and the birth dates match where the staff record has one),
-or an administrator flagged them VIP or sensitive. The desk can still reach a restricted
-patient's registration, insurance and visits (logged with the restriction noted); anything
-clinical needs **break-the-glass**: a reason (choice + text), a re-authentication, and then
-time-limited access to that one patient, an alert for the administrator and an entry in the
-review list.
+A patient is restricted when a ``patient_restriction`` row says so (a member of staff, VIP or
+sensitive; the ``restrictions`` domain keeps those rows). The desk can still reach a restricted
+patient's demographic kinds (``RecordAccess.demographic``: registration, insurance, visits),
+logged with the restriction noted; anything clinical needs a live **break-the-glass** grant.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mamori.auth.models import BreakGlassGrant, PatientRestriction, SecurityAlert
-from mamori.authz.permissions import DEMOGRAPHIC_KINDS, Permission
+from mamori.authz.actor import Actor
+from mamori.authz.hooks import hooks
+from mamori.authz.models import BreakGlassGrant, PatientRestriction
+from mamori.authz.permissions import is_demographic
 from mamori.db import driver_cursor, utcnow
-from mamori.errors import BreakGlassRequired, InvalidInput, NotFound, ReauthRequired
-
-if TYPE_CHECKING:
-    from mamori.authz.gate import Actor
-    from mamori.clinic.models import StaffUser
-    from mamori.patients.models import Patient
+from mamori.errors import BreakGlassRequired, ReauthRequired
 
 CACHE = "mamori_restrictions"
-REASONS = {
-    "emergency": "救急・急変対応",
-    "treatment": "診療上の必要",
-    "continuity": "他院・他職種からの照会対応",
-    "patient-request": "患者本人の依頼",
-    "other": "その他",
-}
 
 
 _RESTRICTION_SQL = "SELECT staff, vip, sensitive FROM patient_restriction WHERE patient_id = ?"
@@ -76,17 +61,14 @@ def check(session: Session, actor: Actor, patient_id: uuid.UUID, what: str) -> N
     restricted, granted = _state(session, actor, patient_id)
     if not restricted:
         return
-    if not granted and what.removeprefix("fhir:") not in DEMOGRAPHIC_KINDS:
+    if not granted and not is_demographic(what):
         raise BreakGlassRequired(str(patient_id))
-    from mamori.audit.trail import AuditTag, record
+    hooks.restricted_opened(session, actor, patient_id, break_glass=granted)
 
-    record(
-        session,
-        actor,
-        AuditTag.RESTRICTED_OPENED,
-        patients=[patient_id],
-        detail={"what": "break-glass" if granted else "desk"},
-    )
+
+def forget(session: Session) -> None:
+    """Drop this unit of work's cached restriction states (after a flag or grant changed)."""
+    session.info.pop(CACHE, None)
 
 
 def is_restricted(session: Session, patient_id: uuid.UUID) -> bool:
@@ -100,173 +82,3 @@ def require_recent_auth(actor: Actor, minutes: int) -> None:
         return  # the operator at the server, holding the instance's secrets
     if actor.reauth_at is None or utcnow() - actor.reauth_at > dt.timedelta(minutes=minutes):
         raise ReauthRequired()
-
-
-def break_glass(
-    session: Session,
-    actor: Actor,
-    patient_id: uuid.UUID,
-    *,
-    reason_code: str,
-    reason_text: str,
-    minutes: int,
-    reauth_minutes: int,
-) -> BreakGlassGrant:
-    from mamori.audit.trail import AuditTag, record
-    from mamori.patients.models import Patient
-
-    actor.require(Permission.BREAK_GLASS)
-    require_recent_auth(actor, reauth_minutes)
-    if reason_code not in REASONS:
-        raise InvalidInput(
-            "理由の区分を選んでください。", "Choose a reason category.", field="reason_code"
-        )
-    text = reason_text.strip()
-    if len(text) < 4 or len(text) > 500:
-        raise InvalidInput(
-            "理由を4〜500文字で具体的に入力してください。",
-            "Give the reason in 4 to 500 characters.",
-            field="reason_text",
-        )
-    patient = session.get(Patient, patient_id)
-    if patient is None or patient.clinic_id != actor.clinic_id:
-        raise NotFound("patient")
-    now = utcnow()
-    grant = BreakGlassGrant(
-        clinic_id=actor.clinic_id,
-        user_id=actor.user_id,
-        patient_id=patient.id,
-        reason_code=reason_code,
-        reason_text=text,
-        granted_at=now,
-        expires_at=now + dt.timedelta(minutes=minutes),
-    )
-    session.add(grant)
-    session.flush()
-    session.add(
-        SecurityAlert(
-            clinic_id=actor.clinic_id,
-            kind="break-glass",
-            created_at=now,
-            user_id=actor.user_id,
-            patient_id=patient.id,
-            ref_id=grant.id,
-            summary=f"{actor.display_name} が緊急閲覧（{REASONS[reason_code]}）",
-        )
-    )
-    session.info.pop(CACHE, None)
-    record(
-        session,
-        actor,
-        AuditTag.BREAK_GLASS,
-        patients=[patient.id],
-        detail={
-            "grant": str(grant.id),
-            "reason": reason_code,
-            "until": grant.expires_at.isoformat(),
-        },
-    )
-    return grant
-
-
-def flags_of(session: Session, actor: Actor, patient_id: uuid.UUID) -> dict[str, bool]:
-    """A patient's restriction flags, for the administrator's form (not patient data)."""
-    actor.require(Permission.RESTRICTION_ADMIN)
-    row = session.get(PatientRestriction, patient_id)
-    if row is not None and row.clinic_id != actor.clinic_id:
-        raise NotFound("patient")
-    return {
-        "staff": bool(row and row.staff),
-        "vip": bool(row and row.vip),
-        "sensitive": bool(row and row.sensitive),
-    }
-
-
-def set_flags(
-    session: Session, actor: Actor, patient_id: uuid.UUID, *, vip: bool, sensitive: bool
-) -> PatientRestriction:
-    from mamori.audit.trail import AuditTag, record
-    from mamori.patients.models import Patient
-
-    actor.require(Permission.RESTRICTION_ADMIN)
-    patient = session.get(Patient, patient_id)
-    if patient is None or patient.clinic_id != actor.clinic_id:
-        raise NotFound("patient")
-    row = session.get(PatientRestriction, patient.id) or PatientRestriction(
-        patient_id=patient.id, clinic_id=patient.clinic_id, staff=False
-    )
-    row.vip, row.sensitive = vip, sensitive
-    row.updated_by, row.updated_at = actor.user_id, utcnow()
-    session.add(row)
-    session.flush()
-    session.info.pop(CACHE, None)
-    record(
-        session,
-        actor,
-        AuditTag.RESTRICTION_CHANGED,
-        patients=[patient.id],
-        detail={"vip": vip, "sensitive": sensitive, "staff": row.staff},
-    )
-    return row
-
-
-def _kana_key(text: str) -> str:
-    from mamori.patients.kana import search_key
-
-    return search_key(text)
-
-
-_STAFF_SQL = (
-    "SELECT display_kana, birth_date FROM staff_user WHERE clinic_id = ? AND display_kana != ''"
-)
-
-
-def _staff_names(session: Session, clinic: uuid.UUID) -> list[tuple[str, dt.date | None]]:
-    """The clinic's staff as (kana search key, birth date), read on the driver's own cursor:
-    it runs in every patient write, where SQLAlchemy's statement execution cost about a tenth
-    of a registration's CPU (bench/README.md)."""
-    from mamori.clinic.models import StaffUser
-
-    columns = StaffUser.__table__.c
-    with driver_cursor(session) as cursor:
-        cursor.execute(_STAFF_SQL, (cursor.bind(columns.clinic_id.type)(clinic),))
-        rows = cursor.fetchall()
-        birth = cursor.result(columns.birth_date.type)
-    return [(_kana_key(kana), birth(born)) for kana, born in rows if kana]
-
-
-def refresh_staff_flag(session: Session, patients: Sequence[Patient], *, new: bool = False) -> None:
-    """Mark (or unmark) patients who are members of staff. Called whenever a patient's name or
-    birth date is written and whenever a staff member's is. ``new``: the patients were created
-    in this transaction, so none of them has a restriction row to look up yet."""
-    by_clinic: dict[uuid.UUID, list[tuple[str, dt.date | None]]] = {}
-    for patient in patients:
-        staff = by_clinic.get(patient.clinic_id)
-        if staff is None:
-            staff = by_clinic[patient.clinic_id] = _staff_names(session, patient.clinic_id)
-        # a staff record without a birth date matches on the name alone
-        is_staff = any(
-            key == patient.kana_key and (birth is None or birth == patient.birth_date)
-            for key, birth in staff
-        )
-        row = None if new else session.get(PatientRestriction, patient.id)
-        if row is None and not is_staff:
-            continue
-        if row is None:
-            row = PatientRestriction(
-                patient_id=patient.id, clinic_id=patient.clinic_id, vip=False, sensitive=False
-            )
-            session.add(row)
-        if row.staff != is_staff:
-            row.staff = is_staff
-            row.updated_at = utcnow()
-    session.info.pop(CACHE, None)
-
-
-def patients_matching_staff(session: Session, staff: StaffUser) -> list[Patient]:
-
-    from mamori.patients.service import patients_by_kana
-
-    if not staff.display_kana:
-        return []
-    return patients_by_kana(session, staff.clinic_id, _kana_key(staff.display_kana))

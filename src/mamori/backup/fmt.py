@@ -28,7 +28,9 @@ import hashlib
 import io
 import json
 import os
+import queue
 import struct
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -94,8 +96,6 @@ class BackgroundWriter:
     gathered into ``CHUNK``-sized blocks; ``close()`` waits and re-raises a write error."""
 
     def __init__(self, fh: Any, depth: int = 8) -> None:
-        import queue
-        import threading
 
         self.fh = fh
         self._q: queue.Queue[bytes | None] = queue.Queue(depth)

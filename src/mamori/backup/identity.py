@@ -90,7 +90,7 @@ def keygen(
     b_text = _text(breakglass, "break-glass", instance_id, clinic, signer)
     _private(out_dir / PRIMARY_FILE, pyrage.passphrase.encrypt(p_text.encode(), passphrase))
     _private(out_dir / BREAKGLASS_FILE, b_text.encode())
-    import segno
+    import segno  # only when a QR code is drawn (start-up time)
 
     paper = out_dir / PAPER_FILE
     segno.make(b_text.splitlines()[-1], error="q").save(

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from mamori.audit.trail import AuditTag, record_system
-from mamori.backup import engine
+from mamori.backup import engine, writer
 from mamori.backup.identity import RECIPIENTS_FILE
 from mamori.db import Database
 from mamori.errors import MamoriError
@@ -60,7 +60,7 @@ def run_and_record(
     *,
     full: bool = False,
     only: str | None = None,
-    progress: engine.Progress | None = None,
+    progress: writer.Progress | None = None,
     channel: str = "cli",
 ) -> engine.RunResult:
     kek = db.keyring.kek if db.keyring is not None else None

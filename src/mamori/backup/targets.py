@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -231,7 +232,7 @@ class SftpTarget:
     enforces_retention = False
 
     def __init__(self, spec: TargetSpec, root: PurePosixPath) -> None:
-        import paramiko
+        import paramiko  # SFTP targets only (start-up time)
 
         self.spec = spec
         self.root = root
@@ -370,8 +371,8 @@ class S3Target:
     expiry is the bucket's lifecycle rule, never this client (docs/backup.md)."""
 
     def __init__(self, spec: TargetSpec, prefix: str) -> None:
-        import boto3
-        from botocore.config import Config
+        import boto3  # S3 targets only (its import is slow)
+        from botocore.config import Config  # S3 targets only (its import is slow)
 
         self.spec = spec
         self.prefix = prefix.rstrip("/")
@@ -398,7 +399,7 @@ class S3Target:
         return {"ObjectLockMode": self.spec.lock_mode, "ObjectLockRetainUntilDate": retain_until}
 
     def get_bytes(self, path: str) -> bytes | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # S3 targets only (its import is slow)
 
         try:
             obj = self._s3.get_object(Bucket=self.spec.bucket, Key=self._k(path))
@@ -410,7 +411,7 @@ class S3Target:
         return data
 
     def get_file(self, path: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError  # S3 targets only (its import is slow)
 
         try:
             self._s3.download_file(self.spec.bucket, self._k(path), str(dest))
@@ -446,7 +447,6 @@ class S3Target:
         *,
         sync: bool = True,
     ) -> None:
-        import tempfile
 
         # one PUT with its SHA-256 checksum header (Object Lock needs it): spooled first
         with tempfile.TemporaryFile() as fh:

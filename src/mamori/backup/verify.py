@@ -12,8 +12,10 @@ a medium rolled back to an older chain is caught even though each old manifest i
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -195,8 +197,6 @@ def verify_target(
 
 
 def _hash_object(target: Target, path: str) -> str:
-    import tempfile
-    from pathlib import Path
 
     raw = getattr(target, "root", None)
     if isinstance(raw, Path):  # local directory: hash in place

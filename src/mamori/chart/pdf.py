@@ -1,114 +1,28 @@
-"""The printable chart summary (カルテ要約) as a Japanese PDF.
-
-Japanese text needs a Japanese font *embedded* in the PDF, or the page shows boxes on a PC
-without it. We embed IPAex Gothic (Debian ``fonts-ipaexfont-gothic``; the path can be set with
-``MAMORI_PDF_FONT``). Without any TrueType font we fall back to the standard Adobe-Japan1 CID
-font, which renders in viewers that have Japanese fonts but is not embedded.
-"""
+"""The printable chart summary (カルテ要約) as a Japanese PDF (house style: ``mamori.pdf``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import os
-from pathlib import Path
-from typing import Any
-from xml.sax.saxutils import escape
 
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Paragraph, Spacer, Table
 
 from mamori.chart.service import Chart
-from mamori.clinic.calendar import JST
+from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.clinical.models import OUTCOME_JA, ConditionOutcome
-
-FONT_CANDIDATES = (
-    "/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf",
-    "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf",
-    "/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
-)
-_FONT: str | None = None
+from mamori.pdf import render, styled_table, styles
+from mamori.pdf import text as paragraph
 
 SEX_JA = {"male": "男", "female": "女", "other": "その他", "unknown": "不明"}
 
 
-def japanese_font() -> str:
-    """Register once and return the font name to use."""
-    global _FONT
-    if _FONT is not None:
-        return _FONT
-    paths = [os.environ.get("MAMORI_PDF_FONT", ""), *FONT_CANDIDATES]
-    for path in paths:
-        if path and Path(path).is_file():
-            pdfmetrics.registerFont(TTFont("MamoriJP", path))
-            _FONT = "MamoriJP"
-            return _FONT
-    pdfmetrics.registerFont(UnicodeCIDFont("HeiseiKakuGo-W5"))
-    _FONT = "HeiseiKakuGo-W5"
-    return _FONT
-
-
-_ERAS = (
-    (dt.date(2019, 5, 1), "令和"),
-    (dt.date(1989, 1, 8), "平成"),
-    (dt.date(1926, 12, 25), "昭和"),
-    (dt.date(1912, 7, 30), "大正"),
-    (dt.date(1868, 1, 25), "明治"),
-)
-
-
-def wareki(d: dt.date) -> str:
-    """和暦 for birth dates, as clinics print them: 昭和25年1月2日."""
-    for start, name in _ERAS:
-        if d >= start:
-            year = d.year - start.year + 1
-            return f"{name}{'元' if year == 1 else year}年{d.month}月{d.day}日"
-    return f"{d.year}年{d.month}月{d.day}日"
-
-
-def age_on(birth: dt.date, today: dt.date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
-def styled_table(cells: list[list[Any]], widths: list[float]) -> Table:
-    """The house table: a header row, light grid, top-aligned cells, left on the page."""
-    t = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
-    t.setStyle(
-        TableStyle(
-            [
-                ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa5b1")),
-                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8eef5")),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-            ]
-        )
-    )
-    return t
-
-
 def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
-    font = japanese_font()
-    base = ParagraphStyle("base", fontName=font, fontSize=9.5, leading=13)
-    h1 = ParagraphStyle("h1", parent=base, fontSize=15, leading=20, spaceAfter=4)
-    h2 = ParagraphStyle(
-        "h2",
-        parent=base,
-        fontSize=11.5,
-        leading=16,
-        spaceBefore=8,
-        spaceAfter=3,
-        textColor=colors.HexColor("#1f3b63"),
-    )
-    small = ParagraphStyle("small", parent=base, fontSize=8, leading=10, textColor=colors.grey)
-    warn = ParagraphStyle("warn", parent=base, textColor=colors.HexColor("#b00020"))
+    st = styles()
+    base, h1, h2, small, warn = st.base, st.h1, st.h2, st.small, st.warn
 
-    def p(text: str, style: ParagraphStyle = base) -> Paragraph:
-        return Paragraph(escape(text).replace("\n", "<br/>"), style)
+    def p(value: str, style: ParagraphStyle = base) -> Paragraph:
+        return paragraph(value, style)
 
     def table(rows: list[list[str]], widths: list[float]) -> Table:
         return styled_table([[p(c) for c in r] for r in rows], widths)
@@ -216,16 +130,4 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
         story.append(Spacer(1, 2 * mm))
     if not chart.notes:
         story.append(p("なし"))
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(
-        buf,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=15 * mm,
-        title=f"カルテ要約 {pt.patient_number}",
-        author="mamori",
-    )
-    doc.build(story)
-    return buf.getvalue()
+    return render(story, title=f"カルテ要約 {pt.patient_number}")

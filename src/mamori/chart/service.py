@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mamori.authz import gate
-from mamori.authz.gate import Actor, Intent
+from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import P
 from mamori.clinical import service as clinical
 from mamori.clinical.models import (
@@ -19,6 +18,7 @@ from mamori.clinical.models import (
     Observation,
     ProgressNote,
 )
+from mamori.patients.access import patient_for
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import list_coverages
 
@@ -45,7 +45,7 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
     One ``chart`` access at the gate for the whole view, then the per-section loaders; a
     section the actor's role may not read is left empty (the scribe's chart has no insurance).
     """
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "chart")
+    patient = patient_for(session, actor, patient_id, Intent.READ, "chart")
     can = actor.can
     observations = can(P.OBSERVATION_READ)
     return Chart(

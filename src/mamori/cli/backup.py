@@ -18,16 +18,17 @@ from rich.table import Table
 from mamori.audit.trail import AuditTag, record_system
 from mamori.backup import engine, fmt, service
 from mamori.backup.config import TargetSpec, spec_from_url
+from mamori.backup.drill import drill_report, sign_report
 from mamori.backup.identity import (
     PASSPHRASE_ENV,
     install_recipients,
     keygen,
     load_identity,
 )
+from mamori.backup.restore import empty_database, restore
 from mamori.backup.targets import open_target
 from mamori.backup.verify import verify_target
-from mamori.cli.instance import Instance
-from mamori.cli.main import (
+from mamori.cli.common import (
     InstanceOpt,
     app,
     backup_app,
@@ -37,7 +38,10 @@ from mamori.cli.main import (
     instance_or_fail,
     progress,
 )
+from mamori.clinic import service as clinic_service
+from mamori.crypto.kek import check_outside
 from mamori.errors import MamoriError
+from mamori.instance import Instance
 
 
 class _Bars:
@@ -72,13 +76,10 @@ def backup_keygen(
     """オフライン復元鍵を作る / make the offline recovery identities; the server keeps only
     their public keys."""
     inst = instance_or_fail(instance)
-    from mamori.crypto.kek import check_outside
 
     try:
         check_outside(out.resolve(), [inst.settings.home])
         with inst.transaction(write=False) as session:
-            from mamori.clinic import service as clinic_service
-
             clinic = clinic_service.the_clinic(session).name
         signer = fmt.public_text(fmt.signing_key(inst.settings.audit_signing_key))
         made = keygen(
@@ -327,7 +328,6 @@ def restore_cmd(
     ] = None,
 ) -> None:
     """バックアップから新しいディレクトリへ復元 / restore into a new directory, verified."""
-    from mamori.backup.restore import restore
 
     spec = _source(source, ssh_key, known_hosts, endpoint)
     try:
@@ -393,7 +393,6 @@ def drill_cmd(
     database_url: DatabaseOpt = None,
 ) -> None:
     """復元訓練: RTO/RPO を測り署名付き記録を残す / timed restore drill with a signed report."""
-    from mamori.backup.restore import drill_report, empty_database, restore, sign_report
 
     spec = _source(source, ssh_key, known_hosts, endpoint)
     started = dt.datetime.now(dt.UTC)

@@ -10,16 +10,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mamori.auth import passwords
+from mamori.app import create_app
+from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
-from mamori.cli.instance import create_instance, open_instance
-from mamori.cli.main import InstanceOpt, app, console, err, fail, progress
+from mamori.authz.roles import Role
+from mamori.cli.common import InstanceOpt, app, console, err, fail, progress
 from mamori.clinic import service as clinic_service
 from mamori.clinic.calendar import clinic_today
-from mamori.clinic.models import Role
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
+from mamori.instance import create_instance, open_instance
 from mamori.patients.insurance import with_check_digit
+from mamori.synth.generator import generate, open_days
+from mamori.synth.population import SIZES
+from mamori.web import tls
 
 DEMO_CLINIC = "まもり内科クリニック（デモ・合成データ）"
 # 医療機関コード for the demo: 東京都(13) 医科(1) + 郡市区 01 + 2345 + check digit (synthetic)
@@ -83,15 +87,13 @@ def demo(
                     login,
                     name,
                     role.label_ja,
-                    clinic_service.issue_token(session, inst.settings.token_pepper, user, "demo"),
+                    tokens.issue_token(session, inst.settings.token_pepper, user, "demo"),
                 )
             )
             secrets[login] = passwords.generate()
             auth_service.set_password(session, user, secrets[login])
         today = clinic_today()
         with progress() as bar:
-            from mamori.synth.generator import generate, open_days
-
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
             generate(
                 session,
@@ -132,13 +134,10 @@ def demo(
         "[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
         " / All data is synthetic; never enter real patients here.[/]"
     )
-    from mamori.web import tls
 
     cert, key = tls.local_certificate(inst.settings.home, inst.settings.tls_names)
     if serve:
-        import uvicorn
-
-        from mamori.app import create_app
+        import uvicorn  # only the commands that serve
 
         application = create_app(inst.settings, inst.db)
         uvicorn.run(
@@ -162,7 +161,6 @@ def synth(
     instance: InstanceOpt = None,
 ) -> None:
     """合成データを生成する（ベンチマーク用） / generate a synthetic clinic into the instance."""
-    from mamori.synth.generator import SIZES, generate, open_days
 
     if size not in SIZES:
         err.print(f"[red]--size: {', '.join(SIZES)}[/]")

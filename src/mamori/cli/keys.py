@@ -10,13 +10,14 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from mamori.cli.instance import Instance
-from mamori.cli.main import InstanceOpt, console, err, fail, instance_or_fail, keys_app, progress
+from mamori.audit.trail import AuditTag, record_system
+from mamori.cli.common import InstanceOpt, console, err, fail, instance_or_fail, keys_app, progress
 from mamori.crypto import recovery, rekey
 from mamori.crypto.kek import KeyUnavailable, LocalKek
 from mamori.crypto.keyring import DataKey
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
+from mamori.instance import Instance
 from mamori.settings import load_settings, resolve_home
 
 GRACE_HELP = (
@@ -141,8 +142,6 @@ def keys_export(
             )
         done = recovery.export_kek(kek, inst.settings.instance_id, out)
         with inst.transaction(write=True) as session:
-            from mamori.audit.trail import AuditTag, record_system
-
             record_system(session, AuditTag.KEYS_EXPORTED, {"kek": done.kek_id})
     except MamoriError as exc:
         fail(exc)

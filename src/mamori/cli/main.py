@@ -3,79 +3,52 @@
 from __future__ import annotations
 
 import sys
+import uuid as uuid_module
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mamori import __version__, migrate
-from mamori.audit.trail import AuditTag, record
-from mamori.auth import passwords
+from mamori.app import create_app
+from mamori.audit.bundle import write_bundle
+from mamori.audit.checkpoint import NoteVerifier
+from mamori.audit.checkpointer import all_checkpoints, make_checkpoint, origin, signer
+from mamori.audit.fhir import export_ndjson as export_audit_ndjson
+from mamori.audit.syslog import Forwarder
+from mamori.audit.trail import AuditTag, record, record_system
+from mamori.audit.verify import verify_log
+from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
-from mamori.authz import restricted
-from mamori.cli.instance import Instance, create_instance, open_instance
-from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Role, StaffUser
-from mamori.errors import InstanceError, MamoriError
-
-app = typer.Typer(
-    help="mamori（守り）電子カルテ / security-first EHR for small clinics",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+from mamori.authz.roles import Role
+from mamori.cli import backup as _backup  # noqa: F401 - registers `backup …`, `restore`, `drill`
+from mamori.cli import demo as _demo  # noqa: F401 - registers `demo`
+from mamori.cli import keys as _keys  # noqa: F401 - registers `keys …`
+from mamori.cli.common import (
+    InstanceOpt,
+    app,
+    audit_app,
+    console,
+    db_app,
+    err,
+    export_app,
+    fail,
+    instance_or_fail,
+    progress,
+    staff_app,
 )
-db_app = typer.Typer(help="データベース / database", no_args_is_help=True)
-staff_app = typer.Typer(help="職員アカウント / staff accounts", no_args_is_help=True)
-export_app = typer.Typer(help="書き出し / export", no_args_is_help=True)
-audit_app = typer.Typer(help="監査証跡 / audit trail", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(staff_app, name="staff")
-app.add_typer(export_app, name="export")
-app.add_typer(audit_app, name="audit")
-keys_app = typer.Typer(help="暗号鍵 / encryption keys", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-backup_app = typer.Typer(help="バックアップ / backup", no_args_is_help=True)
-app.add_typer(backup_app, name="backup")
-
-console = Console()
-err = Console(stderr=True)
-
-InstanceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--instance",
-        "-i",
-        help="インスタンスのディレクトリ（既定: $MAMORI_HOME）",
-        show_default=False,
-    ),
-]
-
-
-def fail(exc: MamoriError) -> NoReturn:
-    err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def instance_or_fail(option: str | None, *, check_schema: bool = True) -> Instance:
-    """The instance named by --instance / MAMORI_HOME, or a clear bilingual error and exit 2."""
-    try:
-        return open_instance(option, check_schema=check_schema)
-    except MamoriError as exc:
-        fail(exc)
-
-
-def progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import StaffUser
+from mamori.errors import InstanceError, MamoriError
+from mamori.fhir.service import export_ndjson
+from mamori.instance import create_instance, open_instance
+from mamori.patients.models import Patient
+from mamori.records.service import verify_all
+from mamori.restrictions import service as restrictions
+from mamori.web import tls
 
 
 @app.callback()
@@ -166,10 +139,7 @@ def serve(
     ] = False,
 ) -> None:
     """サーバーを起動する（既定で TLS）/ run the web/API server (TLS by default)."""
-    import uvicorn
-
-    from mamori.app import create_app
-    from mamori.web import tls
+    import uvicorn  # only the commands that serve
 
     try:
         inst = open_instance(instance)
@@ -244,7 +214,6 @@ def db_check(instance: InstanceOpt = None) -> None:
 @app.command()
 def verify(instance: InstanceOpt = None) -> None:
     """全記録の版ハッシュ連鎖を検証する / verify every record's version hash chain."""
-    from mamori.records.service import verify_all
 
     inst = instance_or_fail(instance)
     with inst.transaction(write=False) as session:
@@ -267,12 +236,8 @@ def audit_verify(
     ] = None,
 ) -> None:
     """監査証跡を再計算して検証する / recompute the audit log; report the first bad position."""
-    from mamori.audit.trail import AuditTag, record_system
-    from mamori.audit.verify import verify_log
 
     inst = instance_or_fail(instance)
-    from mamori.audit.checkpoint import NoteVerifier
-    from mamori.audit.checkpointer import all_checkpoints, signer
 
     if trusted_key:
         try:
@@ -318,11 +283,6 @@ def audit_bundle(
     instance: InstanceOpt = None,
 ) -> None:
     """外部監査人向けのバンドルを書き出す / write an offline bundle for an outside auditor."""
-    import uuid as uuid_module
-
-    from mamori.audit.bundle import write_bundle
-    from mamori.audit.checkpointer import origin, signer
-    from mamori.audit.trail import AuditTag, record_system
 
     try:
         inst = open_instance(instance)
@@ -358,12 +318,10 @@ def audit_export_fhir(
     instance: InstanceOpt = None,
 ) -> None:
     """監査証跡を FHIR AuditEvent (IHE BALP) NDJSON で書き出す / export as FHIR AuditEvent."""
-    from mamori.audit.fhir import export_ndjson
-    from mamori.audit.trail import AuditTag, record_system
 
     inst = instance_or_fail(instance)
     with inst.transaction(write=False) as session:
-        count = export_ndjson(session, out.resolve(), inst.settings.instance_id)
+        count = export_audit_ndjson(session, out.resolve(), inst.settings.instance_id)
     with inst.transaction(write=True) as session:
         record_system(
             session, AuditTag.AUDIT_EXPORTED, {"format": "fhir-auditevent", "events": count}
@@ -374,7 +332,6 @@ def audit_export_fhir(
 @audit_app.command("checkpoint")
 def audit_checkpoint(instance: InstanceOpt = None) -> None:
     """監査ログのチェックポイントを今すぐ署名する / sign an audit checkpoint now."""
-    from mamori.audit.checkpointer import make_checkpoint
 
     try:
         inst = open_instance(instance)
@@ -396,7 +353,6 @@ def audit_checkpoint(instance: InstanceOpt = None) -> None:
 def audit_syslog(instance: InstanceOpt = None) -> None:
     """未送信の監査記録を SIEM へ送る（serve は自動で送信）/ send unsent audit events to the
     SIEM now (serve streams them continuously)."""
-    from mamori.audit.syslog import Forwarder
 
     inst = instance_or_fail(instance)
     target = inst.settings.syslog
@@ -435,11 +391,11 @@ def staff_add(
             user = clinic_service.add_staff(
                 session, clinic, login_id=login_id, display_name=name, role=role
             )
-            token = clinic_service.issue_token(session, inst.settings.token_pepper, user, "cli")
+            token = tokens.issue_token(session, inst.settings.token_pepper, user, "cli")
             password = passwords.generate()
             auth_service.set_password(session, user, password)
-            restricted.refresh_staff_flag(
-                session, restricted.patients_matching_staff(session, user)
+            restrictions.refresh_staff_flag(
+                session, restrictions.patients_matching_staff(session, user)
             )
     except MamoriError as exc:
         fail(exc)
@@ -483,7 +439,7 @@ def staff_revoke(login_id: str, instance: InstanceOpt = None) -> None:
         inst = open_instance(instance)
         with inst.transaction(write=True) as session:
             user = _staff_or_fail(session, login_id)
-            count = clinic_service.revoke_tokens(session, user)
+            count = tokens.revoke_tokens(session, user)
     except MamoriError as exc:
         fail(exc)
         return
@@ -497,10 +453,6 @@ def export_fhir(
     instance: InstanceOpt = None,
 ) -> None:
     """FHIR R4 (JP Core) NDJSON を一括で書き出す / bulk export as FHIR NDJSON."""
-    from sqlalchemy import func, select
-
-    from mamori.fhir.service import export_ndjson
-    from mamori.patients.models import Patient
 
     try:
         inst = open_instance(instance)
@@ -526,13 +478,8 @@ def export_fhir(
     console.print(table)
 
 
-from mamori.cli import backup as _backup  # noqa: E402,F401 - registers `backup`, `restore`, `drill`
-from mamori.cli import keys as _keys  # noqa: E402,F401 - registers the `keys` commands
-
-
 def run() -> None:  # pragma: no cover - console entry for `python -m mamori`
     app(prog_name="mamori", args=sys.argv[1:])
 
 
-# Commands defined in sibling modules register themselves on ``app`` when imported.
-from mamori.cli import demo as _demo  # noqa: E402, F401
+__all__ = ["app", "run"]

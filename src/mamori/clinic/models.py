@@ -1,49 +1,15 @@
-"""The clinic (tenant), its staff accounts and their API tokens."""
+"""The clinic (tenant) and its staff accounts (roles: ``mamori.authz.roles``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 
 from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.authz.roles import Role
 from mamori.db import Base, UTCDateTime, new_id, utcnow
-
-
-class Role(enum.StrEnum):
-    """Staff roles (clinic-domain.md §6). Permissions per role arrive with issue 3."""
-
-    PHYSICIAN = "physician"  # 医師
-    NURSE = "nurse"  # 看護師
-    RECEPTION = "reception"  # 医療事務・受付
-    SCRIBE = "scribe"  # 医師事務作業補助者
-    DIRECTOR = "director"  # 院長・管理者
-    SECURITY_OFFICER = "security_officer"  # 安全管理者
-    VENDOR = "vendor"  # IT保守ベンダー
-    AUDITOR = "auditor"  # 監査
-
-    @property
-    def label_ja(self) -> str:
-        return ROLE_LABELS_JA[self]
-
-    @property
-    def signs_clinical_records(self) -> bool:
-        """Roles that may finalise (確定) notes and confirm proxy entries (ES-A2, ES-A4)."""
-        return self in (Role.PHYSICIAN, Role.DIRECTOR)
-
-
-ROLE_LABELS_JA = {
-    Role.PHYSICIAN: "医師",
-    Role.NURSE: "看護師",
-    Role.RECEPTION: "医療事務・受付",
-    Role.SCRIBE: "医師事務作業補助者",
-    Role.DIRECTOR: "院長・管理者",
-    Role.SECURITY_OFFICER: "安全管理者",
-    Role.VENDOR: "IT保守ベンダー",
-    Role.AUDITOR: "監査",
-}
 
 
 class Clinic(Base):
@@ -88,19 +54,3 @@ class StaffUser(Base):
 
     def usable(self, now: dt.datetime) -> bool:
         return self.active and (self.expires_at is None or now < self.expires_at)
-
-
-class ApiToken(Base):
-    """A bearer token for the JSON/FHIR API. Only a keyed hash is stored (HMAC with the
-    instance's ``token_pepper``), so a copy of the database does not yield usable tokens."""
-
-    __tablename__ = "api_token"
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"), index=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    label: Mapped[str] = mapped_column(String(100), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # tokens for integrations expire; issuing one needs a fresh re-authentication
-    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

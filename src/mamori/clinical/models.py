@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Boolean, Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.authz.permissions import Permission, RecordAccess
 from mamori.crypto.sealed import (
     SealedField,
     sealed_bool,
@@ -66,6 +67,9 @@ class VisitType(enum.StrEnum):
 class Encounter(PatientRecord, Base):
     __tablename__ = "encounter"
     __record_type__ = "Encounter"
+    __access__ = RecordAccess(
+        Permission.ENCOUNTER_READ, Permission.ENCOUNTER_WRITE, demographic=True
+    )
     __content_fields__ = (
         "patient_id",
         "visit_date",
@@ -115,6 +119,7 @@ class ProgressNote(PatientRecord, Base):
 
     __tablename__ = "progress_note"
     __record_type__ = "ProgressNote"
+    __access__ = RecordAccess(Permission.NOTE_READ, Permission.NOTE_WRITE)
     __content_fields__ = (
         "patient_id",
         "encounter_id",
@@ -172,6 +177,7 @@ class Condition(PatientRecord, Base):
 
     __tablename__ = "condition"
     __record_type__ = "Condition"
+    __access__ = RecordAccess(Permission.CONDITION_READ, Permission.CONDITION_WRITE)
     __content_fields__ = (
         "patient_id",
         "encounter_id",
@@ -226,6 +232,7 @@ class MedicationRequest(PatientRecord, Base):
 
     __tablename__ = "medication_request"
     __record_type__ = "MedicationRequest"
+    __access__ = RecordAccess(Permission.PRESCRIPTION_READ, Permission.PRESCRIPTION_WRITE)
     __content_fields__ = (
         "patient_id",
         "encounter_id",
@@ -256,6 +263,7 @@ class MedicationRequest(PatientRecord, Base):
 class AllergyIntolerance(PatientRecord, Base):
     __tablename__ = "allergy_intolerance"
     __record_type__ = "AllergyIntolerance"
+    __access__ = RecordAccess(Permission.ALLERGY_READ, Permission.ALLERGY_WRITE)
     __content_fields__ = (
         "patient_id",
         "category",
@@ -287,6 +295,7 @@ class Observation(PatientRecord, Base):
 
     __tablename__ = "observation"
     __record_type__ = "Observation"
+    __access__ = RecordAccess(Permission.OBSERVATION_READ, Permission.OBSERVATION_WRITE)
     __content_fields__ = (
         "patient_id",
         "encounter_id",
@@ -327,6 +336,9 @@ class Document(PatientRecord, Base):
 
     __tablename__ = "document"
     __record_type__ = "Document"
+    __access__ = RecordAccess(
+        Permission.DOCUMENT_READ, Permission.DOCUMENT_WRITE, aliases=("DocumentReference",)
+    )
     __content_fields__ = (
         "patient_id",
         "encounter_id",

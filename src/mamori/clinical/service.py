@@ -15,10 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori.authz import gate
-from mamori.authz.gate import Actor, Intent
+from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import Permission
+from mamori.authz.roles import Role
 from mamori.clinic.calendar import clinic_today
-from mamori.clinic.models import Role, StaffUser
+from mamori.clinic.models import StaffUser
 from mamori.clinical.models import (
     ENCOUNTER_TRANSITIONS,
     AllergyIntolerance,
@@ -64,8 +65,8 @@ def _same_patient(
 ) -> None:
     if rid is None:
         return
-    row = session.get(model, rid)
-    if row is None or row.clinic_id != actor.clinic_id or row.patient_id != patient.id:
+    row = gate.clinic_reference(session, actor, model, rid)
+    if row is None or row.patient_id != patient.id:
         raise InvalidInput(
             "指定した受診がこの患者のものではありません。",
             "The encounter does not belong to this patient.",
@@ -74,8 +75,8 @@ def _same_patient(
 
 
 def _staff(session: Session, actor: Actor, user_id: uuid.UUID, field: str) -> StaffUser:
-    user = session.get(StaffUser, user_id)
-    if user is None or user.clinic_id != actor.clinic_id or not user.active:
+    user = gate.clinic_reference(session, actor, StaffUser, user_id)
+    if user is None or not user.active:
         raise InvalidInput("指定した職員が見つかりません。", "No such staff member.", field=field)
     return user
 
@@ -89,8 +90,8 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
     if data.attending_id is not None:
         _staff(session, actor, data.attending_id, "attending_id")
     if data.coverage_id is not None:
-        cov = session.get(Coverage, data.coverage_id)
-        if cov is None or cov.patient_id != patient.id or cov.clinic_id != actor.clinic_id:
+        cov = gate.clinic_reference(session, actor, Coverage, data.coverage_id)
+        if cov is None or cov.patient_id != patient.id:
             raise InvalidInput(
                 "指定した保険がこの患者のものではありません。",
                 "The coverage does not belong to this patient.",

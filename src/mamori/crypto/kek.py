@@ -248,8 +248,11 @@ class Pkcs11Kek:
             ) from exc
 
     def _key(self, session: Any) -> Any:
-        from pkcs11 import ObjectClass
-        from pkcs11.exceptions import MultipleObjectsReturned, NoSuchKey
+        from pkcs11 import ObjectClass  # optional dependency: only sites with an HSM need it
+        from pkcs11.exceptions import (
+            MultipleObjectsReturned,
+            NoSuchKey,
+        )  # optional dependency: only sites with an HSM need it
 
         try:
             return session.get_key(
@@ -262,8 +265,10 @@ class Pkcs11Kek:
             ) from None
 
     def wrap(self, key: bytes, aad: bytes) -> bytes:
-        from pkcs11 import Mechanism
-        from pkcs11.mechanisms import GCMParams
+        from pkcs11 import Mechanism  # optional dependency: only sites with an HSM need it
+        from pkcs11.mechanisms import (
+            GCMParams,
+        )  # optional dependency: only sites with an HSM need it
 
         nonce = secrets.token_bytes(12)
         with self._session() as session:
@@ -273,9 +278,13 @@ class Pkcs11Kek:
         return nonce + bytes(ct)
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
-        from pkcs11 import Mechanism
-        from pkcs11.exceptions import PKCS11Error
-        from pkcs11.mechanisms import GCMParams
+        from pkcs11 import Mechanism  # optional dependency: only sites with an HSM need it
+        from pkcs11.exceptions import (
+            PKCS11Error,
+        )  # optional dependency: only sites with an HSM need it
+        from pkcs11.mechanisms import (
+            GCMParams,
+        )  # optional dependency: only sites with an HSM need it
 
         with self._session() as session:
             key = self._key(session)
@@ -293,7 +302,7 @@ class Pkcs11Kek:
     @classmethod
     def generate(cls, config: Pkcs11Config) -> Pkcs11Kek:
         """A new non-extractable AES-256 key in the token, labelled and identified."""
-        from pkcs11 import Attribute, KeyType
+        from pkcs11 import Attribute, KeyType  # optional dependency: only sites with an HSM need it
 
         kek_id = secrets.token_hex(16)
         kek = cls(config, kek_id)

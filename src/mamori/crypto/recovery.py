@@ -98,7 +98,7 @@ def export_kek(kek: LocalKek, instance_id: str, out_dir: Path) -> Exported:
 
 def _paper(text: str, path: Path, instance_id: str, kek_id: str) -> None:
     """A QR code of the export for a paper copy (the recovery code is *not* in it)."""
-    import segno
+    import segno  # only when a QR code is drawn (start-up time)
 
     segno.make(json.dumps(json.loads(text), separators=(",", ":")), error="m").save(
         str(path), kind="svg", scale=4, title=f"mamori KEK {instance_id} {kek_id}"

@@ -37,6 +37,7 @@ from mamori.crypto.kek import (
     LocalKek,
     Pkcs11Kek,
     next_key_path,
+    passphrase_kek,
     write_key_file,
 )
 from mamori.crypto.keyring import (
@@ -48,20 +49,14 @@ from mamori.crypto.keyring import (
     open_keyring,
     wrap_aad,
 )
-from mamori.crypto.sealed import FIELD, Sealed, aad_for
+from mamori.crypto.sealed import FIELD, aad_for
+from mamori.crypto.startup import pkcs11_config
 from mamori.db import Database, utcnow
 from mamori.documents.store import DocumentStore
+from mamori.models import sealed_models
 from mamori.settings import Settings
 
 GRACE_SECONDS = 12.0  # > 2 × the servers' key refresh interval (startup.REFRESH_SECONDS)
-
-
-def sealed_models() -> list[type[Sealed]]:
-    from mamori.patients.models import Patient
-    from mamori.records.registry import PATIENT_SCOPED_MODELS
-    from mamori.records.versioning import RecordVersion
-
-    return [Patient, *PATIENT_SCOPED_MODELS, RecordVersion]
 
 
 # --- KEK rotation ----------------------------------------------------------------------------
@@ -89,8 +84,6 @@ def rewrap(session: Session, old: Kek, new: Kek) -> int:
 
 def rotate_kek(db: Database, settings: Settings, new_passphrase: str | None = None) -> Rotated:
     """Replace the KEK of the instance; see the module docstring for the crash behaviour."""
-    from mamori.crypto.kek import passphrase_kek
-    from mamori.crypto.startup import pkcs11_config
 
     started = time.perf_counter()
     old = db.keyring.kek

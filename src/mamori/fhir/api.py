@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -23,7 +24,6 @@ class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
     def render(self, content: Any) -> bytes:
-        import json
 
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

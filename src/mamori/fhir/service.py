@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori.authz import gate, restricted
-from mamori.authz.gate import Actor, Intent
+from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import P, permission_for
 from mamori.clinic.service import clinic_of
 from mamori.clinical.models import (
@@ -27,6 +27,7 @@ from mamori.clinical.models import (
 )
 from mamori.errors import InvalidInput, NotFound
 from mamori.fhir import mapping
+from mamori.patients.access import patient_for
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.patients.service import search_patients
 
@@ -87,7 +88,7 @@ def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[s
     key = _uuid(rid)
     if resource_type == "Patient":
         return mapping.patient(
-            gate.patient_for(session, actor, key, Intent.READ), clinic_of(session, actor)
+            patient_for(session, actor, key, Intent.READ), clinic_of(session, actor)
         )
     for model in _SCOPED[resource_type]:
         if session.get(model, key) is not None:
@@ -108,7 +109,7 @@ def resources_for_patient(
     session: Session, actor: Actor, patient_id: uuid.UUID, resource_type: str
 ) -> list[dict[str, Any]]:
     _check_type(resource_type)
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, f"fhir:{resource_type}")
+    patient = patient_for(session, actor, patient_id, Intent.READ, f"fhir:{resource_type}")
     if resource_type == "Patient":
         return [mapping.patient(patient, clinic_of(session, actor))]
     out: list[dict[str, Any]] = []
@@ -163,7 +164,7 @@ def search_patient_resources(
 def everything(session: Session, actor: Actor, patient_id: uuid.UUID) -> list[dict[str, Any]]:
     """``Patient/$everything``: the patient and every resource about them that the actor's
     role may read (like the chart: the scribe's has no insurance)."""
-    gate.patient_for(session, actor, patient_id, Intent.READ, "chart")
+    patient_for(session, actor, patient_id, Intent.READ, "chart")
     out: list[dict[str, Any]] = []
     for rtype in RESOURCE_TYPES:
         if actor.can(permission_for(rtype, write=False)):

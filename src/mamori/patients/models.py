@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mamori.authz.permissions import Permission, RecordAccess
 from mamori.crypto.keyring import BlindIndex
 from mamori.crypto.sealed import (
     Getter,
@@ -71,6 +72,7 @@ class PatientStatus(enum.StrEnum):
 class Patient(Versioned, Base):
     __tablename__ = "patient"
     __record_type__ = "Patient"
+    __access__ = RecordAccess(Permission.PATIENT_READ, Permission.PATIENT_WRITE, demographic=True)
     __clinic_index__ = False  # every index below starts with clinic_id
     __content_fields__ = (
         "patient_number",
@@ -163,6 +165,9 @@ class Relationship(enum.StrEnum):
 class Coverage(PatientRecord, Base):
     __tablename__ = "coverage"
     __record_type__ = "Coverage"
+    __access__ = RecordAccess(
+        Permission.INSURANCE_READ, Permission.INSURANCE_WRITE, demographic=True
+    )
     __content_fields__ = (
         "patient_id",
         "kind",

@@ -13,18 +13,21 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mamori.authz import gate, restricted
-from mamori.authz.gate import Actor, Intent
+from mamori.authz import gate
+from mamori.authz.actor import Actor, Intent
+from mamori.authz.hooks import hooks
 from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
 from mamori.crypto.sealed import keyring_of, lenient, seal_failure
 from mamori.db import driver_cursor, expire_loaded
 from mamori.errors import Conflict, InvalidInput, NotFound
+from mamori.models import patient_scoped_models
+from mamori.patients.access import patient_for
 from mamori.patients.kana import search_key
+from mamori.patients.lookup import patients_by_kana
 from mamori.patients.models import (
     BIRTH,
     INSURANCE,
-    KANA,
     KANA2,
     KANA4,
     NUMBER,
@@ -36,6 +39,7 @@ from mamori.patients.models import (
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.records.reader import read_views
 from mamori.records.versioning import ChangeKind, RecordStatus, write_version
+from mamori.restrictions.service import refresh_staff_flag
 
 SEARCH_LIMIT_MAX = 200
 
@@ -83,20 +87,20 @@ def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient
     _apply(patient, data)
     write_version(session, actor, patient, ChangeKind.CREATED)
     session.flush()
-    restricted.refresh_staff_flag(session, [patient], new=True)
-    gate.hooks.fire(session, actor, Intent.WRITE, "Patient", [patient.id], [patient.id])
+    refresh_staff_flag(session, [patient], new=True)
+    hooks.fire(session, actor, Intent.WRITE, "Patient", [patient.id], [patient.id])
     return patient
 
 
 def get_patient(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patient:
-    return gate.patient_for(session, actor, patient_id, Intent.READ)
+    return patient_for(session, actor, patient_id, Intent.READ)
 
 
 def update_patient(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: PatientUpdate
 ) -> Patient:
     """New demographics version; ``expected_version`` stops lost updates."""
-    patient = gate.patient_for(session, actor, patient_id, Intent.WRITE)
+    patient = patient_for(session, actor, patient_id, Intent.WRITE)
     if patient.status != PatientStatus.ACTIVE:
         raise Conflict(
             "この患者は統合済みまたは無効のため変更できません。",
@@ -111,7 +115,7 @@ def update_patient(
         reason=data.reason,
         expected_version=data.expected_version,
     )
-    restricted.refresh_staff_flag(session, [patient])
+    refresh_staff_flag(session, [patient])
     return patient
 
 
@@ -199,31 +203,11 @@ def _insured(
     return [c.patient_id for c in rows if insurance_key(c.insurer_number, c.number) == key]
 
 
-def patients_by_kana(
-    session: Session, clinic_id: uuid.UUID, kana_key: str, birth_date: dt.date | None = None
-) -> list[Patient]:
-    """Patients whose whole normalised kana (and birth date, if given) equal these. No access
-    check: callers are the gate's own helpers (staff-as-patient) and gated services."""
-    keyring = keyring_of(session)
-    stmt = select(Patient).where(
-        Patient.clinic_id == clinic_id, Patient.bi_kana == keyring.blind(KANA, clinic_id, kana_key)
-    )
-    if birth_date is not None:
-        stmt = stmt.where(
-            Patient.bi_birth == keyring.blind(BIRTH, clinic_id, birth_date.isoformat())
-        )
-    return [
-        p
-        for p in session.scalars(stmt)
-        if p.kana_key == kana_key and (birth_date is None or p.birth_date == birth_date)
-    ]
-
-
 def find_possible_duplicates(
     session: Session, actor: Actor, patient_id: uuid.UUID
 ) -> list[Patient]:
     """Same normalised kana and birth date (同姓同名 and re-registrations)."""
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ)
+    patient = patient_for(session, actor, patient_id, Intent.READ)
     found = [
         p
         for p in patients_by_kana(session, actor.clinic_id, patient.kana_key, patient.birth_date)
@@ -242,22 +226,20 @@ def merge_patients(
     shows where it came from); the duplicate becomes ``merged`` with ``merged_into_id``.
     Nothing is deleted.
     """
-    from mamori.records.registry import PATIENT_SCOPED_MODELS
-
     if keep_id == duplicate_id:
         raise InvalidInput(
             "同じ患者は統合できません。",
             "Cannot merge a patient into itself.",
             field="duplicate_id",
         )
-    keep = gate.patient_for(session, actor, keep_id, Intent.WRITE)
-    dup = gate.patient_for(session, actor, duplicate_id, Intent.WRITE)
+    keep = patient_for(session, actor, keep_id, Intent.WRITE)
+    dup = patient_for(session, actor, duplicate_id, Intent.WRITE)
     for p in (keep, dup):
         if p.status != PatientStatus.ACTIVE:
             raise Conflict(
                 "統合できるのは有効な患者だけです。", "Only active patients can be merged."
             )
-    for model in PATIENT_SCOPED_MODELS:
+    for model in patient_scoped_models():
         rows = session.scalars(
             select(model).where(model.clinic_id == actor.clinic_id, model.patient_id == dup.id)
         ).all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,15 @@ from mamori.audit import merkle
 from mamori.audit.trail import AuditTag, record_system
 from mamori.crypto.sealed import keyring_of, seal_mapping
 from mamori.db import new_id
-from mamori.patients.models import Patient
-from mamori.records.registry import PATIENT_SCOPED_MODELS
-from mamori.records.versioning import ChangeKind, RecordVersion, Versioned, content_of, seal_version
-
-# Foreign-key order: patients, then coverage, encounters, then what refers to them.
-INSERT_ORDER: tuple[type[Versioned], ...] = (Patient, *PATIENT_SCOPED_MODELS)
+from mamori.records.versioning import (
+    ChangeKind,
+    PatientRecord,
+    RecordVersion,
+    Versioned,
+    content_of,
+    seal_version,
+    versioned_models,
+)
 
 
 class BulkWriter:
@@ -34,9 +38,9 @@ class BulkWriter:
         self.session = session
         self.clinic_id = clinic_id
         self.new_id = id_factory
-        self.rows: dict[type[Versioned], list[dict[str, Any]]] = {m: [] for m in INSERT_ORDER}
+        self.rows: dict[type[Versioned], list[dict[str, Any]]] = defaultdict(list)
         self.versions: list[dict[str, Any]] = []
-        self.counts: dict[str, int] = {m.__record_type__: 0 for m in INSERT_ORDER}
+        self.counts: dict[str, int] = defaultdict(int)
         self.version_count = 0
 
     def pending(self) -> int:
@@ -91,7 +95,7 @@ class BulkWriter:
         at: dt.datetime,
         reason: str,
     ) -> None:
-        pid = values["id"] if model is Patient else values.get("patient_id")
+        pid = values.get("patient_id") if issubclass(model, PatientRecord) else values["id"]
         sealed = seal_version(
             record_type=model.__record_type__,
             record_id=values["id"],
@@ -118,8 +122,8 @@ class BulkWriter:
         # ciphertext's associated data), by the same code the ORM uses.
         conn = self.session.connection()
         keyring = keyring_of(self.session)
-        for model in INSERT_ORDER:
-            rows = self.rows[model]
+        for model in versioned_models():  # foreign-key order: patients first
+            rows = self.rows.get(model)
             if rows:
                 sealed = [seal_mapping(keyring, model, r) for r in rows]
                 conn.execute(insert(model.__table__), sealed)  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from sqlalchemy.orm.attributes import manager_of_class
 
 from mamori.audit.trail import note_phi_loaded
 from mamori.crypto.sealed import open_loaded
-from mamori.db import bind_processor, driver_cursor
+from mamori.db import PatientData, bind_processor, driver_cursor
 
 T = TypeVar("T")
 
@@ -143,7 +143,4 @@ def read_views(
 
 
 def _patient_data(model: type[Any]) -> bool:
-    from mamori.patients.models import Patient
-    from mamori.records.versioning import PatientRecord
-
-    return issubclass(model, Patient | PatientRecord)
+    return issubclass(model, PatientData)

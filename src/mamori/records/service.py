@@ -7,12 +7,14 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mamori.audit.trail import AuditTag, record_system
 from mamori.authz import gate
-from mamori.authz.gate import Actor, Intent
+from mamori.authz.actor import Actor, Intent
 from mamori.crypto.sealed import lenient
 from mamori.errors import Conflict, NotFound
+from mamori.models import patient_scoped_models, record_types
+from mamori.patients.access import patient_for
 from mamori.patients.models import Patient, PatientStatus
-from mamori.records.registry import PATIENT_SCOPED_MODELS, RECORD_TYPES
 from mamori.records.versioning import (
     ChangeKind,
     RecordVersion,
@@ -27,7 +29,7 @@ RETRACTED = "entered-in-error"
 
 
 def _model(record_type: str) -> type[Versioned]:
-    model = RECORD_TYPES.get(record_type)
+    model = record_types().get(record_type)
     if model is None:
         raise NotFound("record type")
     return model
@@ -38,7 +40,7 @@ def _load(
 ) -> Versioned:
     model = _model(record_type)
     if model is Patient:
-        return gate.patient_for(session, actor, record_id, intent)
+        return patient_for(session, actor, record_id, intent)
     return gate.record_for(session, actor, model, record_id, intent)  # type: ignore[type-var]
 
 
@@ -80,11 +82,11 @@ def verify_patient_records(
     session: Session, actor: Actor, patient_id: uuid.UUID
 ) -> list[VerifyProblem]:
     """Recompute the hash chain of the patient and each of their records."""
-    patient = gate.patient_for(session, actor, patient_id, Intent.READ, "verify")
+    patient = patient_for(session, actor, patient_id, Intent.READ, "verify")
     heads: list[Versioned] = [patient]
     problems: list[VerifyProblem] = []
     with lenient(session):  # a damaged ciphertext is one of the problems reported
-        for model in PATIENT_SCOPED_MODELS:
+        for model in patient_scoped_models():
             heads.extend(session.scalars(select(model).where(model.patient_id == patient.id)))
         for head in heads:
             problems += verify_history(list_versions(session, head.__record_type__, head.id), head)
@@ -99,12 +101,11 @@ def verify_all(
     Returns (records checked, problems). Heads and versions are both read in record-ID order
     and merged, in batches, so memory stays flat however large the clinic.
     """
-    from mamori.audit.trail import AuditTag, record_system
 
     problems: list[VerifyProblem] = []
     checked = 0
     with lenient(session):  # damaged ciphertexts are reported, not fatal, here
-        for record_type, model in RECORD_TYPES.items():
+        for record_type, model in record_types().items():
             heads_stmt = select(model).order_by(model.id)
             vers_stmt = (
                 select(RecordVersion)

@@ -6,8 +6,8 @@ JSON bytes. A version's ``content_hash`` is SHA-256 over its canonical envelope,
 the previous version's hash, so each record's history is a hash chain: editing or removing a past
 version breaks the chain, and editing a head row makes it disagree with its latest version.
 
-The audit issue signs these hashes into a Merkle log; the encryption issue encrypts the stored
-content. Both attach here, because every write goes through :func:`write_version`.
+Every write goes through :func:`write_version`: the stored content is sealed (``crypto``) and
+each version is announced on ``hooks.on_version``, where the audit trail records its hash.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from sqlalchemy.orm import (
     mapped_column,
 )
 
-from mamori.authz.gate import Actor, hooks
+from mamori.authz.actor import Actor
+from mamori.authz.hooks import hooks
+from mamori.authz.permissions import RecordAccess, declare_kind
 from mamori.canonical import canonical_json
 from mamori.canonical import no_floats as _no_floats
 from mamori.crypto.sealed import (
@@ -50,7 +52,7 @@ from mamori.crypto.sealed import (
     sealed_fields,
     sealed_str,
 )
-from mamori.db import Base, DriverCursor, UTCDateTime, driver_cursor, new_id, utcnow
+from mamori.db import Base, DriverCursor, PatientData, UTCDateTime, driver_cursor, new_id, utcnow
 from mamori.errors import InvalidInput, StaleVersion
 
 HASH_ALGORITHM = "sha256"
@@ -145,7 +147,7 @@ def build_envelope(
     }
 
 
-class Versioned(Sealed):
+class Versioned(PatientData, Sealed):
     """Mixin for head tables of versioned records.
 
     A subclass names its record type and the fields that make up its content; everything in
@@ -157,6 +159,16 @@ class Versioned(Sealed):
 
     __record_type__: ClassVar[str]
     __content_fields__: ClassVar[tuple[str, ...]]
+    # who may read and write this kind, and whether it is demographic: declared once here,
+    # registered with the permission table when the class is made
+    __access__: ClassVar[RecordAccess]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__record_type__" in cls.__dict__:
+            if "__access__" not in cls.__dict__:
+                raise TypeError(f"{cls.__name__} declares a record type but no __access__")
+            declare_kind(cls.__record_type__, cls.__access__)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     version: Mapped[int] = mapped_column(Integer, default=0)
@@ -480,3 +492,15 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
                     VerifyProblem(rtype, head.id, head.version, "head differs from latest version")
                 )
     return problems
+
+
+def versioned_models() -> tuple[type[Versioned], ...]:
+    """Every mapped record kind defined so far, in foreign-key order (patients first, then
+    what refers to them). ``mamori.models.record_kinds`` loads every model module first;
+    call that when the list must be complete."""
+    kinds: dict[str, type[Versioned]] = {
+        mapper.tables[0].name: mapper.class_
+        for mapper in Base.registry.mappers
+        if issubclass(mapper.class_, Versioned)
+    }
+    return tuple(kinds[t.name] for t in Base.metadata.sorted_tables if t.name in kinds)

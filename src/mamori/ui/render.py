@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from mamori.auth import service as auth
 from mamori.authz.permissions import Permission
-from mamori.clinic.calendar import JST, clinic_today
+from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.settings import Settings
 from mamori.web.routing import session_cookie
 
@@ -32,40 +33,21 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
-_TEMPLATES = resources.files("mamori.ui") / "templates"
+# The shared layout in ``ui/templates``, each domain's pages in its own ``templates/`` folder
+# (one namespace: a page may include another domain's fragment, such as ``_reauth.html``).
+_PACKAGE = Path(str(resources.files("mamori")))
+_TEMPLATES = [
+    str(_PACKAGE / "ui" / "templates"),
+    *sorted(str(d) for d in _PACKAGE.glob("*/templates") if d.parent.name != "ui"),
+]
 
 env = Environment(
-    loader=FileSystemLoader(str(_TEMPLATES)),
+    loader=FileSystemLoader(_TEMPLATES),
     autoescape=select_autoescape(("html",), default=True),
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-# 元号: the first day of each era (the Gregorian date the era began)
-_ERAS = (
-    (dt.date(2019, 5, 1), "令和", "R"),
-    (dt.date(1989, 1, 8), "平成", "H"),
-    (dt.date(1926, 12, 25), "昭和", "S"),
-    (dt.date(1912, 7, 30), "大正", "T"),
-    (dt.date(1868, 10, 23), "明治", "M"),
-)
-
-
-def wareki(day: dt.date | None) -> str:
-    """和暦: 1948-04-03 → 昭和23年4月3日; the first year of an era is 元年."""
-    if day is None:
-        return ""
-    for start, name, _ in _ERAS:
-        if day >= start:
-            year = day.year - start.year + 1
-            return f"{name}{'元' if year == 1 else year}年{day.month}月{day.day}日"
-    return f"{day.year}年{day.month}月{day.day}日"
-
-
-def age_on(birth: dt.date, today: dt.date | None = None) -> int:
-    today = today or clinic_today()
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 def jdate(day: dt.date | dt.datetime | None) -> str:

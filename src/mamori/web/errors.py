@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
 from mamori.errors import MamoriError
+from mamori.ui.errors import is_ui, ui_error
 
 log = logging.getLogger("mamori.web")
 
@@ -81,7 +82,6 @@ def _respond(
 ) -> Response:
     """JSON error; on the FHIR API the same content as an OperationOutcome; on the web UI's
     pages the same message as a page (``ui.errors``)."""
-    from mamori.ui.errors import is_ui, ui_error
 
     if is_ui(request):
         return ui_error(request, status, body["error"], exc)

@@ -31,9 +31,11 @@ from starlette.concurrency import run_in_threadpool
 
 from mamori.audit.trail import AuditTag, defer_release, record, release
 from mamori.auth import service as auth
-from mamori.authz.gate import CROSS_CLINIC, Actor
+from mamori.auth import sessions as auth_sessions
+from mamori.auth.tokens import authenticate_token
+from mamori.authz.actor import Actor
+from mamori.authz.gate import CROSS_CLINIC
 from mamori.authz.permissions import Permission
-from mamori.clinic.service import authenticate_token
 from mamori.documents.store import DocumentStore
 from mamori.errors import BreakGlassRequired, Forbidden, MamoriError, Unauthenticated
 from mamori.settings import Settings
@@ -114,7 +116,7 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
         return dataclasses.replace(actor, source_ip=client.ip, user_agent=client.user_agent or None)
     if not cookie:
         raise Unauthenticated()
-    found = auth.authenticate(session, settings.token_pepper, cookie, client, channel)
+    found = auth_sessions.authenticate(session, settings.token_pepper, cookie, client, channel)
     if found.expired:
         request.state.auth_followup = found
         if found.expired == "outside-window":
@@ -127,7 +129,7 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
     request.state.idle_seconds = found.row.idle_seconds  # the page's idle-logoff warning
     if found.touch:
         if write:
-            auth.touch(session, found.session_id)  # commits with the request
+            auth_sessions.touch(session, found.session_id)  # commits with the request
         else:
             request.state.auth_followup = found
     if request.method in UNSAFE:
@@ -138,15 +140,15 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
 
 
 def _followup(request: Request) -> None:
-    found: auth.Authenticated | None = getattr(request.state, "auth_followup", None)
+    found: auth_sessions.Authenticated | None = getattr(request.state, "auth_followup", None)
     if found is None:
         return
     request.state.auth_followup = None
     with request.app.state.db.session(write=True) as w:
         if found.expired:
-            auth.end_expired(w, found)
+            auth_sessions.end_expired(w, found)
         else:
-            auth.touch(w, found.session_id)
+            auth_sessions.touch(w, found.session_id)
         w.commit()
 
 
@@ -362,15 +364,14 @@ def _admission(request: Request) -> asyncio.Semaphore:
 class TransactionalRoute(APIRoute):
     """Admission, then the request's transaction (see the module's note).
 
-    A request enters the service layer only when one of ``[limits] concurrent_requests``
-    places is free; until then it waits on the event loop, holding no thread. Each request
-    runs in up to three thread-pool calls (guard, endpoint, commit), and with one interpreter
-    lock, sixteen requests at once did not finish sooner than two: they only took turns with it
-    more often (server CPU per chart open 17.2 → 11.3 ms at sixteen concurrent, measured with
-    two places; see ``bench/README.md``). The body is received before the wait, so a slow
-    upload holds no place; a response's body (a document download) is sent after the place is
-    given back. Waiting holds no thread and a place needs no other place, so no request can
-    wait on one that waits on it."""
+    A request enters the service layer only when one of ``[limits] concurrent_requests`` places is
+    free; until then it waits on the event loop, holding no thread. Each request runs in up to three
+    thread-pool calls (guard, endpoint, commit), and with one interpreter lock, sixteen requests at
+    once do not finish sooner than two: they only take turns with it more often and each costs more
+    CPU (the A/B is in ``bench/README.md``). The body is received before the wait, so a slow upload
+    holds no place; a response's body (a document download) is sent after the place is given back.
+    Waiting holds no thread and a place needs no other place, so no request can wait on one that
+    waits on it."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()

@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.auth import admin
+from mamori.auth import enrolment as auth_enrolment
 from mamori.auth import service as auth
+from mamori.auth import sessions as auth_sessions
 from mamori.authz.permissions import P
-from mamori.clinic.models import Role
+from mamori.authz.roles import Role
 from mamori.db import utcnow
 from mamori.errors import InvalidInput, TooManyAttempts, Unauthenticated
 from mamori.ui.errors import UiError, form_error
@@ -163,7 +165,7 @@ def login_recovery(
 
 @router.post("/login/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> Response:
-    started = auth.enrol_totp_start(
+    started = auth_enrolment.enrol_totp_start(
         ctx.session, ctx.settings.token_pepper, half_session_token(ctx, request)
     )
     return html(request, "_enrol_totp.html", started=started, error=None)
@@ -175,7 +177,7 @@ def enrol_totp_confirm(
 ) -> Response:
     token = half_session_token(ctx, request)
     try:
-        new, codes = auth.enrol_totp_confirm(
+        new, codes = auth_enrolment.enrol_totp_confirm(
             ctx.session, ctx.settings.token_pepper, token, form.get("code", "")[:32], ctx.client
         )
     except (Unauthenticated, TooManyAttempts) as exc:
@@ -189,7 +191,7 @@ def enrol_totp_confirm(
 
 @router.post("/logout")
 def logout(ctx: Ctx = Depends(requires(P.SELF))) -> Response:
-    auth.logout(ctx.session, ctx.actor)
+    auth_sessions.logout(ctx.session, ctx.actor)
     out = Response(status_code=204, headers={"HX-Redirect": "/login?reason=signout"})
     clear_session_cookie(out, ctx.settings)
     return out
@@ -297,7 +299,7 @@ def reauth(
 def reauthenticate(request: Request, ctx: Ctx, form: Form) -> Ctx:
     """Checks password + TOTP code from ``form``; the returned ctx's actor counts as recently
     re-authenticated for the rest of the request."""
-    auth.reauthenticate(
+    auth_sessions.reauthenticate(
         ctx.session,
         ctx.settings.token_pepper,
         ctx.settings.auth,

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from mamori.authz import restricted
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
 from mamori.clinical import service as clinical
@@ -24,6 +23,7 @@ from mamori.errors import Conflict, InvalidInput
 from mamori.patients import service as patients
 from mamori.patients.models import CoverageKind
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
+from mamori.restrictions import service as restrictions
 from mamori.ui.errors import UiError, form_error
 from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html, local_path
@@ -195,7 +195,9 @@ def _patient_page(
     encounters = (
         clinical.list_encounters(ctx.session, ctx.actor, p.id, 10) if can(P.ENCOUNTER_READ) else []
     )
-    flags = restricted.flags_of(ctx.session, ctx.actor, p.id) if can(P.RESTRICTION_ADMIN) else None
+    flags = (
+        restrictions.flags_of(ctx.session, ctx.actor, p.id) if can(P.RESTRICTION_ADMIN) else None
+    )
     extra.setdefault("error", None)
     extra.setdefault("cov_form", {})
     return html(
@@ -280,7 +282,7 @@ def set_restriction(
     ctx: Ctx = Depends(requires(P.RESTRICTION_ADMIN)),
     form: Form = Depends(form_fields),
 ) -> Response:
-    restricted.set_flags(
+    restrictions.set_flags(
         ctx.session,
         ctx.actor,
         patient_id,

@@ -1,4 +1,5 @@
-"""Opening an instance from the CLI, and creating one (``mamori init``)."""
+"""An instance: its settings, database and keys — opened by every command and by restore, and
+created by ``mamori init``."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from sqlalchemy.orm import Session
 
 from mamori import migrate
 from mamori.audit.trail import AuditTag, defer_release, record_system, release
-from mamori.auth import passwords
+from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
-from mamori.authz.gate import Actor
+from mamori.authz.actor import Actor
+from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
-from mamori.clinic.models import Clinic, Role
+from mamori.clinic.models import Clinic
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.errors import InstanceError
+from mamori.models import open_database
 from mamori.settings import Settings, load_settings, resolve_home, write_instance_files
 
 
@@ -56,7 +59,7 @@ class Instance:
 def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
     """Settings, database and keys; without its key an instance does not open at all."""
     settings = load_settings(resolve_home(option))
-    db = Database(settings.database_url)
+    db = open_database(settings.database_url)
     if check_schema:
         migrate.require_current(db.engine)
         try:
@@ -105,7 +108,7 @@ def create_instance(
         pkcs11_token=pkcs11_token,
     )
     settings = load_settings(home)
-    db = Database(settings.database_url)
+    db = open_database(settings.database_url)
     migrate.upgrade(db.engine)
     keyring = open_keys(db, settings, create=True)
     instance = Instance(settings=settings, db=db)
@@ -128,7 +131,7 @@ def create_instance(
         admin = clinic_service.add_staff(
             session, clinic, login_id=admin_login, display_name=admin_name, role=Role.DIRECTOR
         )
-        token = clinic_service.issue_token(session, settings.token_pepper, admin, "init")
+        token = tokens.issue_token(session, settings.token_pepper, admin, "init")
         password = passwords.generate()
         auth_service.set_password(session, admin, password)
     return Created(

@@ -18,11 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 
-from mamori.auth.api import BreakGlassIn
-from mamori.authz import restricted
+from mamori.auth.pages import reauthenticate
+from mamori.auth.schemas import BreakGlassIn
 from mamori.authz.permissions import P
+from mamori.authz.roles import Role
 from mamori.chart.service import open_chart
-from mamori.clinic.models import Role
 from mamori.clinic.service import staff_names
 from mamori.clinical import service as clinical
 from mamori.clinical.models import OUTCOME_JA, NoteKind
@@ -37,12 +37,12 @@ from mamori.clinical.schemas import (
 )
 from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
 from mamori.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from mamori.patients.pages import LABELS
 from mamori.records.service import record_history
-from mamori.ui.desk import LABELS
+from mamori.restrictions import service as restrictions
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html, local_path
-from mamori.ui.signin import reauthenticate
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
@@ -368,7 +368,7 @@ def break_glass_page(
         "break_glass.html",
         patient_id=patient_id,
         next=local_path(next, f"/patients/{patient_id}/chart"),
-        reasons=restricted.REASONS,
+        reasons=restrictions.REASONS,
         form={},
         error=None,
         minutes=ctx.settings.auth.break_glass_minutes,
@@ -386,7 +386,7 @@ def break_glass(
     try:
         body = parse(BreakGlassIn, form)
         ctx = reauthenticate(request, ctx, form)
-        restricted.break_glass(
+        restrictions.break_glass(
             ctx.session,
             ctx.actor,
             patient_id,
@@ -404,7 +404,7 @@ def break_glass(
             401 if isinstance(exc, Unauthenticated) else 422,
             patient_id=patient_id,
             next=nxt,
-            reasons=restricted.REASONS,
+            reasons=restrictions.REASONS,
             form=form,
             error=form_error(exc),
             minutes=ctx.settings.auth.break_glass_minutes,

@@ -1,0 +1,1 @@
+"""Restricted patients (staff, VIP, sensitive) and break-the-glass grants."""
