@@ -155,3 +155,33 @@ def test_fhir_errors_are_operation_outcomes(synthetic: World) -> None:
     r = synthetic.http.get("/fhir/r4/Patient", params={"birthdate": "1990-13-01"}, headers=h)
     assert r.status_code == 422 and r.json()["resourceType"] == "OperationOutcome"
     assert synthetic.http.get(f"/fhir/r4/Patient/{pid}").status_code == 401
+
+
+def test_fhir_read_tells_nothing_of_another_clinics_records(synthetic: World) -> None:
+    """Another clinic's existing record and an ID that exists nowhere get the same answer:
+    404 for a role that may read the type, 403 for one that may not — decided before anything
+    is looked up."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from mamori.clinical.models import Observation, ProgressNote
+
+    with synthetic.db.session(write=False) as s:
+        obs = s.scalars(select(Observation.id).limit(1)).one()  # clinic A's
+        note = s.scalars(select(ProgressNote.id).limit(1)).one()
+    for rtype, existing in (("Observation", obs), ("DocumentReference", note)):
+        answers = {}
+        for rid in (existing, uuid.uuid4()):
+            r = synthetic.http.get(f"/fhir/r4/{rtype}/{rid}", headers=synthetic.h("dr_chen"))
+            answers[rid == existing] = (r.status_code, r.json()["issue"][0]["code"])
+        assert answers[True] == answers[False] and answers[True][0] == 404, (rtype, answers)
+    # reception may not read observations: refused alike, here, elsewhere or nowhere
+    own = synthetic.http.get(f"/fhir/r4/Observation/{obs}", headers=synthetic.h("clerk_chika"))
+    none = synthetic.http.get(
+        f"/fhir/r4/Observation/{uuid.uuid4()}", headers=synthetic.h("clerk_chika")
+    )
+    assert own.status_code == none.status_code == 403
+    # the physician of clinic A still reads it
+    r = synthetic.http.get(f"/fhir/r4/Observation/{obs}", headers=synthetic.h("dr_aiko"))
+    assert r.status_code == 200 and r.json()["id"] == str(obs)

@@ -586,3 +586,80 @@ def test_a_new_record_goes_in_at_once_and_reads_back_as_written(world: World) ->
         assert stored and "脈拍".encode() not in stored
         assert verify_patient_records(s, doctor, kept["patient"]) == []
         s.rollback()
+
+
+def test_a_scribe_never_writes_or_finalises_alone(world: World, patient: dict[str, Any]) -> None:
+    """医師事務作業補助者: every entry is a proxy entry naming a physician; no kind of note
+    (nursing included) lets a scribe write without one or finalise anything."""
+    pid, scribe = patient["id"], world.h("scribe_dai")
+    for body in ({**NOTE, "kind": "nursing"}, {**NOTE, "kind": "soap"}, NOTE):
+        r = world.http.post(f"/api/v1/patients/{pid}/notes", json=body, headers=scribe)
+        assert r.status_code in (403, 422), (body, r.text)
+        assert r.json()["error"]["message_ja"]
+    own = str(world.actors["scribe_dai"].user_id)
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/notes", json={**NOTE, "proxy_for_id": own}, headers=scribe
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == "proxy_for_id"
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/notes",
+        json={**NOTE, "kind": "nursing", "proxy_for_id": str(world.actors["dr_aiko"].user_id)},
+        headers=scribe,
+    )
+    assert r.status_code == 403
+    # a nursing note written by the nurse: she finalises it; the scribe cannot
+    nursing = _note(world, pid, "nurse_ben", kind="nursing")
+    url = f"/api/v1/notes/{nursing['id']}/finalise"
+    assert world.http.post(url, json={"expected_version": 1}, headers=scribe).status_code == 403
+    assert (
+        world.http.post(url, json={"expected_version": 1}, headers=world.h("nurse_ben")).status_code
+        == 200
+    )
+    # a nurse still writes no SOAP note
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/notes", json={**NOTE, "kind": "soap"}, headers=world.h("nurse_ben")
+    )
+    assert r.status_code == 403
+
+
+def test_a_condition_update_refers_only_to_this_patients_visit(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """``encounter_id`` is checked on update as on create: another patient's visit, another
+    clinic's visit and an ID that exists nowhere are the same 422; the condition is unchanged
+    and the other clinic's ID is recorded as an attempt."""
+    h, pid = world.h("dr_aiko"), patient["id"]
+    mine = world.http.post(f"/api/v1/patients/{pid}/encounters", json={}, headers=h).json()["id"]
+    other = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "family_name": "別人", "family_kana": "ベツジン"},
+        headers=world.h("clerk_chika"),
+    ).json()["id"]
+    theirs = world.http.post(f"/api/v1/patients/{other}/encounters", json={}, headers=h).json()[
+        "id"
+    ]
+    hc = world.h("dr_chen")
+    b_patient = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=hc).json()["id"]
+    b_visit = world.http.post(f"/api/v1/patients/{b_patient}/encounters", json={}, headers=hc)
+    assert b_visit.status_code == 201, b_visit.text
+    cond = world.http.post(
+        f"/api/v1/patients/{pid}/conditions",
+        json={"display_name": "高血圧症", "encounter_id": mine},
+        headers=h,
+    ).json()
+    for wrong in (theirs, b_visit.json()["id"], str(uuid.uuid4())):
+        r = world.http.put(
+            f"/api/v1/conditions/{cond['id']}",
+            json={"display_name": "高血圧症", "encounter_id": wrong, "expected_version": 1},
+            headers=h,
+        )
+        assert r.status_code == 422 and r.json()["error"]["field"] == "encounter_id", r.text
+    r = world.http.put(
+        f"/api/v1/conditions/{cond['id']}",
+        json={"display_name": "本態性高血圧症", "encounter_id": mine, "expected_version": 1},
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["version"] == 2
+    with world.db.session(write=False) as s:
+        tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
+    assert tags.count("access:other-clinic:attempted") == 1

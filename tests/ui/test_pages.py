@@ -217,3 +217,28 @@ def test_a_vendor_window_needs_a_fresh_reauth_and_a_vendor_account(world: World)
     assert r.status_code == 204, r.text
     with world.db.session(write=False) as s:
         assert s.scalar(select(func.count()).select_from(VendorWindow)) == 1
+
+
+def test_a_scribe_writes_a_proxy_entry_from_the_chart(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """The scribe's note form names the confirming physician; without one nothing is saved,
+    with one the note waits for that physician's confirmation."""
+    scribe = signed_in(world, "scribe_dai")
+    url = f"/patients/{patient['id']}/chart"
+    page = scribe.http.get(url).text
+    aiko = str(world.actors["dr_aiko"].user_id)
+    assert 'name="proxy_for_id"' in page and f'value="{aiko}"' in page
+    assert "保存と同時に確定する" not in page  # a scribe finalises nothing
+    r = scribe.post(f"/patients/{patient['id']}/notes", {"subjective": "代行の記載"})
+    assert r.status_code == 422 and "承認医" in r.text
+    r = scribe.post(
+        f"/patients/{patient['id']}/notes", {"subjective": "代行の記載", "proxy_for_id": aiko}
+    )
+    assert r.status_code == 204
+    notes = world.http.get(
+        f"/api/v1/patients/{patient['id']}/notes", headers=world.h("dr_aiko")
+    ).json()
+    assert [(n["status"], n["is_proxy_entry"], n["author_id"]) for n in notes] == [
+        ("draft", True, aiko)
+    ]

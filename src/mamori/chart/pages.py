@@ -23,7 +23,7 @@ from mamori.auth.schemas import BreakGlassIn
 from mamori.authz.permissions import P
 from mamori.authz.roles import Role
 from mamori.chart.service import open_chart
-from mamori.clinic.service import staff_names
+from mamori.clinic.service import confirming_physicians, staff_names
 from mamori.clinical import service as clinical
 from mamori.clinical.models import OUTCOME_JA, NoteKind
 from mamori.clinical.schemas import (
@@ -135,6 +135,10 @@ def _chart(
         L=CHART_LABELS,
         contraindications=[a for a in c.allergies if a.is_contraindication],
         nurse=ctx.actor.role is Role.NURSE,
+        scribe=ctx.actor.role is Role.SCRIBE,
+        physicians=confirming_physicians(ctx.session, ctx.actor)
+        if ctx.actor.role is Role.SCRIBE
+        else [],
         **extra,
     )
 
@@ -156,7 +160,10 @@ def write_note(
     ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
     form: Form = Depends(form_fields),
 ) -> Response:
-    kind = NoteKind.SOAP if ctx.actor.can(P.NOTE_SIGN) else NoteKind.NURSING
+    # a physician's SOAP note, a scribe's SOAP proxy entry (for the physician chosen on the
+    # form), a nurse's nursing note
+    soap = ctx.actor.can(P.NOTE_SIGN) or ctx.actor.role is Role.SCRIBE
+    kind = NoteKind.SOAP if soap else NoteKind.NURSING
     try:
         data = parse(NoteIn, form, kind=kind)
         note = clinical.write_note(ctx.session, ctx.actor, patient_id, data)

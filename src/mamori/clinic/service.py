@@ -116,6 +116,16 @@ def actor_for(user: StaffUser, channel: str) -> Actor:
     )
 
 
+def confirming_physicians(session: Session, actor: Actor) -> list[tuple[uuid.UUID, str]]:
+    """The clinic's active staff who may confirm a proxy entry (a scribe's note names one)."""
+    rows = session.execute(
+        select(StaffUser.id, StaffUser.display_name, StaffUser.role)
+        .where(StaffUser.clinic_id == actor.clinic_id, StaffUser.active.is_(True))
+        .order_by(StaffUser.display_name)
+    ).all()
+    return [(r.id, r.display_name) for r in rows if Role(r.role).signs_clinical_records]
+
+
 def staff_names(session: Session, actor: Actor) -> dict[uuid.UUID, str]:
     """Colleagues' display names (who wrote a note, who signed it): not patient data, so any
     signed-in member of the clinic may see them."""

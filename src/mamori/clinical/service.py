@@ -61,12 +61,15 @@ def _same_patient(
     actor: Actor,
     model: type[Encounter],
     rid: uuid.UUID | None,
-    patient: gate.PatientRef,
+    patient_id: uuid.UUID,
 ) -> None:
+    """A record's reference to a visit, on every write path (create and update alike): the
+    visit must be this patient's, in this clinic; anything else is the same 422 naming the
+    field (another clinic's ID recorded as an attempt), never a write that points elsewhere."""
     if rid is None:
         return
     row = gate.clinic_reference(session, actor, model, rid)
-    if row is None or row.patient_id != patient.id:
+    if row is None or row.patient_id != patient_id:
         raise InvalidInput(
             "指定した受診がこの患者のものではありません。",
             "The encounter does not belong to this patient.",
@@ -176,7 +179,22 @@ def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: Note
     """A draft note. With ``proxy_for_id`` it is a 代行入力: the typist is recorded separately
     and only the named physician can confirm it."""
     patient = active_patient(session, actor, patient_id, "ProgressNote")
-    _same_patient(session, actor, Encounter, data.encounter_id, patient)
+    _same_patient(session, actor, Encounter, data.encounter_id, patient.id)
+    if actor.role is Role.SCRIBE:
+        # 医師事務作業補助者: every entry is a proxy entry for a named physician, who alone
+        # confirms it; a scribe writes no note of their own (not even a nursing note)
+        if data.kind is NoteKind.NURSING:
+            raise NotAllowed(
+                "医師事務作業補助者は看護記録を書けません。",
+                "A scribe does not write nursing notes.",
+                field="kind",
+            )
+        if data.proxy_for_id is None or data.proxy_for_id == actor.user_id:
+            raise InvalidInput(
+                "医師事務作業補助者の入力は代行入力として承認医を指定してください。",
+                "A scribe's entry must name the confirming physician (proxy_for_id).",
+                field="proxy_for_id",
+            )
     author_id = actor.user_id
     is_proxy = False
     if data.proxy_for_id is not None and data.proxy_for_id != actor.user_id:
@@ -189,16 +207,10 @@ def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: Note
             )
         author_id, is_proxy = physician.id, True
     elif not actor.can(Permission.NOTE_SIGN) and data.kind is not NoteKind.NURSING:
-        if actor.role is not Role.SCRIBE:
-            raise NotAllowed(
-                "看護師が書けるのは看護記録です（SOAP の経過記録は医師が記載します）。",
-                "Nurses write nursing notes; SOAP progress notes are the physician's.",
-                field="kind",
-            )
-        raise InvalidInput(
-            "医師事務作業補助者の入力は代行入力として承認医を指定してください。",
-            "A scribe's entry must name the confirming physician (proxy_for_id).",
-            field="proxy_for_id",
+        raise NotAllowed(
+            "看護師が書けるのは看護記録です（SOAP の経過記録は医師が記載します）。",
+            "Nurses write nursing notes; SOAP progress notes are the physician's.",
+            field="kind",
         )
     note = ProgressNote(
         patient_id=patient.id,
@@ -241,8 +253,13 @@ def edit_draft(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteEdi
 
 
 def _may_sign(actor: Actor, note: ProgressNote) -> bool:
+    """Who may finalise (確定) a note: the physician a proxy entry names (ES-A4); a nursing
+    note, the nurse who wrote it (normal practice) or a physician; a SOAP note, the physician
+    who wrote it. A scribe finalises nothing, whatever a note's fields say."""
+    if actor.role is Role.SCRIBE:
+        return False
     if note.is_proxy_entry:
-        return actor.user_id == note.author_id  # the named physician confirms (ES-A4)
+        return actor.user_id == note.author_id and actor.can(Permission.NOTE_SIGN)
     if note.kind == NoteKind.NURSING:
         return actor.user_id == note.author_id or actor.can(Permission.NOTE_SIGN)
     return actor.can(Permission.NOTE_SIGN) and actor.user_id == note.author_id
@@ -345,7 +362,7 @@ def add_condition(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: ConditionIn
 ) -> Condition:
     patient = active_patient(session, actor, patient_id, "Condition")
-    _same_patient(session, actor, Encounter, data.encounter_id, patient)
+    _same_patient(session, actor, Encounter, data.encounter_id, patient.id)
     cond = Condition(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.CREATED)
@@ -360,6 +377,7 @@ def update_condition(
     expected_version: int,
 ) -> Condition:
     cond = gate.record_for(session, actor, Condition, condition_id, Intent.WRITE)
+    _same_patient(session, actor, Encounter, data.encounter_id, cond.patient_id)
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.UPDATED, expected_version=expected_version)
     return cond
@@ -457,7 +475,7 @@ def prescribe(
     """Issue a prescription in RP groups. A 薬剤禁忌 match stops it unless the prescriber
     gives an override reason; plain allergy matches come back as warnings."""
     patient = active_patient(session, actor, patient_id, "MedicationRequest")
-    _same_patient(session, actor, Encounter, data.encounter_id, patient)
+    _same_patient(session, actor, Encounter, data.encounter_id, patient.id)
     allergies = session.scalars(
         select(AllergyIntolerance).where(
             AllergyIntolerance.patient_id == patient.id,
@@ -537,7 +555,7 @@ def record_observation(
     session: Session, actor: Actor, patient_id: uuid.UUID, data: ObservationIn
 ) -> Observation:
     patient = active_patient(session, actor, patient_id, "Observation")
-    _same_patient(session, actor, Encounter, data.encounter_id, patient)
+    _same_patient(session, actor, Encounter, data.encounter_id, patient.id)
     obs = Observation(
         patient_id=patient.id,
         encounter_id=data.encounter_id,
@@ -598,7 +616,7 @@ def file_document(
 ) -> Document:
     """Store the bytes by hash (outside the database), then the record."""
     patient = active_patient(session, actor, patient_id, "Document")
-    _same_patient(session, actor, Encounter, meta.encounter_id, patient)
+    _same_patient(session, actor, Encounter, meta.encounter_id, patient.id)
     if mime_type not in ALLOWED_MIME:
         raise InvalidInput(
             "この形式のファイルは登録できません（PDF・JPEG・PNG・TIFF・テキスト）。",

@@ -90,11 +90,18 @@ def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[s
         return mapping.patient(
             patient_for(session, actor, key, Intent.READ), clinic_of(session, actor)
         )
-    for model in _SCOPED[resource_type]:
-        if session.get(model, key) is not None:
-            return _to_fhir(
-                session, actor, gate.record_for(session, actor, model, key, Intent.READ)
-            )[0]
+    # Nothing is looked up before the permission: a role that may not read this type gets 403
+    # whether or not the ID exists, here or in another clinic (existence never leaks), and the
+    # gate checks tenancy before anything of a row is used.
+    readable = [m for m in _SCOPED[resource_type] if actor.can(permission_for(m.__name__, False))]
+    if not readable:
+        actor.require(permission_for(resource_type, write=False))
+    for model in readable:
+        try:
+            row = gate.record_for(session, actor, model, key, Intent.READ)
+        except NotFound:
+            continue  # DocumentReference: a document or a note
+        return _to_fhir(session, actor, row)[0]
     raise NotFound(resource_type)
 
 
