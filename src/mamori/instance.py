@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mamori import migrate
+from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 from mamori.audit.trail import AuditTag, defer_release, record_system, release
 from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
@@ -44,6 +45,22 @@ class Instance:
             raise
         session.close()
         release(session)  # read events: appended once the read connection is back
+
+    def close(self) -> list[str]:
+        """End of a process's use of the instance: the events it appended are covered by a
+        signed checkpoint now, not when the server next signs one (until then a truncation of
+        them would go unnoticed). Returns the problems to report; never raises."""
+        problems: list[str] = []
+        try:
+            result = make_checkpoint(self.db, self.settings)
+            problems += result.copy_errors
+        except CheckpointRefused as exc:
+            problems.append(f"{exc.ja} / {exc.en}")
+        except Exception as exc:  # the command's own work is done; say why, do not mask it
+            problems.append(f"audit checkpoint failed: {exc!r}")
+        finally:
+            self.db.dispose()
+        return problems
 
     def actor(self, session: Session, login_id: str, channel: str = "cli") -> Actor:
         clinic = clinic_service.the_clinic(session)

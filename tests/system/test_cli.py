@@ -103,8 +103,11 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     r = runner.invoke(app, ["audit", "checkpoint", *inst])
     assert r.exit_code == 0 and "size" in r.output
     vkey = (home / "checkpoints" / "audit.vkey").read_text().strip()
+    notes = len(list((home / "checkpoints").glob("*.note")))
+    assert notes > 1  # every command above that appended events signed them as it ended
     r = runner.invoke(app, ["audit", "verify", "--trusted-key", vkey, *inst])
-    assert r.exit_code == 0 and "OK" in r.output and "1 signed checkpoints agree" in r.output
+    assert r.exit_code == 0 and "OK" in r.output
+    assert f"{notes} signed checkpoints agree" in r.output and vkey in r.output
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from mamori.audit.checkpoint import NoteSigner
@@ -228,3 +231,46 @@ def test_tls_is_on_by_default_and_plain_http_only_behind_a_proxy(tmp_path: Path)
     key_path.chmod(0o644)
     with pytest.raises(Exception, match="readable"):
         tls.local_certificate(home)
+
+
+def test_every_command_signs_what_it_appended_and_verify_needs_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A command's events are covered by a signed checkpoint when it ends (not when a server
+    next runs); a log with events and no checkpoint at all fails verification; a checkpointer
+    whose state vanished beside its notes refuses to sign."""
+    from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
+    from mamori.audit.models import AuditHead
+
+    home = tmp_path / "i"
+    _init(home)
+    inst = ["--instance", str(home)]
+    r = runner.invoke(
+        app, ["staff", "add", "dr_x", "--name", "医師 太郎", "--role", "physician", *inst]
+    )
+    assert r.exit_code == 0, r.output
+    settings = load_settings(home)
+    db = open_database(settings.database_url)
+    with db.session(write=False) as s:
+        head = s.get(AuditHead, 1)
+        assert head is not None
+        size = head.size
+    signed = sorted((home / "checkpoints").glob("*.note"))
+    assert signed and signed[-1].name == f"{size:012d}.note"  # staff add's events included
+    # the state gone while notes remain: nothing is signed over whatever the log now holds
+    state = home / "checkpoints" / "state.json"
+    saved = state.read_bytes()
+    state.unlink()
+    open_keys(db, settings)
+    with pytest.raises(CheckpointRefused):
+        make_checkpoint(db, settings)
+    db.dispose()
+    state.write_bytes(saved)
+    assert runner.invoke(app, ["audit", "verify", *inst]).exit_code == 0
+    # every signed note and the state deleted: verify fails, it does not pass an unvouched log
+    for note in (home / "checkpoints").glob("*.note"):
+        note.unlink()
+    state.unlink()
+    r = runner.invoke(app, ["audit", "verify", *inst])
+    assert r.exit_code == 1 and "no signed checkpoint vouches" in r.output, r.output
+    assert "trust root" in r.output

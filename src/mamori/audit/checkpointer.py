@@ -142,6 +142,15 @@ def make_checkpoint(db: Database, settings: Settings) -> CheckpointResult:
     if not vkey.exists():
         _write_atomically(vkey, key.verifier().vkey() + "\n")
     state = _State.load(directory)
+    if not (directory / STATE_FILE).exists() and any(directory.glob(f"*{NOTE_SUFFIX}")):
+        # signed notes without the state that produced them: the state was deleted or
+        # damaged. Signing afresh would vouch for whatever the log now holds.
+        raise CheckpointRefused(
+            "署名済みのチェックポイントがあるのに署名の状態（state.json）がありません。"
+            "改ざんの可能性があるため署名を中止しました。mamori audit verify で確認してください。",
+            "Signed checkpoints exist but the signing state (state.json) is gone; not signing "
+            "(possible tampering). Run mamori audit verify.",
+        )
     frontier = merkle.Frontier(state.size, state.frontier or [])
     chain = state.chain
     with db.session(write=False) as session:

@@ -51,11 +51,34 @@ def fail(exc: MamoriError) -> NoReturn:
 
 
 def instance_or_fail(option: str | None, *, check_schema: bool = True) -> Instance:
-    """The instance named by --instance / MAMORI_HOME, or a clear bilingual error and exit 2."""
+    """The instance named by --instance / MAMORI_HOME, or a clear bilingual error and exit 2.
+
+    When the command ends, the events it appended are signed into a checkpoint
+    (``Instance.close``)."""
     try:
-        return open_instance(option, check_schema=check_schema)
+        inst = open_instance(option, check_schema=check_schema)
     except MamoriError as exc:
         fail(exc)
+    if check_schema:
+        close_when_done(inst)
+    return inst
+
+
+_OPENED: list[Instance] = []
+
+
+def close_when_done(inst: Instance) -> None:
+    """Sign the command's events into a checkpoint as the command ends, whether it succeeded
+    or not (``close_instances``, which the root command registers on its context)."""
+    _OPENED.append(inst)
+
+
+def close_instances() -> None:
+    while _OPENED:
+        for problem in _OPENED.pop().close():
+            err.print(
+                f"[bold red]監査チェックポイント / audit checkpoint:[/] {problem}", soft_wrap=True
+            )
 
 
 def progress() -> Progress:

@@ -14,7 +14,7 @@ from mamori.app import create_app
 from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
 from mamori.authz.roles import Role
-from mamori.cli.common import InstanceOpt, app, console, err, fail, progress
+from mamori.cli.common import InstanceOpt, app, close_when_done, console, err, fail, progress
 from mamori.clinic import service as clinic_service
 from mamori.clinic.calendar import clinic_today
 from mamori.documents.store import DocumentStore
@@ -68,6 +68,7 @@ def demo(
             address="東京都文京区本郷（架空）",
             phone="03-0000-0000",
         )
+        close_when_done(created.instance)
     except MamoriError as exc:
         fail(exc)
         return
@@ -168,6 +169,7 @@ def synth(
     try:
         end_date = dt.date.fromisoformat(end)
         inst = open_instance(instance)
+        close_when_done(inst)
     except ValueError:
         err.print("[red]--end は YYYY-MM-DD / --end must be YYYY-MM-DD[/]")
         raise typer.Exit(2) from None

@@ -31,6 +31,8 @@ from mamori.cli.common import (
     InstanceOpt,
     app,
     audit_app,
+    close_instances,
+    close_when_done,
     console,
     db_app,
     err,
@@ -52,7 +54,12 @@ from mamori.web import tls
 
 
 @app.callback()
-def main(version: Annotated[bool, typer.Option("--version", help="版を表示")] = False) -> None:
+def main(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="版を表示")] = False,
+) -> None:
+    # every instance a command opened signs its new events when the command ends
+    ctx.call_on_close(close_instances)
     if version:
         console.print(f"mamori {__version__}")
         raise typer.Exit()
@@ -97,6 +104,7 @@ def init(
             pkcs11_module=pkcs11_module,
             pkcs11_token=pkcs11_token,
         )
+        close_when_done(created.instance)
     except MamoriError as exc:
         fail(exc)
         return
@@ -143,6 +151,7 @@ def serve(
 
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         settings = inst.settings
         bind = host or settings.host
         if behind_proxy:
@@ -245,13 +254,32 @@ def audit_verify(
         except ValueError:
             err.print("[red]--trusted-key の形式が正しくありません / not a verifier key[/]")
             raise typer.Exit(2) from None
+        root = "--trusted-key"
     else:
         trusted = signer(inst.settings).verifier()
+        root = (
+            "このインスタンス自身の鍵（紙に控えた audit.vkey と --trusted-key で照合してください）"
+            " / the instance's own key (check it against the audit.vkey kept on paper with "
+            "--trusted-key)"
+        )
+    console.print(f"信頼の起点 / trust root: {trusted.vkey()}  ({root})", soft_wrap=True)
     checkpoints, bad_files = all_checkpoints(inst.settings, [trusted])
     with inst.transaction(write=False) as session:
         report = verify_log(session, checkpoints)
     for problem in bad_files:
         report.problems.insert(0, (0, problem))
+    if report.size and not checkpoints:
+        # Without a signed checkpoint nothing vouches for the log: a log rewritten
+        # consistently (chain, Merkle frontier and head recomputed) passes every other check.
+        report.problems.insert(
+            0,
+            (
+                1,
+                f"{report.size} 件の監査記録を保証する署名付きチェックポイントがありません"
+                "（削除された可能性） / no signed checkpoint vouches for any of the "
+                f"{report.size} events (removed?)",
+            ),
+        )
     for seq, problem in report.problems[:20]:
         err.print(f"[red]#{seq}: {problem}[/]", soft_wrap=True)
     with inst.transaction(write=True) as session:  # the check itself is logged
@@ -286,6 +314,7 @@ def audit_bundle(
 
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         pid = uuid_module.UUID(patient) if patient else None
         with inst.transaction(write=False) as session:
             stats = write_bundle(
@@ -335,6 +364,7 @@ def audit_checkpoint(instance: InstanceOpt = None) -> None:
 
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         result = make_checkpoint(inst.db, inst.settings)
     except MamoriError as exc:
         fail(exc)
@@ -386,6 +416,7 @@ def staff_add(
     """職員を追加しAPIトークンを発行する / add a staff member and issue an API token."""
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         with inst.transaction(write=True) as session:
             clinic = clinic_service.the_clinic(session)
             user = clinic_service.add_staff(
@@ -416,6 +447,7 @@ def staff_password(login_id: str, instance: InstanceOpt = None) -> None:
     """新しい初期パスワードを発行する / issue a new initial password (the old one stops working)."""
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         with inst.transaction(write=True) as session:
             user = _staff_or_fail(session, login_id)
             password = passwords.generate()
@@ -437,6 +469,7 @@ def staff_revoke(login_id: str, instance: InstanceOpt = None) -> None:
     """職員の API トークンをすべて失効させる / revoke every API token of a staff member."""
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         with inst.transaction(write=True) as session:
             user = _staff_or_fail(session, login_id)
             count = tokens.revoke_tokens(session, user)
@@ -456,6 +489,7 @@ def export_fhir(
 
     try:
         inst = open_instance(instance)
+        close_when_done(inst)
         with inst.transaction(write=False) as session:
             actor = inst.actor(session, as_user)
             total = (
