@@ -242,3 +242,12 @@ def test_a_scribe_writes_a_proxy_entry_from_the_chart(
     assert [(n["status"], n["is_proxy_entry"], n["author_id"]) for n in notes] == [
         ("draft", True, aiko)
     ]
+
+
+def test_the_account_page_states_the_policy_the_server_applies(world: World) -> None:
+    from mamori.auth.passwords import MIN_LENGTH, check_policy
+
+    page = signed_in(world, "nurse_ben").http.get("/account").text
+    assert f'minlength="{MIN_LENGTH}"' in page and f"{MIN_LENGTH}文字以上" in page
+    with pytest.raises(Exception, match=str(MIN_LENGTH)):
+        check_policy("x" * (MIN_LENGTH - 1), personal=[])

@@ -28,6 +28,16 @@ from mamori.errors import InvalidInput
 
 MIN_LENGTH = 13
 MAX_LENGTH = 128  # Argon2 takes any length; a bound keeps a hostile request cheap
+
+
+def policy_text() -> tuple[str, str]:
+    """The policy as the forms state it (Japanese, English): one source with the check."""
+    return (
+        f"{MIN_LENGTH}文字以上、推測されにくいもの、最近の{HISTORY}回と異なるもの",
+        f"{MIN_LENGTH}+ characters, hard to guess, none of your last {HISTORY}",
+    )
+
+
 MIN_SCORE = 3
 HISTORY = 5
 

@@ -23,7 +23,7 @@ from mamori.instance import create_instance, open_instance
 from mamori.patients.insurance import with_check_digit
 from mamori.synth.generator import generate, open_days
 from mamori.synth.population import SIZES
-from mamori.web import tls
+from mamori.web import server, tls
 
 DEMO_CLINIC = "まもり内科クリニック（デモ・合成データ）"
 # 医療機関コード for the demo: 東京都(13) 医科(1) + 郡市区 01 + 2345 + check digit (synthetic)
@@ -138,10 +138,8 @@ def demo(
 
     cert, key = tls.local_certificate(inst.settings.home, inst.settings.tls_names)
     if serve:
-        import uvicorn  # only the commands that serve
-
         application = create_app(inst.settings, inst.db)
-        uvicorn.run(
+        server.serve(
             application,
             host="127.0.0.1",
             port=port,

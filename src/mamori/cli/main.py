@@ -50,7 +50,7 @@ from mamori.instance import create_instance, open_instance
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
 from mamori.restrictions import service as restrictions
-from mamori.web import tls
+from mamori.web import server, tls
 
 
 @app.callback()
@@ -147,8 +147,6 @@ def serve(
     ] = False,
 ) -> None:
     """サーバーを起動する（既定で TLS）/ run the web/API server (TLS by default)."""
-    import uvicorn  # only the commands that serve
-
     try:
         inst = open_instance(instance)
         close_when_done(inst)
@@ -167,7 +165,7 @@ def serve(
         return
     scheme = "http" if behind_proxy else "https"
     console.print(f"mamori: {scheme}://localhost:{port or settings.port}/")
-    uvicorn.run(
+    server.serve(
         application,
         host=bind,
         port=port or settings.port,

@@ -19,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from mamori.auth import passwords
 from mamori.auth import service as auth
 from mamori.authz.permissions import Permission
 from mamori.clinic.calendar import JST, age_on, wareki
@@ -89,7 +90,13 @@ def sparkline(values: list[float], width: int = 96, height: int = 24) -> str:
 
 
 env.filters.update(wareki=wareki, jdate=jdate, jtime=jtime, hhmm=hhmm, urlquote=quote)
-env.globals.update(age_on=age_on, sparkline=sparkline, P=Permission)
+env.globals.update(
+    age_on=age_on,
+    sparkline=sparkline,
+    P=Permission,
+    password_policy=passwords.policy_text(),
+    password_min_length=passwords.MIN_LENGTH,
+)
 
 
 def lang_of(request: Request) -> str:
