@@ -6,6 +6,7 @@ flipped are refused; the server will not start without the right key, kept in th
 from __future__ import annotations
 
 import glob
+import os
 import re
 import subprocess
 import uuid
@@ -275,6 +276,11 @@ def test_the_server_refuses_to_start_without_the_right_key(world: World, tmp_pat
     toml.write_text(toml.read_text().replace(f'file = "{key}"', f'file = "{inside}"'))
     refused("beside the data")
     toml.write_text(toml.read_text().replace(f'file = "{inside}"', f'file = "{key}"'))
+    # the same file linked into the data directory: the path is outside, the key is not
+    linked = settings.home / "data" / "kek-copy"
+    os.link(key, linked)
+    refused("hard links")
+    linked.unlink()
     db = _fresh(world)
     try:
         create_app(load_settings(settings.home), db)  # and with the right key, it starts

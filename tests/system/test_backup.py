@@ -643,6 +643,17 @@ def test_cli_keygen_run_verify_restore_and_drill(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     out = runner.invoke(app, ["backup", "verify"], env=env)
     assert out.exit_code == 0 and "OK" in out.output, out.output
+    # another instance's medium record, then a damaged one: a finding, never a traceback
+    (medium,) = usb.glob("mamori-backup/*/medium.json")
+    good = medium.read_bytes()
+    for bad in (good.replace(b'"instance"', b'"instance_"').replace(b"}", b', "instance": "x"}'),
+                b"\x00not json"):  # fmt: skip
+        medium.write_bytes(bad)
+        out = runner.invoke(app, ["backup", "verify"], env=env)
+        assert out.exit_code == 1, out.output
+        assert out.exception is None or isinstance(out.exception, SystemExit), out.output
+        assert "Traceback" not in out.output and "medium" in out.output, out.output
+    medium.write_bytes(good)
     ident = str(tmp_path / "offline" / "mamori-backup-primary.age")
     out = runner.invoke(
         app,

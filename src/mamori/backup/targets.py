@@ -84,7 +84,15 @@ def medium_of(target: Target, instance_id: str, *, create: bool) -> dict[str, An
     """The medium record (a rotated disk is a different medium each time it is swapped)."""
     raw = target.get_bytes("medium.json")
     if raw is not None:
-        medium: dict[str, Any] = json.loads(raw)
+        try:
+            medium: dict[str, Any] = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            medium = {}
+        if not isinstance(medium, dict) or not isinstance(medium.get("medium"), str):
+            raise BackupError(
+                "この保存先の medium.json が読めません（破損または mamori 以外のファイル）。",
+                "This medium's medium.json is unreadable (damaged, or not mamori's).",
+            )
         if medium.get("instance") != instance_id:
             raise BackupError(
                 "この保存先は別のインスタンスのものです。",

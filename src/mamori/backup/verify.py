@@ -22,7 +22,7 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from mamori.backup import fmt
-from mamori.backup.fmt import BackupInvalid
+from mamori.backup.fmt import BackupError, BackupInvalid
 from mamori.backup.targets import Target, medium_of
 
 MAX_INDEX_BYTES = 256 << 20
@@ -146,7 +146,11 @@ def verify_target(
 ) -> MediumReport:
     say = progress or (lambda _w, _d, _t: None)
     report = MediumReport(target=target.spec.name)
-    medium = medium_of(target, instance_id, create=False)
+    try:
+        medium = medium_of(target, instance_id, create=False)
+    except BackupError as exc:  # another instance's medium, or a damaged record: a finding
+        report.problems.append(exc.en)
+        return report
     if medium is None:
         report.problems.append("no mamori backup on this target (medium.json missing)")
         return report

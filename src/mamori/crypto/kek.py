@@ -165,6 +165,16 @@ def check_key_location(path: Path, forbidden: list[Path]) -> None:
             f"鍵ファイル {path} が他のユーザーから読めます（chmod 600 が必要）。起動を中止します。",
             f"Key file {path} is readable by other users (needs chmod 600). Refusing to start.",
         )
+    if st.st_nlink > 1:
+        # A hard link is the same file under a second name, which may sit beside the data
+        # (a copy of the data directory would then carry the key); the path check above
+        # cannot see it. mamori writes key files by rename, always with one name.
+        raise KeyUnavailable(
+            f"鍵ファイル {path} に別名（ハードリンク {st.st_nlink} 個）があります。データの中に"
+            "置かれている可能性があるため起動を中止します。余分なリンクを削除してください。",
+            f"Key file {path} has {st.st_nlink} names (hard links); one may sit beside the data. "
+            "Remove the extra links. Refusing to start.",
+        )
 
 
 def read_key_file(path: Path, forbidden: list[Path]) -> LocalKek:
