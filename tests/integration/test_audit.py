@@ -3,6 +3,7 @@ database refuses to change it, and that `verify_log` finds every kind of tamperi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -175,6 +176,8 @@ def _verify(world: World, workers: int = 1) -> Any:
         "hide",
         "frame",
         "orphan",
+        "moved_in_time",
+        "relabelled",
         "orphan_below",
         "user_forged",
     ],
@@ -244,6 +247,18 @@ def test_verify_finds_tampering(
             p=uuid.uuid4() if world.db.dialect == "postgresql" else uuid.uuid4().hex,
         )
         expected = 0
+    elif attack == "moved_in_time":  # a chart view dated 2019 in the column reviews read
+        _sql(
+            world,
+            "UPDATE audit_event SET recorded_at = :t WHERE seq = 4",
+            t=dt.datetime(2019, 4, 1, 9, 0, tzinfo=dt.UTC)
+            if world.db.dialect == "postgresql"
+            else "2019-04-01 09:00:00.000000",
+        )
+        expected = 4
+    elif attack == "relabelled":  # the same view passed off as a system event
+        _sql(world, "UPDATE audit_event SET tag = 'system:audit:verified' WHERE seq = 4")
+        expected = 4
     elif attack == "user_forged":  # blame another staff member in "what did this user open"
         _sql(
             world,

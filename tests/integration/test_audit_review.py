@@ -3,11 +3,13 @@ did this user open", reading it is logged, reviews are kept, and the patient get
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from typing import Any
 
 from pypdf import PdfReader
-from tests.conftest import World
+from sqlalchemy import text
+from tests.conftest import World, drop_insert_only_triggers
 
 from mamori.auth import tokens
 from mamori.authz.roles import Role
@@ -105,3 +107,34 @@ def test_patient_access_report_pdf(world: World, patient: dict[str, Any]) -> Non
         for k in page["/Resources"]["/Font"]
     }
     assert any("IPAex" in f for f in fonts)
+
+
+def test_the_review_shows_what_was_hashed_not_an_edited_column(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """Someone holding the database relabels a chart view as a system event and moves it to
+    2019 in the columns beside the body: the review still shows the hashed tag and time."""
+    pid = patient["id"]
+    world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("dr_aiko"))
+    drop_insert_only_triggers(world.db.engine)
+    with world.db.engine.begin() as conn:
+        seq = conn.execute(
+            text("SELECT max(seq) FROM audit_event WHERE tag = 'patient:chart:viewed'")
+        ).scalar_one()
+        moved = (
+            dt.datetime(2019, 4, 1, 9, 0, tzinfo=dt.UTC)
+            if world.db.dialect == "postgresql"
+            else "2019-04-01 09:00:00.000000"
+        )
+        conn.execute(
+            text(
+                "UPDATE audit_event SET tag = 'system:audit:verified', recorded_at = :t "
+                "WHERE seq = :s"
+            ),
+            {"s": seq, "t": moved},
+        )
+    auditor = _reviewer(world)
+    rows = world.http.get(f"/api/v1/audit/patients/{pid}/accesses", headers=auditor).json()
+    shown = next(r for r in rows if r["seq"] == seq)
+    assert shown["tag"] == "patient:chart:viewed" and shown["action_ja"] == "カルテを閲覧"
+    assert not shown["at"].startswith("2019")

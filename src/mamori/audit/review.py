@@ -90,6 +90,16 @@ def _require_reviewer(actor: Actor, permission: Permission = Permission.AUDIT_RE
     actor.require(permission)
 
 
+def _hashed_time(spelled: object, column: dt.datetime) -> dt.datetime:
+    """An event's time as its hashed body spells it (``…T…Z``, always UTC)."""
+    if isinstance(spelled, str):
+        try:
+            return dt.datetime.fromisoformat(spelled.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return column
+
+
 def _rows(
     session: Session,
     actor: Actor,
@@ -123,8 +133,10 @@ def _rows(
         out.append(
             Access(
                 seq=seq,
-                at=at,
-                tag=tag,
+                # what was hashed, not the columns beside it (an edited column is a finding of
+                # ``mamori audit verify``; the review never shows it as the truth)
+                at=_hashed_time(event.get("at"), at),
+                tag=str(event.get("tag", tag)),
                 user_id=uid,
                 user_name=name,
                 role=role,

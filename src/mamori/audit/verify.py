@@ -21,6 +21,7 @@ guard their entry point with ``if __name__ == "__main__"`` (workers are spawned,
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import multiprocessing
@@ -199,7 +200,7 @@ class _Rows:
         # Fixed statements built from constants only (the driver's own parameter marks).
         mark = "%s" if postgres else "?"
         self.events_sql = (
-            "SELECT seq, body, leaf_hash, chain_hash FROM audit_event "  # noqa: S608
+            "SELECT seq, body, leaf_hash, chain_hash, recorded_at, tag FROM audit_event "  # noqa: S608
             f"WHERE seq > {mark} AND seq <= {mark} ORDER BY seq LIMIT {mark}"
         )
         self.index_sql: dict[str, str] = {}
@@ -226,6 +227,18 @@ class _Rows:
     def _index(self, table: str, lo: int, hi: int) -> list[tuple[int, str]]:
         self.cursor.execute(self.index_sql[table], (-(2**62) if lo == 1 else lo, hi))
         return list(self.cursor.fetchall())
+
+
+def _spelled_time(value: Any) -> bytes:
+    """A stored ``recorded_at`` as the event's canonical JSON spells it
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``): SQLite keeps ``YYYY-MM-DD HH:MM:SS[.ffffff]`` text, the
+    PostgreSQL driver gives a datetime."""
+    if isinstance(value, str):
+        text = value if len(value) > 19 else value + ".000000"
+        return (text.replace(" ", "T", 1) + "Z").encode("ascii", "replace")
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    return b""
 
 
 def _postgres(session: Session) -> bool:
@@ -391,8 +404,17 @@ class _Verifier:
         chain, expected = self.chain, self.expected
         named: list[tuple[int, str]] = []
         acting: list[tuple[int, str]] = []
-        for seq, raw, stored_leaf, stored_chain in rows:
+        for seq, raw, stored_leaf, stored_chain, stored_at, stored_tag in rows:
             body = raw if type(raw) is bytes else bytes(raw)
+            # The columns beside the body (what reviews sort and filter by) must say what was
+            # hashed: a chart view moved to another year or relabelled as a system event is
+            # an edit of the log, not of a convenience copy.
+            at = body.find(b'},"at":"')  # the top-level time follows the (flat) actor object
+            if at < 0 or body[at + 8 : at + 35] != _spelled_time(stored_at):
+                self.problem(seq, "recorded_at column differs from the hashed event")
+            at = body.rfind(b'"tag":"')
+            if at < 0 or body[at + 7 : body.find(b'"', at + 7)] != stored_tag.encode():
+                self.problem(seq, "tag column differs from the hashed event")
             if seq != expected:
                 self.problem(expected, f"sequence broken: expected {expected}, found {seq}")
                 expected = seq
@@ -483,7 +505,7 @@ class _Verifier:
             patients.setdefault(seq, set()).add(value)
         for seq, value in user_rows:
             users.setdefault(seq, set()).add(value)
-        for seq, raw, _, _ in rows:
+        for seq, raw, *_ in rows:
             named, user = _indexed_ids(bytes(raw), self.hex_ids)
             if patients.pop(seq, set()) != set(named) or users.pop(seq, set()) != (
                 {user} if user else set()
