@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,7 @@ from mamori.auth.api import patients_router as auth_patients_router
 from mamori.auth.api import router as auth_router
 from mamori.auth.passwords import warm_up
 from mamori.authz.permissions import P
+from mamori.backup import alarm
 from mamori.backup.service import configured, scheduled_run
 from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
@@ -208,8 +210,16 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.state.store = DocumentStore(settings.documents_dir, database)
 
     @app.get("/healthz", dependencies=[Depends(public)])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> Response:
+        standing = alarm.raised(settings)
+        if standing is not None:  # the database was found unreadable: not healthy, say why
+            body = {
+                "status": "alarm",
+                "since": standing.get("since"),
+                "what_to_do": alarm.WHAT_TO_DO_EN,
+            }
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/api/v1/me")
     def me(ctx: Ctx = Depends(requires(P.SELF))) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
 from mamori.authz.actor import Actor
 from mamori.authz.roles import Role
+from mamori.backup import alarm
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic
 from mamori.crypto.startup import open_keys
@@ -78,9 +79,14 @@ def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
     settings = load_settings(resolve_home(option))
     db = open_database(settings.database_url)
     if check_schema:
-        migrate.require_current(db.engine)
         try:
+            migrate.require_current(db.engine)
             open_keys(db, settings)
+        except Exception as exc:
+            db.dispose()
+            if alarm.is_damage(exc):  # the file is no longer a database: the loudest alarm
+                raise alarm.raise_alarm(settings, exc, "open") from exc
+            raise
         except BaseException:
             db.dispose()
             raise

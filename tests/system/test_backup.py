@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from tests.conftest import World
 from tests.sshd import start_sshd
 from typer.testing import CliRunner
 
@@ -490,6 +492,62 @@ def test_ransomware_alarm_holds_generations_and_is_audited(
     assert any(b"system:backup:alarm-raised" in b for b in bodies)
 
 
+@pytest.mark.parametrize("damage", ["whole-file", "pages", "truncated"])
+def test_a_database_that_is_no_longer_a_database_is_the_loudest_alarm(
+    setup: tuple[Instance, Path, Path], tmp_path: Path, damage: str
+) -> None:
+    """File-level ransomware (every byte, or 40 % of the pages, overwritten) and a truncated
+    file: no crash and no new generation from it; the generations are held, the alarm is
+    written beside the database, /healthz is unhealthy, the command says what to do."""
+    from mamori.backup import alarm
+
+    inst, _keys_dir, usb = setup
+    _write_a_note(inst)
+    first = _run(inst)
+    assert first.ok
+    home = inst.settings.home
+    inst.db.dispose()
+    db_file = home / "data" / "mamori.db"
+    for extra in ("-wal", "-shm"):
+        Path(f"{db_file}{extra}").unlink(missing_ok=True)
+    data = bytearray(db_file.read_bytes())
+    page = 4096
+    rng = random.Random(7)
+    if damage == "whole-file":
+        data = bytearray(os.urandom(len(data)))
+    elif damage == "pages":
+        for n in rng.sample(range(len(data) // page), k=int(len(data) // page * 0.4)):
+            data[n * page : (n + 1) * page] = os.urandom(page)
+    else:
+        data = data[: len(data) // 3]
+    db_file.write_bytes(bytes(data))
+    env = {"MAMORI_HOME": str(home)}
+    out = runner.invoke(app, ["backup", "run"], env=env)
+    assert out.exit_code != 0, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.output
+    assert alarm.raised(inst.settings) is not None
+    flat = out.output.replace("\n", "")
+    assert "LAN ケーブル" in flat and "network cable" in flat, out.output
+    assert (inst.settings.backup_dir / "alarms.jsonl").read_text().count("\n") >= 1
+    assert engine.load_state(inst.settings)["hold"]  # nothing is pruned or rotated away
+    out = runner.invoke(app, ["backup", "status"], env=env)  # every command stops, too
+    assert out.exit_code != 0 and "LAN ケーブル" in out.output.replace("\n", "")
+    # the first generation is still there, intact
+    assert _gen_dir(usb, inst, first.generation).is_dir()
+
+
+def test_healthz_is_unhealthy_while_the_database_alarm_stands(world: World) -> None:
+    from mamori.backup import alarm
+
+    assert world.http.get("/healthz").json() == {"status": "ok"}
+    alarm.raise_alarm(world.settings, sqlite3.DatabaseError("file is not a database"), "test")
+    r = world.http.get("/healthz")
+    assert r.status_code == 503 and r.json()["status"] == "alarm"
+    assert "network cable" in r.json()["what_to_do"]
+    alarm.clear(world.settings)  # what release-hold does once the clinic has restored
+    assert world.http.get("/healthz").status_code == 200
+
+
 def test_generations_are_kept_grandfather_father_son(setup: tuple[Instance, Path, Path]) -> None:
     inst = setup[0]
     from mamori.backup.verify import Generation
@@ -708,7 +766,7 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
     """The restore's check runs quick_check beside integrity_check(<table>) per table; an
     index that no longer matches its table is only seen by the second, a damaged page by the
     first — both must fail the restore."""
-    from mamori.backup.integrity import _integrity_check
+    from mamori.backup.integrity import integrity_check
 
     def make(name: str) -> Path:
         path = tmp_path / name
@@ -723,7 +781,7 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
         con.close()
         return path
 
-    assert _integrity_check(make("good.db")) >= 0
+    assert integrity_check(make("good.db")) >= 0
 
     # the index now claims to be on column b: its entries no longer match the table
     mismatched = make("index.db")
@@ -736,7 +794,7 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
     assert con.execute("PRAGMA quick_check").fetchall() == [("ok",)]  # structure is fine…
     con.close()
     with pytest.raises(BackupInvalid):
-        _integrity_check(mismatched)  # …the per-table half sees the index
+        integrity_check(mismatched)  # …the per-table half sees the index
 
     # a page of the big table overwritten: structure broken
     damaged = make("page.db")
@@ -745,4 +803,4 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
     raw[page * 5 : page * 5 + 64] = b"\xff" * 64
     damaged.write_bytes(bytes(raw))
     with pytest.raises(BackupInvalid):
-        _integrity_check(damaged)
+        integrity_check(damaged)

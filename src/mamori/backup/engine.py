@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mamori.backup import fmt
+from mamori.backup import alarm, fmt
 from mamori.backup.fmt import BackupError, PageMap
 from mamori.backup.identity import load_recipients
 from mamori.backup.sources import (
@@ -83,9 +83,11 @@ def state_path(settings: Settings) -> Path:
 def load_state(settings: Settings) -> dict[str, Any]:
     try:
         state: dict[str, Any] = json.loads(state_path(settings).read_text(encoding="utf-8"))
-        return state
     except FileNotFoundError:
-        return {"generation": 0, "media": {}, "history": [], "hold": None, "documents": {}}
+        state = {"generation": 0, "media": {}, "history": [], "hold": None, "documents": {}}
+    if not state.get("hold"):
+        state["hold"] = alarm.raised(settings)  # the damaged-database alarm holds too
+    return state
 
 
 def save_state(settings: Settings, state: dict[str, Any]) -> None:
@@ -190,7 +192,12 @@ def run_backup(
             # was stored before that transaction, so the listing holds them all
             if db_path is not None:
                 snap = staging / "snapshot.db"
-                facts = snapshot(db_path, snap)
+                try:
+                    facts = snapshot(db_path, snap)
+                except Exception as exc:
+                    if alarm.is_damage(exc):  # encrypted or broken: no generation from it
+                        raise alarm.raise_alarm(settings, exc, "backup snapshot") from exc
+                    raise
                 scan = scanner.submit(documents_on_disk, settings, state)
                 pages = fmt.map_pages(snap)
                 changed_since_last = (
@@ -219,9 +226,9 @@ def run_backup(
             docs, foreign = scan.result()
             shrunk = shrunk_tables(state, facts["counts"])
             ran_before = last_map.exists() or bool(state.get("counts"))
-            alarm = check_alarm(settings, state, share, foreign, shrunk) if ran_before else None
-            if alarm and not state.get("hold"):
-                state["hold"] = {"since": now.isoformat(timespec="seconds"), "alarm": alarm}
+            change = check_alarm(settings, state, share, foreign, shrunk) if ran_before else None
+            if change and not state.get("hold"):
+                state["hold"] = {"since": now.isoformat(timespec="seconds"), "alarm": change}
             result = RunResult(
                 generation,
                 int(db_meta["size"]),
@@ -229,10 +236,10 @@ def run_backup(
                 pages.page_count if pages else 0,
                 0.0,
             )
-            result.alarm = alarm
+            result.alarm = change
             writer = GenerationWriter(
                 settings, state, staging, recipients, signer, pages, snap, {**facts, **db_meta},
-                docs, bundle, kek_info, generation, now, full, say, alarm,
+                docs, bundle, kek_info, generation, now, full, say, change,
             )  # fmt: skip
             try:
                 for spec in specs:
@@ -243,7 +250,7 @@ def run_backup(
             if any(t.ok for t in result.targets):
                 if pages is not None:
                     pages.save(last_map)
-                if not alarm and share is not None:
+                if not change and share is not None:
                     state["history"] = [*state.get("history", []), share][-HISTORY:]
                 state["counts"] = facts["counts"]
                 state["generation"] = generation

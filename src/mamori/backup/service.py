@@ -8,6 +8,7 @@ from typing import Any
 
 from mamori.audit.trail import AuditTag, record_system
 from mamori.backup import engine, writer
+from mamori.backup.alarm import DatabaseDamaged
 from mamori.backup.identity import RECIPIENTS_FILE
 from mamori.db import Database
 from mamori.errors import MamoriError
@@ -66,6 +67,8 @@ def run_and_record(
     kek = db.keyring.kek if db.keyring is not None else None
     try:
         result = engine.run_backup(settings, kek, full=full, only=only, progress=progress)
+    except DatabaseDamaged:
+        raise  # nothing can be written into the damaged database; the alarm is beside it
     except MamoriError as exc:
         _record(db, [(AuditTag.BACKUP_FAILED, {"error": exc.en[:300]})], channel)
         raise

@@ -16,7 +16,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mamori.audit.trail import AuditTag, record_system
-from mamori.backup import engine, fmt, service
+from mamori.backup import alarm, engine, fmt, service
 from mamori.backup.config import TargetSpec, spec_from_url
 from mamori.backup.drill import drill_report, sign_report
 from mamori.backup.identity import (
@@ -274,6 +274,7 @@ def backup_release_hold(
             {"by": str(actor.user_id), "reason": reason[:500], "hold": state["hold"]},
         )
     state["hold"] = None
+    alarm.clear(inst.settings)
     state["history"] = []  # the usual change is learnt again from here
     engine.save_state(inst.settings, state)
     console.print("released / 解除しました")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
+from mamori.backup import alarm
 from mamori.errors import MamoriError
 from mamori.ui.errors import is_ui, ui_error
 
@@ -219,6 +220,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        if alarm.is_damage(exc):  # the database file stopped being a database while serving
+            damaged = alarm.raise_alarm(request.app.state.settings, exc, "request")
+            return _respond(
+                request, error_body(damaged.code, damaged.ja, damaged.en), damaged.status
+            )
         log.exception("unexpected error", exc_info=exc)
         return _respond(
             request,
