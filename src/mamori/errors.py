@@ -74,6 +74,28 @@ class NoteAlreadyFinal(Conflict):
         )
 
 
+class RecordIntegrityFailed(Conflict):
+    """A record's head row no longer matches its latest version: someone changed the database
+    behind mamori (a status flipped, a row moved to another patient). Nothing is written; the
+    edge records the incident and alerts the administrator."""
+
+    code = "record_integrity_failed"
+
+    def __init__(self, record_type: str, record_id: object, patient_id: object, why: str) -> None:
+        super().__init__(
+            "この記録はデータベース上で直接書き換えられた可能性があります（最新の版と一致しません）。"
+            "変更を中止し、管理者に通知しました。",
+            f"This record does not match its latest version ({why}); it may have been changed "
+            "in the database directly. Nothing was written; the administrator was alerted.",
+        )
+        self.record_type, self.record_id, self.patient_id, self.why = (
+            record_type,
+            record_id,
+            patient_id,
+            why,
+        )
+
+
 class StaleVersion(Conflict):
     code = "stale_version"
 

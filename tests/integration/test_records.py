@@ -663,3 +663,40 @@ def test_a_condition_update_refers_only_to_this_patients_visit(
     with world.db.session(write=False) as s:
         tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
     assert tags.count("access:other-clinic:attempted") == 1
+
+
+@pytest.mark.parametrize("attack", ["reopened", "moved_to_another_patient"])
+def test_a_write_refuses_a_head_that_is_not_its_latest_version(
+    world: World, patient: dict[str, Any], attack: str
+) -> None:
+    """Someone with the database reopens a finalised note by flipping its status column (or
+    moves it to another patient): the next write through mamori is refused, nothing is
+    written, the incident is in the log and on the administrator's alert list."""
+    h = world.h("dr_aiko")
+    note = _note(world, patient["id"])
+    r = world.http.post(
+        f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h
+    )
+    assert r.status_code == 200
+    nid = note["id"].replace("-", "") if world.db.dialect == "sqlite" else note["id"]
+    if attack == "reopened":
+        _tamper(world, "UPDATE progress_note SET status = 'draft' WHERE id = :n", n=nid)
+    else:
+        other = world.http.post(
+            "/api/v1/patients",
+            json={**SAMPLE_PATIENT, "family_name": "別人", "family_kana": "ベツジン"},
+            headers=world.h("clerk_chika"),
+        ).json()["id"]
+        oid = other.replace("-", "") if world.db.dialect == "sqlite" else other
+        _tamper(world, "UPDATE progress_note SET patient_id = :o WHERE id = :n", o=oid, n=nid)
+    edited = {**NOTE, "assessment": "書き換え", "expected_version": 2}
+    r = world.http.put(f"/api/v1/notes/{note['id']}", json=edited, headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "record_integrity_failed", r.text
+    with world.db.session(write=False) as s:
+        versions = s.execute(
+            text("SELECT count(*) FROM record_version WHERE record_type = 'ProgressNote'")
+        ).scalar_one()
+        tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
+        alerts = [k for (k,) in s.execute(text("SELECT kind FROM security_alert"))]
+    assert versions == 2  # created, finalised: nothing written over the forged head
+    assert tags[-1] == "system:record:integrity-failed" and "integrity" in alerts

@@ -31,6 +31,7 @@ ALERT_KINDS = {
     "restricted-opened": ("閲覧制限患者の閲覧", "Restricted patient opened"),
     "lockout": ("アカウントロック", "Account locked"),
     "new-device": ("新しい端末からのログイン", "Sign-in from a new device"),
+    "integrity": ("記録の改ざんの疑い", "Record integrity failure"),
 }
 WINDOW_LABELS = {
     "vendor_user_id": "業者 / vendor",

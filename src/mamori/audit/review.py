@@ -66,6 +66,7 @@ TAG_JA = {
     "access:permission:denied": "権限なしで拒否",
     "access:break-glass:granted": "緊急時アクセス",
     "access:restricted:opened": "閲覧制限患者を閲覧",
+    "system:record:integrity-failed": "記録の改ざんを検知",
 }
 
 

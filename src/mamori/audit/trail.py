@@ -88,6 +88,7 @@ class AuditTag(enum.StrEnum):
     CROSS_CLINIC = "access:other-clinic:attempted"
     BREAK_GLASS = "access:break-glass:granted"
     RESTRICTED_OPENED = "access:restricted:opened"
+    INTEGRITY_FAILED = "system:record:integrity-failed"  # a head that is not its latest version
     # administration
     STAFF_CREATED = "admin:staff:created"
     STAFF_CHANGED = "admin:staff:changed"

@@ -53,7 +53,7 @@ from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import active_patient
 from mamori.records.reader import Where, read_views
-from mamori.records.versioning import ChangeKind, RecordStatus, write_version
+from mamori.records.versioning import ChangeKind, RecordStatus, record_for_write, write_version
 
 
 def _same_patient(
@@ -123,7 +123,7 @@ def move_encounter(
     to: EncounterStatus,
     expected_version: int,
 ) -> Encounter:
-    enc = gate.record_for(session, actor, Encounter, encounter_id, Intent.WRITE)
+    enc = record_for_write(session, actor, Encounter, encounter_id)
     current = EncounterStatus(enc.status)
     if to not in ENCOUNTER_TRANSITIONS[current]:
         raise Conflict(
@@ -239,7 +239,7 @@ def _set_sections(note: ProgressNote, data: NoteEdit | NoteAmend) -> None:
 
 
 def edit_draft(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteEdit) -> ProgressNote:
-    note = gate.record_for(session, actor, ProgressNote, note_id, Intent.WRITE)
+    note = record_for_write(session, actor, ProgressNote, note_id)
     if note.status != NoteStatus.DRAFT:
         raise NoteAlreadyFinal()
     if actor.user_id not in (note.author_id, note.entered_by_id):
@@ -269,7 +269,7 @@ def finalise_note(
     session: Session, actor: Actor, note_id: uuid.UUID, expected_version: int
 ) -> ProgressNote:
     """確定: records who finalised and when (ES-A2); a proxy entry becomes confirmed."""
-    note = gate.record_for(session, actor, ProgressNote, note_id, Intent.WRITE)
+    note = record_for_write(session, actor, ProgressNote, note_id)
     if note.status != NoteStatus.DRAFT:
         raise NoteAlreadyFinal()
     if not _may_sign(actor, note):
@@ -289,7 +289,7 @@ def finalise_note(
 def amend_note(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteAmend) -> ProgressNote:
     """Change a finalised note: a new ``amended`` version with a reason; the original stays
     readable in the history (ES-A3)."""
-    note = gate.record_for(session, actor, ProgressNote, note_id, Intent.WRITE)
+    note = record_for_write(session, actor, ProgressNote, note_id)
     if note.status not in (NoteStatus.FINAL, NoteStatus.AMENDED):
         raise Conflict(
             "確定前の記録は修正ではなく編集してください。",
@@ -376,7 +376,7 @@ def update_condition(
     data: ConditionIn,
     expected_version: int,
 ) -> Condition:
-    cond = gate.record_for(session, actor, Condition, condition_id, Intent.WRITE)
+    cond = record_for_write(session, actor, Condition, condition_id)
     _same_patient(session, actor, Encounter, data.encounter_id, cond.patient_id)
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.UPDATED, expected_version=expected_version)

@@ -10,6 +10,7 @@ from mamori.authz import gate
 from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import permission_for
 from mamori.patients.models import Patient
+from mamori.records.versioning import check_head
 
 
 def patient_for(
@@ -23,4 +24,6 @@ def patient_for(
     status = None if patient is None else patient.status
     gate.admit(session, actor, clinic_id, patient_id, intent, what, status)
     assert patient is not None  # admitted
+    if intent is Intent.WRITE:
+        check_head(session, patient)  # before any write acts on it
     return patient

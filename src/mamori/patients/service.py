@@ -38,7 +38,7 @@ from mamori.patients.models import (
 )
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.records.reader import read_views
-from mamori.records.versioning import ChangeKind, RecordStatus, write_version
+from mamori.records.versioning import ChangeKind, RecordStatus, record_for_write, write_version
 from mamori.restrictions.service import refresh_staff_flag
 
 SEARCH_LIMIT_MAX = 200
@@ -297,7 +297,7 @@ def _apply_coverage(cov: Coverage, data: CoverageIn) -> None:
 def update_coverage(
     session: Session, actor: Actor, coverage_id: uuid.UUID, data: CoverageIn, expected_version: int
 ) -> Coverage:
-    cov = gate.record_for(session, actor, Coverage, coverage_id, Intent.WRITE)
+    cov = record_for_write(session, actor, Coverage, coverage_id)
     _apply_coverage(cov, data)
     write_version(session, actor, cov, ChangeKind.UPDATED, expected_version=expected_version)
     return cov

@@ -20,6 +20,7 @@ from mamori.records.versioning import (
     RecordVersion,
     VerifyProblem,
     Versioned,
+    check_head,
     list_versions,
     verify_history,
     write_version,
@@ -40,8 +41,11 @@ def _load(
 ) -> Versioned:
     model = _model(record_type)
     if model is Patient:
-        return patient_for(session, actor, record_id, intent)
-    return gate.record_for(session, actor, model, record_id, intent)  # type: ignore[type-var]
+        return patient_for(session, actor, record_id, intent)  # checks the head for a write
+    record = gate.record_for(session, actor, model, record_id, intent)  # type: ignore[type-var]
+    if intent is Intent.WRITE:
+        check_head(session, record)
+    return record
 
 
 def record_history(

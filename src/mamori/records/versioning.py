@@ -18,7 +18,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -39,7 +39,8 @@ from sqlalchemy.orm import (
     mapped_column,
 )
 
-from mamori.authz.actor import Actor
+from mamori.authz import gate
+from mamori.authz.actor import Actor, Intent
 from mamori.authz.hooks import hooks
 from mamori.authz.permissions import RecordAccess, declare_kind
 from mamori.canonical import canonical_json
@@ -53,7 +54,7 @@ from mamori.crypto.sealed import (
     sealed_str,
 )
 from mamori.db import Base, DriverCursor, PatientData, UTCDateTime, driver_cursor, new_id, utcnow
-from mamori.errors import InvalidInput, StaleVersion
+from mamori.errors import InvalidInput, RecordIntegrityFailed, StaleVersion
 
 HASH_ALGORITHM = "sha256"
 
@@ -492,6 +493,51 @@ def verify_history(versions: list[RecordVersion], head: Versioned | None) -> lis
                     VerifyProblem(rtype, head.id, head.version, "head differs from latest version")
                 )
     return problems
+
+
+def check_head(session: Session, record: Versioned) -> None:
+    """Before a write acts on a record: its head must be exactly its latest version — same
+    version, hash, content, status and patient — or someone changed the database behind
+    mamori (a finalised note reopened by flipping its status column, a row moved to another
+    patient). One look-up on the unique (type, id, version) index.
+
+    Raises ``RecordIntegrityFailed``; call it right after loading, before changing the head."""
+    last = session.scalars(
+        select(RecordVersion)
+        .where(
+            RecordVersion.record_type == record.__record_type__,
+            RecordVersion.record_id == record.id,
+        )
+        .order_by(RecordVersion.version.desc())
+        .limit(1)
+    ).first()
+    why = ""
+    if last is None:
+        why = "no version"
+    elif seal_failure(last) is not None or seal_failure(record) is not None:
+        why = "ciphertext fails authentication"
+    elif record.version != last.version or record.content_hash != last.content_hash:
+        why = "version or hash differs"
+    elif record.status != last.status:
+        why = "status differs"
+    elif record.version_patient_id() != last.patient_id:
+        why = "patient differs"
+    elif canonical_json(record.content()) != last.content:
+        why = "content differs"
+    if why:
+        raise RecordIntegrityFailed(
+            record.__record_type__, record.id, record.version_patient_id(), why
+        )
+
+
+V = TypeVar("V", bound="PatientRecord")
+
+
+def record_for_write(session: Session, actor: Actor, model: type[V], record_id: uuid.UUID) -> V:
+    """``gate.record_for`` for a write, and the head checked against its latest version."""
+    record = gate.record_for(session, actor, model, record_id, Intent.WRITE)
+    check_head(session, record)
+    return record
 
 
 def versioned_models() -> tuple[type[Versioned], ...]:

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import functools
 import hmac
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +33,20 @@ from starlette.concurrency import run_in_threadpool
 from mamori.audit.trail import AuditTag, defer_release, record, release
 from mamori.auth import service as auth
 from mamori.auth import sessions as auth_sessions
+from mamori.auth.models import SecurityAlert
 from mamori.auth.tokens import authenticate_token
 from mamori.authz.actor import Actor
 from mamori.authz.gate import CROSS_CLINIC
 from mamori.authz.permissions import Permission
+from mamori.db import utcnow
 from mamori.documents.store import DocumentStore
-from mamori.errors import BreakGlassRequired, Forbidden, MamoriError, Unauthenticated
+from mamori.errors import (
+    BreakGlassRequired,
+    Forbidden,
+    MamoriError,
+    RecordIntegrityFailed,
+    Unauthenticated,
+)
 from mamori.settings import Settings
 
 GUARD_ATTR = "mamori_guard"
@@ -155,6 +164,9 @@ def _followup(request: Request) -> None:
 def _record_denial(request: Request, actor: Actor, exc: MamoriError) -> None:
     """After the request's rollback: the denial itself, in its own transaction."""
     detail: dict[str, Any] = {"route": f"{request.method} {request.url.path}"[:200]}
+    if isinstance(exc, RecordIntegrityFailed):
+        _integrity_incident(request, actor, exc, detail)
+        return
     if isinstance(exc, Forbidden):
         tag, detail["permission"] = AuditTag.ACCESS_DENIED, exc.permission
         patients: list[Any] = []
@@ -166,6 +178,30 @@ def _record_denial(request: Request, actor: Actor, exc: MamoriError) -> None:
         patients = []
     with request.app.state.db.session(write=True) as w:
         record(w, actor, tag, patients=patients, detail=detail, outcome="failure")
+        w.commit()
+
+
+def _integrity_incident(
+    request: Request, actor: Actor, exc: RecordIntegrityFailed, detail: dict[str, Any]
+) -> None:
+    """A head that is not its latest version: an integrity incident — the event, and an alert
+    on the administrator's review list (the write itself was refused and rolled back)."""
+    detail |= {"record_type": exc.record_type, "record_id": str(exc.record_id), "why": exc.why}
+    patients = [exc.patient_id] if isinstance(exc.patient_id, uuid.UUID) else []
+    with request.app.state.db.session(write=True) as w:
+        record(
+            w, actor, AuditTag.INTEGRITY_FAILED, patients=patients, detail=detail, outcome="failure"
+        )
+        w.add(
+            SecurityAlert(
+                clinic_id=actor.clinic_id,
+                kind="integrity",
+                created_at=utcnow(),
+                user_id=actor.user_id,
+                patient_id=patients[0] if patients else None,
+                summary=f"{exc.record_type} の記録が最新の版と一致しません（{exc.why}）"[:300],
+            )
+        )
         w.commit()
 
 
@@ -332,7 +368,7 @@ def _finish(request: Request, commit: bool, exc: BaseException | None = None) ->
         return
     actor: Actor | None = getattr(request.state, "actor", None)
     if actor is not None and (
-        isinstance(exc, Forbidden | BreakGlassRequired)
+        isinstance(exc, Forbidden | BreakGlassRequired | RecordIntegrityFailed)
         or (cross_clinic and isinstance(exc, MamoriError))
     ):
         assert isinstance(exc, MamoriError)
