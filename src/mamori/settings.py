@@ -417,10 +417,17 @@ def write_instance_files(
         lines.append(f"url = {_toml_str(database_url)}")
     else:
         lines.append("# url defaults to SQLite at data/mamori.db")
+    # The signed checkpoints and the verifier key are copied outside the instance from the
+    # first one on (beside the key file by default): a rollback or rewrite of the whole
+    # instance directory, key and notes included, still meets the copy's pinned key.
+    copies = default_key_dir().expanduser().resolve() / f"{instance_id}.checkpoints"
+    copies.mkdir(parents=True, exist_ok=True, mode=0o700)
     lines += [
         "",
         "[audit]",
         "checkpoint_interval_seconds = 60",
+        "# copies outside this directory (add a NAS or a USB key; each is refused inside it)",
+        f"checkpoint_copies = [{_toml_str(str(copies))}]",
         "",
         "[server]",
         'host = "127.0.0.1"',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -107,7 +108,8 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     assert notes > 1  # every command above that appended events signed them as it ended
     r = runner.invoke(app, ["audit", "verify", "--trusted-key", vkey, *inst])
     assert r.exit_code == 0 and "OK" in r.output
-    assert f"{notes} signed checkpoints agree" in r.output and vkey in r.output
+    # each note is also in the copy outside the instance, and both are checked
+    assert f"{2 * notes} signed checkpoints agree" in r.output and vkey in r.output
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from mamori.audit.checkpoint import NoteSigner
@@ -268,9 +270,32 @@ def test_every_command_signs_what_it_appended_and_verify_needs_a_checkpoint(
     state.write_bytes(saved)
     assert runner.invoke(app, ["audit", "verify", *inst]).exit_code == 0
     # every signed note and the state deleted: verify fails, it does not pass an unvouched log
-    for note in (home / "checkpoints").glob("*.note"):
-        note.unlink()
+    for where in (home / "checkpoints", *settings.checkpoint_copies):  # every copy too
+        for note in where.glob("*.note"):
+            note.unlink()
     state.unlink()
     r = runner.invoke(app, ["audit", "verify", *inst])
     assert r.exit_code == 1 and "no signed checkpoint vouches" in r.output, r.output
     assert "trust root" in r.output
+
+
+def test_the_trust_root_is_pinned_outside_the_instance(tmp_path: Path) -> None:
+    """init copies the verification key outside the instance and prints it; verify trusts the
+    pinned copy, so an instance whose signing key was replaced (and could sign a rewritten
+    log) fails, naming both keys."""
+    home = tmp_path / "i"
+    r = runner.invoke(
+        app, ["init", str(home), "--clinic-name", "テスト診療所", "--institution-code", CODE]
+    )
+    assert r.exit_code == 0, r.output
+    settings = load_settings(home)
+    (copy,) = settings.checkpoint_copies
+    assert not str(copy).startswith(str(home))
+    pinned = (copy / "audit.vkey").read_text().strip()
+    assert pinned in r.output.replace("\n", "")
+    r = runner.invoke(app, ["audit", "verify", "--instance", str(home)])
+    assert r.exit_code == 0 and "pinned outside the instance" in r.output, r.output
+    key = home / "secrets" / "audit_signing_key"
+    key.write_bytes(base64.b64encode(os.urandom(32)))  # a key the attacker controls
+    r = runner.invoke(app, ["audit", "verify", "--instance", str(home)])
+    assert r.exit_code == 1 and "differs from the trust root" in r.output.replace("\n", " ")

@@ -16,7 +16,7 @@ from mamori import __version__, migrate
 from mamori.app import create_app
 from mamori.audit.bundle import write_bundle
 from mamori.audit.checkpoint import NoteVerifier
-from mamori.audit.checkpointer import all_checkpoints, make_checkpoint, origin, signer
+from mamori.audit.checkpointer import VKEY_FILE, all_checkpoints, make_checkpoint, origin, signer
 from mamori.audit.fhir import export_ndjson as export_audit_ndjson
 from mamori.audit.syslog import Forwarder
 from mamori.audit.trail import AuditTag, record, record_system
@@ -117,6 +117,15 @@ def init(
             "別の場所に保管してください。 / Without this key no patient data can be read: make "
             "a recovery copy with `mamori keys export` and keep it apart."
         )
+    settings = created.instance.settings
+    copies = ", ".join(map(str, settings.checkpoint_copies))
+    console.print(
+        "監査証跡の検証鍵（紙に控えてください。mamori audit verify --trusted-key で使います）"
+        " / audit verification key (write it down; mamori audit verify --trusted-key):\n"
+        f"[bold]{signer(settings).verifier().vkey()}[/]\n"
+        f"外への写し / copied outside the instance to: {copies}",
+        soft_wrap=True,
+    )
     console.print(f"管理者 / administrator: [bold]{created.admin_login}[/]")
     console.print(
         f"初期パスワード（一度だけ表示） / initial password (shown once): "
@@ -246,19 +255,32 @@ def audit_verify(
 
     inst = instance_or_fail(instance)
 
-    if trusted_key:
-        try:
+    own = signer(inst.settings).verifier()
+    pinned = [c / VKEY_FILE for c in inst.settings.checkpoint_copies if (c / VKEY_FILE).is_file()]
+    mismatch = None
+    try:
+        if trusted_key:
             trusted = NoteVerifier.from_vkey(trusted_key)
-        except ValueError:
-            err.print("[red]--trusted-key の形式が正しくありません / not a verifier key[/]")
-            raise typer.Exit(2) from None
-        root = "--trusted-key"
-    else:
-        trusted = signer(inst.settings).verifier()
-        root = (
-            "このインスタンス自身の鍵（紙に控えた audit.vkey と --trusted-key で照合してください）"
-            " / the instance's own key (check it against the audit.vkey kept on paper with "
-            "--trusted-key)"
+            root = "--trusted-key"
+        elif pinned:
+            # the key copied outside the instance when it first signed: a replaced instance
+            # key (and notes signed with it) does not move it
+            trusted = NoteVerifier.from_vkey(pinned[0].read_text(encoding="utf-8").strip())
+            root = f"インスタンスの外に固定 / pinned outside the instance: {pinned[0]}"
+        else:
+            trusted = own
+            root = (
+                "このインスタンス自身の鍵（外に固定された鍵がありません。紙に控えた audit.vkey と"
+                " --trusted-key で照合してください） / the instance's own key (none is pinned "
+                "outside it: check it against the paper audit.vkey with --trusted-key)"
+            )
+    except ValueError:
+        err.print("[red]信頼の起点の形式が正しくありません / not a verifier key[/]")
+        raise typer.Exit(2) from None
+    if trusted.vkey() != own.vkey():
+        mismatch = (
+            "インスタンスの署名鍵が信頼の起点と異なります / the instance's signing key differs "
+            f"from the trust root ({own.vkey()})"
         )
     console.print(f"信頼の起点 / trust root: {trusted.vkey()}  ({root})", soft_wrap=True)
     checkpoints, bad_files = all_checkpoints(inst.settings, [trusted])
@@ -266,6 +288,8 @@ def audit_verify(
         report = verify_log(session, checkpoints)
     for problem in bad_files:
         report.problems.insert(0, (0, problem))
+    if mismatch:
+        report.problems.insert(0, (0, mismatch))
     if report.size and not checkpoints:
         # Without a signed checkpoint nothing vouches for the log: a log rewritten
         # consistently (chain, Merkle frontier and head recomputed) passes every other check.
