@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mamori import __version__
+from mamori import __version__, copies
 from mamori.audit import pages as audit_pages
 from mamori.audit.api import router as audit_router
 from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
@@ -190,6 +190,7 @@ ui_routers = (
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or open_database(settings.database_url)
+    database.read_only = copies.marker(settings.home) is not None
     require_current(database.engine)
     if database.keyring is None:
         open_keys(database, settings)  # no key, no server

@@ -242,6 +242,9 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self.on_dispose: list[Callable[[], None]] = []  # background helpers to stop first
+        # a restored or drilled copy: reads and their audit events, but no record written
+        # until a person promotes it (``mamori.copies``)
+        self.read_only = False
         self.audit_appender: Any = None  # set by the audit trail on first use
         # The unwrapped data keys (``mamori.crypto``); until they are loaded no patient data
         # can be read or written through any session of this database.

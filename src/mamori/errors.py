@@ -96,6 +96,21 @@ class RecordIntegrityFailed(Conflict):
         )
 
 
+class ReadOnlyCopy(MamoriError):
+    """A restored or drilled copy before it is promoted (``mamori.copies``)."""
+
+    status = 409
+    code = "read_only_copy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "これは復元した読み取り専用のコピーです。記録は書けません。本番として使うときは、"
+            "元のサーバーを止めてから mamori promote を実行してください。",
+            "This is a restored, read-only copy: no record can be written. To make it the "
+            "clinic's record, stop the original server and run mamori promote.",
+        )
+
+
 class StaleVersion(Conflict):
     code = "stale_version"
 

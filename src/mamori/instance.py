@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from mamori import migrate
+from mamori import copies, migrate
 from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 from mamori.audit.trail import AuditTag, defer_release, record_system, release
 from mamori.auth import passwords, tokens
@@ -78,6 +78,7 @@ def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
     """Settings, database and keys; without its key an instance does not open at all."""
     settings = load_settings(resolve_home(option))
     db = open_database(settings.database_url)
+    db.read_only = copies.marker(settings.home) is not None
     if check_schema:
         try:
             migrate.require_current(db.engine)

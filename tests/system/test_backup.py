@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,94 @@ def test_restore_refuses_a_non_empty_directory_and_a_wrong_identity(
     with pytest.raises(BackupInvalid, match="signature"):
         restore(spec_from_url(f"dir:{usb}"), stranger_here, tmp_path / "r2")
     assert not (tmp_path / "r2" / "data").exists()
+
+
+def test_a_restored_copy_is_read_only_until_a_director_promotes_it(
+    setup: tuple[Instance, Path, Path], tmp_path: Path
+) -> None:
+    """Two writable copies would fork the record: the restored copy reads (and logs its
+    reads) but takes no record, shows a banner, and becomes writable only by mamori promote —
+    by an administrator, with a reason, refused while the original still answers."""
+    from fastapi.testclient import TestClient
+    from tests.conftest import SAMPLE_PATIENT
+
+    from mamori.app import create_app
+    from mamori.copies import MARKER
+    from mamori.errors import ReadOnlyCopy
+    from mamori.patients.schemas import PatientIn
+    from mamori.patients.service import register_patient
+
+    inst, keys, usb = setup
+    assert _run(inst).ok
+    done = restore(
+        spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r", key_dir=tmp_path / "k"
+    )
+    assert (done.home / MARKER).is_file()
+    copy = open_instance(str(done.home))
+    try:
+        assert copy.db.read_only
+        with copy.transaction(write=True) as s:
+            actor = copy.actor(s, "admin")
+            with pytest.raises(ReadOnlyCopy):
+                register_patient(s, actor, PatientIn.model_validate(SAMPLE_PATIENT))
+        app_ = create_app(copy.settings, copy.db)
+        with TestClient(app_, base_url="https://testserver") as http:
+            assert http.get("/healthz").status_code == 200  # it serves, for reading
+    finally:
+        copy.db.dispose()
+    env = {"MAMORI_HOME": str(done.home)}
+    # the original still answering (here: this very copy's own healthz URL stands in for it)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mamori", "serve", "--instance", str(done.home),
+         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.2)
+        out = runner.invoke(
+            app,
+            ["promote", "--reason", "元のサーバーが暗号化された", "--login", "admin",
+             "--original", f"https://127.0.0.1:{port}"],
+            env=env,
+        )  # fmt: skip
+        assert out.exit_code == 1 and "still answers" in out.output.replace("\n", " ")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (done.home / MARKER).is_file()
+    out = runner.invoke(
+        app, ["promote", "--reason", "元のサーバーは隔離済み", "--login", "admin"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    assert not (done.home / MARKER).exists()
+    copy = open_instance(str(done.home))
+    try:
+        assert not copy.db.read_only
+        with copy.transaction(write=True) as s:
+            register_patient(s, copy.actor(s, "admin"), PatientIn.model_validate(SAMPLE_PATIENT))
+        with copy.transaction(write=False) as s:
+            bodies = [bytes(b) for b in s.scalars(select(AuditEvent.body))]
+        assert any(b"system:copy:promoted" in b for b in bodies)
+    finally:
+        copy.db.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_restore_with_debian_age_zstd_and_sqlite3_only(

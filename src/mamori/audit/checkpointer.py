@@ -187,12 +187,18 @@ def make_checkpoint(db: Database, settings: Settings) -> CheckpointResult:
                 "The audit log does not extend what was signed (possible tampering); not signing.",
             )
     if unchanged:
-        return CheckpointResult(state.size, frontier.root(), None, copy_out(settings))
+        return CheckpointResult(state.size, frontier.root(), None, _copy_out(db, settings))
     cp = Checkpoint(origin(settings), frontier.size, frontier.root())
     path = directory / f"{cp.size:012d}{NOTE_SUFFIX}"
     _write_atomically(path, sign(cp, [key]))
     _State(size=frontier.size, frontier=list(frontier.nodes), chain=chain).save(directory)
-    return CheckpointResult(cp.size, cp.root, path, copy_out(settings))
+    return CheckpointResult(cp.size, cp.root, path, _copy_out(db, settings))
+
+
+def _copy_out(db: Database, settings: Settings) -> list[str]:
+    # A restored copy not yet promoted is a fork of the log from its backup on: its notes stay
+    # in its own checkpoints/ and never mix with the clinic's outside copies.
+    return [] if db.read_only else copy_out(settings)
 
 
 def all_checkpoints(

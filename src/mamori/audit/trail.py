@@ -116,6 +116,7 @@ class AuditTag(enum.StrEnum):
     BACKUP_PRUNED = "system:backup:pruned"
     BACKUP_RESTORED = "system:backup:restored"
     BACKUP_DRILLED = "system:backup:drilled"
+    COPY_PROMOTED = "system:copy:promoted"  # a restored copy made the clinic's record
 
 
 class AuditMissing(RuntimeError):

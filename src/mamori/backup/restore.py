@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from mamori import copies
 from mamori.audit.checkpointer import load_checkpoints, origin, signer
 from mamori.audit.trail import AuditTag, record_system
 from mamori.audit.verify import verify_log
@@ -287,6 +288,11 @@ def _prove(
         _log_restore(inst, chosen, audit_size)
     finally:
         inst.db.dispose()
+    # read-only until a person promotes it: two writable copies would fork the record
+    copies.mark(
+        job.dest,
+        {"restored": True, "generation": chosen.generation, "manifest": chosen.hash},
+    )
     return Restored(
         home=job.dest,
         generation=chosen.generation,

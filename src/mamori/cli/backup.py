@@ -6,8 +6,11 @@ import datetime as dt
 import getpass
 import os
 import shutil
+import ssl
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +18,9 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from mamori import copies
 from mamori.audit.trail import AuditTag, record_system
+from mamori.authz.permissions import Permission
 from mamori.backup import alarm, engine, fmt, service
 from mamori.backup.config import TargetSpec, spec_from_url
 from mamori.backup.drill import drill_report, sign_report
@@ -444,3 +449,68 @@ def drill_cmd(
         f"RPO {report['rpo_seconds']} s, generation {report['generation']}"
     )
     console.print(f"report / 記録: {path}")
+
+
+@app.command("promote")
+def promote_cmd(
+    reason: Annotated[str, typer.Option(help="本番にする理由 / why this copy becomes the record")],
+    login: Annotated[str, typer.Option(help="判断した管理者のログイン ID")],
+    original: Annotated[
+        str | None,
+        typer.Option(help="元のサーバーの URL（応答があれば中止）/ the original server's URL"),
+    ] = None,
+    instance: InstanceOpt = None,
+) -> None:
+    """復元コピーを本番にする（読み取り専用を解除）/ make a restored copy the clinic's record."""
+    inst = instance_or_fail(instance)
+    found = copies.marker(inst.settings.home)
+    if found is None:
+        console.print("読み取り専用ではありません / this instance is not a read-only copy")
+        return
+    if original:
+        if _answers(original):
+            err.print(
+                f"[bold red]元のサーバー {original} がまだ応答しています。二つの本番で記録が"
+                "分かれないよう、元を止めてから実行してください。 / The original still answers: "
+                "stop it first, or the record forks.[/]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+    else:
+        err.print(
+            "[yellow]元のサーバーが止まっていること（LAN から切り離し済み）を確認してください。"
+            " / Make sure the original server is stopped or isolated.[/]",
+            soft_wrap=True,
+        )
+    if len(reason.strip()) < 4:
+        err.print("[red]--reason を具体的に / give a reason[/]")
+        raise typer.Exit(2)
+    try:
+        with inst.transaction(write=True) as session:
+            actor = inst.actor(session, login)
+            actor.require(Permission.STAFF_ADMIN)  # the director decides
+            record_system(
+                session,
+                AuditTag.COPY_PROMOTED,
+                {"by": str(actor.user_id), "reason": reason[:500], "copy": found},
+            )
+    except MamoriError as exc:
+        fail(exc)
+    copies.unmark(inst.settings.home)
+    inst.db.read_only = False
+    console.print("本番になりました / promoted: this copy now takes writes")
+
+
+def _answers(url: str) -> bool:
+    """Whether a mamori server answers at ``url`` (its /healthz, any status, 3 s)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own certificate
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - an operator-given http(s) URL
+            url.rstrip("/") + "/healthz", timeout=3, context=context
+        ):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False

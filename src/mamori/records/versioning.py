@@ -54,7 +54,7 @@ from mamori.crypto.sealed import (
     sealed_str,
 )
 from mamori.db import Base, DriverCursor, PatientData, UTCDateTime, driver_cursor, new_id, utcnow
-from mamori.errors import InvalidInput, RecordIntegrityFailed, StaleVersion
+from mamori.errors import InvalidInput, ReadOnlyCopy, RecordIntegrityFailed, StaleVersion
 
 HASH_ALGORITHM = "sha256"
 
@@ -230,6 +230,9 @@ def write_version(
     first version instead (:func:`_insert_created`). Never commits. Returns the version's
     column values (its ``content_hash`` among them).
     """
+    db = session.info.get("mamori_db")
+    if db is not None and db.read_only:
+        raise ReadOnlyCopy()  # a restored copy takes no record until it is promoted
     if expected_version is not None and expected_version != record.version:
         raise StaleVersion(expected_version, record.version)
     if change in (ChangeKind.AMENDED, ChangeKind.ENTERED_IN_ERROR, ChangeKind.MERGED) and not (

@@ -128,6 +128,7 @@ def html(
     lang = lang_of(request)
     context.setdefault("actor", getattr(request.state, "actor", None))
     context.setdefault("csrf", csrf_for(request))
+    context.setdefault("read_only", request.app.state.db.read_only)
     settings: Settings = request.app.state.settings
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
