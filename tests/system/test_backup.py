@@ -427,6 +427,35 @@ def test_flipped_byte_and_missing_object_are_caught(
     assert any("document object" in p for p in _verify(inst).generations[0].problems)
 
 
+def test_restore_never_falls_back_silently_and_one_bad_file_blocks_nothing_chosen(
+    setup: tuple[Instance, Path, Path], tmp_path: Path
+) -> None:
+    """The newest generation damaged: restore stops and says what it found and which one
+    verifies; named with --generation, that one restores although the target has a bad
+    file (an attacker's forged manifest must not deny every restore)."""
+    inst, keys, usb = setup
+    assert _run(inst).ok
+    _write_a_note(inst)
+    second = _run(inst)
+    assert second.ok
+    newest = _gen_dir(usb, inst, second.generation)
+    victim = next(p for p in newest.iterdir() if p.name.startswith("db."))
+    victim.write_bytes(victim.read_bytes()[:-1])  # the newest's database object cut short
+    with pytest.raises(BackupInvalid) as caught:
+        restore(spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r", key_dir=tmp_path / "k")
+    said = caught.value.en
+    assert f"generation {second.generation}" in said and "--generation 1" in said, said
+    assert not (tmp_path / "r").exists()
+    # a forged file elsewhere on the target: reported, but the generation a person chose
+    # after looking still restores
+    (usb / "mamori-backup" / inst.settings.instance_id / "generations" / f"{7:010d}").mkdir()
+    done = restore(
+        spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r", key_dir=tmp_path / "k",
+        generation=1,
+    )  # fmt: skip
+    assert done.generation == 1
+
+
 def test_other_clinics_and_replayed_manifests_are_refused(
     setup: tuple[Instance, Path, Path], tmp_path: Path
 ) -> None:

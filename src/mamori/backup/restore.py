@@ -43,7 +43,7 @@ from mamori.backup.integrity import integrity_check
 from mamori.backup.restore_documents import start_documents
 from mamori.backup.sources import db_facts, libpq, pg_facts, pg_table_names, pg_tool, run_pg_tool
 from mamori.backup.targets import open_target
-from mamori.backup.verify import Generation, require_ok, verify_target
+from mamori.backup.verify import Generation, MediumReport, verify_target
 from mamori.crypto.kek import check_outside
 from mamori.db import make_engine
 from mamori.instance import Instance, open_instance
@@ -84,32 +84,7 @@ def restore(
     try:
         say("verify", 0, 1)
         report = verify_target(target, signer, ident.instance_id, deep=False)
-        valid = [g for g in report.generations if g.ok and not g.pruned]
-        if generation is None:
-            if not valid and report.problems:
-                raise invalid(
-                    f"検証に失敗しました: {report.problems[0]}",
-                    f"Verification failed: {report.problems[0]}",
-                )
-            if not valid:
-                raise invalid(
-                    "復元できる世代がありません。", "No restorable generation on this target."
-                )
-            chosen = max(valid, key=lambda g: g.link)
-        else:
-            found = [g for g in report.generations if g.generation == generation]
-            if not found:
-                raise invalid(
-                    f"世代 {generation} はこの保存先にありません。",
-                    f"Generation {generation} is not on this target.",
-                )
-            chosen = found[0]
-            if chosen.pruned:
-                raise invalid(
-                    f"世代 {generation} は保持期間を過ぎて削除済みです。",
-                    f"Generation {generation} was pruned by the retention policy.",
-                )
-        require_ok(report, chosen)
+        chosen = choose_generation(report, generation)
         if chosen.manifest.get("engine") == "postgresql":
             _require_empty_database(database_url)
         elif app_role:
@@ -449,6 +424,62 @@ def _replace_section(text: str, name: str, body: str) -> str:
     if pattern.search(text):
         return pattern.sub(lambda _m: f"[{name}]\n{body}\n", text, count=1)
     return text + f"\n[{name}]\n{body}"
+
+
+def choose_generation(report: MediumReport, generation: int | None) -> Generation:
+    """The generation to restore, never a silent fallback.
+
+    Without ``generation``: the newest one on the target, and only if it and the target
+    verify; otherwise the restore stops and says what it found (generation N exists and fails:
+    why; the target's own problems) and which generation does verify, to be named with
+    ``--generation`` once a person has looked. With ``generation``: that one, if it verifies
+    itself — the target's other problems (a forged manifest elsewhere, a broken link) are
+    reported but do not block it, so one bad file cannot deny every restore."""
+    live = [g for g in report.generations if not g.pruned]
+    if generation is None:
+        if not live:
+            first = report.problems[0] if report.problems else "no generation"
+            raise invalid(
+                f"復元できる世代がありません（{first}）。",
+                f"No restorable generation on this target ({first}).",
+            )
+        newest = max(live, key=lambda g: g.link)
+        if newest.ok and not report.problems:
+            return newest
+        found = [f"generation {g.generation}: {g.problems[0]}" for g in live if not g.ok]
+        found += report.problems
+        good = report.newest_valid()
+        if good is not None:
+            n = good.generation
+            hint_ja = (
+                f"検証できた最新の世代は {n} です。確認のうえ --generation {n} で復元してください。"
+            )
+            hint_en = f"The newest generation that verifies is {n}: check, then --generation {n}."
+        else:
+            hint_ja, hint_en = "検証できる世代がありません。", "No generation verifies."
+        problems = "; ".join(found[:5])
+        raise invalid(
+            f"最新の世代 {newest.generation} をそのまま復元できません: {problems}。{hint_ja}",
+            f"Not restoring the newest generation {newest.generation}: {problems}. {hint_en}",
+        )
+    matching = [g for g in report.generations if g.generation == generation]
+    if not matching:
+        raise invalid(
+            f"世代 {generation} はこの保存先にありません。",
+            f"Generation {generation} is not on this target.",
+        )
+    chosen = matching[0]
+    if chosen.pruned:
+        raise invalid(
+            f"世代 {generation} は保持期間を過ぎて削除済みです。",
+            f"Generation {generation} was pruned by the retention policy.",
+        )
+    if not chosen.ok:
+        raise invalid(
+            f"世代 {chosen.generation} は検証に失敗しました: {chosen.problems[0]}",
+            f"Generation {chosen.generation} fails verification: {chosen.problems[0]}",
+        )
+    return chosen
 
 
 def _open_restored(dest: Path) -> Instance:
