@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from tests.conftest import SAMPLE_PATIENT, World, drop_insert_only_triggers
 
-from mamori.audit.models import AuditEvent
+from mamori.audit.models import AuditEvent, AuditEventPatient
 from mamori.audit.trail import AuditMissing
 from mamori.audit.verify import verify_log
 from mamori.patients.models import Patient
@@ -379,3 +379,41 @@ def test_concurrent_reads_are_all_logged_before_release(
     assert appender is not None and appender.requests >= 40
     with world.db.session(write=False) as s:
         assert verify_log(s).ok
+
+
+@pytest.mark.parametrize(("batch", "workers"), [(5000, 1), (3, 1), (2, 2)])
+def test_a_moved_index_row_is_named_as_moved(
+    world: World, patient: dict[str, Any], batch: int, workers: int, monkeypatch: Any
+) -> None:
+    """An index row moved to another existing event is reported there as not matching the
+    event it names, never as naming an event the log lacks."""
+    monkeypatch.setattr("mamori.audit.verify.BATCH", batch)
+    monkeypatch.setattr("mamori.audit.verify.SEGMENT", 5)
+    for _ in range(3):
+        world.http.get(f"/api/v1/patients/{patient['id']}", headers=world.h("dr_aiko"))
+    other = {**SAMPLE_PATIENT, "family_name": "別人", "family_kana": "ベツジン"}
+    world.http.post("/api/v1/patients", json=other, headers=world.h("clerk_chika"))
+    drop_insert_only_triggers(world.db.engine)
+    pid = uuid.UUID(patient["id"])
+    with world.db.session(write=False) as s:
+        named = {
+            seq
+            for (seq,) in s.execute(
+                select(AuditEventPatient.seq).where(AuditEventPatient.patient_id == pid)
+            )
+        }
+        events = [seq for (seq,) in s.execute(select(AuditEvent.seq).order_by(AuditEvent.seq))]
+    source = min(named)
+    target = next(seq for seq in events if seq not in named and seq > 1)  # exists, names another
+    spelled = pid if world.db.dialect == "postgresql" else pid.hex
+    _sql(
+        world,
+        "UPDATE audit_event_patient SET seq = :n WHERE seq = :o AND patient_id = :p",
+        n=target,
+        o=source,
+        p=spelled,
+    )
+    report = _verify(world, workers)
+    assert not report.ok
+    messages = " | ".join(p for _, p in report.problems)
+    assert "lacks" not in messages, messages

@@ -515,7 +515,10 @@ class _Verifier:
 
     def orphans(self, seqs: set[int]) -> None:
         for seq in sorted(seqs):
-            self.problem(seq, "review index names an event the log lacks")
+            if 1 <= seq < self.expected:  # that event exists and was checked: the row was moved
+                self.problem(seq, "review index row does not match the event it names (moved?)")
+            else:
+                self.problem(seq, "review index names an event the log lacks")
 
     def finish(self) -> LogReport:
         self.check_versions()
