@@ -367,7 +367,11 @@ def main() -> None:
         plain("baseline"),
         plain("framework", "--framework"),
         Target(
-            "mamori", [*mamori_cmd, "--port", str(mp)], "/api/v1/patients/{pid}/chart", {}, home
+            "mamori",
+            [*mamori_cmd, "--port", str(mp), "--without-backups"],  # a bench copy, no backups
+            "/api/v1/patients/{pid}/chart",
+            {},
+            home,
         ),
     ]
     if args.before is not None:

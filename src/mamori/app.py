@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,12 +25,14 @@ from mamori.auth import pages as auth_pages
 from mamori.auth.api import admin_router
 from mamori.auth.api import patients_router as auth_patients_router
 from mamori.auth.api import router as auth_router
+from mamori.auth.models import SecurityAlert
 from mamori.auth.passwords import warm_up
 from mamori.authz.permissions import P
 from mamori.backup import alarm
 from mamori.backup.service import configured, scheduled_run
 from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
+from mamori.clinic.models import Clinic
 from mamori.clinical.api import router as clinical_router
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
@@ -93,6 +96,23 @@ def _checkpoint(database: Database, settings: Settings) -> None:
         log.critical("AUDIT CHECKPOINT REFUSED: %s / %s", exc.en, exc.ja)
     except Exception:
         log.exception("audit checkpoint failed")
+
+
+def _no_backup_alert(database: Database) -> None:
+    """One alert per clinic on the administrator's review list: running without backups."""
+    try:
+        with database.session(write=True) as session:
+            for clinic_id in session.scalars(select(Clinic.id)):
+                session.add(
+                    SecurityAlert(
+                        clinic_id=clinic_id,
+                        kind="backup-missing",
+                        summary="バックアップが設定されていません（--without-backups で稼働中）",
+                    )
+                )
+            session.commit()
+    except Exception:
+        log.exception("could not record the missing-backup alert")
 
 
 STATISTICS_SECONDS = 6 * 3600  # the planner's statistics are refreshed this often
@@ -163,6 +183,15 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                 "バックアップが未設定です (mamori backup keygen と [[backup.targets]]) / "
                 "backups are not configured"
             )
+
+            async def unprotected() -> None:
+                # started --without-backups: an alert for the administrators every day
+                while not stop.is_set():
+                    await run_in_threadpool(_no_backup_alert, database)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=24 * 3600)
+
+            tasks.append(asyncio.create_task(unprotected()))
         try:
             yield
         finally:
@@ -187,7 +216,9 @@ ui_routers = (
 )
 
 
-def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, db: Database | None = None, *, without_backups: bool = False
+) -> FastAPI:
     """Build the app; raises before serving anything if the instance is unsafe or out of date."""
     database = db or open_database(settings.database_url)
     database.read_only = copies.marker(settings.home) is not None
@@ -208,6 +239,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     app.router.route_class = TransactionalRoute
     app.state.settings = settings
     app.state.db = database
+    # shown to administrators on every page while it is true (ui/templates/base.html)
+    app.state.backups_missing = without_backups and not configured(settings)
     app.state.store = DocumentStore(settings.documents_dir, database)
 
     @app.get("/healthz", dependencies=[Depends(public)])

@@ -299,3 +299,36 @@ def test_the_trust_root_is_pinned_outside_the_instance(tmp_path: Path) -> None:
     key.write_bytes(base64.b64encode(os.urandom(32)))  # a key the attacker controls
     r = runner.invoke(app, ["audit", "verify", "--instance", str(home)])
     assert r.exit_code == 1 and "differs from the trust root" in r.output.replace("\n", " ")
+
+
+def test_serve_refuses_an_instance_without_backups(tmp_path: Path) -> None:
+    home = tmp_path / "i"
+    _init(home)
+    r = runner.invoke(app, ["serve", "--instance", str(home)])
+    assert r.exit_code == 2
+    flat = r.output.replace("\n", "")
+    assert "Backups are not configured" in flat and "--without-backups" in flat
+
+
+def test_init_configures_the_first_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mamori.backup.service import configured
+
+    monkeypatch.setenv("MAMORI_BACKUP_PASSPHRASE", "correct horse battery staple")
+    home = tmp_path / "i"
+    r = runner.invoke(
+        app,
+        ["init", str(home), "--clinic-name", "テスト診療所", "--institution-code", CODE,
+         "--backup-keys", str(tmp_path / "offline"), "--backup-target", str(tmp_path / "usb")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert configured(load_settings(home))
+    assert (tmp_path / "offline" / "mamori-backup-primary.age").is_file()
+    r = runner.invoke(app, ["backup", "run", "--instance", str(home)])
+    assert r.exit_code == 0, r.output
+    # inside the instance is refused for either
+    r = runner.invoke(
+        app,
+        ["init", str(tmp_path / "j"), "--clinic-name", "テスト", "--institution-code", CODE,
+         "--backup-keys", str(tmp_path / "j" / "keys"), "--backup-target", str(tmp_path / "u2")],
+    )  # fmt: skip
+    assert r.exit_code == 2

@@ -73,6 +73,7 @@ class Server:
                     str(self.home),
                     "--port",
                     str(self.port),
+                    "--without-backups",  # the crash is the subject, not the backups
                 ],
                 stdout=out,
                 stderr=out,

@@ -31,7 +31,17 @@ def test_an_idle_connection_does_not_hold_the_stop(tmp_path: Path) -> None:
     home = created.instance.settings.home
     port = _port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mamori", "serve", "--instance", str(home), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mamori",
+            "serve",
+            "--instance",
+            str(home),
+            "--port",
+            str(port),
+            "--without-backups",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

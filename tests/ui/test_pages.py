@@ -251,3 +251,22 @@ def test_the_account_page_states_the_policy_the_server_applies(world: World) -> 
     assert f'minlength="{MIN_LENGTH}"' in page and f"{MIN_LENGTH}文字以上" in page
     with pytest.raises(Exception, match=str(MIN_LENGTH)):
         check_policy("x" * (MIN_LENGTH - 1), personal=[])
+
+
+def test_running_without_backups_is_shown_to_administrators(world: World) -> None:
+    """Started --without-backups: a red banner on every page for those who run the system,
+    nothing for clinical staff, and an alert on the review list."""
+    from mamori.app import _no_backup_alert
+    from mamori.auth.models import SecurityAlert
+
+    app_state = world.http.app.state  # type: ignore[attr-defined]
+    app_state.backups_missing = True
+    try:
+        assert 'id="backups-missing"' in signed_in(world, "director").get("/account").text
+        assert 'id="backups-missing"' not in signed_in(world, "nurse_ben").get("/account").text
+    finally:
+        app_state.backups_missing = False
+    _no_backup_alert(world.db)
+    with world.db.session(write=False) as s:
+        kinds = list(s.scalars(select(SecurityAlert.kind)))
+    assert "backup-missing" in kinds

@@ -32,6 +32,7 @@ ALERT_KINDS = {
     "lockout": ("アカウントロック", "Account locked"),
     "new-device": ("新しい端末からのログイン", "Sign-in from a new device"),
     "integrity": ("記録の改ざんの疑い", "Record integrity failure"),
+    "backup-missing": ("バックアップ未設定で稼働中", "Running without backups"),
 }
 WINDOW_LABELS = {
     "vendor_user_id": "業者 / vendor",

@@ -62,7 +62,7 @@ class _Bars:
         self.bars.update(self.tasks[what], completed=done, total=max(total, 1))
 
 
-def _passphrase(confirm: bool) -> str:
+def ask_passphrase(confirm: bool) -> str:
     value = os.environ.get(PASSPHRASE_ENV)
     if value:
         return value
@@ -92,7 +92,7 @@ def backup_keygen(
             instance_id=inst.settings.instance_id,
             clinic=clinic,
             signer=signer,
-            passphrase=_passphrase(confirm=True),
+            passphrase=ask_passphrase(confirm=True),
         )
         path = install_recipients(
             inst.settings.backup_dir, made.recipients, inst.settings.instance_id
@@ -383,7 +383,7 @@ def _identity_passphrase(path: Path) -> str | None:
             encrypted = fh.read(21) == b"age-encryption.org/v1"
     except OSError:
         return None
-    return _passphrase(confirm=False) if encrypted else None
+    return ask_passphrase(confirm=False) if encrypted else None
 
 
 @app.command("drill")

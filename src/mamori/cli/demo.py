@@ -14,6 +14,7 @@ from mamori.app import create_app
 from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
 from mamori.authz.roles import Role
+from mamori.backup.setup import configure as configure_backup
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, err, fail, progress
 from mamori.clinic import service as clinic_service
 from mamori.clinic.calendar import clinic_today
@@ -21,6 +22,7 @@ from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
 from mamori.instance import create_instance, open_instance
 from mamori.patients.insurance import with_check_digit
+from mamori.settings import load_settings
 from mamori.synth.generator import generate, open_days
 from mamori.synth.population import SIZES
 from mamori.web import server, tls
@@ -105,6 +107,16 @@ def demo(
                 store=DocumentStore(inst.settings.documents_dir, inst.db),
                 progress=lambda n: bar.advance(task, n),
             )
+    # the demo has backups like any instance: offline keys and a folder standing for the USB
+    # disk, both beside the instance (never inside it); the passphrase is printed (demo only)
+    backup_pass = passwords.generate()
+    backup = configure_backup(
+        inst,
+        home.parent / f"{home.name}-offline-keys",
+        home.parent / f"{home.name}-usb",
+        backup_pass,
+    )
+    settings = load_settings(home)  # with the new target
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
     for login, name, role_ja, _ in logins:
         table.add_row(login, name, role_ja)
@@ -132,13 +144,18 @@ def demo(
         " / The first sign-in enrols a second factor (authenticator app or passkey)."
     )
     console.print(
+        f"バックアップ / backups: {backup.target}（鍵 / keys: {backup.keys.primary.parent}, "
+        f"パスフレーズ / passphrase: {backup_pass}）",
+        soft_wrap=True,
+    )
+    console.print(
         "[yellow]すべて合成データです。実在の患者情報は入力しないでください。"
         " / All data is synthetic; never enter real patients here.[/]"
     )
 
-    cert, key = tls.local_certificate(inst.settings.home, inst.settings.tls_names)
+    cert, key = tls.local_certificate(settings.home, settings.tls_names)
     if serve:
-        application = create_app(inst.settings, inst.db)
+        application = create_app(settings, inst.db)
         server.serve(
             application,
             host="127.0.0.1",

@@ -24,9 +24,12 @@ from mamori.audit.verify import verify_log
 from mamori.auth import passwords, tokens
 from mamori.auth import service as auth_service
 from mamori.authz.roles import Role
+from mamori.backup.service import configured as backup_configured
+from mamori.backup.setup import configure as configure_backup
 from mamori.cli import backup as _backup  # noqa: F401 - registers `backup …`, `restore`, `drill`
 from mamori.cli import demo as _demo  # noqa: F401 - registers `demo`
 from mamori.cli import keys as _keys  # noqa: F401 - registers `keys …`
+from mamori.cli.backup import ask_passphrase
 from mamori.cli.common import (
     InstanceOpt,
     app,
@@ -82,6 +85,14 @@ def init(
     ] = None,
     pkcs11_module: Annotated[Path | None, typer.Option(help="PKCS#11 ライブラリ")] = None,
     pkcs11_token: Annotated[str, typer.Option(help="PKCS#11 トークンのラベル")] = "",
+    backup_keys: Annotated[
+        Path | None,
+        typer.Option(help="オフライン復元鍵の書き出し先（USB など、インスタンスの外）"),
+    ] = None,
+    backup_target: Annotated[
+        Path | None,
+        typer.Option(help="最初のバックアップ先のフォルダ（USB ディスクなど、インスタンスの外）"),
+    ] = None,
 ) -> None:
     """インスタンスを作成する / create an instance (settings, database, document store, secrets,
     and the key-encryption key outside the instance directory)."""
@@ -108,6 +119,16 @@ def init(
     except MamoriError as exc:
         fail(exc)
         return
+    if (backup_keys is None) != (backup_target is None):
+        err.print("[red]--backup-keys と --backup-target は両方指定します / give both[/]")
+        raise typer.Exit(2)
+    if backup_keys is not None and backup_target is not None:
+        try:
+            configure_backup(
+                created.instance, backup_keys, backup_target, ask_passphrase(confirm=True)
+            )
+        except MamoriError as exc:
+            fail(exc)
     console.print(f"[green]作成しました / created:[/] {directory.resolve()}")
     keys = created.instance.settings.keys
     if keys.file is not None:
@@ -138,6 +159,19 @@ def init(
         "初回ログインで二要素認証（認証アプリかパスキー）を登録します。"
         " / The first sign-in enrols a second factor (authenticator app or passkey)."
     )
+    if backup_keys is not None:
+        console.print(
+            f"バックアップ / backups: 鍵 / keys {backup_keys.resolve()}（取り外して保管 / take "
+            f"them off this server）→ 保存先 / target {backup_target}"
+        )
+    else:
+        console.print(
+            "[bold yellow]次にバックアップを設定してください（未設定ではサーバーは起動しません）:"
+            " mamori backup keygen --out <USB> と mamori.toml の [[backup.targets]]"
+            "（docs/backup.md）。 / Next, configure backups — the server does not start "
+            "without them: mamori backup keygen --out <USB> and [[backup.targets]].[/]",
+            soft_wrap=True,
+        )
     console.print(f"export MAMORI_HOME={directory.resolve()}")
 
 
@@ -154,6 +188,14 @@ def serve(
             " / plain HTTP on loopback behind a TLS-terminating reverse proxy",
         ),
     ] = False,
+    without_backups: Annotated[
+        bool,
+        typer.Option(
+            "--without-backups",
+            help="バックアップ未設定のまま起動（管理画面に赤い警告、毎日の警報）"
+            " / start without backups configured (red banner for administrators, daily alert)",
+        ),
+    ] = False,
 ) -> None:
     """サーバーを起動する（既定で TLS）/ run the web/API server (TLS by default)."""
     try:
@@ -168,7 +210,20 @@ def serve(
             cert, key = settings.tls_cert, settings.tls_key
         else:
             cert, key = tls.local_certificate(settings.home, settings.tls_names)
-        application = create_app(settings, inst.db)
+        if not backup_configured(settings) and not without_backups:
+            fail(
+                InstanceError(
+                    "バックアップが設定されていないため起動しません。mamori backup keygen --out"
+                    " <USB など外の場所> でオフライン鍵を作り、mamori.toml に [[backup.targets]] を"
+                    "加えてください（docs/backup.md）。やむを得ず一時的に動かす場合だけ"
+                    " --without-backups を付けます。",
+                    "Backups are not configured, so the server does not start: make the offline "
+                    "keys with mamori backup keygen --out <outside the instance> and add a "
+                    "[[backup.targets]] to mamori.toml (docs/backup.md). Only to run for a "
+                    "while without them, start with --without-backups.",
+                )
+            )
+        application = create_app(settings, inst.db, without_backups=without_backups)
     except MamoriError as exc:
         fail(exc)
         return
