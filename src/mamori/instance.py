@@ -157,7 +157,7 @@ def create_instance(
         )
         token = tokens.issue_token(session, settings.token_pepper, admin, "init")
         password = passwords.generate()
-        auth_service.set_password(session, admin, password)
+        auth_service.set_password(session, admin, password, initial=True)
     return Created(
         instance=instance,
         clinic=clinic,

@@ -198,13 +198,27 @@ def test_initial_password_signs_in_and_can_be_reissued(tmp_path: Path) -> None:
     client = TestClient(create_app(inst.settings, inst.db), base_url="https://testserver")
     login = {"login_id": "admin", "password": password}
     r = client.post("/api/v1/auth/login", json=login)
-    assert r.status_code == 200 and r.json()["stage"] == "enrol"
+    # an initial password was handed over: the first sign-in sets the person's own first
+    assert r.status_code == 200 and r.json()["stage"] == "new-password"
+    csrf = {"x-csrf-token": r.json()["csrf_token"]}
+    assert client.post("/api/v1/auth/enrol/totp", json={}, headers=csrf).status_code == 401
+    weak = client.post(
+        "/api/v1/auth/password/initial", json={"password": "admin1234567"}, headers=csrf
+    )
+    assert weak.status_code == 422 and weak.json()["error"]["message_ja"]
+    own = "川沿いの桜並木を歩く午後-42"
+    r = client.post("/api/v1/auth/password/initial", json={"password": own}, headers=csrf)
+    assert r.status_code == 200 and r.json()["stage"] == "enrol", r.text
+    assert client.post("/api/v1/auth/login", json=login).status_code == 401  # initial is gone
+    r = client.post("/api/v1/auth/login", json={**login, "password": own})
+    assert r.json()["stage"] == "enrol"  # no second change asked for
     r = runner.invoke(app, ["staff", "password", "admin", "--instance", str(home)])
     assert r.exit_code == 0, r.output
     fresh = r.output.split("initial password: ")[1].split()[0]
     assert fresh != password
-    assert client.post("/api/v1/auth/login", json=login).status_code == 401
-    assert client.post("/api/v1/auth/login", json={**login, "password": fresh}).status_code == 200
+    assert client.post("/api/v1/auth/login", json={**login, "password": own}).status_code == 401
+    r = client.post("/api/v1/auth/login", json={**login, "password": fresh})
+    assert r.status_code == 200 and r.json()["stage"] == "new-password"  # reissued: again
     client.close()
     inst.db.dispose()
 

@@ -270,3 +270,30 @@ def test_running_without_backups_is_shown_to_administrators(world: World) -> Non
     with world.db.session(write=False) as s:
         kinds = list(s.scalars(select(SecurityAlert.kind)))
     assert "backup-missing" in kinds
+
+
+def test_the_first_sign_in_replaces_the_initial_password(world: World) -> None:
+    from mamori.auth import service as auth
+    from mamori.clinic.models import StaffUser
+    from tests.ui.support import PASSWORD, Page
+
+    with world.db.session(write=True) as s:
+        user = s.get(StaffUser, world.actors["nurse_ben"].user_id)
+        assert user is not None
+        auth.set_password(s, user, PASSWORD, initial=True)  # handed over by the director
+        s.commit()
+    page = Page(world)
+    page.get("/login")
+    r = page.post("/login", {"login_id": "nurse_ben", "password": PASSWORD})
+    assert r.status_code == 204
+    shown = page.get(r.headers["hx-redirect"])
+    assert "自分のパスワードの設定" in shown.text and 'name="new"' in shown.text
+    # the initial password is no way around it: enrolment is refused in this stage
+    assert page.post("/login/enrol/totp").status_code in (401, 303, 204)
+    r = page.post("/login/password", {"new": "みじかい", "confirm": "みじかい"})
+    assert r.status_code == 422 and "13文字以上" in r.text
+    own = "港の見える丘で珈琲を飲む朝-7"
+    r = page.post("/login/password", {"new": own, "confirm": own})
+    assert r.status_code == 204, r.text
+    enrol = page.get(r.headers["hx-redirect"])
+    assert 'hx-post="/login/enrol/totp"' in enrol.text

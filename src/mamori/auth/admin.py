@@ -151,7 +151,7 @@ def create_staff(
         display_kana=display_kana,
     )
     user.expires_at, user.birth_date = expires_at, birth_date
-    auth.set_password(session, user, password)
+    auth.set_password(session, user, password, initial=True)
     restrictions.refresh_staff_flag(session, restrictions.patients_matching_staff(session, user))
     record(
         session,

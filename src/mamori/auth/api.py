@@ -21,6 +21,7 @@ from mamori.auth.schemas import (
     CodeIn,
     CoverageOut,
     CredentialIn,
+    InitialPasswordIn,
     LoginIn,
     PasswordIn,
     ReauthIn,
@@ -80,6 +81,23 @@ def login(body: LoginIn, response: Response, ctx: SignInCtx = Depends(signing_in
     )
     set_session_cookies(response, ctx.settings, issued.token, issued.device_token)
     return _out(ctx, issued.token, issued.row.stage)
+
+
+@router.post("/password/initial", response_model=SignInOut)
+def initial_password(
+    body: InitialPasswordIn,
+    request: Request,
+    response: Response,
+    ctx: SignInCtx = Depends(signing_in),
+) -> SignInOut:
+    """After signing in with an initial password: the person's own (the policy applied),
+    then enrolment or the second factor."""
+    pending = half_session_token(ctx, request)
+    token, stage = auth.choose_password(
+        ctx.session, ctx.settings.token_pepper, pending, body.password, ctx.client
+    )
+    set_session_cookies(response, ctx.settings, token, None)
+    return _out(ctx, token, stage)
 
 
 @router.get("/status", response_model=SignInOut)

@@ -124,8 +124,35 @@ def second_step(
     state = auth.sign_in_status(ctx.session, ctx.settings.token_pepper, ctx.token)
     if state["stage"] == auth.Stage.FULL:
         return go(request, local_path(next))
+    if state["stage"] == auth.Stage.NEW_PASSWORD:
+        return html(request, "first_password.html", next=local_path(next), error=None)
     template = "enrol.html" if state["stage"] == auth.Stage.ENROL else "factor.html"
     return html(request, template, factors=state["factors"], next=local_path(next), error=None)
+
+
+@router.post("/login/password")
+def first_password(
+    request: Request, ctx: SignInCtx = Depends(signing_in), form: Form = Depends(form_fields)
+) -> Response:
+    """The first sign-in with an initial password: the person's own, then the second factor."""
+    nxt = local_path(form.get("next"))
+    token = half_session_token(ctx, request)
+    try:
+        new = form.get("new", "")[:1024]
+        if new != form.get("confirm", ""):
+            raise InvalidInput(
+                "確認のパスワードが一致しません。", "The passwords differ.", field="confirm"
+            )
+        token, _stage = auth.choose_password(
+            ctx.session, ctx.settings.token_pepper, token, new, ctx.client
+        )
+    except InvalidInput as exc:
+        return html(request, "first_password.html", 422, next=nxt, error=form_error(exc))
+    except Unauthenticated:
+        return go(request, "/login?reason=signin")
+    out = go(request, f"/login/second?next={nxt}")
+    set_session_cookies(out, ctx.settings, token, None)
+    return out
 
 
 def _factor(request: Request, ctx: SignInCtx, form: Form, kind: str) -> Response:

@@ -39,6 +39,10 @@ class ReauthIn(Strict):
     credential: dict[str, Any] | None = None
 
 
+class InitialPasswordIn(Strict):
+    password: str = Field(min_length=1, max_length=1024)
+
+
 class PasswordIn(Strict):
     current: str = Field(min_length=1, max_length=1024)
     new: str = Field(min_length=1, max_length=1024)

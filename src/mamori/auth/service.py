@@ -47,6 +47,7 @@ TOUCH_EVERY = dt.timedelta(seconds=30)
 
 
 class Stage:
+    NEW_PASSWORD = "new-password"  # noqa: S105 - a stage name: the person chooses their own
     FACTOR = "factor"
     ENROL = "enrol"
     FULL = "full"
@@ -271,7 +272,10 @@ def sign_in(
         raise outside_window()
     if user.password_hash and passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
-    stage = Stage.FACTOR if factor_kinds(session, user.id) else Stage.ENROL
+    if user.password_must_change:
+        stage = Stage.NEW_PASSWORD
+    else:
+        stage = Stage.FACTOR if factor_kinds(session, user.id) else Stage.ENROL
     return _new_session(
         session, pepper, policy, user, client, stage=stage, shared_terminal=shared_terminal
     )
@@ -466,8 +470,12 @@ def permissions_for(session: Session, user: StaffUser, now: dt.datetime) -> Any:
 # --- passwords -----------------------------------------------------------------------------------
 
 
-def set_password(session: Session, user: StaffUser, password: str) -> None:
-    """Check the policy (incl. the last passwords) and store the new hash."""
+def set_password(
+    session: Session, user: StaffUser, password: str, *, initial: bool = False
+) -> None:
+    """Check the policy (incl. the last passwords) and store the new hash. ``initial``: a
+    password someone else hands over (init, staff add, a reset), which the person's first
+    sign-in replaces with their own."""
     history = session.scalars(
         select(PasswordHistory.password_hash)
         .where(PasswordHistory.user_id == user.id)
@@ -484,6 +492,26 @@ def set_password(session: Session, user: StaffUser, password: str) -> None:
         session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash))
     user.password_hash = passwords.hash_password(password)
     user.password_changed_at = utcnow()
+    user.password_must_change = initial
+
+
+def choose_password(
+    session: Session, pepper: bytes, token: str, password: str, client: Client
+) -> tuple[str, str]:
+    """The first sign-in's own password, in place of the initial one (the policy applied):
+    the half-finished session moves on to enrolment or the second factor. Returns the new
+    session token and the stage."""
+    row, user = pending_session(session, pepper, token, [Stage.NEW_PASSWORD])
+    set_password(session, user, password)
+    row.stage = Stage.FACTOR if factor_kinds(session, user.id) else Stage.ENROL
+    new = _rotate(session, pepper, row)
+    record(
+        session,
+        actor_of(user, row, "web", client),
+        AuditTag.PASSWORD_CHANGED,
+        detail={"first": True},
+    )
+    return new, row.stage
 
 
 def change_password(
@@ -501,5 +529,7 @@ def change_password(
 
 
 def sign_in_status(session: Session, pepper: bytes, token: str) -> dict[str, Any]:
-    row, user = pending_session(session, pepper, token, [Stage.FACTOR, Stage.ENROL, Stage.FULL])
+    row, user = pending_session(
+        session, pepper, token, [Stage.NEW_PASSWORD, Stage.FACTOR, Stage.ENROL, Stage.FULL]
+    )
     return {"stage": row.stage, "factors": factor_kinds(session, user.id)}

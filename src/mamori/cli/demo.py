@@ -94,7 +94,7 @@ def demo(
                 )
             )
             secrets[login] = passwords.generate()
-            auth_service.set_password(session, user, secrets[login])
+            auth_service.set_password(session, user, secrets[login], initial=True)
         today = clinic_today()
         with progress() as bar:
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))

@@ -501,7 +501,7 @@ def staff_add(
             )
             token = tokens.issue_token(session, inst.settings.token_pepper, user, "cli")
             password = passwords.generate()
-            auth_service.set_password(session, user, password)
+            auth_service.set_password(session, user, password, initial=True)
             restrictions.refresh_staff_flag(
                 session, restrictions.patients_matching_staff(session, user)
             )
@@ -528,7 +528,7 @@ def staff_password(login_id: str, instance: InstanceOpt = None) -> None:
         with inst.transaction(write=True) as session:
             user = _staff_or_fail(session, login_id)
             password = passwords.generate()
-            auth_service.set_password(session, user, password)
+            auth_service.set_password(session, user, password, initial=True)
             record(
                 session,
                 inst.actor(session, login_id),
