@@ -50,11 +50,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def mamori(*args: str, home: Path | None = None) -> str:
+def mamori(*args: str, home: Path | None = None, env: dict[str, str] | None = None) -> str:
     cmd = [sys.executable, "-m", "mamori", *args]
     if home is not None:
         cmd += ["--instance", str(home)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600, env=env)
     return out.stdout
 
 
@@ -83,9 +83,11 @@ def prepare(size: str, seed: int, instance: Path | None) -> tuple[Path, str, str
     return home, login, password
 
 
-def add_physician(home: Path, login: str) -> tuple[str, str]:
+def add_physician(home: Path, login: str, env: dict[str, str] | None = None) -> tuple[str, str]:
     """A physician account for the load, and its initial password."""
-    out = mamori("staff", "add", login, "--name", "ベンチ医師", "--role", "physician", home=home)
+    out = mamori(
+        "staff", "add", login, "--name", "ベンチ医師", "--role", "physician", home=home, env=env
+    )
     return login, out.split("initial password:")[-1].strip().split()[0]
 
 
@@ -336,6 +338,11 @@ def main() -> None:
     ap.add_argument(
         "--before", type=Path, help="another mamori source tree (its src/) served beside, A/B"
     )
+    ap.add_argument(
+        "--before-instance",
+        type=Path,
+        help="a copy of the instance at the other tree's schema (default: the same instance)",
+    )
     args = ap.parse_args()
 
     home, login, password = prepare(args.size, args.seed, args.instance)
@@ -381,12 +388,14 @@ def main() -> None:
         # the same instance served by the other tree: alternating cells, one run, one machine
         bp = free_port()
         env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
+        before_home = (args.before_instance or home).resolve()
+        before_cmd = [sys.executable, "-m", "mamori", "serve", "--instance", str(before_home)]
         before = Target(
             "before",
-            [*mamori_cmd, "--port", str(bp)],
+            [*before_cmd, "--port", str(bp)],
             "/api/v1/patients/{pid}/chart",
             {},
-            home,
+            before_home,
             env,
         )
         targets.insert(2, before)
@@ -396,8 +405,8 @@ def main() -> None:
     targets[-1].headers = sign_in(home, mp, login, password)
     if args.before is not None:
         # a second physician: the first one's TOTP step is spent in this 30-second window
-        login2, password2 = add_physician(home, f"bench-{os.getpid()}-before")
-        targets[2].headers = sign_in(home, bp, login2, password2)
+        login2, password2 = add_physician(before_home, f"bench-{os.getpid()}-before", env)
+        targets[2].headers = sign_in(before_home, bp, login2, password2)
     try:
         # Both databases read into the page cache first, as on a server that has been up a
         # while (23 GB here against a 3 GB M database): otherwise mamori's larger file (the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import World
+from tests.conftest import SAMPLE_PATIENT, World
 
 from mamori import migrate
 from mamori.app import create_app
@@ -39,3 +39,25 @@ def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     finally:
         db.dispose()
+
+
+def test_the_latest_migration_upgrades_a_clinic_with_data(world: World) -> None:
+    """Not only an empty database: one with staff, patients and records that everything else
+    refers to goes down one revision and back up (a SQLite table rebuild of staff_user would
+    have failed on the foreign keys)."""
+    from alembic import command
+
+    r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika"))
+    assert r.status_code == 201
+    with world.db.engine.begin() as conn:
+        cfg = migrate.alembic_config(world.db.engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")
+    assert migrate.current_revision(world.db.engine) != migrate.head_revision()
+    migrate.upgrade(world.db.engine)
+    assert migrate.current_revision(world.db.engine) == migrate.head_revision()
+    assert migrate.model_differences(world.db.engine) == []
+    assert (
+        world.http.get("/api/v1/patients/" + r.json()["id"], headers=world.h("dr_aiko")).status_code
+        == 200
+    )

@@ -22,14 +22,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("staff_user") as batch:
-        batch.add_column(
-            sa.Column(
-                "password_must_change", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
-        )
+    # a plain ADD COLUMN (SQLite allows NOT NULL with a constant default): a batch rebuild of
+    # staff_user would have to drop a table every other table refers to
+    op.add_column(
+        "staff_user",
+        sa.Column("password_must_change", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("staff_user") as batch:
-        batch.drop_column("password_must_change")
+    op.drop_column("staff_user", "password_must_change")
