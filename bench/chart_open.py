@@ -461,7 +461,7 @@ def main() -> None:
             errors = {t.name: results[t.name][c]["errors"] for t in targets}
             print(f"     errors: {errors}")
     if args.before is not None:
-        print(f"\nbefore ({args.before}) vs this tree, same instance, alternating cells:")
+        print(f"\nbefore ({args.before}) vs this tree, same data, alternating cells:")
         print(
             f"{'conc':>4} | {'before p50':>10} {'after p50':>10} {'after ÷ before':>15} |"
             f" {'before req/s':>12} {'after req/s':>12}"
