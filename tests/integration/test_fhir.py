@@ -67,10 +67,10 @@ def _check_jp_core(res: dict[str, Any]) -> None:
 def test_bulk_export_parses_with_fhir_resources(synthetic: World, tmp_path: Path) -> None:
     # physicians request bulk exports; the director runs them
     with synthetic.db.session(write=False) as s, pytest.raises(Forbidden):
-        export_ndjson(s, synthetic.actors["dr_aiko"], tmp_path)
+        export_ndjson(s, synthetic.actors["dr_aiko"], tmp_path, reauth_minutes=5)
     actor = dataclasses.replace(synthetic.actors["director"], channel="cli")
     with synthetic.db.session(write=False) as s:
-        counts = export_ndjson(s, actor, tmp_path)
+        counts = export_ndjson(s, actor, tmp_path, reauth_minutes=5)
     assert set(counts) == set(RESOURCE_TYPES)
     assert all(counts[t] > 0 for t in RESOURCE_TYPES), counts
     parsed = 0

@@ -599,3 +599,78 @@ def test_changing_a_password(world: World, dr: tuple[Browser, str]) -> None:
     assert b.login("dr_aiko").status_code == 401
     assert b.login("dr_aiko", new).status_code == 200
     assert _events(world, "auth:password:changed")
+
+
+def _director_session(world: World) -> tuple[Browser, str]:
+    give_password(world, "director")
+    b = Browser(world, ip="192.168.1.30")
+    r = b.login("director")
+    assert r.status_code == 200 and r.json()["stage"] == "enrol", r.text
+    seed, _codes = b.enrol_totp()
+    return b, seed
+
+
+def _sensitive_actions(world: World, b: Browser) -> dict[str, Any]:
+    """Every action that needs password and second factor entered within [auth]
+    reauth_minutes (the route matrix's REAUTH set, and adding a factor to a full session)."""
+    kenji = world.actors["dr_kenji"].user_id
+    vendor = world.actors["vendor_vic"].user_id
+    patient = world.http.post(
+        "/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika")
+    ).json()["id"]
+    return {
+        "add staff": lambda: b.post(
+            "/api/v1/admin/staff",
+            json={
+                "login_id": "new_nurse",
+                "display_name": "新人 看護",
+                "role": "nurse",
+                "password": "渡すための初期の合言葉-2026",
+            },
+        ),
+        "change a role": lambda: b.http.put(
+            f"/api/v1/admin/staff/{kenji}", json={"role": "nurse"}, headers={"x-csrf-token": b.csrf}
+        ),
+        "reset factors": lambda: b.post(f"/api/v1/admin/staff/{kenji}/reset-factors"),
+        "open a vendor window": lambda: b.post(
+            "/api/v1/admin/vendor-windows",
+            json={
+                "vendor_user_id": str(vendor),
+                "ticket": "T-1",
+                "reason": "定期保守",
+                "minutes": 30,
+            },
+        ),
+        "break the glass": lambda: b.post(
+            f"/api/v1/patients/{patient}/break-glass",
+            json={"reason_code": "emergency", "reason_text": "救急外来で意識レベル低下のため"},
+        ),
+        "add a second factor": lambda: b.post("/api/v1/auth/enrol/totp"),
+    }
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "add staff",
+        "change a role",
+        "reset factors",
+        "open a vendor window",
+        "break the glass",
+        "add a second factor",
+    ],
+)
+def test_every_sensitive_action_needs_both_factors_within_the_same_minutes(
+    world: World, action: str
+) -> None:
+    """One rule, API and pages alike: password and second factor entered within [auth]
+    reauth_minutes — at sign-in or at a re-authentication. Older: 401 reauth_required."""
+    b, _seed = _director_session(world)
+    minutes = world.settings.auth.reauth_minutes
+    do = _sensitive_actions(world, b)[action]
+    _age_session(world, reauth_at=utcnow() - dt.timedelta(minutes=minutes, seconds=5))
+    r = do()
+    assert r.status_code == 401 and r.json()["error"]["code"] == "reauth_required", r.text
+    _age_session(world, reauth_at=utcnow() - dt.timedelta(minutes=minutes, seconds=-30))
+    r = do()
+    assert r.status_code in (200, 201, 204), r.text

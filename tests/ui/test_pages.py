@@ -297,3 +297,9 @@ def test_the_first_sign_in_replaces_the_initial_password(world: World) -> None:
     assert r.status_code == 204, r.text
     enrol = page.get(r.headers["hx-redirect"])
     assert 'hx-post="/login/enrol/totp"' in enrol.text
+
+
+def test_the_staff_page_states_the_reauthentication_rule_it_applies(world: World) -> None:
+    minutes = world.settings.auth.reauth_minutes
+    page = signed_in(world, "director").get("/admin/staff").text
+    assert f"{minutes}分以内に入力していること" in page and "ログインした直後" in page

@@ -156,7 +156,12 @@ def webauthn(
 @router.post("/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> dict[str, str]:
     pending = half_session_token(ctx, request)
-    return auth_enrolment.enrol_totp_start(ctx.session, ctx.settings.token_pepper, pending)
+    return auth_enrolment.enrol_totp_start(
+        ctx.session,
+        ctx.settings.token_pepper,
+        pending,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
 
 
 @router.post("/enrol/totp/confirm", response_model=SignInOut)
@@ -165,7 +170,12 @@ def enrol_totp_confirm(
 ) -> SignInOut:
     token = half_session_token(ctx, request)
     new, codes = auth_enrolment.enrol_totp_confirm(
-        ctx.session, ctx.settings.token_pepper, token, body.code, ctx.client
+        ctx.session,
+        ctx.settings.token_pepper,
+        token,
+        body.code,
+        ctx.client,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
     if new:
         set_session_cookies(response, ctx.settings, new, None)
@@ -177,7 +187,11 @@ def enrol_webauthn_options(
     request: Request, ctx: SignInCtx = Depends(signing_in)
 ) -> dict[str, Any]:
     return auth_enrolment.enrol_webauthn_options(
-        ctx.session, ctx.settings.token_pepper, ctx.settings.auth, half_session_token(ctx, request)
+        ctx.session,
+        ctx.settings.token_pepper,
+        ctx.settings.auth,
+        half_session_token(ctx, request),
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
 
 
@@ -194,6 +208,7 @@ def enrol_webauthn(
         body.credential,
         body.label,
         ctx.client,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
     if new:
         set_session_cookies(response, ctx.settings, new, None)

@@ -28,12 +28,15 @@ from mamori.errors import InvalidInput, ReauthRequired
 from mamori.settings import AuthSettings
 
 
-def _enrolling(session: Session, pepper: bytes, token: str) -> tuple[AuthSession, StaffUser]:
-    """Enrolment is open to a session in stage ``enrol``, or a full session re-authenticated
-    within the last 5 minutes (adding a factor is a sensitive change)."""
+def _enrolling(
+    session: Session, pepper: bytes, token: str, reauth_minutes: int
+) -> tuple[AuthSession, StaffUser]:
+    """Enrolment is open to a session in stage ``enrol``, or a full session whose password and
+    second factor were entered within ``[auth] reauth_minutes`` (adding a factor is a
+    sensitive change, under the same rule as every other)."""
     row, user = pending_session(session, pepper, token, [Stage.ENROL, Stage.FULL])
     if row.stage == Stage.FULL and (
-        row.reauth_at is None or utcnow() - row.reauth_at > dt.timedelta(minutes=5)
+        row.reauth_at is None or utcnow() - row.reauth_at > dt.timedelta(minutes=reauth_minutes)
     ):
         raise ReauthRequired()
     return row, user
@@ -44,8 +47,10 @@ def _clinic_name(session: Session, user: StaffUser) -> str:
     return clinic.name if clinic else ""
 
 
-def enrol_totp_start(session: Session, pepper: bytes, token: str) -> dict[str, str]:
-    row, user = _enrolling(session, pepper, token)
+def enrol_totp_start(
+    session: Session, pepper: bytes, token: str, *, reauth_minutes: int
+) -> dict[str, str]:
+    row, user = _enrolling(session, pepper, token, reauth_minutes)
     clinic_name = _clinic_name(session, user)
     seed = factors.new_totp_seed()
     row.challenge = factors.seal_secret(pepper, user.id, "totp-pending", seed.encode())
@@ -85,9 +90,9 @@ def _finish_enrolment(
 
 
 def enrol_totp_confirm(
-    session: Session, pepper: bytes, token: str, code: str, client: Client
+    session: Session, pepper: bytes, token: str, code: str, client: Client, *, reauth_minutes: int
 ) -> tuple[str | None, list[str]]:
-    row, user = _enrolling(session, pepper, token)
+    row, user = _enrolling(session, pepper, token, reauth_minutes)
     if row.challenge_kind != "totp-enrol" or row.challenge is None:
         raise InvalidInput(
             "先に登録用のQRコードを表示してください。",
@@ -113,9 +118,9 @@ def enrol_totp_confirm(
 
 
 def enrol_webauthn_options(
-    session: Session, pepper: bytes, policy: AuthSettings, token: str
+    session: Session, pepper: bytes, policy: AuthSettings, token: str, *, reauth_minutes: int
 ) -> dict[str, Any]:
-    row, user = _enrolling(session, pepper, token)
+    row, user = _enrolling(session, pepper, token, reauth_minutes)
     clinic_name = _clinic_name(session, user)
     existing = passkeys_of(session, user.id)
     challenge, options = factors.registration_options(
@@ -138,8 +143,10 @@ def enrol_webauthn_verify(
     credential: dict[str, Any],
     label: str,
     client: Client,
+    *,
+    reauth_minutes: int,
 ) -> tuple[str | None, list[str]]:
-    row, user = _enrolling(session, pepper, token)
+    row, user = _enrolling(session, pepper, token, reauth_minutes)
     if row.challenge_kind != "webauthn-reg" or row.challenge is None:
         raise InvalidInput(
             "先に登録を開始してください。", "Start passkey registration first.", field="credential"

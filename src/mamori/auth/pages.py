@@ -193,7 +193,10 @@ def login_recovery(
 @router.post("/login/enrol/totp")
 def enrol_totp(request: Request, ctx: SignInCtx = Depends(signing_in)) -> Response:
     started = auth_enrolment.enrol_totp_start(
-        ctx.session, ctx.settings.token_pepper, half_session_token(ctx, request)
+        ctx.session,
+        ctx.settings.token_pepper,
+        half_session_token(ctx, request),
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
     return html(request, "_enrol_totp.html", started=started, error=None)
 
@@ -205,7 +208,12 @@ def enrol_totp_confirm(
     token = half_session_token(ctx, request)
     try:
         new, codes = auth_enrolment.enrol_totp_confirm(
-            ctx.session, ctx.settings.token_pepper, token, form.get("code", "")[:32], ctx.client
+            ctx.session,
+            ctx.settings.token_pepper,
+            token,
+            form.get("code", "")[:32],
+            ctx.client,
+            reauth_minutes=ctx.settings.auth.reauth_minutes,
         )
     except (Unauthenticated, TooManyAttempts) as exc:
         # the pending seed is kept: show the confirmation form again

@@ -579,7 +579,13 @@ def export_fhir(
             )
             with progress() as bar:
                 task = bar.add_task("FHIR export", total=total)
-                counts = export_ndjson(session, actor, out, progress=lambda n: bar.advance(task, n))
+                counts = export_ndjson(
+                    session,
+                    actor,
+                    out,
+                    progress=lambda n: bar.advance(task, n),
+                    reauth_minutes=inst.settings.auth.reauth_minutes,
+                )
     except MamoriError as exc:
         fail(exc)
         return

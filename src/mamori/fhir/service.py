@@ -209,14 +209,19 @@ def iter_patient_ids(session: Session, actor: Actor) -> Iterator[uuid.UUID]:
 
 
 def export_ndjson(
-    session: Session, actor: Actor, out_dir: Path, progress: Callable[[int], None] | None = None
+    session: Session,
+    actor: Actor,
+    out_dir: Path,
+    progress: Callable[[int], None] | None = None,
+    *,
+    reauth_minutes: int,
 ) -> dict[str, int]:
     """Bulk export: one ``<ResourceType>.ndjson`` file per type, written to a temporary name and
     renamed when complete. Returns counts per resource type. Needs ``export:bulk`` (the
     director: physicians may request an export, the director approves and runs it) and a fresh
     re-authentication (the CLI's operator holds the instance's secrets)."""
     actor.require(P.EXPORT_BULK)
-    restricted.require_recent_auth(actor, 5)
+    restricted.require_recent_auth(actor, reauth_minutes)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = {
         t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8") for t in RESOURCE_TYPES

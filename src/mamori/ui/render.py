@@ -131,6 +131,7 @@ def html(
     context.setdefault("read_only", request.app.state.db.read_only)
     context.setdefault("backups_missing", getattr(request.app.state, "backups_missing", False))
     settings: Settings = request.app.state.settings
+    context.setdefault("reauth_minutes", settings.auth.reauth_minutes)
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
     )
