@@ -700,3 +700,35 @@ def test_a_write_refuses_a_head_that_is_not_its_latest_version(
         alerts = [k for (k,) in s.execute(text("SELECT kind FROM security_alert"))]
     assert versions == 2  # created, finalised: nothing written over the forged head
     assert tags[-1] == "system:record:integrity-failed" and "integrity" in alerts
+
+
+def test_verify_checks_the_document_files_too(world: World, patient: dict[str, Any]) -> None:
+    """The chains can all be intact while a document's file was altered or removed: both the
+    patient's verify and the batch verify read every file behind the records."""
+    from mamori.documents.store import DocumentStore
+    from mamori.records.service import verify_all
+
+    url = f"/api/v1/patients/{patient['id']}/documents"
+    r = world.http.post(
+        url,
+        headers=world.h("clerk_chika"),
+        files={"file": ("scan.txt", "保険証の写し".encode() * 20, "text/plain")},
+        data={"doc_type": "scan", "title": "保険証"},
+    )
+    assert r.status_code == 201, r.text
+    verify = f"/api/v1/patients/{patient['id']}/verify"
+    assert world.http.get(verify, headers=world.h("dr_aiko")).json()["ok"]
+    (stored,) = [p for p in world.settings.documents_dir.rglob("*") if p.is_file()]
+    for damage in ("altered", "missing"):
+        if damage == "altered":
+            blob = stored.read_bytes()
+            stored.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+        else:
+            stored.unlink()
+        result = world.http.get(verify, headers=world.h("dr_aiko")).json()
+        assert not result["ok"]
+        assert [p["record_type"] for p in result["problems"]] == ["Document"], result
+        with world.db.session(write=True) as s:
+            _, problems = verify_all(s, store=DocumentStore(world.settings.documents_dir, world.db))
+            s.rollback()
+        assert [p.record_type for p in problems] == ["Document"]

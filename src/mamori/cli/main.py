@@ -47,6 +47,7 @@ from mamori.cli.common import (
 )
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import StaffUser
+from mamori.documents.store import DocumentStore
 from mamori.errors import InstanceError, MamoriError
 from mamori.fhir.service import export_ndjson
 from mamori.instance import create_instance, open_instance
@@ -288,7 +289,8 @@ def verify(instance: InstanceOpt = None) -> None:
 
     inst = instance_or_fail(instance)
     with inst.transaction(write=False) as session:
-        checked, problems = verify_all(session)
+        store = DocumentStore(inst.settings.documents_dir, inst.db)
+        checked, problems = verify_all(session, store=store)
     for p in problems[:50]:
         err.print(f"[red]{p.record_type} {p.record_id} v{p.version}: {p.problem}[/]")
     if problems:

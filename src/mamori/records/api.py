@@ -59,7 +59,7 @@ def entered_in_error(
 def verify_patient(
     patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.RECORD_VERIFY))
 ) -> dict[str, Any]:
-    problems = service.verify_patient_records(ctx.session, ctx.actor, patient_id)
+    problems = service.verify_patient_records(ctx.session, ctx.actor, patient_id, ctx.store)
     return {
         "ok": not problems,
         "problems": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,8 +11,10 @@ from sqlalchemy.orm import Session
 from mamori.audit.trail import AuditTag, record_system
 from mamori.authz import gate
 from mamori.authz.actor import Actor, Intent
-from mamori.crypto.sealed import lenient
-from mamori.errors import Conflict, NotFound
+from mamori.clinical.models import Document
+from mamori.crypto.sealed import lenient, seal_failure
+from mamori.documents.store import DocumentStore
+from mamori.errors import Conflict, MamoriError, NotFound
 from mamori.models import patient_scoped_models, record_types
 from mamori.patients.access import patient_for
 from mamori.patients.models import Patient, PatientStatus
@@ -82,10 +85,28 @@ def mark_entered_in_error(
     return record
 
 
-def verify_patient_records(
-    session: Session, actor: Actor, patient_id: uuid.UUID
+def _check_documents(
+    documents: Iterable[Document], store: DocumentStore, checked: set[str]
 ) -> list[VerifyProblem]:
-    """Recompute the hash chain of the patient and each of their records."""
+    """Each document's stored file present, opening under its key and matching the hash its
+    (sealed) record holds; each distinct file read once."""
+    problems: list[VerifyProblem] = []
+    for doc in documents:
+        if seal_failure(doc) is not None or doc.sha256 in checked:
+            continue  # a damaged record is reported by its chain check
+        checked.add(doc.sha256)
+        try:
+            store.get(doc.sha256)
+        except MamoriError as exc:
+            problems.append(VerifyProblem("Document", doc.id, doc.version, f"file: {exc.en}"))
+    return problems
+
+
+def verify_patient_records(
+    session: Session, actor: Actor, patient_id: uuid.UUID, store: DocumentStore | None = None
+) -> list[VerifyProblem]:
+    """Recompute the hash chain of the patient and each of their records; with ``store``,
+    check their document files too."""
     patient = patient_for(session, actor, patient_id, Intent.READ, "verify")
     heads: list[Versioned] = [patient]
     problems: list[VerifyProblem] = []
@@ -94,11 +115,17 @@ def verify_patient_records(
             heads.extend(session.scalars(select(model).where(model.patient_id == patient.id)))
         for head in heads:
             problems += verify_history(list_versions(session, head.__record_type__, head.id), head)
+        if store is not None:
+            docs = [h for h in heads if isinstance(h, Document)]
+            problems += _check_documents(docs, store, set())
     return problems
 
 
 def verify_all(
-    session: Session, clinic_id: uuid.UUID | None = None, batch: int = 5000
+    session: Session,
+    clinic_id: uuid.UUID | None = None,
+    batch: int = 5000,
+    store: DocumentStore | None = None,
 ) -> tuple[int, list[VerifyProblem]]:
     """Check every record chain in the database (CLI/maintenance; no patient data leaves).
 
@@ -138,6 +165,12 @@ def verify_all(
                 else:
                     problems.append(VerifyProblem(record_type, rid, None, "versions without head"))
                     problems.extend(verify_history(chain, None))
+            session.expunge_all()
+        if store is not None:  # and every document file behind the records
+            stmt = select(Document).order_by(Document.id).execution_options(yield_per=batch)
+            if clinic_id is not None:
+                stmt = stmt.where(Document.clinic_id == clinic_id)
+            problems.extend(_check_documents(session.scalars(stmt), store, set()))
             session.expunge_all()
     # Hashes were recomputed over every record; nothing was shown. Logged all the same.
     record_system(
