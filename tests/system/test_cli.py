@@ -337,6 +337,9 @@ def test_init_configures_the_first_backup(tmp_path: Path, monkeypatch: pytest.Mo
     assert r.exit_code == 0, r.output
     assert configured(load_settings(home))
     assert (tmp_path / "offline" / "mamori-backup-primary.age").is_file()
+    # the trust root travels with the offline recovery keys
+    (copy,) = load_settings(home).checkpoint_copies
+    assert (tmp_path / "offline" / "audit.vkey").read_text() == (copy / "audit.vkey").read_text()
     r = runner.invoke(app, ["backup", "run", "--instance", str(home)])
     assert r.exit_code == 0, r.output
     # inside the instance is refused for either

@@ -63,6 +63,14 @@ def _text(
     )
 
 
+def keep_trust_root(out_dir: Path, vkey: str) -> Path:
+    """The audit trail's verification key beside the offline identities, so the trust root
+    travels with the recovery keys (``mamori audit verify --trusted-key``)."""
+    path = out_dir / "audit.vkey"
+    path.write_text(vkey + "\n", encoding="utf-8")
+    return path
+
+
 def keygen(
     out_dir: Path,
     *,

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mamori.audit.checkpointer import signer
 from mamori.audit.trail import AuditTag, record_system
 from mamori.backup import fmt
-from mamori.backup.identity import Generated, install_recipients, keygen
+from mamori.backup.identity import Generated, install_recipients, keep_trust_root, keygen
 from mamori.clinic import service as clinic_service
 from mamori.crypto.kek import check_outside
 from mamori.instance import Instance
@@ -43,6 +44,7 @@ def configure(inst: Instance, keys_out: Path, target: Path, passphrase: str) -> 
         passphrase=passphrase,
     )
     install_recipients(inst.settings.backup_dir, made.recipients, inst.settings.instance_id)
+    keep_trust_root(keys_out, signer(inst.settings).verifier().vkey())
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     with (home / "mamori.toml").open("a", encoding="utf-8") as fh:
         fh.write(

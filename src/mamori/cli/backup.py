@@ -19,6 +19,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mamori import copies
+from mamori.audit.checkpointer import signer as checkpoint_signer
 from mamori.audit.trail import AuditTag, record_system
 from mamori.authz.permissions import Permission
 from mamori.backup import alarm, engine, fmt, service
@@ -27,6 +28,7 @@ from mamori.backup.drill import drill_report, sign_report
 from mamori.backup.identity import (
     PASSPHRASE_ENV,
     install_recipients,
+    keep_trust_root,
     keygen,
     load_identity,
 )
@@ -97,6 +99,9 @@ def backup_keygen(
         path = install_recipients(
             inst.settings.backup_dir, made.recipients, inst.settings.instance_id
         )
+        vkey_copy = keep_trust_root(
+            out.resolve(), checkpoint_signer(inst.settings).verifier().vkey()
+        )
         with inst.transaction(write=True) as session:
             record_system(session, AuditTag.BACKUP_KEYS_CREATED, {"recipients": made.recipients})
     except MamoriError as exc:
@@ -105,6 +110,7 @@ def backup_keygen(
     console.print(f"break-glass (print, lock away) / 非常用: {made.breakglass}, {made.paper}")
     console.print(f"recipients on this server / 公開鍵: {path}")
     console.print(f"manifest signer / 目録署名鍵: {signer}")
+    console.print(f"audit verification key / 監査証跡の検証鍵: {vkey_copy}")
     console.print(
         "[bold]鍵をこのサーバーから取り外して保管してください。サーバーは自分のバックアップを"
         "読めません。 / Take the keys off this server: it cannot read its own backups.[/]"
