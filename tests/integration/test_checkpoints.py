@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -189,10 +190,9 @@ def test_an_outside_copy_catches_a_rollback_of_the_whole_instance(
 def test_a_checkpoint_copy_inside_the_instance_is_refused(world: World) -> None:
     home = world.settings.home
     toml = home / "mamori.toml"
+    text = re.sub(r"(?m)^checkpoint_copies = .*\n", "", toml.read_text(encoding="utf-8"))
     toml.write_text(
-        toml.read_text(encoding="utf-8").replace(
-            "[audit]", f'[audit]\ncheckpoint_copies = ["{home / "copy"}"]', 1
-        ),
+        text.replace("[audit]", f'[audit]\ncheckpoint_copies = ["{home / "copy"}"]', 1),
         encoding="utf-8",
     )
     with pytest.raises(InstanceError, match="outside the instance"):

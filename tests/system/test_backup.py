@@ -282,7 +282,8 @@ def test_a_restored_copy_is_read_only_until_a_director_promotes_it(
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mamori", "serve", "--instance", str(done.home),
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--port", str(port)],  # a read-only copy serves without backups of its own
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -211,7 +211,8 @@ def serve(
             cert, key = settings.tls_cert, settings.tls_key
         else:
             cert, key = tls.local_certificate(settings.home, settings.tls_names)
-        if not backup_configured(settings) and not without_backups:
+        # a restored copy takes no record until promoted: nothing of its own to back up yet
+        if not backup_configured(settings) and not without_backups and not inst.db.read_only:
             fail(
                 InstanceError(
                     "バックアップが設定されていないため起動しません。mamori backup keygen --out"
