@@ -505,12 +505,8 @@ def choose_password(
     set_password(session, user, password)
     row.stage = Stage.FACTOR if factor_kinds(session, user.id) else Stage.ENROL
     new = _rotate(session, pepper, row)
-    record(
-        session,
-        actor_of(user, row, "web", client),
-        AuditTag.PASSWORD_CHANGED,
-        detail={"first": True},
-    )
+    actor = actor_of(user, row, "web", client)
+    record(session, actor, AuditTag.PASSWORD_CHANGED, detail={"first": True})
     return new, row.stage
 
 

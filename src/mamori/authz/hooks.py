@@ -9,7 +9,7 @@ audit trail must not serve patient data unlogged.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,16 +22,8 @@ class AuditNotAttached(RuntimeError):
     """Patient data was reached in a process whose audit trail was never installed."""
 
 
-class AccessHook(Protocol):
-    def __call__(
-        self,
-        session: Session,
-        actor: Actor,
-        intent: Intent,
-        what: str,
-        patient_ids: Sequence[uuid.UUID],
-        record_ids: Sequence[uuid.UUID],
-    ) -> None: ...
+# (session, actor, intent, what, patient IDs, record IDs)
+AccessHook = Callable[[Session, Actor, Intent, str, Sequence[uuid.UUID], Sequence[uuid.UUID]], None]
 
 
 class VersionHook(Protocol):
@@ -66,14 +58,9 @@ class Hooks:
             hook(session, actor, patient_id, break_glass=break_glass)
 
     def fire(
-        self,
-        session: Session,
-        actor: Actor,
-        intent: Intent,
-        what: str,
-        patient_ids: Sequence[uuid.UUID],
-        record_ids: Sequence[uuid.UUID] = (),
-    ) -> None:
+        self, session: Session, actor: Actor, intent: Intent, what: str,
+        patient_ids: Sequence[uuid.UUID], record_ids: Sequence[uuid.UUID] = (),
+    ) -> None:  # fmt: skip
         _attached(self.on_access)
         for hook in self.on_access:
             hook(session, actor, intent, what, patient_ids, record_ids)

@@ -47,7 +47,14 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
     """
     patient = patient_for(session, actor, patient_id, Intent.READ, "chart")
     can = actor.can
-    observations = can(P.OBSERVATION_READ)
+
+    def observed(category: str, limit: int) -> Sequence[Observation]:
+        if not can(P.OBSERVATION_READ):
+            return []
+        return clinical.list_observations(
+            session, actor, patient.id, category=category, limit=limit
+        )
+
     return Chart(
         patient=patient,
         coverages=list_coverages(session, actor, patient.id) if can(P.INSURANCE_READ) else [],
@@ -63,14 +70,6 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
         notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES)
         if can(P.NOTE_READ)
         else [],
-        labs=clinical.list_observations(
-            session, actor, patient.id, category="laboratory", limit=RECENT_LABS
-        )
-        if observations
-        else [],
-        vitals=clinical.list_observations(
-            session, actor, patient.id, category="vital-signs", limit=RECENT_VITALS
-        )
-        if observations
-        else [],
+        labs=observed("laboratory", RECENT_LABS),
+        vitals=observed("vital-signs", RECENT_VITALS),
     )

@@ -89,8 +89,6 @@ def keys_rotate(
             _reencrypt(inst, batch, grace)
     except MamoriError as exc:
         fail(exc)
-    finally:
-        inst.db.dispose()
 
 
 @keys_app.command("reencrypt")
@@ -109,8 +107,6 @@ def keys_reencrypt(
         _reencrypt(inst, batch, grace)
     except MamoriError as exc:
         fail(exc)
-    finally:
-        inst.db.dispose()
 
 
 def _reencrypt(inst: Instance, batch: int, grace: float) -> None:
@@ -145,8 +141,6 @@ def keys_export(
             record_system(session, AuditTag.KEYS_EXPORTED, {"kek": done.kek_id})
     except MamoriError as exc:
         fail(exc)
-    finally:
-        inst.db.dispose()
     console.print(f"控えのファイル / export file: {done.file}")
     console.print(f"紙の控え（QR） / paper copy (QR): {done.paper}")
     console.print(
