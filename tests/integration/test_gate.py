@@ -20,7 +20,7 @@ from mamori.authz.actor import Intent
 from mamori.authz.roles import Role
 from mamori.chart.service import open_chart
 from mamori.clinic.models import StaffUser
-from mamori.clinical import service as clinical
+from mamori.clinical import notes as clinical_notes
 from mamori.errors import Forbidden, NotFound
 
 
@@ -61,7 +61,7 @@ def test_a_section_still_needs_its_own_permission(
     with world.db.session(write=False) as s:
         open_chart(s, no_notes, pid)
         with pytest.raises(Forbidden):
-            clinical.list_notes(s, no_notes, pid, limit=5)
+            clinical_notes.list_notes(s, no_notes, pid, limit=5)
         s.rollback()
 
 
@@ -72,10 +72,10 @@ def test_the_admission_ends_with_its_transaction_and_its_person(
     aiko, ben = world.actors["dr_aiko"], world.actors["nurse_ben"]
     with world.db.session(write=False) as s:
         open_chart(s, aiko, pid)
-        clinical.list_notes(s, ben, pid, limit=5)  # another person: checked in full
+        clinical_notes.list_notes(s, ben, pid, limit=5)  # another person: checked in full
         assert checks == ["chart", "ProgressNote"]
         s.rollback()
-        clinical.list_notes(s, aiko, pid, limit=5)  # a new transaction: checked in full
+        clinical_notes.list_notes(s, aiko, pid, limit=5)  # a new transaction: checked in full
         assert checks == ["chart", "ProgressNote", "ProgressNote"]
         s.rollback()
 

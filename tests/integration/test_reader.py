@@ -19,6 +19,7 @@ from mamori.audit.trail import AuditMissing
 from mamori.authz.actor import Actor
 from mamori.chart.service import open_chart
 from mamori.clinic.models import Clinic
+from mamori.clinical import notes as clinical_notes
 from mamori.clinical import service as clinical
 from mamori.clinical.models import (
     AllergyIntolerance,
@@ -58,7 +59,7 @@ def _lists(s: Session, actor: Actor, pid: uuid.UUID) -> dict[type, list[Any]]:
         AllergyIntolerance: list(clinical.list_allergies(s, actor, pid)),
         Condition: list(clinical.list_conditions(s, actor, pid)),
         MedicationRequest: list(clinical.current_medications(s, actor, pid, today=FAR_PAST)),
-        ProgressNote: list(clinical.list_notes(s, actor, pid, limit=1000)),
+        ProgressNote: list(clinical_notes.list_notes(s, actor, pid, limit=1000)),
         Observation: list(clinical.list_observations(s, actor, pid, limit=10_000)),
     }
 
@@ -93,19 +94,19 @@ def test_lists_keep_their_filters_and_order(world: World) -> None:
         pid = s.scalars(
             select(ProgressNote.patient_id).group_by(ProgressNote.patient_id).limit(1)
         ).one()
-        notes = clinical.list_notes(s, actor, pid, limit=1000)
+        notes = clinical_notes.list_notes(s, actor, pid, limit=1000)
         assert len(notes) >= 2
         times = [n.created_at for n in notes]
         assert times == sorted(times, reverse=True)
-        assert [n.id for n in clinical.list_notes(s, actor, pid, limit=1)] == [notes[0].id]
+        assert [n.id for n in clinical_notes.list_notes(s, actor, pid, limit=1)] == [notes[0].id]
         s.execute(
             update(ProgressNote.__table__)
             .where(ProgressNote.__table__.c.id == notes[0].id)
             .values(status="entered-in-error")
         )
-        kept = clinical.list_notes(s, actor, pid, limit=1000)
+        kept = clinical_notes.list_notes(s, actor, pid, limit=1000)
         assert [n.id for n in kept] == [n.id for n in notes[1:]]
-        everything = clinical.list_notes(s, actor, pid, limit=1000, include_retracted=True)
+        everything = clinical_notes.list_notes(s, actor, pid, limit=1000, include_retracted=True)
         assert len(everything) == len(notes)
         s.rollback()
 
@@ -137,7 +138,7 @@ def _one_note(world: World, patient: dict[str, Any]) -> tuple[Actor, uuid.UUID]:
     actor = world.actors["dr_aiko"]
     pid = uuid.UUID(patient["id"])
     with world.db.session(write=True) as s:
-        clinical.write_note(
+        clinical_notes.write_note(
             s, actor, pid, NoteIn(subjective="咳", objective="", assessment="", plan="")
         )
         s.commit()
@@ -147,16 +148,16 @@ def _one_note(world: World, patient: dict[str, Any]) -> tuple[Actor, uuid.UUID]:
 def test_views_are_never_saved(world: World, patient: dict[str, Any]) -> None:
     actor, pid = _one_note(world, patient)
     with world.db.session(write=True) as s:
-        (note,) = clinical.list_notes(s, actor, pid)
+        (note,) = clinical_notes.list_notes(s, actor, pid)
         note.subjective = "書き換え"
         note.status = "final"
         s.commit()  # nothing to write: the view is not in the session
     with world.db.session(write=False) as s:
-        (again,) = clinical.list_notes(s, actor, pid)
+        (again,) = clinical_notes.list_notes(s, actor, pid)
         assert again.subjective == "咳" and again.status == "draft"
         s.rollback()
     with world.db.session(write=True) as s:
-        (note,) = clinical.list_notes(s, actor, pid)
+        (note,) = clinical_notes.list_notes(s, actor, pid)
         s.add(note)  # as a new row: refused by the primary key
         with pytest.raises(IntegrityError):
             s.flush()

@@ -24,6 +24,7 @@ from mamori.authz.permissions import P
 from mamori.authz.roles import Role
 from mamori.chart.service import open_chart
 from mamori.clinic.service import confirming_physicians, staff_names
+from mamori.clinical import notes as clinical_notes
 from mamori.clinical import service as clinical
 from mamori.clinical.models import OUTCOME_JA, NoteKind
 from mamori.clinical.schemas import (
@@ -166,10 +167,10 @@ def write_note(
     kind = NoteKind.SOAP if soap else NoteKind.NURSING
     try:
         data = parse(NoteIn, form, kind=kind)
-        note = clinical.write_note(ctx.session, ctx.actor, patient_id, data)
+        note = clinical_notes.write_note(ctx.session, ctx.actor, patient_id, data)
         if form.get("finalise") == "on" and ctx.actor.can(P.NOTE_SIGN):
             ctx.session.flush()
-            clinical.finalise_note(ctx.session, ctx.actor, note.id, note.version)
+            clinical_notes.finalise_note(ctx.session, ctx.actor, note.id, note.version)
     except (InvalidInput, Conflict) as exc:
         return _chart(request, ctx, patient_id, 422, note_form=form, note_error=form_error(exc))
     return go(request, f"/patients/{patient_id}/chart#notes")
@@ -188,7 +189,7 @@ def finalise(
         raise InvalidInput(
             "版の指定がありません。", "Missing version.", field="expected_version"
         ) from None
-    note = clinical.finalise_note(ctx.session, ctx.actor, note_id, version)
+    note = clinical_notes.finalise_note(ctx.session, ctx.actor, note_id, version)
     return go(request, f"/patients/{note.patient_id}/chart#notes")
 
 
@@ -196,7 +197,7 @@ def finalise(
 def amend_page(
     request: Request, note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
 ) -> Response:
-    note = clinical.get_note(ctx.session, ctx.actor, note_id)
+    note = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
     form = {k: getattr(note, k) for k in ("subjective", "objective", "assessment", "plan")}
     form["expected_version"] = str(note.version)
     return html(request, "amend.html", note=note, form=form, error=None)
@@ -210,10 +211,10 @@ def amend(
     form: Form = Depends(form_fields),
 ) -> Response:
     try:
-        note = clinical.amend_note(ctx.session, ctx.actor, note_id, parse(NoteAmend, form))
+        note = clinical_notes.amend_note(ctx.session, ctx.actor, note_id, parse(NoteAmend, form))
     except (InvalidInput, Conflict) as exc:
         start_over(request, ctx.session)
-        current = clinical.get_note(ctx.session, ctx.actor, note_id)
+        current = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
         return html(request, "amend.html", 422, note=current, form=form, error=form_error(exc))
     return go(request, f"/notes/{note.id}/history")
 
@@ -223,7 +224,7 @@ def note_history(
     request: Request, note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_READ))
 ) -> Response:
     """Every version of a note side by side (電子保存の見読性): the original stays readable."""
-    note = clinical.get_note(ctx.session, ctx.actor, note_id)
+    note = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
     versions = record_history(ctx.session, ctx.actor, "ProgressNote", note.id)
     shown = [{"v": v, "content": json.loads(v.content)} for v in versions]
     return html(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import P
+from mamori.clinical import notes as clinical_notes
 from mamori.clinical import service as clinical
 from mamori.clinical.models import (
     AllergyIntolerance,
@@ -67,7 +68,7 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
         medications=clinical.current_medications(session, actor, patient.id)
         if can(P.PRESCRIPTION_READ)
         else [],
-        notes=clinical.list_notes(session, actor, patient.id, limit=RECENT_NOTES)
+        notes=clinical_notes.list_notes(session, actor, patient.id, limit=RECENT_NOTES)
         if can(P.NOTE_READ)
         else [],
         labs=observed("laboratory", RECENT_LABS),

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
-from mamori.clinical import service
+from mamori.clinical import notes, service
 from mamori.clinical.models import ENCOUNTER_STATUS_JA
 from mamori.clinical.schemas import (
     AllergyIn,
@@ -98,7 +98,7 @@ def reception_list(
 def write_note(
     patient_id: uuid.UUID, body: NoteIn, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
 ) -> object:
-    return service.write_note(ctx.session, ctx.actor, patient_id, body)
+    return notes.write_note(ctx.session, ctx.actor, patient_id, body)
 
 
 @router.get("/patients/{patient_id}/notes", response_model=list[NoteOut])
@@ -107,33 +107,33 @@ def list_notes(
     limit: int = Query(default=20, ge=1, le=500),
     ctx: Ctx = Depends(requires(P.NOTE_READ)),
 ) -> object:
-    return service.list_notes(ctx.session, ctx.actor, patient_id, limit)
+    return notes.list_notes(ctx.session, ctx.actor, patient_id, limit)
 
 
 @router.get("/notes/{note_id}", response_model=NoteOut)
 def get_note(note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_READ))) -> object:
-    return service.get_note(ctx.session, ctx.actor, note_id)
+    return notes.get_note(ctx.session, ctx.actor, note_id)
 
 
 @router.put("/notes/{note_id}", response_model=NoteOut)
 def edit_draft(
     note_id: uuid.UUID, body: NoteEdit, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
 ) -> object:
-    return service.edit_draft(ctx.session, ctx.actor, note_id, body)
+    return notes.edit_draft(ctx.session, ctx.actor, note_id, body)
 
 
 @router.post("/notes/{note_id}/finalise", response_model=NoteOut)
 def finalise_note(
     note_id: uuid.UUID, body: VersionedAction, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
 ) -> object:
-    return service.finalise_note(ctx.session, ctx.actor, note_id, body.expected_version)
+    return notes.finalise_note(ctx.session, ctx.actor, note_id, body.expected_version)
 
 
 @router.post("/notes/{note_id}/amend", response_model=NoteOut)
 def amend_note(
     note_id: uuid.UUID, body: NoteAmend, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
 ) -> object:
-    return service.amend_note(ctx.session, ctx.actor, note_id, body)
+    return notes.amend_note(ctx.session, ctx.actor, note_id, body)
 
 
 # diagnoses, allergies, prescriptions, observations -------------------------------------------
