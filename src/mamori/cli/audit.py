@@ -123,9 +123,13 @@ def audit_bundle(
     """外部監査人向けのバンドルを書き出す / write an offline bundle for an outside auditor."""
 
     try:
+        pid = uuid_module.UUID(patient) if patient else None
+    except ValueError:
+        err.print("[red]--patient は患者ID（UUID）です / --patient takes a patient ID[/]")
+        raise typer.Exit(2) from None
+    try:
         inst = open_instance(instance)
         close_when_done(inst)
-        pid = uuid_module.UUID(patient) if patient else None
         with inst.transaction(write=False) as session:
             stats = write_bundle(
                 session,
@@ -139,9 +143,6 @@ def audit_bundle(
             record_system(
                 session, AuditTag.AUDIT_EXPORTED, {**stats, "patient": str(pid) if pid else None}
             )
-    except ValueError:
-        err.print("[red]--patient は患者ID（UUID）です / --patient takes a patient ID[/]")
-        raise typer.Exit(2) from None
     except MamoriError as exc:
         fail(exc)
         return

@@ -243,16 +243,9 @@ def add_allergy(
     if verification == "confirmed" and not actor.can(Permission.NOTE_SIGN):
         verification = "unconfirmed"  # nurses record, physicians confirm (matrix §6)
     allergy = AllergyIntolerance(
+        **data.model_dump(exclude={"verification"}),
         patient_id=patient.id,
-        category=data.category,
-        substance=data.substance,
-        substance_code=data.substance_code,
-        code_system=data.code_system,
-        reaction=data.reaction,
-        severity=data.severity,
-        is_contraindication=data.is_contraindication,
         verification=verification,
-        onset_date=data.onset_date,
         status=RecordStatus.ACTIVE.value,
     )
     write_version(session, actor, allergy, ChangeKind.CREATED)
