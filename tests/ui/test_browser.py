@@ -589,3 +589,48 @@ def test_english_is_switchable(page: Page, site: Site) -> None:
     expect(page.locator("h1")).to_contain_text("Reception list")
     page.get_by_role("link", name="日本語").click()
     expect(page.locator("h1")).to_contain_text("受付一覧")
+
+
+def test_a_scribe_drafts_for_a_physician_who_then_confirms(page: Page, site: Site) -> None:
+    """The scribe's SOAP is a proxy entry for the physician chosen on the form; it waits,
+    unconfirmed, until that physician finalises it."""
+    patient = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    sign_in(page, site, "scribe_dai")
+    page.goto(f"/patients/{patient['id']}/chart")
+    if page.locator("#new-note").get_attribute("open") is None:  # open while no note exists
+        page.locator("#new-note summary").click()
+    expect(page.get_by_label("承認する医師（代行入力）")).to_be_visible()
+    expect(page.get_by_text("保存と同時に確定する")).to_have_count(0)
+    page.get_by_label("S（主観）").fill("代行: 2週間前から咳嗽")
+    page.get_by_label("承認する医師（代行入力）").select_option(label="山本 愛子")
+    shot(page, "scribe-proxy-note")
+    page.locator("#note-form").get_by_role("button", name="保存").click()
+    expect(page.get_by_text("代行: 2週間前から咳嗽")).to_be_visible()
+    expect(page.locator("#notes").get_by_text("（代行入力:")).to_be_visible()
+    shot(page, "scribe-proxy-note-saved")
+    notes = api(site, "GET", f"/api/v1/patients/{patient['id']}/notes", "dr_aiko")
+    assert [(n["status"], n["is_proxy_entry"]) for n in notes] == [("draft", True)]
+
+
+def test_the_first_sign_in_asks_for_the_persons_own_password(page: Page, site: Site) -> None:
+    from mamori.auth import service as auth
+    from mamori.clinic.models import StaffUser
+
+    with site.world.db.session(write=True) as s:
+        user = s.get(StaffUser, site.world.actors["nurse_ben"].user_id)
+        assert user is not None
+        handed_over = "手渡しの初期パスワード-2026"
+        auth.set_password(s, user, handed_over, initial=True)  # printed by the director
+        s.commit()
+    page.goto("/login")
+    page.get_by_label("ログインID").fill("nurse_ben")
+    page.get_by_label("パスワード").fill(handed_over)
+    page.get_by_role("button", name="次へ").click()
+    page.wait_for_url("**/login/second**")
+    expect(page.get_by_role("heading", name="自分のパスワードの設定")).to_be_visible()
+    shot(page, "first-password")
+    own = "港の見える丘で珈琲を飲む朝-7"
+    page.get_by_label("新しいパスワード（13文字以上", exact=False).fill(own)
+    page.get_by_label("新しいパスワード（確認）").fill(own)
+    page.get_by_role("button", name="設定して次へ").click()
+    expect(page.get_by_role("button", name="QR コードを表示")).to_be_visible()
