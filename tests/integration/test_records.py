@@ -732,3 +732,38 @@ def test_verify_checks_the_document_files_too(world: World, patient: dict[str, A
             _, problems = verify_all(s, store=DocumentStore(world.settings.documents_dir, world.db))
             s.rollback()
         assert [p.record_type for p in problems] == ["Document"]
+
+
+def test_a_single_record_is_not_served_from_a_head_that_is_not_its_latest_version(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """A note moved to another patient, or a registration whose status column was flipped,
+    is refused when read on its own (note, FHIR read, patient page) — logged as an integrity
+    incident — instead of being served as if nothing had happened."""
+    h = world.h("dr_aiko")
+    note = _note(world, patient["id"])
+    other = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "family_name": "別人", "family_kana": "ベツジン"},
+        headers=world.h("clerk_chika"),
+    ).json()["id"]
+    sqlite = world.db.dialect == "sqlite"
+
+    def spelled(value: str) -> str:
+        return value.replace("-", "") if sqlite else value
+
+    _tamper(
+        world,
+        "UPDATE progress_note SET patient_id = :o WHERE id = :n",
+        o=spelled(other),
+        n=spelled(note["id"]),
+    )
+    for url in (f"/api/v1/notes/{note['id']}", f"/fhir/r4/DocumentReference/{note['id']}"):
+        r = world.http.get(url, headers=h)
+        assert r.status_code == 409, (url, r.text)
+    _tamper(world, "UPDATE patient SET status = 'deceased' WHERE id = :p", p=spelled(patient["id"]))
+    r = world.http.get(f"/api/v1/patients/{patient['id']}", headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "record_integrity_failed"
+    with world.db.session(write=False) as s:
+        tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
+    assert tags.count("system:record:integrity-failed") == 3

@@ -28,7 +28,7 @@ from mamori.db import utcnow
 from mamori.errors import Conflict, InvalidInput, NotAllowed, NoteAlreadyFinal
 from mamori.patients.service import active_patient
 from mamori.records.reader import Where, read_views
-from mamori.records.versioning import ChangeKind, record_for_write, write_version
+from mamori.records.versioning import ChangeKind, record_checked, record_for_write, write_version
 
 
 def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: NoteIn) -> ProgressNote:
@@ -175,7 +175,7 @@ def amend_note(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteAme
 
 
 def get_note(session: Session, actor: Actor, note_id: uuid.UUID) -> ProgressNote:
-    return gate.record_for(session, actor, ProgressNote, note_id, Intent.READ)
+    return record_checked(session, actor, ProgressNote, note_id, Intent.READ)
 
 
 def list_notes(

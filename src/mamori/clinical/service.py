@@ -46,7 +46,13 @@ from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import active_patient
 from mamori.records.reader import Where, read_views
-from mamori.records.versioning import ChangeKind, RecordStatus, record_for_write, write_version
+from mamori.records.versioning import (
+    ChangeKind,
+    RecordStatus,
+    record_checked,
+    record_for_write,
+    write_version,
+)
 
 
 def same_patient_visit(
@@ -470,7 +476,7 @@ def file_document(
 def read_document(
     session: Session, actor: Actor, store: DocumentStore, document_id: uuid.UUID
 ) -> tuple[Document, bytes]:
-    doc = gate.record_for(session, actor, Document, document_id, Intent.READ)
+    doc = record_checked(session, actor, Document, document_id, Intent.READ)
     if doc.status == RecordStatus.ENTERED_IN_ERROR:
         raise NotFound("document")
     return doc, store.get(doc.sha256)

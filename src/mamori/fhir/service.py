@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mamori.authz import gate, restricted
+from mamori.authz import restricted
 from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import P, permission_for
 from mamori.clinic.service import clinic_of
@@ -30,6 +30,7 @@ from mamori.fhir import mapping
 from mamori.patients.access import patient_for
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.patients.service import search_patients
+from mamori.records.versioning import record_checked
 
 RESOURCE_TYPES = (
     "Patient",
@@ -80,7 +81,7 @@ def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[s
         # ids are "<prescription uuid>-<rp>-<n>"; a UUID itself contains hyphens
         base = rid[:36]
         rest = rid[37:]
-        req = gate.record_for(session, actor, MedicationRequest, _uuid(base), Intent.READ)
+        req = record_checked(session, actor, MedicationRequest, _uuid(base), Intent.READ)
         for res in mapping.medication_requests(req):
             if res["id"] == rid and rest:
                 return res
@@ -98,7 +99,7 @@ def read(session: Session, actor: Actor, resource_type: str, rid: str) -> dict[s
         actor.require(permission_for(resource_type, write=False))
     for model in readable:
         try:
-            row = gate.record_for(session, actor, model, key, Intent.READ)
+            row = record_checked(session, actor, model, key, Intent.READ)
         except NotFound:
             continue  # DocumentReference: a document or a note
         return _to_fhir(session, actor, row)[0]

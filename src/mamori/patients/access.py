@@ -24,6 +24,6 @@ def patient_for(
     status = None if patient is None else patient.status
     gate.admit(session, actor, clinic_id, patient_id, intent, what, status)
     assert patient is not None  # admitted
-    if intent is Intent.WRITE:
-        check_head(session, patient)  # before any write acts on it
+    if intent is Intent.WRITE or what in ("patient", "Patient"):
+        check_head(session, patient)  # before a write acts on it, or it is served on its own
     return patient

@@ -536,11 +536,20 @@ def check_head(session: Session, record: Versioned) -> None:
 V = TypeVar("V", bound="PatientRecord")
 
 
-def record_for_write(session: Session, actor: Actor, model: type[V], record_id: uuid.UUID) -> V:
-    """``gate.record_for`` for a write, and the head checked against its latest version."""
-    record = gate.record_for(session, actor, model, record_id, Intent.WRITE)
+def record_checked(
+    session: Session, actor: Actor, model: type[V], record_id: uuid.UUID, intent: Intent
+) -> V:
+    """``gate.record_for``, and the head checked against its latest version: before a write
+    acts on one record, and before a single record is served on its own (a note, a document,
+    a FHIR read). Lists and the chart are checked by ``verify``, not row by row."""
+    record = gate.record_for(session, actor, model, record_id, intent)
     check_head(session, record)
     return record
+
+
+def record_for_write(session: Session, actor: Actor, model: type[V], record_id: uuid.UUID) -> V:
+    """``gate.record_for`` for a write, and the head checked against its latest version."""
+    return record_checked(session, actor, model, record_id, Intent.WRITE)
 
 
 def versioned_models() -> tuple[type[Versioned], ...]:
