@@ -7,6 +7,7 @@ gets its own database, cloned from a template that was built once by ``alembic u
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -19,15 +20,19 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from mamori import migrate
 from mamori.app import create_app
 from mamori.auth import tokens
+from mamori.auth.integrations import token_permissions
 from mamori.authz.actor import Actor
+from mamori.authz.permissions import Permission
 from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
+from mamori.clinic.models import StaffUser
 from mamori.crypto.startup import open_keys
-from mamori.db import Database
+from mamori.db import Database, utcnow
 from mamori.models import open_database
 from mamori.settings import Settings, load_settings, write_instance_files
 from tests.pg import PgServer
@@ -115,6 +120,44 @@ def db_url(backend: str, templates: dict[str, str], tmp_path: Path) -> Iterator[
         con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def person_token(session: Session, settings: Settings, user: StaffUser) -> str:
+    """The harness's stand-in for a signed-in session of ``user``: a bearer credential that
+    holds whatever the role (or a vendor's open window) grants, valid for a day. The services
+    cannot tell it from a session; production never issues one like it (no second factor
+    behind it, signing in its scope) — the token rules are tested in
+    ``tests/integration/test_tokens.py``."""
+    _, token = tokens.store_token(
+        session,
+        settings.token_pepper,
+        user,
+        scope=frozenset(Permission),  # the role (or a vendor's window) is the ceiling
+        expires_at=utcnow() + dt.timedelta(days=1),
+        label="test harness",
+    )
+    return token
+
+
+def integration_token(db: Database, settings: Settings, role: Role = Role.PHYSICIAN) -> str:
+    """A token the way a clinic gets one: an integration account of the (only) clinic and the
+    real issuing rules, scoped to everything a token of ``role`` may hold, for one day."""
+    with db.session(write=True) as session:
+        clinic = clinic_service.the_clinic(session)
+        user = clinic_service.add_staff(
+            session, clinic, login_id=f"link-{uuid.uuid4().hex[:8]}", display_name="連携", role=role
+        )
+        user.kind = tokens.INTEGRATION
+        _, token = tokens.issue_token(
+            session,
+            settings.token_pepper,
+            user,
+            scope=[p.value for p in token_permissions(role)],
+            days=1,
+            label="test integration",
+        )
+        session.commit()
+    return token
+
+
 @dataclass
 class World:
     """An instance with two clinics and the personas of STYLE.md."""
@@ -168,7 +211,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
                 user = clinic_service.add_staff(
                     session, clinic, login_id=login, display_name=display, role=role
                 )
-                w.tokens[login] = tokens.issue_token(session, settings.token_pepper, user)
+                w.tokens[login] = person_token(session, settings, user)
                 w.actors[login] = clinic_service.actor_for(user, "test")
         session.commit()
     w.client = TestClient(create_app(settings, db), raise_server_exceptions=False)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from mamori import copies, migrate
 from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 from mamori.audit.trail import AuditTag, defer_release, record_system, release
-from mamori.auth import passwords, tokens
+from mamori.auth import passwords
 from mamori.auth import service as auth_service
 from mamori.authz.actor import Actor
 from mamori.authz.roles import Role
@@ -99,7 +99,6 @@ class Created:
     instance: Instance
     clinic: Clinic
     admin_login: str
-    admin_token: str
     admin_password: str
 
 
@@ -155,13 +154,11 @@ def create_instance(
         admin = clinic_service.add_staff(
             session, clinic, login_id=admin_login, display_name=admin_name, role=Role.DIRECTOR
         )
-        token = tokens.issue_token(session, settings.token_pepper, admin, "init")
         password = passwords.generate()
         auth_service.set_password(session, admin, password, initial=True)
     return Created(
         instance=instance,
         clinic=clinic,
         admin_login=admin_login,
-        admin_token=token,
         admin_password=password,
     )

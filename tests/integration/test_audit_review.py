@@ -9,9 +9,8 @@ from typing import Any
 
 from pypdf import PdfReader
 from sqlalchemy import text
-from tests.conftest import World, drop_insert_only_triggers
+from tests.conftest import World, drop_insert_only_triggers, person_token
 
-from mamori.auth import tokens
 from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import Clinic
@@ -24,7 +23,7 @@ def _reviewer(world: World) -> dict[str, str]:
         user = clinic_service.add_staff(
             s, clinic, login_id="auditor_eri", display_name="監査 恵理", role=Role.AUDITOR
         )
-        token = tokens.issue_token(s, world.settings.token_pepper, user)
+        token = person_token(s, world.settings, user)
         s.commit()
     return {"Authorization": f"Bearer {token}"}
 

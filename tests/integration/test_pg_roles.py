@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
-from tests.conftest import SAMPLE_PATIENT, drop_insert_only_triggers
+from tests.conftest import SAMPLE_PATIENT, drop_insert_only_triggers, person_token
 from tests.pg import PgServer
 
 from mamori import migrate
 from mamori.app import create_app
 from mamori.audit.verify import verify_log
+from mamori.clinic import service as clinic_service
 from mamori.instance import create_instance
 from mamori.models import open_database
 
@@ -47,7 +48,11 @@ def test_app_role_has_least_privilege(pg_server: PgServer, tmp_path: Path) -> No
             database_url=app_url,
         )
         client = TestClient(create_app(created.instance.settings, created.instance.db))
-        h = {"Authorization": f"Bearer {created.admin_token}"}
+        with created.instance.db.session(write=True) as s:
+            director = clinic_service.find_staff(s, created.clinic.id, created.admin_login)
+            assert director is not None
+            h = {"Authorization": f"Bearer {person_token(s, created.instance.settings, director)}"}
+            s.commit()
         pid = client.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h).json()["id"]
         note = client.post(
             f"/api/v1/patients/{pid}/notes", json={"subjective": "x"}, headers=h

@@ -31,8 +31,11 @@ from tests.security.test_route_inventory import PINNED
 
 from mamori.auth.admin import open_vendor_window
 from mamori.auth.models import SecurityAlert
-from mamori.authz.permissions import ROLE_PERMISSIONS
+from mamori.auth.tokens import store_token
+from mamori.authz.permissions import ROLE_PERMISSIONS, P
 from mamori.authz.roles import Role
+from mamori.clinic.models import Clinic
+from mamori.clinic.service import add_staff
 from mamori.db import utcnow
 from mamori.patients import service as patients
 from mamori.patients.schemas import CoverageIn
@@ -151,6 +154,8 @@ REAUTH = {
     "PUT /api/v1/admin/staff/{user_id}",
     "POST /api/v1/admin/staff/{user_id}/reset-factors",
     "POST /api/v1/admin/vendor-windows",
+    "POST /api/v1/admin/integrations",
+    "POST /api/v1/admin/tokens",
 }
 # need a signed-in browser session (a cookie), which an API token is not
 SESSION_ONLY = {
@@ -243,7 +248,27 @@ def estate(world: World) -> Estate:
         s.flush()
         window_id, alert_id = str(window.id), str(alert.id)
         s.commit()
-    shared = {"window_id": window_id, "alert_id": alert_id, "duplicate": duplicate}
+    token_ids = {}
+    with world.db.session(write=True) as s:  # a token of each clinic, for the revoke route
+        for clinic_of in ("director", "dr_chen"):
+            clinic = s.get(Clinic, world.actors[clinic_of].clinic_id)
+            assert clinic is not None
+            link = add_staff(s, clinic, login_id="link", display_name="連携", role=Role.RECEPTION)
+            row, _ = store_token(
+                s,
+                world.settings.token_pepper,
+                link,
+                scope=frozenset({P.PATIENT_READ}),
+                expires_at=utcnow() + dt.timedelta(days=1),
+            )
+            token_ids[clinic_of] = str(row.id)
+        s.commit()
+    shared = {
+        "window_id": window_id,
+        "alert_id": alert_id,
+        "duplicate": duplicate,
+        "token_id": token_ids["director"],
+    }
     own.update(shared, user_id=str(world.actors["dr_kenji"].user_id))
     restricted.update(shared, user_id=str(world.actors["dr_kenji"].user_id))
     other.update(
@@ -251,6 +276,7 @@ def estate(world: World) -> Estate:
         alert_id=str(uuid.uuid4()),
         duplicate=duplicate,
         user_id=str(world.actors["dr_chen"].user_id),
+        token_id=token_ids["dr_chen"],
     )
     return Estate(world=world, ids={"own": own, "restricted": restricted, "other": other})
 
@@ -278,6 +304,12 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
             }
         },
         "PUT /api/v1/admin/staff/{user_id}": lambda: {"json": {"display_kana": "テスト"}},
+        "POST /api/v1/admin/integrations": lambda: {
+            "json": {"login_id": "lab", "display_name": "検査", "role": "nurse"}
+        },
+        "POST /api/v1/admin/tokens": lambda: {
+            "json": {"user_id": ids["user_id"], "scope": ["patient:read"], "days": 7}
+        },
         "POST /api/v1/admin/staff/{user_id}/sessions/revoke": lambda: {
             "json": {"session_id": str(uuid.uuid4())}
         },

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -36,7 +37,8 @@ def test_init_creates_private_instance_with_fresh_secrets(tmp_path: Path) -> Non
     a, b = tmp_path / "a", tmp_path / "b"
     out = _init(a)
     _init(b)
-    assert "mmr_" in out
+    # sign-in details, never a bearer token: a token would read charts with no second factor
+    assert "initial password (shown once)" in out and "mmr_" not in out
     for d in (a, a / "secrets", a / "data", a / "documents"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
     secret = a / "secrets" / "token_pepper"
@@ -84,7 +86,7 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
     r = runner.invoke(
         app, ["staff", "add", "dr_x", "--name", "医師 太郎", "--role", "physician", *inst]
     )
-    assert r.exit_code == 0 and "mmr_" in r.output
+    assert r.exit_code == 0 and "initial password" in r.output and "mmr_" not in r.output
     r = runner.invoke(app, ["synth", "--size", "XS", "--seed", "2", *inst])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", *inst])
@@ -156,10 +158,12 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
 
 def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    r = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
+    r = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve", "--api-token"])
     assert r.exit_code == 0, r.output
     for login in ("director", "dr_aiko", "nurse_ben", "clerk_chika", "scribe_dai"):
-        assert f"  {login}: mmr_" in r.output
+        assert f"  {login}: " in r.output and f"  {login}: mmr_" not in r.output
+    # asked for, one read-only token of an integration account, not one per person
+    assert r.output.count("mmr_") == 2  # printed, and again in the curl example
     assert "https://localhost:8000" in r.output and "合成データ" in r.output
     r = runner.invoke(app, ["verify", "--instance", str(home)])
     assert r.exit_code == 0
@@ -167,21 +171,73 @@ def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     assert again.exit_code == 2
 
 
-def test_revoked_tokens_stop_working(tmp_path: Path) -> None:
+def test_tokens_are_for_integrations_scoped_expiring_and_revocable(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from mamori.app import create_app
     from mamori.instance import open_instance
 
     home = tmp_path / "i"
-    token = _init(home).split("API token (shown once): ")[1].split()[0]
+    _init(home)
+    at = ["--instance", str(home)]
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, [*args, *at])
+
+    # a person without a second factor gets no token, however it is asked for
+    r = cli("token", "issue", "admin", "--scope", "patient:read", "--days", "7", "--as", "admin")
+    assert r.exit_code != 0 and "mmr_" not in r.output and "二要素" in r.output
+    # an integration account needs a director behind it, and gets no password
+    assert (
+        cli(
+            "staff", "add", "recept", "--name", "レセコン", "--role", "reception", "--integration"
+        ).exit_code
+        != 0
+    )
+    r = cli(
+        "staff",
+        "add",
+        "recept",
+        "--name",
+        "レセコン連携",
+        "--role",
+        "reception",
+        "--integration",
+        "--as",
+        "admin",
+    )
+    assert r.exit_code == 0 and "password" not in r.output, r.output
+    assert cli("staff", "password", "recept").exit_code != 0
+    # no expiry beyond a year, nothing outside the role, nothing unknown
+    for scope, days in (("patient:read", "400"), ("note:read", "7"), ("nope", "7")):
+        r = cli("token", "issue", "recept", "--scope", scope, "--days", days, "--as", "admin")
+        assert r.exit_code != 0 and "mmr_" not in r.output, (scope, r.output)
+    r = cli(
+        "token",
+        "issue",
+        "recept",
+        "--scope",
+        "patient:read",
+        "--days",
+        "30",
+        "--as",
+        "admin",
+        "--label",
+        "レセコン",
+    )
+    assert r.exit_code == 0, r.output
+    token = r.output.split("token (shown once): ")[1].split()[0]
     inst = open_instance(str(home))
     client = TestClient(create_app(inst.settings, inst.db))
     auth = {"Authorization": f"Bearer {token}"}
-    assert client.get("/api/v1/me", headers=auth).status_code == 200
-    r = runner.invoke(app, ["staff", "revoke", "admin", "--instance", str(home)])
+    assert client.get("/api/v1/patients", params={"kana": "ヤマ"}, headers=auth).status_code == 200
+    # the scope holds: reception may register a patient, this token may not
+    assert client.post("/api/v1/patients", json={}, headers=auth).status_code == 403
+    listed = cli("token", "list", "--as", "admin")
+    assert "recept (integration)" in listed.output and "patient:read" in listed.output
+    r = cli("staff", "revoke", "recept")
     assert r.exit_code == 0 and "1 token" in r.output
-    assert client.get("/api/v1/me", headers=auth).status_code == 401
+    assert client.get("/api/v1/patients", params={"kana": "ヤマ"}, headers=auth).status_code == 401
     client.close()
     inst.db.dispose()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from tests.conftest import integration_token
 from tests.pg import PgServer
 
 from mamori.audit.verify import verify_log
@@ -202,7 +203,8 @@ def _run_crash(home: Path, token: str, db_url: str, pg: PgServer | None = None) 
 
 def test_kill9_sqlite(tmp_path: Path) -> None:
     created = create_instance(tmp_path / "i", clinic_name="試験", institution_code="1310123455")
-    _run_crash(tmp_path / "i", created.admin_token, created.instance.settings.database_url)
+    token = integration_token(created.instance.db, created.instance.settings)
+    _run_crash(tmp_path / "i", token, created.instance.settings.database_url)
 
 
 def test_kill9_postgresql(tmp_path: Path, pg_server: PgServer) -> None:
@@ -219,19 +221,21 @@ def test_kill9_postgresql(tmp_path: Path, pg_server: PgServer) -> None:
     created = create_instance(
         tmp_path / "i", clinic_name="試験", institution_code="1310123455", database_url=url
     )
+    token = integration_token(created.instance.db, created.instance.settings)
     created.instance.db.dispose()
-    _run_crash(tmp_path / "i", created.admin_token, url, pg=pg_server)
+    _run_crash(tmp_path / "i", token, url, pg=pg_server)
 
 
 def test_more_concurrent_reads_than_pooled_connections_all_complete(tmp_path: Path) -> None:
     """Each audited read needs a second connection for its audit append; the edge releases
     the first before taking the second, so a burst larger than the pool cannot deadlock."""
     created = create_instance(tmp_path / "i", clinic_name="試験", institution_code="1310123455")
+    token = integration_token(created.instance.db, created.instance.settings)
     port = _free_port()
     server = Server(tmp_path / "i", port)
     server.start()
     try:
-        writer = Writer(tmp_path / "i", port, created.admin_token, limit=3)
+        writer = Writer(tmp_path / "i", port, token, limit=3)
         writer.run()
         pid = writer.acked[0]
         statuses: list[int] = []
@@ -244,7 +248,7 @@ def test_more_concurrent_reads_than_pooled_connections_all_complete(tmp_path: Pa
                     conn.request(
                         "GET",
                         f"/api/v1/patients/{pid}/chart",
-                        headers={"Authorization": f"Bearer {created.admin_token}"},
+                        headers={"Authorization": f"Bearer {token}"},
                     )
                     resp = conn.getresponse()
                     resp.read()

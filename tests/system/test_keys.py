@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.conftest import SAMPLE_PATIENT
+from tests.conftest import SAMPLE_PATIENT, integration_token
 from typer.testing import CliRunner
 
 from mamori.app import create_app
@@ -112,7 +112,7 @@ def test_reencryption_with_the_server_up(tmp_path: Path, monkeypatch: pytest.Mon
     _fill(created)
     settings = created.instance.settings
     client = TestClient(create_app(settings, created.instance.db))  # "the server"
-    h = {"Authorization": f"Bearer {created.admin_token}"}
+    h = {"Authorization": f"Bearer {integration_token(created.instance.db, settings)}"}
     before = client.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h).json()
     tool = open_instance(str(settings.home))  # the CLI, another Database, as another process
     kid = rekey.add_data_key(tool.db)

@@ -634,3 +634,42 @@ def test_the_first_sign_in_asks_for_the_persons_own_password(page: Page, site: S
     page.get_by_label("新しいパスワード（確認）").fill(own)
     page.get_by_role("button", name="設定して次へ").click()
     expect(page.get_by_role("button", name="QR コードを表示")).to_be_visible()
+
+
+def test_director_creates_an_integration_and_issues_then_revokes_its_token(
+    page: Page, site: Site
+) -> None:
+    """The staff screen's token section as the director uses it: an integration account, a
+    scoped token shown once, which then works with its scope only, and its revocation."""
+    sign_in(page, site, "director")
+    page.goto("/admin/staff#tokens")
+    page.get_by_text("連携用アカウントを作成する").click()
+    page.locator("#int-login").fill("rece-link")
+    page.locator("#int-name").fill("レセコン連携")
+    page.locator("#int-role").select_option("reception")
+    page.get_by_role("button", name="作成（パスワードなし・ログイン不可）").click()
+    expect(page.locator("tr[data-login='rece-link']")).to_contain_text("連携用（ログインなし）")
+    page.get_by_text("トークンを発行する").click()
+    page.locator("#token-user").select_option(label="レセコン連携（連携用）")
+    page.locator("#token-days").fill("180")
+    page.locator("#token-label").fill("レセコン（受付の患者検索）")
+    page.get_by_label("患者基本情報の閲覧").check()
+    page.get_by_role("button", name="発行（一度だけ表示）").click()
+    expect(page.locator("#issued")).to_contain_text("今だけ表示")
+    token = page.locator("[data-token]").inner_text().strip()
+    assert token.startswith("mmr_")
+    row = page.locator("#tokens tbody tr", has_text="レセコン（受付の患者検索）")
+    expect(row).to_contain_text("患者基本情報の閲覧")
+    expect(row).to_contain_text("有効")
+    shot(page, "admin-tokens")
+    http, h = site.world.http, {"Authorization": f"Bearer {token}"}
+    assert http.get("/api/v1/patients", params={"kana": "ヤマ"}, headers=h).status_code == 200
+    assert http.post("/api/v1/patients", json={}, headers=h).status_code == 403  # not in scope
+    page.goto("/admin/staff")  # the token is not shown again
+    expect(page.locator("[data-token]")).to_have_count(0)
+    page.once("dialog", lambda d: d.accept())
+    with page.expect_response("**/revoke") as answer:
+        row.get_by_role("button", name="失効させる").click()
+    assert answer.value.ok
+    expect(row).to_contain_text("失効")
+    assert http.get("/api/v1/patients", params={"kana": "ヤマ"}, headers=h).status_code == 401

@@ -46,6 +46,7 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
         "user_id": str(world.actors["dr_aiko"].user_id),
         "alert_id": str(uuid.uuid4()),
         "window_id": str(uuid.uuid4()),
+        "token_id": str(uuid.uuid4()),
         "name": "app.css",
         "lang": "en",
     }

@@ -83,6 +83,7 @@ class AuditTag(enum.StrEnum):
     REAUTHENTICATED = "auth:reauth:succeeded"
     PASSWORD_CHANGED = "auth:password:changed"  # noqa: S105 - an event name
     TOKEN_ISSUED = "auth:token:issued"  # noqa: S105 - an event name
+    TOKEN_REVOKED = "auth:token:revoked"  # noqa: S105 - an event name
     # access control
     ACCESS_DENIED = "access:permission:denied"
     CROSS_CLINIC = "access:other-clinic:attempted"

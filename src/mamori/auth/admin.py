@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from mamori.audit.models import AuditEvent, AuditEventUser
 from mamori.audit.trail import AuditTag, record
+from mamori.auth import integrations, throttle, tokens
 from mamori.auth import service as auth
 from mamori.auth import sessions as auth_sessions
-from mamori.auth import throttle, tokens
 from mamori.auth.models import AuthFactor, AuthSession, SecurityAlert, VendorWindow
 from mamori.authz import gate
 from mamori.authz.actor import Actor
@@ -46,6 +46,7 @@ class StaffView:
     display_kana: str
     role: str
     role_ja: str
+    kind: str  # person | integration (no password, acts only by API tokens)
     active: bool
     expires_at: dt.datetime | None
     factors: list[str]
@@ -102,6 +103,7 @@ def list_staff(session: Session, actor: Actor) -> list[StaffView]:
                 display_kana=u.display_kana,
                 role=u.role,
                 role_ja=Role(u.role).label_ja,
+                kind=u.kind,
                 active=u.usable(now),
                 expires_at=u.expires_at,
                 factors=sorted({f.kind for f in mine if f.kind != "recovery"}),
@@ -120,10 +122,22 @@ def staff_view(session: Session, actor: Actor, user_id: uuid.UUID) -> StaffView:
 
 
 def two_factor_coverage(session: Session, actor: Actor) -> dict[str, int]:
-    """CL-2-10 evidence: active accounts with a second factor enrolled."""
+    """CL-2-10 evidence, counted from the accounts and tokens as they are: active people with
+    a second factor; integration accounts (no password, never sign in) and live tokens apart;
+    and the people who could reach data without a second factor through a token (0 unless
+    something is wrong — a token is issued only to a person with a factor)."""
     views = list_staff(session, actor)
-    active = [v for v in views if v.active]
-    return {"active": len(active), "with_2fa": sum(1 for v in active if v.factors)}
+    people = [v for v in views if v.active and v.kind == tokens.PERSON]
+    live = [t for t in integrations.list_tokens(session, actor) if t.live]
+    with_token = {t.user_id for t in live if t.account_kind == tokens.PERSON}
+    return {
+        "active": len(people),
+        "with_2fa": sum(1 for v in people if v.factors),
+        "integrations": sum(1 for v in views if v.active and v.kind == tokens.INTEGRATION),
+        "live_tokens": len(live),
+        "people_with_tokens": len(with_token),
+        "tokens_without_2fa": sum(1 for v in people if v.id in with_token and not v.factors),
+    }
 
 
 def create_staff(
@@ -259,6 +273,7 @@ def reset_factors(
         .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason="factors-reset")
     )
+    tokens.revoke_tokens(session, user)  # a person's token stands on their second factor
     count = int(getattr(result, "rowcount", 0) or 0)
     record(session, actor, AuditTag.FACTOR_REVOKED, detail={"user": str(user.id), "count": count})
     return count

@@ -11,13 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from mamori.auth import admin, passwords
+from mamori.auth import admin, integrations, passwords
 from mamori.auth import service as auth
-from mamori.auth.schemas import StaffIn
+from mamori.auth.schemas import IntegrationIn, StaffIn, TokenIn
 from mamori.authz.permissions import P
 from mamori.authz.roles import ROLE_LABELS_JA, Role
 from mamori.backup import service as backups
-from mamori.errors import Conflict, InvalidInput, ReauthRequired
+from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound, ReauthRequired
 from mamori.ui.errors import UiError, form_error
 from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html
@@ -36,8 +36,20 @@ def _staff_page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> 
     extra.setdefault("error", None)
     extra.setdefault("form", {})
     extra.setdefault("created", None)
+    extra.setdefault("issued", None)
     return html(
-        request, "admin_staff.html", status, staff=staff, coverage=coverage, roles=ROLES, **extra
+        request,
+        "admin_staff.html",
+        status,
+        staff=staff,
+        coverage=coverage,
+        roles=ROLES,
+        tokens=integrations.list_tokens(ctx.session, ctx.actor),
+        # who may hold a token: integration accounts, and people with a second factor
+        token_holders=[s for s in staff if s.active and (s.kind == "integration" or s.factors)],
+        token_permissions=[p for p in P if p not in integrations.NEVER_BY_TOKEN],
+        integration_roles=[(r.value, r.label_ja) for r in integrations.INTEGRATION_ROLES],
+        **extra,
     )
 
 
@@ -47,7 +59,10 @@ def staff(request: Request, ctx: Ctx = Depends(requires(P.STAFF_READ))) -> Respo
 
 
 def _fail(
-    request: Request, ctx: Ctx, exc: InvalidInput | Conflict | ReauthRequired, form: Form
+    request: Request,
+    ctx: Ctx,
+    exc: InvalidInput | Conflict | NotAllowed | NotFound | ReauthRequired,
+    form: Form,
 ) -> Response:
     return _staff_page(request, ctx, 422, error=form_error(exc), form=form)
 
@@ -76,6 +91,57 @@ def create_staff(
     ctx.session.flush()
     # shown once, to be handed over in person; the account must enrol 2FA at first sign-in
     return _staff_page(request, ctx, created={"login_id": user.login_id, "password": initial})
+
+
+@router.post("/admin/integrations")
+def create_integration(
+    request: Request, ctx: Ctx = Depends(requires(P.STAFF_ADMIN)), form: Form = Depends(form_fields)
+) -> Response:
+    try:
+        body = parse(IntegrationIn, form)
+        integrations.create_integration(
+            ctx.session,
+            ctx.actor,
+            login_id=body.login_id,
+            display_name=body.display_name,
+            role=body.role,
+            reauth_minutes=ctx.settings.auth.reauth_minutes,
+        )
+    except (InvalidInput, Conflict, ReauthRequired) as exc:
+        return _fail(request, ctx, exc, form)
+    return go(request, "/admin/staff#tokens")
+
+
+@router.post("/admin/tokens")
+def issue_token(
+    request: Request, ctx: Ctx = Depends(requires(P.STAFF_ADMIN)), form: Form = Depends(form_fields)
+) -> Response:
+    """Each permission is its own checkbox (``scope:<permission>``); the token is shown once."""
+    scope = [k.removeprefix("scope:") for k, v in form.items() if k.startswith("scope:") and v]
+    try:
+        body = parse(TokenIn, form, scope=scope)
+        view, token = integrations.issue(
+            ctx.session,
+            ctx.actor,
+            ctx.settings.token_pepper,
+            body.user_id,
+            scope=body.scope,
+            days=body.days,
+            label=body.label,
+            reauth_minutes=ctx.settings.auth.reauth_minutes,
+        )
+    except (InvalidInput, NotAllowed, NotFound, ReauthRequired) as exc:
+        return _fail(request, ctx, exc, form)
+    ctx.session.flush()
+    return _staff_page(request, ctx, issued={"token": token, "view": view})
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def revoke_token(
+    request: Request, token_id: uuid.UUID, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))
+) -> Response:
+    integrations.revoke(ctx.session, ctx.actor, token_id)
+    return go(request, "/admin/staff#tokens")
 
 
 @router.post("/admin/staff/{user_id}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from mamori.auth import admin
+from mamori.auth import admin, integrations
 from mamori.auth import enrolment as auth_enrolment
 from mamori.auth import service as auth
 from mamori.auth import sessions as auth_sessions
@@ -22,6 +22,7 @@ from mamori.auth.schemas import (
     CoverageOut,
     CredentialIn,
     InitialPasswordIn,
+    IntegrationIn,
     LoginIn,
     PasswordIn,
     ReauthIn,
@@ -33,6 +34,8 @@ from mamori.auth.schemas import (
     SignInOut,
     StaffIn,
     StaffUpdate,
+    TokenIn,
+    TokenIssuedOut,
     UnlockOut,
     WindowIn,
     WindowOut,
@@ -360,6 +363,44 @@ def create_staff(body: StaffIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> 
         reauth_minutes=ctx.settings.auth.reauth_minutes,
     )
     return admin.staff_view(ctx.session, ctx.actor, user.id)
+
+
+@admin_router.post("/integrations", status_code=201, response_model=admin.StaffView)
+def create_integration(body: IntegrationIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> object:
+    user = integrations.create_integration(
+        ctx.session,
+        ctx.actor,
+        login_id=body.login_id,
+        display_name=body.display_name,
+        role=body.role,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+    return admin.staff_view(ctx.session, ctx.actor, user.id)
+
+
+@admin_router.get("/tokens", response_model=list[integrations.TokenView])
+def list_tokens(ctx: Ctx = Depends(requires(P.STAFF_READ))) -> object:
+    return integrations.list_tokens(ctx.session, ctx.actor)
+
+
+@admin_router.post("/tokens", status_code=201, response_model=TokenIssuedOut)
+def issue_token(body: TokenIn, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> object:
+    view, token = integrations.issue(
+        ctx.session,
+        ctx.actor,
+        ctx.settings.token_pepper,
+        body.user_id,
+        scope=body.scope,
+        days=body.days,
+        label=body.label,
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
+    )
+    return TokenIssuedOut(token=token, details=view)
+
+
+@admin_router.post("/tokens/{token_id}/revoke", response_model=integrations.TokenView)
+def revoke_token(token_id: uuid.UUID, ctx: Ctx = Depends(requires(P.STAFF_ADMIN))) -> object:
+    return integrations.revoke(ctx.session, ctx.actor, token_id)
 
 
 @admin_router.put("/staff/{user_id}", response_model=admin.StaffView)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime, new_id, utcnow
@@ -20,7 +20,10 @@ from mamori.db import Base, UTCDateTime, new_id, utcnow
 
 class ApiToken(Base):
     """A bearer token for the JSON/FHIR API. Only a keyed hash is stored (HMAC with the
-    instance's ``token_pepper``), so a copy of the database does not yield usable tokens."""
+    instance's ``token_pepper``), so a copy of the database does not yield usable tokens.
+
+    Every token expires and carries a scope (the permissions it may use, a subset of its
+    account's role); a token without either is refused (``auth/tokens.py``)."""
 
     __tablename__ = "api_token"
 
@@ -30,8 +33,11 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # tokens for integrations expire; issuing one needs a fresh re-authentication
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # JSON list of permission names; tokens issued before scopes existed have none (refused)
+    scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # the director who issued it (None: the operator at the server's console, ``mamori token``)
+    issued_by: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
 
 
 class PasswordHistory(Base):

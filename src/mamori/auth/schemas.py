@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mamori.auth import admin
+from mamori.auth import admin, integrations
 from mamori.authz.roles import Role
 from mamori.inputs import Text100, Text500
 
@@ -109,6 +109,24 @@ class StaffIn(Strict):
     birth_date: dt.date | None = None
 
 
+class IntegrationIn(Strict):
+    login_id: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    display_name: Text100
+    role: Role
+
+
+class TokenIn(Strict):
+    user_id: uuid.UUID
+    scope: list[str] = Field(min_length=1, max_length=64)
+    days: int = Field(ge=1, le=365)
+    label: str = Field(default="", max_length=100)
+
+
+class TokenIssuedOut(BaseModel):
+    token: str  # shown once; only its keyed hash is stored
+    details: integrations.TokenView
+
+
 class StaffUpdate(Strict):
     role: Role | None = None
     active: bool | None = None
@@ -174,3 +192,7 @@ class AlertReviewIn(Strict):
 class CoverageOut(BaseModel):
     active: int
     with_2fa: int
+    integrations: int
+    live_tokens: int
+    people_with_tokens: int
+    tokens_without_2fa: int

@@ -39,7 +39,7 @@ from mamori.authz.roles import Role
 from mamori.clinic.models import Clinic, StaffUser
 from mamori.clinic.service import actor_for
 from mamori.db import utcnow
-from mamori.errors import InvalidInput, NotFound, TooManyAttempts, Unauthenticated
+from mamori.errors import InvalidInput, NotAllowed, NotFound, TooManyAttempts, Unauthenticated
 from mamori.settings import AuthSettings
 
 MAX_FACTOR_FAILURES = 5
@@ -476,6 +476,11 @@ def set_password(
     """Check the policy (incl. the last passwords) and store the new hash. ``initial``: a
     password someone else hands over (init, staff add, a reset), which the person's first
     sign-in replaces with their own."""
+    if user.kind != "person":
+        raise NotAllowed(
+            "連携用アカウントにはパスワードがありません（APIトークンだけで動きます）。",
+            "An integration account has no password; it acts only by API tokens.",
+        )
     history = session.scalars(
         select(PasswordHistory.password_hash)
         .where(PasswordHistory.user_id == user.id)

@@ -60,6 +60,10 @@ class Permission(enum.StrEnum):
     SELF = "self:manage"
 
     @property
+    def label_ja(self) -> str:
+        return PERMISSION_LABELS_JA[self]
+
+    @property
     def writes(self) -> bool:
         """Whether a request holding this permission runs in a write transaction."""
         return not self.value.endswith(":read") and self not in (
@@ -69,6 +73,44 @@ class Permission(enum.StrEnum):
 
 
 P = Permission
+
+PERMISSION_LABELS_JA = {
+    P.PATIENT_READ: "患者基本情報の閲覧",
+    P.PATIENT_WRITE: "患者登録・変更",
+    P.PATIENT_MERGE: "患者の統合",
+    P.INSURANCE_READ: "保険情報の閲覧",
+    P.INSURANCE_WRITE: "保険情報の登録",
+    P.ENCOUNTER_READ: "受診歴の閲覧",
+    P.ENCOUNTER_WRITE: "受付・受診の登録",
+    P.CHART_READ: "カルテの閲覧",
+    P.CHART_PRINT: "カルテの印刷",
+    P.NOTE_READ: "記事の閲覧",
+    P.NOTE_WRITE: "記事の記載",
+    P.NOTE_SIGN: "記事の確定（署名）",
+    P.CONDITION_READ: "病名の閲覧",
+    P.CONDITION_WRITE: "病名の登録",
+    P.ALLERGY_READ: "アレルギーの閲覧",
+    P.ALLERGY_WRITE: "アレルギーの登録",
+    P.PRESCRIPTION_READ: "処方の閲覧",
+    P.PRESCRIPTION_WRITE: "処方の登録",
+    P.OBSERVATION_READ: "検査・バイタルの閲覧",
+    P.OBSERVATION_WRITE: "検査・バイタルの登録",
+    P.DOCUMENT_READ: "文書の閲覧",
+    P.DOCUMENT_WRITE: "文書の登録",
+    P.RECORD_RETRACT: "記録の取消",
+    P.RECORD_VERIFY: "記録の検証",
+    P.EXPORT_BULK: "一括書き出し",
+    P.BREAK_GLASS: "緊急時アクセス",
+    P.AUDIT_READ: "監査証跡の閲覧",
+    P.AUDIT_REVIEW: "監査証跡の点検",
+    P.STAFF_READ: "職員一覧の閲覧",
+    P.STAFF_ADMIN: "職員と権限の管理",
+    P.SESSION_ADMIN: "セッションの管理",
+    P.RESTRICTION_ADMIN: "閲覧制限の管理",
+    P.VENDOR_WINDOW_ADMIN: "保守作業枠の管理",
+    P.SYSTEM_HEALTH: "システム状態の確認",
+    P.SELF: "自分のアカウント管理",
+}
 
 _CLINICAL_READ = frozenset(
     {

@@ -20,10 +20,14 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="データベース / database", no_args_is_help=True)
 staff_app = typer.Typer(help="職員アカウント / staff accounts", no_args_is_help=True)
+token_app = typer.Typer(
+    help="連携用APIトークン / API tokens for integrations", no_args_is_help=True
+)
 export_app = typer.Typer(help="書き出し / export", no_args_is_help=True)
 audit_app = typer.Typer(help="監査証跡 / audit trail", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(staff_app, name="staff")
+app.add_typer(token_app, name="token")
 app.add_typer(export_app, name="export")
 app.add_typer(audit_app, name="audit")
 keys_app = typer.Typer(help="暗号鍵 / encryption keys", no_args_is_help=True)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from mamori.app import create_app
-from mamori.auth import passwords, tokens
+from mamori.auth import integrations, passwords
 from mamori.auth import service as auth_service
 from mamori.authz.roles import Role
 from mamori.backup.setup import configure as configure_backup
@@ -48,6 +48,14 @@ def demo(
     size: Annotated[str, typer.Option(help="合成データの規模 (XS, demo, S)")] = "demo",
     seed: int = 7,
     serve: Annotated[bool, typer.Option(help="作成後にサーバーを起動する")] = True,
+    api_token: Annotated[
+        bool,
+        typer.Option(
+            "--api-token",
+            help="読み取り専用の連携用アカウントとAPIトークン（30日）も作る / also an "
+            "integration account with a 30-day read-only API token",
+        ),
+    ] = False,
 ) -> None:
     """デモ診療所を作成して起動する / create a demo clinic with synthetic patients and serve it."""
     if size not in ("XS", "demo", "S"):
@@ -75,26 +83,42 @@ def demo(
         fail(exc)
         return
     inst = created.instance
-    logins = [
-        ("director", "院長 山本 守", Role.DIRECTOR.label_ja, created.admin_token),
-    ]
+    logins = [("director", "院長 山本 守", Role.DIRECTOR.label_ja)]
     secrets = {"director": created.admin_password}
+    token = ""
     with inst.transaction(write=True) as session:
         clinic = clinic_service.the_clinic(session)
         for login, name, role in DEMO_STAFF:
             user = clinic_service.add_staff(
                 session, clinic, login_id=login, display_name=name, role=role
             )
-            logins.append(
-                (
-                    login,
-                    name,
-                    role.label_ja,
-                    tokens.issue_token(session, inst.settings.token_pepper, user, "demo"),
-                )
-            )
+            logins.append((login, name, role.label_ja))
             secrets[login] = passwords.generate()
             auth_service.set_password(session, user, secrets[login], initial=True)
+        if api_token:
+            director = inst.actor(session, "director")
+            link = integrations.create_integration(
+                session,
+                director,
+                login_id="demo-api",
+                display_name="デモ連携（読み取り）",
+                role=Role.PHYSICIAN,
+                reauth_minutes=inst.settings.auth.reauth_minutes,
+            )
+            _, token = integrations.issue(
+                session,
+                director,
+                inst.settings.token_pepper,
+                link.id,
+                scope=[
+                    p.value
+                    for p in integrations.token_permissions(Role.PHYSICIAN)
+                    if p.value.endswith(":read")
+                ],
+                days=30,
+                label="demo",
+                reauth_minutes=inst.settings.auth.reauth_minutes,
+            )
         today = clinic_today()
         with progress() as bar:
             task = bar.add_task("合成データ / synthetic data", total=open_days(size, today))
@@ -118,27 +142,26 @@ def demo(
     )
     settings = load_settings(home)  # with the new target
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
-    for login, name, role_ja, _ in logins:
+    for login, name, role_ja in logins:
         table.add_row(login, name, role_ja)
     url = f"https://localhost:{port}"
     console.print(f"\n[bold green]デモ診療所を作成しました / demo clinic ready[/]: {home}")
     console.print(table)
     console.print("初期パスワード / initial passwords:")
-    for login, _, _, _ in logins:
+    for login, _, _ in logins:
         console.print(f"  {login}: {secrets[login]}", soft_wrap=True)
-    console.print("API トークン（Authorization: Bearer …） / API tokens:")
-    for login, _, _, token in logins:
-        console.print(f"  {login}: {token}", soft_wrap=True)
     console.print(
         f"画面 / web UI: [bold]{url}/login[/]   API: {url}/api/v1/   FHIR: {url}/fhir/r4/metadata",
         soft_wrap=True,
     )
-    console.print(
-        f"例 / example: curl --cacert {home}/tls/cert.pem "
-        f'-H "Authorization: Bearer {logins[1][3]}" '
-        f'"{url}/api/v1/patients?kana=サト"',
-        soft_wrap=True,
-    )
+    if token:
+        console.print(
+            f"連携用APIトークン（demo-api、読み取りのみ、30日） / integration token (read-only, "
+            f"30 days): {token}\n"
+            f"例 / example: curl --cacert {home}/tls/cert.pem "
+            f'-H "Authorization: Bearer {token}" "{url}/api/v1/patients?kana=サト"',
+            soft_wrap=True,
+        )
     console.print(
         "初回ログインで二要素認証（認証アプリかパスキー）を登録します。"
         " / The first sign-in enrols a second factor (authenticator app or passkey)."

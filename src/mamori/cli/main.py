@@ -15,7 +15,7 @@ from mamori import __version__, migrate
 from mamori.app import create_app
 from mamori.audit.checkpointer import signer
 from mamori.audit.trail import AuditTag, record
-from mamori.auth import passwords, tokens
+from mamori.auth import integrations, passwords, tokens
 from mamori.auth import service as auth_service
 from mamori.authz.roles import Role
 from mamori.backup.service import configured as backup_configured
@@ -38,6 +38,7 @@ from mamori.cli.common import (
     instance_or_fail,
     progress,
     staff_app,
+    token_app,
 )
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import StaffUser
@@ -146,9 +147,6 @@ def init(
     console.print(
         f"初期パスワード（一度だけ表示） / initial password (shown once): "
         f"[bold]{created.admin_password}[/]"
-    )
-    console.print(
-        f"API トークン（一度だけ表示） / API token (shown once): [bold]{created.admin_token}[/]"
     )
     console.print(
         "初回ログインで二要素認証（認証アプリかパスキー）を登録します。"
@@ -301,28 +299,65 @@ def staff_add(
     login_id: str,
     name: Annotated[str, typer.Option(help="表示名")],
     role: Annotated[Role, typer.Option(help="役割")],
+    integration: Annotated[
+        bool,
+        typer.Option(
+            "--integration",
+            help="連携用アカウント（パスワードなし、APIトークンのみ） / an integration account",
+        ),
+    ] = False,
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="連携用アカウントを作る管理者のログインID")
+    ] = None,
     instance: InstanceOpt = None,
 ) -> None:
-    """職員を追加しAPIトークンを発行する / add a staff member and issue an API token."""
+    """職員（または連携用アカウント）を追加する / add a staff member (or an integration)."""
+    password = ""
+    if integration and not as_user:
+        fail(
+            InstanceError(
+                "連携用アカウントは管理者として作成します（--as 管理者のログインID）。",
+                "An integration account is created as a director: --as <login>.",
+            )
+        )
     try:
         inst = open_instance(instance)
         close_when_done(inst)
         with inst.transaction(write=True) as session:
             clinic = clinic_service.the_clinic(session)
-            user = clinic_service.add_staff(
-                session, clinic, login_id=login_id, display_name=name, role=role
-            )
-            token = tokens.issue_token(session, inst.settings.token_pepper, user, "cli")
-            password = passwords.generate()
-            auth_service.set_password(session, user, password, initial=True)
-            restrictions.refresh_staff_flag(
-                session, restrictions.patients_matching_staff(session, user)
-            )
+            if integration:
+                integrations.create_integration(
+                    session,
+                    inst.actor(session, str(as_user)),
+                    login_id=login_id,
+                    display_name=name,
+                    role=role,
+                    reauth_minutes=inst.settings.auth.reauth_minutes,
+                )
+            else:
+                user = clinic_service.add_staff(
+                    session, clinic, login_id=login_id, display_name=name, role=role
+                )
+                password = passwords.generate()
+                auth_service.set_password(session, user, password, initial=True)
+                restrictions.refresh_staff_flag(
+                    session, restrictions.patients_matching_staff(session, user)
+                )
     except MamoriError as exc:
         fail(exc)
         return
-    console.print(f"{login_id} ({role.label_ja}) token: [bold]{token}[/]")
+    if integration:
+        console.print(
+            f"{login_id} ({role.label_ja}): 連携用アカウント / integration account — "
+            f"mamori token issue {login_id} --scope … --days …"
+        )
+        return
+    console.print(f"{login_id} ({role.label_ja})")
     console.print(f"初期パスワード / initial password: [bold]{password}[/]")
+    console.print(
+        "初回ログインで本人のパスワードを設定し、二要素認証を登録します。"
+        " / The first sign-in sets their own password and enrols a second factor."
+    )
 
 
 def _staff_or_fail(session: Session, login_id: str) -> StaffUser:
@@ -352,6 +387,66 @@ def staff_password(login_id: str, instance: InstanceOpt = None) -> None:
         fail(exc)
         return
     console.print(f"{login_id}: 初期パスワード / initial password: [bold]{password}[/]")
+
+
+@token_app.command("issue")
+def token_issue(
+    login_id: str,
+    scope: Annotated[str, typer.Option(help="権限をカンマ区切りで / permissions, comma-separated")],
+    days: Annotated[int, typer.Option(help="有効日数 / days until it expires")],
+    as_user: Annotated[str, typer.Option("--as", help="発行する管理者のログインID")],
+    label: Annotated[str, typer.Option(help="用途 / what it is for")] = "",
+    instance: InstanceOpt = None,
+) -> None:
+    """APIトークンを発行する（期限・権限つき、一度だけ表示） / issue a scoped, expiring token."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            user = _staff_or_fail(session, login_id)
+            view, token = integrations.issue(
+                session,
+                inst.actor(session, as_user),
+                inst.settings.token_pepper,
+                user.id,
+                scope=[p.strip() for p in scope.split(",") if p.strip()],
+                days=days,
+                label=label,
+                reauth_minutes=inst.settings.auth.reauth_minutes,
+            )
+    except MamoriError as exc:
+        fail(exc)
+        return
+    expires = view.expires_at.isoformat(timespec="minutes") if view.expires_at else "-"
+    console.print(f"{login_id}: {', '.join(view.scope)} — 期限 / expires {expires}")
+    console.print(
+        f"トークン（一度だけ表示） / token (shown once): [bold]{token}[/]", soft_wrap=True
+    )
+
+
+@token_app.command("list")
+def token_list(
+    as_user: Annotated[str, typer.Option("--as", help="確認する管理者のログインID")],
+    instance: InstanceOpt = None,
+) -> None:
+    """APIトークンの一覧 / list the clinic's API tokens."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=False) as session:
+            views = integrations.list_tokens(session, inst.actor(session, as_user))
+    except MamoriError as exc:
+        fail(exc)
+        return
+    for v in views:  # one line each: a table would cut the IDs on a narrow console
+        expires = v.expires_at.isoformat(timespec="minutes") if v.expires_at else "-"
+        state = "有効 / live" if v.live else "失効・期限切れ / not live"
+        console.print(
+            f"{v.id}  {v.login_id} ({v.account_kind})  {v.label}  [{', '.join(v.scope)}]  "
+            f"期限 / expires {expires}  {state}",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 @staff_app.command("revoke")

@@ -41,6 +41,9 @@ class StaffUser(Base):
     display_name: Mapped[str] = mapped_column(String(100))
     display_kana: Mapped[str] = mapped_column(String(100), default="")
     role: Mapped[Role] = mapped_column(String(32))
+    # person | integration: an integration account (a レセコン link, a lab interface) has no
+    # password and never signs in; it acts only through API tokens scoped by the director
+    kind: Mapped[str] = mapped_column(String(16), default="person", server_default="person")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Argon2id; None until the account's first password is set
