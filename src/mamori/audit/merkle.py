@@ -13,7 +13,7 @@ Only ``hashlib`` is used, so the same file can ship in the auditor's standalone 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -220,3 +220,9 @@ class Tree:
         if not whole:
             proof.append(self._hash(lo, hi))
         return proof[::-1]
+
+
+def batch_root(content_hashes: Iterable[str]) -> bytes:
+    """The root a bulk import's event holds: over its version hashes (hex) in hash order, an
+    order both databases reproduce from the rows whatever their ID spelling."""
+    return root([leaf_hash(bytes.fromhex(h)) for h in sorted(content_hashes)])

@@ -66,11 +66,21 @@ _REF_LIST = re.compile(_REF.pattern + rb"(?:," + _REF.pattern + rb")*")
 _Ref = tuple[int, str, str, int, str]  # seq, record type, record ID, version, content hash
 
 
+IMPORTED = "system:data:imported"
+_BATCH_SQL = (
+    "SELECT content_hash FROM record_version WHERE import_batch = :batch"  # the partial index
+)
+
+
 @dataclass
 class LogReport:
     size: int = 0
     root: bytes = merkle.EMPTY_ROOT
     problems: list[tuple[int, str]] = field(default_factory=list)
+    # bulk imports checked against their rows, and those from before batches were stamped
+    # (migration 0009), which name no rows to check
+    imports_checked: int = 0
+    imports_unchecked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -120,6 +130,37 @@ def _check_versions(session: Session, refs: list[_Ref], report: LogReport) -> No
                     "was logged",
                 )
             )
+
+
+def _check_imports(session: Session, imports: list[tuple[int, bytes]], report: LogReport) -> None:
+    """Each bulk import event against the versions that name its batch: their number and the
+    Merkle root over their hashes must be what the event holds (a rewritten, added or removed
+    imported version fails here, as an API-written one fails its own event's reference)."""
+    postgres = _postgres(session)
+    for seq, body in imports:
+        try:
+            detail = json.loads(body).get("detail") or {}
+            batch, count, root = detail.get("batch"), detail["versions"], detail["versions_root"]
+        except (ValueError, KeyError, AttributeError):
+            report.problems.append((seq, "bulk import event is malformed"))
+            continue
+        if batch is None:  # imported before batches were stamped (0009)
+            report.imports_unchecked += 1
+            continue
+        if not isinstance(batch, str) or not _UUID.fullmatch(batch.encode()):
+            report.problems.append((seq, "bulk import event names no valid batch"))
+            continue
+        spelled = batch if postgres else batch.replace("-", "")
+        hashes = list(session.execute(text(_BATCH_SQL), {"batch": spelled}).scalars())
+        if len(hashes) != count:
+            report.problems.append(
+                (seq, f"bulk import logged {count} versions; {len(hashes)} name its batch")
+            )
+        elif merkle.batch_root(hashes).hex() != root:
+            report.problems.append(
+                (seq, "bulk imported versions differ from what was logged (batch root)")
+            )
+        report.imports_checked += 1
 
 
 def _refs_in(seq: int, body: bytes) -> list[_Ref] | str:
@@ -295,10 +336,12 @@ def _parallel(v: _Verifier, url: str, last: int, workers: int) -> None:
     ends = [min(lo + SEGMENT - 1, last) for lo in starts]
     context = multiprocessing.get_context("spawn")  # never fork a process holding connections
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for problems, leaves, chain in pool.map(
+        for problems, leaves, chain, (checked, unchecked) in pool.map(
             _verify_range, [url] * len(starts), starts, ends, [BATCH] * len(starts)
         ):
             v.report.problems += problems
+            v.report.imports_checked += checked
+            v.report.imports_unchecked += unchecked
             v.leaves = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
             v.fold()
             v.chain = chain
@@ -307,10 +350,12 @@ def _parallel(v: _Verifier, url: str, last: int, workers: int) -> None:
     v.orphans({seq for seq, _ in patients} | {seq for seq, _ in users})
 
 
-def _verify_range(url: str, lo: int, hi: int, batch: int) -> tuple[list[Any], bytes, bytes]:
+def _verify_range(
+    url: str, lo: int, hi: int, batch: int
+) -> tuple[list[Any], bytes, bytes, tuple[int, int]]:
     """In a worker process: events ``lo``..``hi`` — sequence, bodies, leaf and chain hashes,
     review indexes, record versions. Returns the problems, the leaf hashes and the last chain
-    hash."""
+    hash, and the bulk imports it checked and could not check."""
     engine = create_engine(url, poolclass=NullPool)
     try:
         with Session(engine) as session:
@@ -327,7 +372,8 @@ def _verify_range(url: str, lo: int, hi: int, batch: int) -> tuple[list[Any], by
                 _walk(v, _Rows(session, batch, hi), lo)
             if v.expected <= hi:
                 v.problem(v.expected, f"sequence broken: expected {v.expected}, none up to {hi}")
-            return v.report.problems, b"".join(v.leaves), v.chain
+            imports = (v.report.imports_checked, v.report.imports_unchecked)
+            return v.report.problems, b"".join(v.leaves), v.chain, imports
     finally:
         engine.dispose()
 
@@ -385,6 +431,7 @@ class _Verifier:
         self.chain = GENESIS_CHAIN
         self.expected = 1
         self.refs: list[_Ref] = []
+        self.imports: list[tuple[int, bytes]] = []  # bulk import events, checked with the refs
         self.leaves: list[bytes] = []  # checked leaf hashes not yet folded into the frontier
         self.fold_here = True  # False in a worker, which hands its leaves to the parent
         self.hex_ids = not _postgres(session)  # how the review indexes spell IDs
@@ -434,6 +481,8 @@ class _Verifier:
             leaves.append(leaf)
             if b'"records":' in body:
                 self._record_refs(seq, body)
+            if stored_tag == IMPORTED:
+                self.imports.append((seq, body))
             at = body.rfind(b'"patients":[')  # as _indexed_ids, inlined
             if at >= 0:
                 inner = body[at + 12 : body.find(b"]", at)]
@@ -491,6 +540,9 @@ class _Verifier:
         if self.refs:
             _check_versions(self.session, self.refs, self.report)
             self.refs = []
+        if self.imports:
+            _check_imports(self.session, self.imports, self.report)
+            self.imports = []
 
     def compare_indexes(
         self,

@@ -110,6 +110,18 @@ def audit_verify(
         f"{len(checkpoints)} signed checkpoints agree",
         soft_wrap=True,
     )
+    if report.imports_checked or report.imports_unchecked:
+        console.print(
+            f"一括取り込み / bulk imports: {report.imports_checked} 件を記録と照合 / checked "
+            "against their rows"
+            + (
+                f"、{report.imports_unchecked} 件は照合できない旧形式（0009 以前） / "
+                f"{report.imports_unchecked} from before batches were stamped cannot be checked"
+                if report.imports_unchecked
+                else ""
+            ),
+            soft_wrap=True,
+        )
 
 
 @audit_app.command("bundle")

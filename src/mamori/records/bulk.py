@@ -129,18 +129,24 @@ class BulkWriter:
                 conn.execute(insert(model.__table__), sealed)  # type: ignore[attr-defined]
                 rows.clear()
         if self.versions:
+            batch = self.new_id()
+            for v in self.versions:
+                v["import_batch"] = batch
             sealed = [seal_mapping(keyring, RecordVersion, v) for v in self.versions]
             conn.execute(insert(RecordVersion.__table__), sealed)  # type: ignore[arg-type]
             # One event per batch: the log shows that, when and how much was bulk-loaded, with
             # a Merkle root over the batch's version hashes (per-version events would be
-            # millions of rows for an L clinic).
-            leaves = [merkle.leaf_hash(bytes.fromhex(v["content_hash"])) for v in self.versions]
+            # millions of rows for an L clinic). ``mamori audit verify`` recomputes the root
+            # from the rows that name the batch (``merkle.batch_root``).
             record_system(
                 self.session,
                 AuditTag.DATA_IMPORTED,
                 {
+                    "batch": str(batch),
                     "versions": len(self.versions),
-                    "versions_root": merkle.root(leaves).hex(),
+                    "versions_root": merkle.batch_root(
+                        v["content_hash"] for v in self.versions
+                    ).hex(),
                     "first_version": str(self.versions[0]["id"]),
                 },
             )
