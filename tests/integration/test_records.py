@@ -767,3 +767,57 @@ def test_a_single_record_is_not_served_from_a_head_that_is_not_its_latest_versio
     with world.db.session(write=False) as s:
         tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
     assert tags.count("system:record:integrity-failed") == 3
+
+
+def test_lists_and_the_chart_refuse_a_head_that_is_not_its_latest_version(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """A retracted allergy brought back by flipping its status column, and a note moved onto
+    another patient, are refused by the chart and the lists that would show them (one check
+    per kind over plaintext columns), not shown as if they were the record."""
+    h, pid = world.h("dr_aiko"), patient["id"]
+    sqlite = world.db.dialect == "sqlite"
+
+    def spelled(value: str) -> str:
+        return value.replace("-", "") if sqlite else value
+
+    allergy = world.http.post(
+        f"/api/v1/patients/{pid}/allergies",
+        json={"category": "medication", "substance": "ペニシリン"},
+        headers=h,
+    ).json()
+    r = world.http.post(
+        f"/api/v1/records/AllergyIntolerance/{allergy['id']}/entered-in-error",
+        json={"reason": "別の患者の記録", "expected_version": 1},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    for url in (f"/api/v1/patients/{pid}/chart", f"/api/v1/patients/{pid}/allergies"):
+        assert world.http.get(url, headers=h).status_code == 200
+    _tamper(
+        world,
+        "UPDATE allergy_intolerance SET status = 'active' WHERE id = :a",
+        a=spelled(allergy["id"]),
+    )
+    for url in (f"/api/v1/patients/{pid}/chart", f"/api/v1/patients/{pid}/allergies"):
+        r = world.http.get(url, headers=h)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "record_integrity_failed"
+        assert "ペニシリン" not in r.text
+    other = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "family_name": "別人", "family_kana": "ベツジン"},
+        headers=world.h("clerk_chika"),
+    ).json()["id"]
+    note = _note(world, pid)
+    _tamper(
+        world,
+        "UPDATE progress_note SET patient_id = :o WHERE id = :n",
+        o=spelled(other),
+        n=spelled(note["id"]),
+    )
+    r = world.http.get(f"/api/v1/patients/{other}/notes", headers=h)
+    assert r.status_code == 409, r.text
+    with world.db.session(write=False) as s:
+        tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
+        alerts = [k for (k,) in s.execute(text("SELECT kind FROM security_alert"))]
+    assert tags.count("system:record:integrity-failed") == 3 and "integrity" in alerts

@@ -13,8 +13,10 @@ Nothing set on a view is ever written; adding one to a session fails on its prim
 Security stays where it was: callers have passed the gate (permission, clinic, restricted
 patient, the access event) before they read; every row's ciphertext is opened by the same
 function as the ORM's load event (``SealBroken`` on an altered or moved one, the keyring
-refreshed for a key another process made); and the unit of work is marked as having read
-patient data, so the audit safety net sees these reads as it sees ORM loads.
+refreshed for a key another process made); every head is checked against its latest version
+(``versioning.check_heads``: a flipped status, a moved or rolled-back row is refused); and the
+unit of work is marked as having read patient data, so the audit safety net sees these reads
+as it sees ORM loads.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy.orm.attributes import manager_of_class
 from mamori.audit.trail import note_phi_loaded
 from mamori.crypto.sealed import open_loaded
 from mamori.db import PatientData, bind_processor, driver_cursor
+from mamori.records.versioning import Versioned, check_heads
 
 T = TypeVar("T")
 
@@ -139,6 +142,8 @@ def read_views(
         views.append(view)
     if views and _patient_data(model):
         note_phi_loaded(session)
+    if views and issubclass(model, Versioned):
+        check_heads(session, views)  # type: ignore[arg-type]  # each head must be its latest version
     return views
 
 

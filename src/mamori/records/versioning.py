@@ -16,7 +16,7 @@ import datetime as dt
 import enum
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -550,6 +550,58 @@ def check_head(session: Session, record: Versioned) -> None:
         )
 
 
+_LATEST_SQL = (
+    "SELECT record_id, version, content_hash, status, patient_id FROM record_version "
+    "WHERE record_type = ? AND record_id IN ({})"
+)
+HEADS_PER_LOOKUP = 500  # record IDs per statement (well under any bound-variable limit)
+
+
+def _spelled(value: object) -> str:
+    """An ID as 32 hex digits, however the driver handed it back (SQLite text, a UUID)."""
+    return value.hex if isinstance(value, uuid.UUID) else str(value).replace("-", "").lower()
+
+
+def check_heads(session: Session, records: Sequence[Versioned]) -> None:
+    """The list form of :func:`check_head`, for the chart and every list: each head's version,
+    hash, status and patient against its latest version — plaintext columns only, one
+    statement per kind on the unique (type, id, version) index, no decryption. A status column
+    flipped, a row moved to another patient or rolled back to an old version is refused as it
+    is for a single record. (A head whose *sealed content* was re-encrypted by someone holding
+    the key keeps its hash: a record served alone compares content too, and ``verify`` does.)"""
+    if not records:
+        return
+    record_type = records[0].__record_type__
+    latest: dict[str, tuple[int, str, str, str]] = {}
+    ids = [r.id for r in records]
+    with driver_cursor(session, flush=False) as cursor:
+        bind = cursor.bind(RecordVersion.__table__.c.record_id.type)
+        for at in range(0, len(ids), HEADS_PER_LOOKUP):
+            part = ids[at : at + HEADS_PER_LOOKUP]
+            cursor.execute(
+                _LATEST_SQL.format(", ".join("?" * len(part))),
+                [record_type, *(bind(i) for i in part)],
+            )
+            for rid, version, digest, status, pid in cursor.fetchall():
+                key = _spelled(rid)
+                if key not in latest or latest[key][0] < version:
+                    latest[key] = (version, digest, status, _spelled(pid) if pid else "")
+    for record in records:
+        found = latest.get(record.id.hex)
+        pid = record.version_patient_id()
+        why = ""
+        if found is None:
+            why = "no version"
+        elif (record.version, record.content_hash) != found[:2]:
+            why = "version or hash differs"
+        elif record.status != found[2]:
+            why = "status differs"
+        elif (pid.hex if pid else "") != found[3]:
+            why = "patient differs"
+        if why:
+            raise RecordIntegrityFailed(record.__record_type__, record.id, pid, why)
+
+
 V = TypeVar("V", bound="PatientRecord")
 
 
@@ -558,7 +610,7 @@ def record_checked(
 ) -> V:
     """``gate.record_for``, and the head checked against its latest version: before a write
     acts on one record, and before a single record is served on its own (a note, a document,
-    a FHIR read). Lists and the chart are checked by ``verify``, not row by row."""
+    a FHIR read). Lists and the chart check their rows with :func:`check_heads`."""
     record = gate.record_for(session, actor, model, record_id, intent)
     check_head(session, record)
     return record
