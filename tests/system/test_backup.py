@@ -428,6 +428,59 @@ def test_flipped_byte_and_missing_object_are_caught(
     assert any("document object" in p for p in _verify(inst).generations[0].problems)
 
 
+def test_a_missing_document_does_not_block_restoring_everything_else(
+    setup: tuple[Instance, Path, Path], tmp_path: Path
+) -> None:
+    """One document object gone from the medium (deleted, or a bad sector): the restore
+    stops and says only documents are missing and how to go on; allowed, it restores the
+    database and every other document with every proof, leaves the missing one out and lists
+    it — on the console, in the copy's READ_ONLY marker and in the restore's audit event —
+    and a document altered rather than deleted is left out the same way."""
+    import json
+
+    from mamori.copies import MARKER
+
+    inst, keys, usb = setup
+    assert _run(inst).ok
+    objects = sorted((usb / "mamori-backup").rglob("documents/*/*.age"))
+    assert len(objects) >= 3
+    gone, altered = objects[0], objects[1]
+    gone.unlink()
+    with pytest.raises(BackupInvalid, match="--allow-missing-documents") as refused:
+        restore(spec_from_url(f"dir:{usb}"), _ident(keys), tmp_path / "r", key_dir=tmp_path / "k")
+    assert "欠けているのは文書 1 件だけ" in refused.value.ja
+    assert not (tmp_path / "r").exists()
+    # the other document damaged in place: verification (not deep) passes it, its hash fails
+    data = bytearray(altered.read_bytes())
+    data[-1] ^= 0x01
+    altered.write_bytes(bytes(data))
+    done = restore(
+        spec_from_url(f"dir:{usb}"),
+        _ident(keys),
+        tmp_path / "r",
+        key_dir=tmp_path / "k",
+        partial=True,
+    )
+    left_out = {m["digest"] for m in done.missing_documents}
+    assert left_out == {gone.stem, altered.stem}
+    assert {m["why"] for m in done.missing_documents} >= {"missing"}
+    assert done.documents == len(objects) - 2
+    restored = [p for p in (done.home / "documents").rglob("*") if p.is_file()]
+    assert len(restored) == done.documents  # nothing unproven left in a missing one's place
+    assert json.loads((done.home / MARKER).read_text())["missing_documents"] == (
+        done.missing_documents
+    )
+    copy = open_instance(str(done.home))
+    try:
+        with copy.transaction(write=False) as s:
+            (body,) = s.execute(
+                text("SELECT body FROM audit_event WHERE tag = 'system:backup:restored'")
+            ).one()
+        assert set(json.loads(bytes(body))["detail"]["missing_documents"]) == left_out
+    finally:
+        copy.db.dispose()
+
+
 def test_restore_never_falls_back_silently_and_one_bad_file_blocks_nothing_chosen(
     setup: tuple[Instance, Path, Path], tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ class Restored:
     timings: dict[str, float] = field(default_factory=dict)
     engine: str = "sqlite"
     app_role: str | None = None  # PostgreSQL: the login role given least privilege afterwards
+    # documents left out (a partial restore a person allowed): path in documents/, digest, why
+    missing_documents: list[dict[str, str]] = field(default_factory=list)
 
 
 def invalid(ja: str, en: str) -> BackupInvalid:

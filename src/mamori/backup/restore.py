@@ -61,8 +61,13 @@ def restore(
     progress: Say | None = None,
     database_url: str | None = None,
     app_role: str | None = None,
+    partial: bool = False,
 ) -> Restored:
-    """``database_url``: for a PostgreSQL generation, the **empty** database to restore into
+    """``partial``: a person allows leaving out document objects that are missing or damaged
+    (everything else must verify); what is left out is listed in ``Restored.missing_documents``,
+    in the restored copy's read-only marker and in its restore event.
+
+    ``database_url``: for a PostgreSQL generation, the **empty** database to restore into
     (created beforehand by its administrator); the instance directory still goes to ``dest``.
     ``app_role``: the PostgreSQL login role the server will use, given least privilege once
     everything is proven (``pg_restore --no-acl`` brings no grants back); a failure there
@@ -84,7 +89,7 @@ def restore(
     try:
         say("verify", 0, 1)
         report = verify_target(target, signer, ident.instance_id, deep=False)
-        chosen = choose_generation(report, generation)
+        chosen = choose_generation(report, generation, partial=partial)
         if chosen.manifest.get("engine") == "postgresql":
             _require_empty_database(database_url)
         elif app_role:
@@ -114,7 +119,7 @@ def restore(
         try:
             restored = _restore_into(
                 target, ident, chosen, base, dest, work, key_dir, say, timings, created,
-                database_url,
+                database_url, [] if partial else None,
             )  # fmt: skip
             if app_role:
                 assert database_url is not None  # a PostgreSQL generation needs one (above)
@@ -158,6 +163,7 @@ def _restore_into(
     timings: dict[str, float],
     created: list[Path],
     database_url: str | None = None,
+    missing: list[dict[str, str]] | None = None,
 ) -> Restored:
     t = time.monotonic()
     m = chosen.manifest
@@ -170,8 +176,10 @@ def _restore_into(
         tar_path, dest, ident.instance_id, key_dir, created, database_url if postgres else None
     )
     with ExitStack() as stack:
-        documents = start_documents(target, chosen, dest, work, ident, say, timings, stack)
-        job = _Job(target, ident, chosen, dest, work, key_file, say, timings, t, documents)
+        documents = start_documents(target, chosen, dest, work, ident, say, timings, stack, missing)
+        job = _Job(
+            target, ident, chosen, dest, work, key_file, say, timings, t, documents, missing or []
+        )
         if postgres:
             assert database_url is not None
             return _restore_postgres(job, database_url)
@@ -193,6 +201,7 @@ class _Job:
     timings: dict[str, float]
     started: float
     documents: Callable[[], int]  # waits for the documents (started before the database)
+    missing: list[dict[str, str]]  # documents left out (a partial restore), filled as it goes
 
 
 def _restore_sqlite(job: _Job, base: Generation | None) -> Restored:
@@ -260,14 +269,18 @@ def _prove(
         if integrity is not None:
             say("integrity", 0, 1)
             timings["integrity"] = integrity()
-        _log_restore(inst, chosen, audit_size)
+        _log_restore(inst, chosen, audit_size, job.missing)
     finally:
         inst.db.dispose()
     # read-only until a person promotes it: two writable copies would fork the record
-    copies.mark(
-        job.dest,
-        {"restored": True, "generation": chosen.generation, "manifest": chosen.hash},
-    )
+    marker: dict[str, Any] = {
+        "restored": True,
+        "generation": chosen.generation,
+        "manifest": chosen.hash,
+    }
+    if job.missing:
+        marker["missing_documents"] = job.missing
+    copies.mark(job.dest, marker)
     return Restored(
         home=job.dest,
         generation=chosen.generation,
@@ -280,6 +293,7 @@ def _prove(
         audit_events=audit_size,
         documents=docs,
         engine=engine,
+        missing_documents=list(job.missing),
     )
 
 
@@ -426,7 +440,9 @@ def _replace_section(text: str, name: str, body: str) -> str:
     return text + f"\n[{name}]\n{body}"
 
 
-def choose_generation(report: MediumReport, generation: int | None) -> Generation:
+def choose_generation(
+    report: MediumReport, generation: int | None, *, partial: bool = False
+) -> Generation:
     """The generation to restore, never a silent fallback.
 
     Without ``generation``: the newest one on the target, and only if it and the target
@@ -434,7 +450,10 @@ def choose_generation(report: MediumReport, generation: int | None) -> Generatio
     why; the target's own problems) and which generation does verify, to be named with
     ``--generation`` once a person has looked. With ``generation``: that one, if it verifies
     itself — the target's other problems (a forged manifest elsewhere, a broken link) are
-    reported but do not block it, so one bad file cannot deny every restore."""
+    reported but do not block it, so one bad file cannot deny every restore.
+
+    ``partial``: a generation whose only problems are document objects (missing, damaged) is
+    restorable without them; without it, the refusal says how to ask for that."""
     live = [g for g in report.generations if not g.pruned]
     if generation is None:
         if not live:
@@ -444,7 +463,7 @@ def choose_generation(report: MediumReport, generation: int | None) -> Generatio
                 f"No restorable generation on this target ({first}).",
             )
         newest = max(live, key=lambda g: g.link)
-        if newest.ok and not report.problems:
+        if (newest.ok or (partial and newest.ok_but_documents)) and not report.problems:
             return newest
         found = [f"generation {g.generation}: {g.problems[0]}" for g in live if not g.ok]
         found += report.problems
@@ -458,6 +477,9 @@ def choose_generation(report: MediumReport, generation: int | None) -> Generatio
         else:
             hint_ja, hint_en = "検証できる世代がありません。", "No generation verifies."
         problems = "; ".join(found[:5])
+        if newest.ok_but_documents and not report.problems:
+            hint_ja += _partial_hint_ja(newest).lstrip("。")
+            hint_en += _partial_hint_en(newest).lstrip(". ")
         raise invalid(
             f"最新の世代 {newest.generation} をそのまま復元できません: {problems}。{hint_ja}",
             f"Not restoring the newest generation {newest.generation}: {problems}. {hint_en}",
@@ -474,12 +496,32 @@ def choose_generation(report: MediumReport, generation: int | None) -> Generatio
             f"世代 {generation} は保持期間を過ぎて削除済みです。",
             f"Generation {generation} was pruned by the retention policy.",
         )
-    if not chosen.ok:
+    if not chosen.ok and not (partial and chosen.ok_but_documents):
         raise invalid(
-            f"世代 {chosen.generation} は検証に失敗しました: {chosen.problems[0]}",
-            f"Generation {chosen.generation} fails verification: {chosen.problems[0]}",
+            f"世代 {chosen.generation} は検証に失敗しました: {chosen.problems[0]}"
+            + _partial_hint_ja(chosen),
+            f"Generation {chosen.generation} fails verification: {chosen.problems[0]}"
+            + _partial_hint_en(chosen),
         )
     return chosen
+
+
+def _partial_hint_ja(g: Generation) -> str:
+    if not g.ok_but_documents:
+        return ""
+    return (
+        f"。欠けているのは文書 {len(g.document_problems)} 件だけです。それ以外を復元するには"
+        " --allow-missing-documents（復元後に欠けた文書の一覧を表示します）"
+    )
+
+
+def _partial_hint_en(g: Generation) -> str:
+    if not g.ok_but_documents:
+        return ""
+    return (
+        f". Only {len(g.document_problems)} document(s) are missing or damaged: "
+        "--allow-missing-documents restores everything else and lists them"
+    )
 
 
 def _open_restored(dest: Path) -> Instance:
@@ -504,20 +546,21 @@ def _verify_audit(inst: Instance) -> int:
     return int(report.size)
 
 
-def _log_restore(inst: Instance, chosen: Generation, audit_size: int) -> None:
-    """The restored instance records its own restore."""
+def _log_restore(
+    inst: Instance, chosen: Generation, audit_size: int, missing: list[dict[str, str]]
+) -> None:
+    """The restored instance records its own restore (and any document it lacks)."""
 
     with inst.transaction(write=True) as session:
-        record_system(
-            session,
-            AuditTag.BACKUP_RESTORED,
-            {
-                "generation": chosen.generation,
-                "manifest": chosen.hash,
-                "medium": chosen.manifest["medium"],
-                "audit_size": audit_size,
-            },
-        )
+        detail: dict[str, Any] = {
+            "generation": chosen.generation,
+            "manifest": chosen.hash,
+            "medium": chosen.manifest["medium"],
+            "audit_size": audit_size,
+        }
+        if missing:
+            detail["missing_documents"] = [m["digest"] for m in missing]
+        record_system(session, AuditTag.BACKUP_RESTORED, detail)
 
 
 # ---------------------------------------------------------------- drills

@@ -18,6 +18,7 @@ import zstandard
 
 from mamori.backup import fmt
 from mamori.backup.fetch import Say, decrypt_file, fetch_object, invalid, local_copy
+from mamori.backup.fmt import BackupError
 from mamori.backup.identity import Identity
 from mamori.backup.verify import Generation
 
@@ -42,9 +43,12 @@ DOCUMENTS_PER_TASK = 16  # documents per worker task: progress between tasks, li
 WORKER_MIN_BYTES = 64 << 20
 
 
-def _documents(target: Any, gen: Generation, dest: Path, work: Path) -> tuple[list[_Document], int]:
+def _documents(
+    target: Any, gen: Generation, dest: Path, work: Path, missing: list[dict[str, str]] | None
+) -> tuple[list[_Document], int]:
     """The generation's documents, from its index, each checked to stay inside
-    ``documents/``; and their ciphertexts' total size."""
+    ``documents/``; and their ciphertexts' total size. With ``missing`` (a partial restore),
+    those verification found missing or damaged are left out and listed there."""
     index_path = fetch_object(target, gen, "documents.json.zst", work)
     index = json.loads(
         zstandard.ZstdDecompressor().decompress(index_path.read_bytes(), max_output_size=256 << 20)
@@ -55,6 +59,9 @@ def _documents(target: Any, gen: Generation, dest: Path, work: Path) -> tuple[li
     for rel, digest in sorted(files.items()):
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise invalid("文書の索引が不正です。", "Bad document index entry.")
+        if missing is not None and digest in gen.document_problems:
+            missing.append({"path": rel, "digest": digest, "why": gen.document_problems[digest]})
+            continue
         path = f"documents/{digest[:2]}/{digest}.age"
         ct_sha, size = index["objects"][digest]
         total += int(size)
@@ -94,6 +101,7 @@ def start_documents(
     say: Say,
     timings: dict[str, float],
     stack: ExitStack,
+    missing: list[dict[str, str]] | None = None,
 ) -> Callable[[], int]:
     """Start restoring the documents; returns a wait for them (their count). The time from
     this start until the last is on disk goes to ``timings["documents"]``.
@@ -103,9 +111,14 @@ def start_documents(
     (pyrage), so in a thread the two decryptions took turns; in a process they use both
     cores. The worker gets the identity over its pipe, never through a file. From SFTP or S3
     (each object downloaded first), or only a few, they are restored here, after the
-    database."""
+    database.
+
+    ``missing`` (a partial restore a person allowed): documents that cannot be restored — found
+    missing or damaged by verification, or failing their check here — are listed in it and
+    the rest restored, one by one in this thread; without it the first one stops the
+    restore."""
     t = time.monotonic()
-    docs, size = _documents(target, gen, dest, work)
+    docs, size = _documents(target, gen, dest, work, missing)
 
     def done() -> int:
         os.sync()  # every document on disk before the restore says it is done (one flush)
@@ -114,12 +127,23 @@ def start_documents(
         return len(docs)
 
     def here() -> int:  # one by one in this thread, objects on SFTP or S3 downloaded first
+        restored = 0
         for i, doc in enumerate(docs):
             say("documents", i, len(docs))
-            _restore_document(doc, local_copy(target, doc.path, work), ident.identity)
-        return done()
+            try:
+                _restore_document(doc, local_copy(target, doc.path, work), ident.identity)
+                restored += 1
+            except (BackupError, OSError) as exc:
+                if missing is None:
+                    raise
+                doc.out.unlink(missing_ok=True)  # nothing unproven is left in its place
+                rel = str(doc.out.relative_to(dest / "documents"))
+                why = exc.en if isinstance(exc, BackupError) else f"unreadable: {exc}"
+                missing.append({"path": rel, "digest": doc.digest, "why": why})
+        done()
+        return restored
 
-    if size < WORKER_MIN_BYTES or any(doc.local is None for doc in docs):
+    if missing is not None or size < WORKER_MIN_BYTES or any(doc.local is None for doc in docs):
         return here
     pool = stack.enter_context(document_worker())
     secret = str(ident.identity)

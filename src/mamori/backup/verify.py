@@ -38,10 +38,19 @@ class Generation:
     hash: str
     problems: list[str] = field(default_factory=list)
     pruned: bool = False  # objects removed by the retention policy (signed mark)
+    # document objects missing, of the wrong size or altered (digest → why); each is also in
+    # ``problems``. A restore may leave exactly these out when a person allows it.
+    document_problems: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def ok_but_documents(self) -> bool:
+        """Everything verifies except some document objects (restorable without them)."""
+        texts = {f"document object {d[:12]} {why}" for d, why in self.document_problems.items()}
+        return bool(self.problems) and all(p in texts for p in self.problems)
 
 
 @dataclass
@@ -232,19 +241,21 @@ def _check_documents(
         g.problems.append("document index refers to objects it does not list")
     for digest, (ct_sha, size) in objects.items():
         path = f"documents/{digest[:2]}/{digest}.age"
+        why = ""
         if path not in listing:
-            g.problems.append(f"document object {digest[:12]} missing")
-            continue
-        if listing[path] != size:
-            g.problems.append(f"document object {digest[:12]} has the wrong size")
-            continue
-        if deep:
+            why = "missing"
+        elif listing[path] != size:
+            why = "has the wrong size"
+        elif deep:
             if path not in checked:
                 checked[path] = _hash_object(target, path)
                 report.objects_checked += 1
                 report.bytes_checked += int(size)
             if checked[path] != ct_sha:
-                g.problems.append(f"document object {digest[:12]} altered")
+                why = "altered"
+        if why:
+            g.document_problems[digest] = why
+            g.problems.append(f"document object {digest[:12]} {why}")
 
 
 def require_ok(report: MediumReport, generation: Generation) -> None:

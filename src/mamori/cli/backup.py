@@ -338,6 +338,14 @@ def restore_cmd(
             help="PostgreSQL: 復元後、サーバーの接続ロールへ最小権限を付与（db grant-app-role）",
         ),
     ] = None,
+    allow_missing_documents: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-documents",
+            help="欠けた・壊れた文書を除いて復元し、一覧を表示する / restore without the "
+            "missing or damaged documents, and list them",
+        ),
+    ] = False,
 ) -> None:
     """バックアップから新しいディレクトリへ復元 / restore into a new directory, verified."""
 
@@ -354,6 +362,7 @@ def restore_cmd(
                 progress=_Bars(bars),
                 database_url=database_url,
                 app_role=app_role,
+                partial=allow_missing_documents,
             )
     except MamoriError as exc:
         fail(exc)
@@ -361,6 +370,15 @@ def restore_cmd(
         f"[green]復元しました / restored[/] generation {done.generation} ({done.kind})"
         f" → {done.home}"
     )
+    if done.missing_documents:
+        err.print(
+            f"[bold red]文書 {len(done.missing_documents)} 件は復元できませんでした"
+            f"（この一覧は {done.home}/READ_ONLY にも記録） / {len(done.missing_documents)} "
+            "document(s) could not be restored (also listed in READ_ONLY):[/]",
+            soft_wrap=True,
+        )
+        for m in done.missing_documents:
+            err.print(f"  documents/{m['path']}  sha256 {m['digest'][:16]}…  {m['why']}")
     console.print(
         f"records: {done.counts}; audit events verified: {done.audit_events}; "
         f"documents: {done.documents}; last record at {done.last_event_at}"
