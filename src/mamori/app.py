@@ -46,6 +46,7 @@ from mamori.records.api import router as records_router
 from mamori.settings import Settings
 from mamori.ui import static as ui_static
 from mamori.web import errors
+from mamori.web.contract import declare_responses
 from mamori.web.limits import BodyLimit
 from mamori.web.routing import Ctx, TransactionalRoute, check_route_guards, public, requires
 
@@ -282,6 +283,7 @@ def create_app(
     ):
         app.include_router(router)
     errors.install(app)
+    declare_responses(app)  # every refusal in the OpenAPI document (web/contract.py)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(
         BodyLimit, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
