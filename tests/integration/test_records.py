@@ -821,3 +821,45 @@ def test_lists_and_the_chart_refuse_a_head_that_is_not_its_latest_version(
         tags = [t for (t,) in s.execute(text("SELECT tag FROM audit_event ORDER BY seq"))]
         alerts = [k for (k,) in s.execute(text("SELECT kind FROM security_alert"))]
     assert tags.count("system:record:integrity-failed") == 3 and "integrity" in alerts
+
+
+def test_a_scribes_diagnosis_waits_for_a_physician(world: World, patient: dict[str, Any]) -> None:
+    """医師事務作業補助者 records a diagnosis: it is kept, shown as awaiting a physician (in the
+    chart, its PDF and FHIR), and becomes the clinic's diagnosis only when a physician
+    confirms it; a scribe's later change is held again."""
+    pid = patient["id"]
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/conditions",
+        json={"display_name": "2型糖尿病", "icd10": "E11"},
+        headers=world.h("scribe_dai"),
+    )
+    assert r.status_code == 201 and r.json()["status"] == "unconfirmed", r.text
+    cid = r.json()["id"]
+    chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("dr_aiko")).json()
+    assert [c["status"] for c in chart["conditions"]] == ["unconfirmed"]
+    fhir = world.http.get(f"/fhir/r4/Condition/{cid}", headers=world.h("dr_aiko")).json()
+    assert fhir["verificationStatus"]["coding"][0]["code"] == "unconfirmed"
+    confirm = f"/api/v1/conditions/{cid}/confirm"
+    body = {"expected_version": 1}
+    r = world.http.post(confirm, json=body, headers=world.h("scribe_dai"))
+    assert r.status_code == 403  # a scribe never confirms, not even their own entry
+    assert world.http.post(confirm, json=body, headers=world.h("nurse_ben")).status_code == 403
+    r = world.http.post(confirm, json=body, headers=world.h("dr_aiko"))
+    assert r.status_code == 200 and r.json()["status"] == "active" and r.json()["version"] == 2
+    assert (
+        world.http.post(
+            confirm, json={"expected_version": 2}, headers=world.h("dr_aiko")
+        ).status_code
+        == 409
+    )
+    history = world.http.get(
+        f"/api/v1/records/Condition/{cid}/history", headers=world.h("dr_aiko")
+    ).json()
+    assert [v["change"] for v in history] == ["created", "confirmed"]
+    assert history[1]["changed_by_id"] == str(world.actors["dr_aiko"].user_id)
+    r = world.http.put(
+        f"/api/v1/conditions/{cid}",
+        json={"display_name": "2型糖尿病（腎症あり）", "icd10": "E11", "expected_version": 2},
+        headers=world.h("scribe_dai"),
+    )
+    assert r.status_code == 200 and r.json()["status"] == "unconfirmed"

@@ -124,6 +124,7 @@ KIND = {
     "/api/v1/notes/{note_id}/amend": "ProgressNote",
     "/api/v1/patients/{patient_id}/conditions": "Condition",
     "/api/v1/conditions/{condition_id}": "Condition",
+    "/api/v1/conditions/{condition_id}/confirm": "Condition",
     "/api/v1/patients/{patient_id}/allergies": "AllergyIntolerance",
     "/api/v1/patients/{patient_id}/medication-requests": "MedicationRequest",
     "/api/v1/patients/{patient_id}/observations": "Observation",
@@ -338,6 +339,7 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
         "POST /api/v1/patients/{patient_id}/conditions": lambda: {
             "json": {"display_name": "高血圧症"}
         },
+        "POST /api/v1/conditions/{condition_id}/confirm": lambda: {"json": stale},
         "PUT /api/v1/conditions/{condition_id}": lambda: {
             "json": {"display_name": "高血圧症", **stale}
         },

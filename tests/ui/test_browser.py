@@ -610,6 +610,33 @@ def test_a_scribe_drafts_for_a_physician_who_then_confirms(page: Page, site: Sit
     shot(page, "scribe-proxy-note-saved")
     notes = api(site, "GET", f"/api/v1/patients/{patient['id']}/notes", "dr_aiko")
     assert [(n["status"], n["is_proxy_entry"]) for n in notes] == [("draft", True)]
+    # a diagnosis the scribe records waits for a physician too, marked as such
+    page.locator("#problems summary").click()
+    page.locator("#display_name").fill("急性気管支炎")
+    page.get_by_role("button", name="病名を登録").click()
+    problem = page.locator("#problems li", has_text="急性気管支炎")
+    expect(problem.locator("[data-unconfirmed]")).to_be_visible()
+    expect(problem.get_by_role("button", name="承認する")).to_have_count(0)  # not the scribe's
+
+
+def test_a_physician_confirms_a_scribes_diagnosis_on_the_chart(page: Page, site: Site) -> None:
+    patient = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    api(
+        site,
+        "POST",
+        f"/api/v1/patients/{patient['id']}/conditions",
+        "scribe_dai",
+        json={"display_name": "高脂血症", "icd10": "E78"},
+    )
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{patient['id']}/chart")
+    problem = page.locator("#problems li", has_text="高脂血症")
+    expect(problem).to_contain_text("代行入力・医師の承認待ち")
+    shot(page, "chart-unconfirmed-diagnosis")
+    problem.get_by_role("button", name="承認する").click()
+    expect(problem.locator("[data-unconfirmed]")).to_have_count(0)
+    (cond,) = api(site, "GET", f"/api/v1/patients/{patient['id']}/conditions", "dr_aiko")
+    assert (cond["status"], cond["version"]) == ("active", 2)
 
 
 def test_the_first_sign_in_asks_for_the_persons_own_password(page: Page, site: Site) -> None:

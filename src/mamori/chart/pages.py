@@ -254,6 +254,22 @@ def add_condition(
     return go(request, f"/patients/{patient_id}/chart#problems")
 
 
+@router.post("/conditions/{condition_id}/confirm")
+def confirm_condition(
+    request: Request,
+    condition_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.CONDITION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    """A physician confirms a scribe's diagnosis from the problem list."""
+    try:
+        version = int(form.get("expected_version", ""))
+    except ValueError:
+        version = 0
+    cond = clinical.confirm_condition(ctx.session, ctx.actor, condition_id, version)
+    return go(request, f"/patients/{cond.patient_id}/chart#problems")
+
+
 @router.post("/patients/{patient_id}/allergies")
 def add_allergy(
     request: Request,

@@ -65,6 +65,7 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
                     ("主病", c.is_primary),
                     ("疑い", c.is_suspected),
                     ("未告知", c.is_undisclosed),
+                    ("代行入力・未承認", c.status == "unconfirmed"),
                 )
                 if on
             ]

@@ -163,6 +163,14 @@ def update_condition(
     )
 
 
+@router.post("/conditions/{condition_id}/confirm", response_model=ConditionOut)
+def confirm_condition(
+    condition_id: uuid.UUID, body: VersionedAction, ctx: Ctx = Depends(requires(P.CONDITION_WRITE))
+) -> object:
+    """A physician confirms a scribe's diagnosis (status unconfirmed → active)."""
+    return service.confirm_condition(ctx.session, ctx.actor, condition_id, body.expected_version)
+
+
 @router.post("/patients/{patient_id}/allergies", status_code=201, response_model=AllergyOut)
 def add_allergy(
     patient_id: uuid.UUID, body: AllergyIn, ctx: Ctx = Depends(requires(P.ALLERGY_WRITE))

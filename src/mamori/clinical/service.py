@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mamori.authz import gate
 from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import Permission
+from mamori.authz.roles import Role
 from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import StaffUser
 from mamori.clinical.models import (
@@ -41,7 +42,7 @@ from mamori.clinical.schemas import (
 )
 from mamori.db import utcnow
 from mamori.documents.store import DocumentStore
-from mamori.errors import Conflict, InvalidInput, NotFound
+from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from mamori.patients.kana import search_key
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import active_patient
@@ -201,9 +202,36 @@ def add_condition(
 ) -> Condition:
     patient = active_patient(session, actor, patient_id, "Condition")
     same_patient_visit(session, actor, Encounter, data.encounter_id, patient.id)
-    cond = Condition(patient_id=patient.id, status=RecordStatus.ACTIVE.value)
+    cond = Condition(patient_id=patient.id, status=_condition_status(actor))
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.CREATED)
+    return cond
+
+
+def _condition_status(actor: Actor) -> str:
+    """A scribe's diagnosis (and a scribe's change to one) waits for a physician's
+    confirmation (ES-A4 for 代行入力): it is recorded, shown marked as unconfirmed, and
+    becomes the clinic's diagnosis only through :func:`confirm_condition`."""
+    return (RecordStatus.UNCONFIRMED if actor.role is Role.SCRIBE else RecordStatus.ACTIVE).value
+
+
+def confirm_condition(
+    session: Session, actor: Actor, condition_id: uuid.UUID, expected_version: int
+) -> Condition:
+    """A physician (or the director) confirms a scribe's diagnosis: a new version, by them."""
+    actor.require(Permission.CONDITION_WRITE)
+    cond = record_for_write(session, actor, Condition, condition_id)  # the gate first
+    if not actor.role.signs_clinical_records:
+        raise NotAllowed(
+            "代行入力の病名を承認できるのは医師だけです。",
+            "Only a physician confirms a proxy-entered diagnosis.",
+        )
+    if cond.status != RecordStatus.UNCONFIRMED:
+        raise Conflict(
+            "この病名は承認待ちではありません。", "This diagnosis is not awaiting confirmation."
+        )
+    cond.status = RecordStatus.ACTIVE.value
+    write_version(session, actor, cond, ChangeKind.CONFIRMED, expected_version=expected_version)
     return cond
 
 
@@ -217,6 +245,8 @@ def update_condition(
     cond = record_for_write(session, actor, Condition, condition_id)
     same_patient_visit(session, actor, Encounter, data.encounter_id, cond.patient_id)
     _apply_condition(cond, data)
+    if actor.role is Role.SCRIBE:
+        cond.status = RecordStatus.UNCONFIRMED.value  # held again for a physician
     write_version(session, actor, cond, ChangeKind.UPDATED, expected_version=expected_version)
     return cond
 
@@ -226,10 +256,10 @@ def list_conditions(
 ) -> Sequence[Condition]:
     """傷病名, 主病 first. ``current_only``: the problem list (転帰 継続) for the chart."""
     patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "Condition")
-    rows = read_views(
+    rows = read_views(  # active, and a scribe's still unconfirmed (shown as such)
         session,
         Condition,
-        [("patient_id", "=", patient.id), ("status", "=", RecordStatus.ACTIVE.value)],
+        [("patient_id", "=", patient.id), ("status", "!=", RecordStatus.ENTERED_IN_ERROR.value)],
     )
     # 転帰 and 主病 are sealed: filtered and ordered here, after decryption
     found = [c for c in rows if not current_only or c.outcome == ConditionOutcome.CONTINUING.value]

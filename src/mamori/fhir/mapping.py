@@ -243,7 +243,12 @@ def condition(c: Condition) -> dict[str, Any]:
                     "http://terminology.hl7.org/CodeSystem/condition-ver-status",
                     "entered-in-error"
                     if c.status == "entered-in-error"
-                    else ("unconfirmed" if c.is_suspected else "confirmed"),
+                    # a scribe's diagnosis not yet confirmed by a physician, or 疑い
+                    else (
+                        "unconfirmed"
+                        if c.is_suspected or c.status == "unconfirmed"
+                        else "confirmed"
+                    ),
                 )
             ]
         },

@@ -75,6 +75,9 @@ class ChangeKind(enum.StrEnum):
 class RecordStatus(enum.StrEnum):
     ACTIVE = "active"
     ENTERED_IN_ERROR = "entered-in-error"
+    # a scribe's (医師事務作業補助者) diagnosis, or a scribe's change to one, until a physician
+    # confirms it: shown marked as such, never as the physician's own
+    UNCONFIRMED = "unconfirmed"
 
 
 def version_hash(envelope: Mapping[str, Any]) -> str:
