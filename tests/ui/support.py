@@ -56,7 +56,7 @@ class Page:
         if "enrol" in page.text and 'hx-post="/login/enrol/totp"' in page.text:
             start = self.post("/login/enrol/totp")
             assert start.status_code == 200, start.text
-            self.seed = re.search(r"data-totp-secret>([A-Z2-7]+)<", start.text).group(1)  # type: ignore[union-attr]
+            self.seed = re.search(r'data-totp-secret="([A-Z2-7]+)"', start.text).group(1)  # type: ignore[union-attr]
             done = self.post("/login/enrol/totp/confirm", {"code": pyotp.TOTP(self.seed).now()})
             assert done.status_code == 200 and "回復コード" in done.text, done.text
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import os
 import socket
 import threading
@@ -19,6 +20,8 @@ from typing import Any
 import pyotp
 import pytest
 import uvicorn
+import zxingcpp
+from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import select, update
@@ -141,6 +144,22 @@ def shot(page: Page, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def assert_scannable(page: Page, seed: str) -> None:
+    """The QR code as the browser draws it decodes (as a phone's camera would read it) to the
+    authenticator URI with this secret, and the manual key stays inside its card."""
+    picture = Image.open(io.BytesIO(page.locator(".qr svg").screenshot()))
+    found = zxingcpp.read_barcodes(picture)
+    assert [b.format for b in found] == [zxingcpp.BarcodeFormat.QRCode], found
+    uri = found[0].text
+    assert uri.startswith("otpauth://totp/") and f"secret={seed}" in uri, uri
+    key = page.locator("code.secret").bounding_box()
+    card = page.locator("figure.qr").bounding_box()
+    assert key and card and key["x"] + key["width"] <= card["x"] + card["width"] + 1
+    assert page.locator("code.secret").inner_text().replace(" ", "") == seed
+    if not (ARTIFACTS / "enrol-totp-desktop.png").exists():
+        shot(page, "enrol-totp")  # once: every persona's first sign-in passes here
+
+
 def sign_in(page: Page, site: Site, login: str, *, recovery: bool = False) -> None:
     """Password, then the authenticator app: enrolled on first sign-in, its code afterwards."""
     page.goto("/login")
@@ -151,9 +170,10 @@ def sign_in(page: Page, site: Site, login: str, *, recovery: bool = False) -> No
     seed = site.seeds.get(login)
     if seed is None:
         page.get_by_role("button", name="QR コードを表示").click()
-        seed = page.locator("[data-totp-secret]").inner_text().strip()
+        seed = page.locator("[data-totp-secret]").get_attribute("data-totp-secret") or ""
         site.seeds[login] = seed
         expect(page.locator(".qr svg")).to_be_visible()
+        assert_scannable(page, seed)
         page.get_by_label("アプリに表示された6桁のコード").fill(pyotp.TOTP(seed).now())
         page.get_by_role("button", name="登録", exact=True).click()
         expect(page.get_by_text("回復コード").first).to_be_visible()

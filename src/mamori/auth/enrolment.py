@@ -56,7 +56,12 @@ def enrol_totp_start(
     row.challenge = factors.seal_secret(pepper, user.id, "totp-pending", seed.encode())
     row.challenge_kind = "totp-enrol"
     uri = factors.totp_uri(seed, user.login_id, clinic_name)
-    return {"secret": seed, "otpauth_uri": uri, "qr_svg": factors.qr_svg(uri)}
+    return {
+        "secret": seed,
+        "secret_grouped": factors.grouped(seed),
+        "otpauth_uri": uri,
+        "qr_svg": factors.qr_svg(uri),
+    }
 
 
 def _finish_enrolment(
