@@ -64,6 +64,23 @@ class Conflict(MamoriError):
     code = "conflict"
 
 
+class PossibleDuplicate(Conflict):
+    """A registration that looks like an existing patient (same kana and birth date)."""
+
+    code = "possible_duplicate"
+
+    def __init__(self, numbers: list[int], ids: list[Any] | None = None) -> None:
+        listed = "、".join(f"No.{n}" for n in numbers)
+        super().__init__(
+            f"同じカナ氏名・生年月日の患者がすでに登録されています（{listed}）。同じ方ならその記録を"
+            "使ってください。別の方の場合だけ、確認して新規登録してください。",
+            f"A patient with the same kana name and birth date is registered ({listed}). Use "
+            "that record if it is the same person; register anew only for someone else.",
+        )
+        self.numbers = numbers
+        self.ids = ids or []  # the existing patients, for a screen to offer them
+
+
 class NoteAlreadyFinal(Conflict):
     code = "note_already_final"
 

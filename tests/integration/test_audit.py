@@ -77,7 +77,9 @@ def test_search_records_every_patient_shown(world: World) -> None:
     h = world.h("clerk_chika")
     ids = [
         world.http.post(
-            "/api/v1/patients", json={**SAMPLE_PATIENT, "given_name": g}, headers=h
+            "/api/v1/patients",
+            json={**SAMPLE_PATIENT, "given_name": g, "register_anyway": True},  # 同姓同名
+            headers=h,
         ).json()["id"]
         for g in ("一", "二")
     ]
@@ -126,7 +128,8 @@ def test_no_data_leaves_without_its_audit_event(world: World, patient: dict[str,
     r = world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko"))
     assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
     assert SAMPLE_PATIENT["family_name"] not in r.text
-    r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=world.h("clerk_chika"))
+    again = {**SAMPLE_PATIENT, "register_anyway": True}
+    r = world.http.post("/api/v1/patients", json=again, headers=world.h("clerk_chika"))
     assert r.status_code == 503
     with world.db.session(write=False) as s:
         assert len(s.scalars(select(Patient)).all()) == 1  # the write was not kept either

@@ -227,7 +227,13 @@ def test_merge_duplicate_moves_records_and_keeps_history(
     world: World, patient: dict[str, Any]
 ) -> None:
     h = world.h("director")
-    dup = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h).json()
+    # the same person again is refused at registration, naming the existing 患者番号 …
+    r = world.http.post("/api/v1/patients", json=SAMPLE_PATIENT, headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "possible_duplicate"
+    assert f"No.{patient['patient_number']}" in r.json()["error"]["message_ja"]
+    # … and registered anyway by someone who thought it another person: merged afterwards
+    again = {**SAMPLE_PATIENT, "register_anyway": True}
+    dup = world.http.post("/api/v1/patients", json=again, headers=h).json()
     world.http.post(
         f"/api/v1/patients/{dup['id']}/allergies",
         json={"category": "medication", "substance": "ペニシリン"},
@@ -280,11 +286,11 @@ def test_registration_statements_on_the_driver_cursor_read_back_as_the_orm_wrote
     from mamori.canonical import canonical_json
     from mamori.clinic import service as clinic_service
     from mamori.clinic.models import Clinic
-    from mamori.patients.schemas import PatientIn
+    from mamori.patients.schemas import PatientNew
     from mamori.patients.service import register_patient
 
     clerk = world.actors["clerk_chika"]
-    data = PatientIn.model_validate(SAMPLE_PATIENT)
+    data = PatientNew.model_validate({**SAMPLE_PATIENT, "register_anyway": True})
     with world.db.session(write=True) as s:
         clinic = s.get(Clinic, clerk.clinic_id)
         assert clinic is not None and clinic.next_patient_number == 1

@@ -33,6 +33,7 @@ from mamori.crypto.sealed import sealed_fields
 from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import list_coverages
 from mamori.records.reader import read_views
+from mamori.records.service import mark_entered_in_error
 from mamori.synth.generator import generate
 
 FAR_PAST = dt.date(2000, 1, 1)
@@ -99,10 +100,13 @@ def test_lists_keep_their_filters_and_order(world: World) -> None:
         times = [n.created_at for n in notes]
         assert times == sorted(times, reverse=True)
         assert [n.id for n in clinical_notes.list_notes(s, actor, pid, limit=1)] == [notes[0].id]
-        s.execute(
-            update(ProgressNote.__table__)
-            .where(ProgressNote.__table__.c.id == notes[0].id)
-            .values(status="entered-in-error")
+        mark_entered_in_error(
+            s,
+            actor,
+            "ProgressNote",
+            notes[0].id,
+            reason="別患者に記載",
+            expected_version=notes[0].version,
         )
         kept = clinical_notes.list_notes(s, actor, pid, limit=1000)
         assert [n.id for n in kept] == [n.id for n in notes[1:]]

@@ -863,3 +863,49 @@ def test_a_scribes_diagnosis_waits_for_a_physician(world: World, patient: dict[s
         headers=world.h("scribe_dai"),
     )
     assert r.status_code == 200 and r.json()["status"] == "unconfirmed"
+
+
+def test_a_nurses_draft_order_waits_for_a_physician_and_is_counted(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """A nurse's prescription is a draft: shown in the chart as awaiting a physician, counted
+    on the physicians' start page, and issued only when a physician confirms it (who then
+    stands as its prescriber; the nurse stays recorded as the one who entered it)."""
+    pid = patient["id"]
+    rx = {
+        "dispensing": "outside",
+        "rp_groups": [
+            {
+                "usage": "1日3回毎食後",
+                "days": 5,
+                "items": [{"drug_name": "カロナール錠200mg", "dose": "1", "unit": "錠"}],
+            }
+        ],
+    }
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/medication-requests", json=rx, headers=world.h("nurse_ben")
+    )
+    assert r.status_code == 201, r.text
+    order = r.json()["medication_request"]
+    assert order["status"] == "draft"
+    chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("dr_aiko")).json()
+    assert [m["status"] for m in chart["medications"]] == ["draft"]
+    with world.db.session(write=True) as s:
+        from mamori.clinical.service import awaiting_confirmation
+
+        waiting = awaiting_confirmation(s, world.actors["dr_aiko"])
+        assert [(a.patient_id, a.draft_orders) for a in waiting] == [(uuid.UUID(pid), 1)]
+        assert awaiting_confirmation(s, world.actors["nurse_ben"]) == []
+        s.commit()
+    confirm = f"/api/v1/medication-requests/{order['id']}/confirm"
+    body = {"expected_version": 1}
+    assert world.http.post(confirm, json=body, headers=world.h("nurse_ben")).status_code == 403
+    r = world.http.post(confirm, json=body, headers=world.h("dr_aiko"))
+    assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    assert r.json()["prescriber_id"] == str(world.actors["dr_aiko"].user_id)
+    assert (
+        world.http.post(
+            confirm, json={"expected_version": 2}, headers=world.h("dr_aiko")
+        ).status_code
+        == 409
+    )

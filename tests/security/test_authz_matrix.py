@@ -127,6 +127,7 @@ KIND = {
     "/api/v1/conditions/{condition_id}/confirm": "Condition",
     "/api/v1/patients/{patient_id}/allergies": "AllergyIntolerance",
     "/api/v1/patients/{patient_id}/medication-requests": "MedicationRequest",
+    "/api/v1/medication-requests/{request_id}/confirm": "MedicationRequest",
     "/api/v1/patients/{patient_id}/observations": "Observation",
     "/api/v1/patients/{patient_id}/documents": "Document",
     "/api/v1/documents/{document_id}/content": "Document",
@@ -202,7 +203,8 @@ def _make_patient(world: World, who: str, kana: str, coverage_actor: Any = None)
         json={"category": "food", "substance": "卵"},
         headers=doc_h,
     )
-    http.post(f"/api/v1/patients/{pid}/medication-requests", json=RX, headers=doc_h)
+    rx = http.post(f"/api/v1/patients/{pid}/medication-requests", json=RX, headers=doc_h)
+    out["request_id"] = rx.json()["medication_request"]["id"]
     http.post(f"/api/v1/patients/{pid}/observations", json=OBSERVATION, headers=doc_h)
     out["document_id"] = http.post(
         f"/api/v1/patients/{pid}/documents",
@@ -347,6 +349,7 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
             "json": {"category": "food", "substance": "卵"}
         },
         "POST /api/v1/patients/{patient_id}/medication-requests": lambda: {"json": RX},
+        "POST /api/v1/medication-requests/{request_id}/confirm": lambda: {"json": stale},
         "POST /api/v1/patients/{patient_id}/observations": lambda: {"json": OBSERVATION},
         "POST /api/v1/patients/{patient_id}/documents": lambda: {
             "data": {"doc_type": "referral", "title": "紹介状"},

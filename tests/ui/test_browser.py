@@ -215,8 +215,22 @@ def test_reception_registers_checks_in_and_never_sees_notes(page: Page, site: Si
     expect(page.locator("#results")).to_contain_text("山田 花子")
     expect(page.locator("#results")).to_contain_text("昭和23年4月3日")  # 和暦
     shot(page, "reception-search")
-    # a new patient, kana typed in hiragana
+    # the same person registered again: warned, and offered the existing record
     page.get_by_role("link", name="新規登録").click()
+    expect(page.locator("#sex")).to_have_value("")  # nobody's sex is pre-selected
+    page.locator("#family_name").fill("山田")
+    page.locator("#given_name").fill("花子")
+    page.get_by_label("セイ（カナ）").fill("ヤマダ")
+    page.get_by_label("メイ（カナ）").fill("ハナコ")
+    page.get_by_label("生年月日").fill("1948-04-03")
+    page.get_by_label("性別").select_option("female")
+    page.get_by_role("button", name="保存").click()
+    expect(page.locator("#duplicates")).to_contain_text(f"No.{known['patient_number']}")
+    shot(page, "reception-duplicate-warning")
+    page.get_by_role("link", name=f"No.{known['patient_number']} を開く").click()
+    page.wait_for_url(f"**/patients/{known['id']}")
+    # a new patient, kana typed in hiragana
+    page.goto("/patients/new")
     page.locator("#family_name").fill("小林")
     page.locator("#given_name").fill("美咲")
     page.get_by_label("セイ（カナ）").fill("こばやし")
@@ -237,10 +251,21 @@ def test_reception_registers_checks_in_and_never_sees_notes(page: Page, site: Si
     page.get_by_role("button", name="保険を追加").click()
     expect(page.get_by_role("cell", name="06131015")).to_be_visible()
     shot(page, "reception-patient")
+    expect(page.locator("#visit_type")).to_have_value("first")  # no visit yet: 初診
+    patient_url = page.url
     page.get_by_role("button", name="受付する").click()
     page.wait_for_url("**/today")
     row = page.locator("tr", has_text="小林 美咲")
     expect(row).to_contain_text("受付")
+    expect(row).to_contain_text("初診")
+    # checked in twice by mistake: said so, and only a second, explicit click does it
+    page.goto(patient_url)
+    expect(page.locator("#visit_type")).to_have_value("return")
+    page.get_by_role("button", name="受付する").click()
+    expect(page.locator("#checkin-error")).to_contain_text("すでに受付済み")
+    expect(page.get_by_role("button", name="もう一度受付する")).to_be_visible()
+    page.goto("/today")
+    expect(page.locator("tr", has_text="小林 美咲")).to_have_count(1)
     row.get_by_role("button", name="→ 診察中").click()
     expect(page.locator("tr", has_text="小林 美咲")).to_contain_text("診察中")
     shot(page, "reception-today")
@@ -720,3 +745,46 @@ def test_director_creates_an_integration_and_issues_then_revokes_its_token(
     assert answer.value.ok
     expect(row).to_contain_text("失効")
     assert http.get("/api/v1/patients", params={"kana": "ヤマ"}, headers=h).status_code == 401
+
+
+def test_a_nurses_draft_order_reaches_the_physician(page: Page, site: Site) -> None:
+    """The nurse's prescription does not vanish: the physician's start page counts it, the
+    chart marks it, and one confirmed click issues it."""
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ヤクザイ", "family_name": "薬剤"},
+    )
+    rx = {
+        "rp_groups": [
+            {
+                "usage": "1日3回毎食後",
+                "days": 5,
+                "items": [{"drug_name": "カロナール錠200mg", "dose": "1", "unit": "錠"}],
+            }
+        ]
+    }
+    made = api(
+        site, "POST", f"/api/v1/patients/{patient['id']}/medication-requests", "nurse_ben", json=rx
+    )
+    assert made["medication_request"]["status"] == "draft"
+    give_password(site.world, "dr_kenji")
+    sign_in(page, site, "dr_kenji")
+    page.goto("/today")
+    waiting = page.locator("#awaiting li", has_text="薬剤 花子")
+    expect(waiting).to_contain_text("処方の下書き 1")
+    shot(page, "physician-awaiting")
+    waiting.get_by_role("link").click()
+    page.wait_for_url(f"**/patients/{patient['id']}/chart")
+    order = page.locator("#medications .rx", has_text="カロナール錠200mg")
+    expect(order.locator("[data-draft-order]")).to_be_visible()
+    page.once("dialog", lambda d: d.accept())
+    order.get_by_role("button", name="確認して発行").click()
+    expect(page.locator("#medications [data-draft-order]")).to_have_count(0)
+    (issued,) = api(
+        site, "GET", f"/api/v1/patients/{patient['id']}/medication-requests", "dr_kenji"
+    )
+    assert issued["status"] == "active"
+    assert issued["prescriber_id"] == str(site.world.actors["dr_kenji"].user_id)

@@ -44,6 +44,7 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
         "note_id": note["id"],
         "encounter_id": enc["id"],
         "condition_id": str(uuid.uuid4()),
+        "request_id": str(uuid.uuid4()),
         "user_id": str(world.actors["dr_aiko"].user_id),
         "alert_id": str(uuid.uuid4()),
         "window_id": str(uuid.uuid4()),

@@ -270,6 +270,22 @@ def confirm_condition(
     return go(request, f"/patients/{cond.patient_id}/chart#problems")
 
 
+@router.post("/prescriptions/{request_id}/confirm")
+def confirm_prescription(
+    request: Request,
+    request_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.PRESCRIPTION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    """A physician confirms and issues a nurse's draft order from the chart."""
+    try:
+        version = int(form.get("expected_version", ""))
+    except ValueError:
+        version = 0
+    req = clinical.confirm_prescription(ctx.session, ctx.actor, request_id, version)
+    return go(request, f"/patients/{req.patient_id}/chart#medications")
+
+
 @router.post("/patients/{patient_id}/allergies")
 def add_allergy(
     request: Request,

@@ -171,6 +171,14 @@ def confirm_condition(
     return service.confirm_condition(ctx.session, ctx.actor, condition_id, body.expected_version)
 
 
+@router.post("/medication-requests/{request_id}/confirm", response_model=MedicationRequestOut)
+def confirm_prescription(
+    request_id: uuid.UUID, body: VersionedAction, ctx: Ctx = Depends(requires(P.PRESCRIPTION_WRITE))
+) -> object:
+    """A physician confirms and issues a nurse's draft order (draft → active)."""
+    return service.confirm_prescription(ctx.session, ctx.actor, request_id, body.expected_version)
+
+
 @router.post("/patients/{patient_id}/allergies", status_code=201, response_model=AllergyOut)
 def add_allergy(
     patient_id: uuid.UUID, body: AllergyIn, ctx: Ctx = Depends(requires(P.ALLERGY_WRITE))

@@ -56,7 +56,10 @@ class Versioned_(OutputModel):  # noqa: N801 - base of every versioned output sh
 
 class EncounterIn(InputModel):
     visit_date: dt.date | None = None
-    visit_type: VisitType = VisitType.RETURN
+    # None: 初診 when the patient has no earlier visit, else 再診
+    visit_type: VisitType | None = None
+    # a second open visit the same day is refused unless the person confirms it is meant
+    again: bool = False
     department: Text40 = "内科"
     attending_id: uuid.UUID | None = None
     coverage_id: uuid.UUID | None = None

@@ -10,6 +10,7 @@ import datetime as dt
 import decimal
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +32,7 @@ from mamori.clinical.models import (
     MedicationRequest,
     MedicationRequestStatus,
     Observation,
+    VisitType,
 )
 from mamori.clinical.schemas import (
     AllergyIn,
@@ -100,10 +102,28 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
                 "The coverage does not belong to this patient.",
                 field="coverage_id",
             )
+    day = data.visit_date or clinic_today()
+    visits = [
+        e
+        for e in read_views(session, Encounter, [("patient_id", "=", patient.id)])
+        if e.status not in (EncounterStatus.CANCELLED, EncounterStatus.ENTERED_IN_ERROR)
+    ]
+    open_that_day = [
+        e for e in visits if e.visit_date == day and e.status != EncounterStatus.FINISHED
+    ]
+    if open_that_day and not data.again:
+        raise Conflict(
+            "この患者はすでに受付済みです（同じ日の受診が終わっていません）。"
+            "もう一度受付する場合は確認してください。",
+            "This patient is already checked in today (that visit is not finished); confirm "
+            "to check in again.",
+            code="already_checked_in",
+        )
+    visit_type = data.visit_type or (VisitType.RETURN if visits else VisitType.FIRST)
     enc = Encounter(
         patient_id=patient.id,
-        visit_date=data.visit_date or clinic_today(),
-        visit_type=data.visit_type.value,
+        visit_date=day,
+        visit_type=visit_type.value,
         department=data.department,
         attending_id=data.attending_id,
         coverage_id=data.coverage_id,
@@ -395,7 +415,76 @@ def current_medications(
         ],
         order_by=[("issued_on", True)],
     )
-    return [m for m in recent if m.issued_on + dt.timedelta(days=m.max_days) >= today]
+    running = [m for m in recent if m.issued_on + dt.timedelta(days=m.max_days) >= today]
+    # a nurse's draft order waits here, marked, until a physician confirms and issues it
+    drafts = read_views(
+        session,
+        MedicationRequest,
+        [("patient_id", "=", patient.id), ("status", "=", MedicationRequestStatus.DRAFT.value)],
+        order_by=[("issued_on", True)],
+    )
+    return drafts + running
+
+
+def confirm_prescription(
+    session: Session, actor: Actor, request_id: uuid.UUID, expected_version: int
+) -> MedicationRequest:
+    """A physician confirms a nurse's draft order (指示受け) and issues it as its prescriber;
+    the nurse stays recorded as the one who entered it (version 1)."""
+    actor.require(Permission.PRESCRIPTION_WRITE)
+    req = record_for_write(session, actor, MedicationRequest, request_id)
+    if not actor.role.signs_clinical_records:
+        raise NotAllowed(
+            "下書きの処方を確認して発行できるのは医師だけです。",
+            "Only a physician confirms and issues a draft order.",
+        )
+    if req.status != MedicationRequestStatus.DRAFT:
+        raise Conflict("この処方は確認待ちではありません。", "This order is not a draft.")
+    req.status = MedicationRequestStatus.ACTIVE.value
+    req.prescriber_id = actor.user_id
+    write_version(session, actor, req, ChangeKind.CONFIRMED, expected_version=expected_version)
+    return req
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """A patient with entries waiting for a physician (the start page's count)."""
+
+    patient_id: uuid.UUID
+    patient_number: int
+    name: str
+    draft_orders: int
+    unconfirmed_diagnoses: int
+
+
+def awaiting_confirmation(session: Session, actor: Actor) -> list[Awaiting]:
+    """What waits for a physician in this clinic: nurses' draft orders and scribes'
+    unconfirmed diagnoses, per patient (a list of patients: recorded as one)."""
+    if not actor.role.signs_clinical_records:
+        return []
+    counts: dict[uuid.UUID, list[int]] = {}
+    for model, status, slot in (
+        (MedicationRequest, MedicationRequestStatus.DRAFT.value, 0),
+        (Condition, RecordStatus.UNCONFIRMED.value, 1),
+    ):
+        rows = session.execute(
+            select(model.patient_id).where(
+                model.clinic_id == actor.clinic_id,
+                model.status == status,
+            )
+        ).scalars()
+        for pid in rows:
+            counts.setdefault(pid, [0, 0])[slot] += 1
+    if not counts:
+        return []
+    patients = session.scalars(select(Patient).where(Patient.id.in_(list(counts)))).all()
+    out = [
+        Awaiting(p.id, p.patient_number, f"{p.family_name} {p.given_name}", *counts[p.id])
+        for p in patients
+    ]
+    out.sort(key=lambda a: a.patient_number)
+    gate.listed(session, actor, "Patient:awaiting-confirmation", [a.patient_id for a in out])
+    return out
 
 
 # --- observations ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from mamori.patients.schemas import (
     CoverageIn,
     CoverageOut,
     MergeIn,
-    PatientIn,
+    PatientNew,
     PatientOut,
     PatientUpdate,
 )
@@ -28,7 +28,7 @@ class CoverageUpdate(CoverageIn):
 
 
 @router.post("/patients", status_code=201, response_model=PatientOut)
-def register_patient(body: PatientIn, ctx: Ctx = Depends(requires(P.PATIENT_WRITE))) -> object:
+def register_patient(body: PatientNew, ctx: Ctx = Depends(requires(P.PATIENT_WRITE))) -> object:
     return service.register_patient(ctx.session, ctx.actor, body)
 
 

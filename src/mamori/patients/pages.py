@@ -19,10 +19,10 @@ from mamori.clinic.calendar import clinic_today
 from mamori.clinical import service as clinical
 from mamori.clinical.models import ENCOUNTER_STATUS_JA, ENCOUNTER_TRANSITIONS, EncounterStatus
 from mamori.clinical.schemas import EncounterIn
-from mamori.errors import Conflict, InvalidInput
+from mamori.errors import Conflict, InvalidInput, PossibleDuplicate
 from mamori.patients import service as patients
 from mamori.patients.models import CoverageKind
-from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
+from mamori.patients.schemas import CoverageIn, PatientIn, PatientNew, PatientUpdate
 from mamori.restrictions import service as restrictions
 from mamori.ui.errors import UiError, form_error
 from mamori.ui.forms import Form, form_fields, parse
@@ -97,7 +97,17 @@ def today(
     day = day or clinic_today()
     rows = clinical.list_day(ctx.session, ctx.actor, day)
     moves = {s.value: sorted(n.value for n in nxt) for s, nxt in ENCOUNTER_TRANSITIONS.items()}
-    return html(request, "today.html", day=day, rows=rows, moves=moves, L=LABELS, error=None)
+    awaiting = clinical.awaiting_confirmation(ctx.session, ctx.actor)  # physicians only
+    return html(
+        request,
+        "today.html",
+        day=day,
+        rows=rows,
+        moves=moves,
+        L=LABELS,
+        error=None,
+        awaiting=awaiting,
+    )
 
 
 @router.post("/encounters/{encounter_id}/move")
@@ -156,6 +166,7 @@ def search(
 def _patient_form(request: Request, status: int, form: dict[str, Any], **ctx: Any) -> Response:
     ctx.setdefault("error", None)
     ctx.setdefault("patient", None)
+    ctx.setdefault("duplicates", [])
     return html(request, "patient_form.html", status, form=form, L=LABELS, **ctx)
 
 
@@ -171,7 +182,11 @@ def register(
     form: Form = Depends(form_fields),
 ) -> Response:
     try:
-        p = patients.register_patient(ctx.session, ctx.actor, parse(PatientIn, form))
+        p = patients.register_patient(ctx.session, ctx.actor, parse(PatientNew, form))
+    except PossibleDuplicate as exc:
+        # the same kana and birth date is registered: offer that record, or a confirmed new one
+        same = list(zip(exc.numbers, exc.ids, strict=True))
+        return _patient_form(request, 409, form, error=form_error(exc), duplicates=same)
     except InvalidInput as exc:
         return _patient_form(request, 422, form, error=form_error(exc, PATIENT_LABELS))
     return go(request, f"/patients/{p.id}")
@@ -200,6 +215,8 @@ def _patient_page(
     )
     extra.setdefault("error", None)
     extra.setdefault("cov_form", {})
+    extra.setdefault("checkin_error", None)
+    extra.setdefault("checkin_form", {})
     return html(
         request,
         "patient.html",
@@ -209,6 +226,10 @@ def _patient_page(
         encounters=encounters,
         flags=flags,
         today=clinic_today(),
+        # 初診 for a patient with no visit yet, else 再診 (as the service decides when unsaid)
+        default_visit="return"
+        if any(e.status not in ("cancelled", "entered-in-error") for e in encounters)
+        else "first",
         L=LABELS,
         kinds=[k.value for k in CoverageKind],
         **extra,
@@ -271,7 +292,13 @@ def check_in(
     ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
     form: Form = Depends(form_fields),
 ) -> Response:
-    clinical.check_in(ctx.session, ctx.actor, patient_id, parse(EncounterIn, form))
+    try:
+        clinical.check_in(ctx.session, ctx.actor, patient_id, parse(EncounterIn, form))
+    except (InvalidInput, Conflict) as exc:
+        # already checked in today: said so, with the visit type kept and a button to confirm
+        return _patient_page(
+            request, ctx, patient_id, 409, checkin_error=form_error(exc), checkin_form=form
+        )
     return go(request, "/today")
 
 

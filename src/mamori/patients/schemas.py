@@ -108,6 +108,12 @@ class PatientIn(InputModel):
         return _birth(v)
 
 
+class PatientNew(PatientIn):
+    # registered although a patient with the same kana and birth date exists (同姓同名):
+    # the person has looked at the existing record(s) and decided this is someone else
+    register_anyway: bool = False
+
+
 class PatientUpdate(PatientIn):
     expected_version: int = Field(ge=1)
     reason: ShortText = ""

@@ -20,7 +20,7 @@ from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
 from mamori.crypto.sealed import keyring_of, lenient, seal_failure
 from mamori.db import driver_cursor, expire_loaded
-from mamori.errors import Conflict, InvalidInput, NotFound
+from mamori.errors import Conflict, InvalidInput, NotFound, PossibleDuplicate
 from mamori.models import patient_scoped_models
 from mamori.patients.access import patient_for
 from mamori.patients.kana import search_key
@@ -80,8 +80,27 @@ def _apply(patient: Patient, data: PatientIn) -> None:
 
 
 def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient:
-    """Create a patient with the clinic's next 患者番号. Writes version 1."""
+    """Create a patient with the clinic's next 患者番号. Writes version 1.
+
+    A registration that looks like an existing patient (same normalised kana and birth
+    date) is refused with ``PossibleDuplicate`` naming their 患者番号, unless the data says
+    ``register_anyway`` — the person has looked and it is someone else (同姓同名)."""
     actor.require(Permission.PATIENT_WRITE)
+    if not getattr(data, "register_anyway", False):
+        same = [
+            p
+            for p in patients_by_kana(
+                session,
+                actor.clinic_id,
+                search_key(data.family_kana) + search_key(data.given_kana),
+                data.birth_date,
+            )
+            if p.status == PatientStatus.ACTIVE
+        ]
+        if same:
+            gate.listed(session, actor, "Patient:duplicates", [p.id for p in same])
+            same.sort(key=lambda p: p.patient_number)
+            raise PossibleDuplicate([p.patient_number for p in same], [p.id for p in same])
     patient = Patient(status=PatientStatus.ACTIVE.value, merged_into_id=None, deceased_date=None)
     patient.patient_number = _next_patient_number(session, actor.clinic_id)
     _apply(patient, data)
