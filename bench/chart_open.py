@@ -392,7 +392,7 @@ def main() -> None:
         before_cmd = [sys.executable, "-m", "mamori", "serve", "--instance", str(before_home)]
         before = Target(
             "before",
-            [*before_cmd, "--port", str(bp)],
+            [*before_cmd, "--port", str(bp), "--without-backups"],  # a bench copy, no backups
             "/api/v1/patients/{pid}/chart",
             {},
             before_home,

@@ -373,11 +373,13 @@ def test_the_trust_root_is_pinned_outside_the_instance(tmp_path: Path) -> None:
 
 def test_serve_refuses_an_instance_without_backups(tmp_path: Path) -> None:
     home = tmp_path / "i"
-    _init(home)
+    out = _init(home).replace("\n", "")
+    assert "[[backup.targets]]" in out  # the section to add, printed as text, not markup
     r = runner.invoke(app, ["serve", "--instance", str(home)])
     assert r.exit_code == 2
     flat = r.output.replace("\n", "")
     assert "Backups are not configured" in flat and "--without-backups" in flat
+    assert "[[backup.targets]]" in flat  # an error's text is never read as markup
 
 
 def test_init_configures_the_first_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mamori.errors import MamoriError
@@ -50,7 +51,10 @@ InstanceOpt = Annotated[
 
 
 def fail(exc: MamoriError) -> NoReturn:
-    err.print(f"[bold red]エラー:[/] {exc.ja}\n[red]Error:[/] {exc.en}", soft_wrap=True)
+    # the messages are text, never markup: "[[backup.targets]]" or a name in brackets stays
+    err.print(
+        f"[bold red]エラー:[/] {escape(exc.ja)}\n[red]Error:[/] {escape(exc.en)}", soft_wrap=True
+    )
     raise typer.Exit(2)
 
 

@@ -160,9 +160,9 @@ def init(
     else:
         console.print(
             "[bold yellow]次にバックアップを設定してください（未設定ではサーバーは起動しません）:"
-            " mamori backup keygen --out <USB> と mamori.toml の [[backup.targets]]"
+            " mamori backup keygen --out <USB> と mamori.toml の \\[\\[backup.targets]]"
             "（docs/backup.md）。 / Next, configure backups — the server does not start "
-            "without them: mamori backup keygen --out <USB> and [[backup.targets]].[/]",
+            "without them: mamori backup keygen --out <USB> and \\[\\[backup.targets]].[/]",
             soft_wrap=True,
         )
     console.print(f"export MAMORI_HOME={directory.resolve()}")
