@@ -302,7 +302,8 @@ def test_nurse_enters_vitals_and_a_nursing_note(page: Page, site: Site) -> None:
     page.get_by_label("脈拍", exact=False).fill("88")
     page.get_by_role("button", name="バイタルを記録").click()
     vitals = page.locator("#vitals table")
-    expect(vitals).to_contain_text("38.2 Cel H")  # above the reference range: flagged
+    expect(vitals).to_contain_text("38.2 ℃ H")  # above the reference range: flagged, in ℃
+    expect(vitals).not_to_contain_text("Cel")  # the UCUM code stays in the record
     expect(vitals).to_contain_text("128")
     page.get_by_label("S（主観）").fill("頭痛の訴えあり")
     page.get_by_label("O（客観）").fill("顔色やや不良")
@@ -310,8 +311,11 @@ def test_nurse_enters_vitals_and_a_nursing_note(page: Page, site: Site) -> None:
     note = page.locator("article.note").first
     expect(note).to_contain_text("頭痛の訴えあり")
     expect(note).to_contain_text("看護")
-    expect(note).not_to_contain_text("確定")  # nurses cannot finalise
     shot(page, "nurse-chart")
+    # her own nursing note she finalises (the records' rule), after a confirmation
+    page.once("dialog", lambda d: d.accept())
+    note.get_by_role("button", name="確定").click()
+    expect(page.locator("article.note").first.locator(".tag.ok")).to_be_visible()
 
 
 def test_physician_writes_finalises_amends_and_prescribes(page: Page, site: Site) -> None:

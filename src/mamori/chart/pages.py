@@ -129,6 +129,11 @@ def _chart(
         docs=docs,
         labs=_lab_trends(c.labs),
         names=staff_names(ctx.session, ctx.actor),
+        # the 確定 button where the records' own rule lets this person finalise (a nurse her
+        # own nursing note; a physician their own SOAP or a proxy entry naming them)
+        may_sign={
+            n.id for n in c.notes if n.status == "draft" and clinical_notes.may_sign(ctx.actor, n)
+        },
         vitals_def=VITAL_SIGNS,
         rp_groups=RP_GROUPS,
         rp_drugs=RP_DRUGS,

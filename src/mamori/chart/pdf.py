@@ -11,6 +11,7 @@ from reportlab.platypus import Paragraph, Spacer, Table
 from mamori.chart.service import Chart
 from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.clinical.models import OUTCOME_JA, ConditionOutcome
+from mamori.clinical.units import unit_ja
 from mamori.pdf import render, styled_table, styles
 from mamori.pdf import text as paragraph
 
@@ -101,7 +102,7 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
                 [
                     f"{o.effective_at.astimezone(JST):%Y-%m-%d}",
                     o.name,
-                    f"{o.value or o.value_text} {o.unit}",
+                    f"{o.value or o.value_text} {unit_ja(o.unit)}",
                     f"{o.ref_low}–{o.ref_high}",
                     o.abnormal_flag,
                 ]

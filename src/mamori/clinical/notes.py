@@ -108,7 +108,7 @@ def edit_draft(session: Session, actor: Actor, note_id: uuid.UUID, data: NoteEdi
     return note
 
 
-def _may_sign(actor: Actor, note: ProgressNote) -> bool:
+def may_sign(actor: Actor, note: ProgressNote) -> bool:
     """Who may finalise (確定) a note: the physician a proxy entry names (ES-A4); a nursing
     note, the nurse who wrote it (normal practice) or a physician; a SOAP note, the physician
     who wrote it. A scribe finalises nothing, whatever a note's fields say."""
@@ -128,7 +128,7 @@ def finalise_note(
     note = record_for_write(session, actor, ProgressNote, note_id)
     if note.status != NoteStatus.DRAFT:
         raise NoteAlreadyFinal()
-    if not _may_sign(actor, note):
+    if not may_sign(actor, note):
         raise NotAllowed(
             "この記録を確定できるのは責任者の医師（看護記録は記載者）だけです。",
             "Only the responsible physician (or the nurse for a nursing note) "

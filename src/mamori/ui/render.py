@@ -23,6 +23,7 @@ from mamori.auth import passwords
 from mamori.auth import service as auth
 from mamori.authz.permissions import Permission
 from mamori.clinic.calendar import JST, age_on, wareki
+from mamori.clinical.units import unit_en, unit_ja
 from mamori.settings import Settings
 from mamori.web.routing import session_cookie
 
@@ -89,7 +90,15 @@ def sparkline(values: list[float], width: int = 96, height: int = 24) -> str:
     )
 
 
-env.filters.update(wareki=wareki, jdate=jdate, jtime=jtime, hhmm=hhmm, urlquote=quote)
+env.filters.update(
+    wareki=wareki,
+    jdate=jdate,
+    jtime=jtime,
+    hhmm=hhmm,
+    urlquote=quote,
+    unit_ja=unit_ja,
+    unit_en=unit_en,
+)
 env.globals.update(
     age_on=age_on,
     sparkline=sparkline,
