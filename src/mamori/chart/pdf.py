@@ -11,7 +11,7 @@ from reportlab.platypus import Paragraph, Spacer, Table
 from mamori.chart.service import Chart
 from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.clinical.models import OUTCOME_JA, ConditionOutcome
-from mamori.clinical.units import unit_ja
+from mamori.clinical.units import dose_ja, rp_count_ja, unit_ja
 from mamori.pdf import render, styled_table, styles
 from mamori.pdf import text as paragraph
 
@@ -71,24 +71,31 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
                 if on
             ]
             outcome = OUTCOME_JA.get(ConditionOutcome(c.outcome), c.outcome)
-            rows.append([c.display_name, "・".join(flags), str(c.onset_date or ""), outcome])
+            rows.append(
+                [
+                    c.display_name,
+                    "・".join(flags),
+                    c.onset_date.strftime("%Y/%m/%d") if c.onset_date else "",
+                    outcome,
+                ]
+            )
         story.append(table(rows, [80 * mm, 35 * mm, 30 * mm, 25 * mm]))
     else:
         story.append(p("登録なし"))
     story.append(p("現在の処方", h2))
     if chart.medications:
-        rows = [["処方日", "RP", "薬剤", "用量", "用法", "日数"]]
+        rows = [["処方日", "RP", "薬剤", "用量", "用法", "日数・回数"]]
         for m in chart.medications:
             for g in m.rp_groups:
                 for item in g["items"]:
                     rows.append(
                         [
-                            str(m.issued_on),
+                            m.issued_on.strftime("%Y/%m/%d"),  # as the screens write it
                             str(g["rp"]),
                             item["drug_name"],
-                            f"{item['dose']}{item['unit']}",
+                            dose_ja(item),
                             g["usage"],
-                            f"{g['days']}日",
+                            rp_count_ja(g),
                         ]
                     )
         story.append(table(rows, [25 * mm, 10 * mm, 57 * mm, 22 * mm, 40 * mm, 16 * mm]))

@@ -1,5 +1,6 @@
-"""Units as people read them. Records keep UCUM codes (what FHIR and lab interfaces exchange:
-``Cel``, ``mm[Hg]``, ``10^3/uL``); screens and PDFs show ℃, mmHg, ×10³/μL."""
+"""Units and amounts as people read them. Records keep UCUM codes (what FHIR and lab
+interfaces exchange: ``Cel``, ``mm[Hg]``, ``10^3/uL``); screens and PDFs show ℃, mmHg,
+×10³/μL; an RP's number is 日分, or 回分 for a 頓用; a dose per administration reads 2錠/回."""
 
 from __future__ import annotations
 
@@ -34,3 +35,23 @@ def unit_en(code: str | None) -> str:
     if not code:
         return ""
     return _EN.get(code) or _generic(code)
+
+
+def is_prn(group: dict[str, object]) -> bool:
+    """A 頓用/頓服 RP ("発熱時頓用"): its number is of doses (回分), not of days (日分)."""
+    usage = str(group.get("usage") or "")
+    return "頓" in usage
+
+
+def rp_count_ja(group: dict[str, object]) -> str:
+    return f"{group.get('days')}{'回分' if is_prn(group) else '日分'}"
+
+
+def rp_count_en(group: dict[str, object]) -> str:
+    return f"{group.get('days')} {'doses' if is_prn(group) else 'days'}"
+
+
+def dose_ja(item: dict[str, object]) -> str:
+    """``2錠/回`` for a dose per administration, ``3錠`` for a daily amount."""
+    per = "/回" if item.get("per") == "dose" else ""
+    return f"{item.get('dose')}{item.get('unit')}{per}"

@@ -23,7 +23,7 @@ from mamori.auth import passwords
 from mamori.auth import service as auth
 from mamori.authz.permissions import Permission
 from mamori.clinic.calendar import JST, age_on, wareki
-from mamori.clinical.units import unit_en, unit_ja
+from mamori.clinical.units import rp_count_en, rp_count_ja, unit_en, unit_ja
 from mamori.settings import Settings
 from mamori.web.routing import session_cookie
 
@@ -98,6 +98,8 @@ env.filters.update(
     urlquote=quote,
     unit_ja=unit_ja,
     unit_en=unit_en,
+    rp_count_ja=rp_count_ja,
+    rp_count_en=rp_count_en,
 )
 env.globals.update(
     age_on=age_on,
