@@ -144,6 +144,7 @@ PINNED_UI = {
     "GET /notes/{note_id}/history": "note:read",
     "POST /patients/{patient_id}/conditions": "condition:write",
     "POST /conditions/{condition_id}/confirm": "condition:write",
+    "POST /conditions/{condition_id}/edit": "condition:write",
     "POST /prescriptions/{request_id}/confirm": "prescription:write",
     "POST /patients/{patient_id}/allergies": "allergy:write",
     "POST /patients/{patient_id}/prescriptions": "prescription:write",

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from mamori.app import create_app
 from mamori.auth.models import AuthSession
 from mamori.authz.models import BreakGlassGrant
+from mamori.clinic.calendar import clinic_today
 from mamori.db import utcnow
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.ui.support import PASSWORD, give_password
@@ -792,3 +793,40 @@ def test_a_nurses_draft_order_reaches_the_physician(page: Page, site: Site) -> N
     )
     assert issued["status"] == "active"
     assert issued["prescriber_id"] == str(site.world.actors["dr_kenji"].user_id)
+
+
+def test_a_diagnosis_is_checked_then_ended_from_the_problem_list(page: Page, site: Site) -> None:
+    """An invalid ICD-10 code and the same diagnosis twice are refused with a reason; an open
+    diagnosis is ended (転帰 治癒, with its date) from the list and leaves it."""
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ビョウメイ", "family_name": "病名"},
+    )
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{patient['id']}/chart")
+    add = page.locator("#problems > details").last
+    add.locator("summary").click()
+    page.locator("#display_name").fill("急性上気道炎")
+    page.locator("#icd10").fill("XYZ")
+    page.get_by_role("button", name="病名を登録").click()
+    expect(page.locator("#problems .alert.error")).to_contain_text("ICD-10")
+    page.locator("#icd10").fill("J06.9")
+    page.get_by_role("button", name="病名を登録").click()
+    problem = page.locator("#problems li", has_text="急性上気道炎")
+    expect(problem).to_contain_text("J06.9")
+    page.locator("#problems > details").last.locator("summary").click()
+    page.locator("#display_name").fill("急性上気道炎")
+    page.get_by_role("button", name="病名を登録").click()
+    expect(page.locator("#problems .alert.error")).to_contain_text("すでに登録")
+    problem = page.locator("#problems li", has_text="急性上気道炎")
+    problem.locator("summary").click()
+    problem.get_by_label("転帰", exact=True).select_option("cured")
+    problem.get_by_label("転帰日").fill(clinic_today().isoformat())
+    shot(page, "chart-condition-outcome")
+    problem.get_by_role("button", name="変更を保存").click()
+    expect(page.locator("#problems li", has_text="急性上気道炎")).to_have_count(0)
+    (cond,) = api(site, "GET", f"/api/v1/patients/{patient['id']}/conditions", "dr_aiko")
+    assert (cond["outcome"], cond["version"]) == ("cured", 2)

@@ -113,6 +113,7 @@ def _chart(
     for key in (
         "note_error",
         "cond_error",
+        "cond_edit_error",
         "rx_error",
         "allergy_error",
         "vitals_error",
@@ -257,6 +258,27 @@ def add_condition(
     except (InvalidInput, Conflict) as exc:
         return _chart(request, ctx, patient_id, 422, cond_form=form, cond_error=form_error(exc))
     return go(request, f"/patients/{patient_id}/chart#problems")
+
+
+@router.post("/conditions/{condition_id}/edit")
+def edit_condition(
+    request: Request,
+    condition_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.CONDITION_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    """A diagnosis changed or ended (転帰: 治癒・中止・死亡・転医) from the problem list."""
+    cond = clinical.get_condition(ctx.session, ctx.actor, condition_id)
+    try:
+        version = int(form.get("expected_version", ""))
+        data = parse(ConditionIn, form)
+        clinical.update_condition(ctx.session, ctx.actor, condition_id, data, version)
+    except ValueError:
+        err = InvalidInput("版が不明です。画面を開き直してください。", "Unknown version; reload.")
+        return _chart(request, ctx, cond.patient_id, 422, cond_edit_error=form_error(err))
+    except (InvalidInput, Conflict) as exc:
+        return _chart(request, ctx, cond.patient_id, 422, cond_edit_error=form_error(exc))
+    return go(request, f"/patients/{cond.patient_id}/chart#problems")
 
 
 @router.post("/conditions/{condition_id}/confirm")

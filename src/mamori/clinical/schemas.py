@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import uuid
 from typing import Any, Literal
 
@@ -134,6 +135,10 @@ class NoteOut(Versioned_):
     finalised_at: dt.datetime | None
 
 
+# a letter, two digits, optionally a dot and up to four more (E11, E11.9, S72.001, U07.1)
+ICD10 = re.compile(r"[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?")
+
+
 class ConditionIn(InputModel):
     display_name: ShortText = Field(min_length=1)
     encounter_id: uuid.UUID | None = None
@@ -151,6 +156,12 @@ class ConditionIn(InputModel):
 
     @model_validator(mode="after")
     def _dates(self) -> ConditionIn:
+        self.icd10 = self.icd10.strip().upper()
+        if self.icd10 and not ICD10.fullmatch(self.icd10):
+            raise bad(
+                "ICD-10 コードの形式が正しくありません（例: E11, E11.9, I10）。",
+                "Not an ICD-10 code (e.g. E11, E11.9, I10).",
+            )
         if self.onset_date and self.onset_date > clinic_today():
             raise bad("発症日が未来の日付です。", "Onset date is in the future.")
         if self.outcome_date and self.onset_date and self.outcome_date < self.onset_date:

@@ -222,10 +222,36 @@ def add_condition(
 ) -> Condition:
     patient = active_patient(session, actor, patient_id, "Condition")
     same_patient_visit(session, actor, Encounter, data.encounter_id, patient.id)
+    _no_duplicate_condition(session, patient.id, data)
     cond = Condition(patient_id=patient.id, status=_condition_status(actor))
     _apply_condition(cond, data)
     write_version(session, actor, cond, ChangeKind.CREATED)
     return cond
+
+
+def _no_duplicate_condition(session: Session, patient_id: uuid.UUID, data: ConditionIn) -> None:
+    """The same diagnosis still open on the list (same name, or same ICD-10 and 疑い) is not
+    entered a second time: the existing one is changed or ended instead."""
+    name = "".join(data.display_name.split())
+    for c in read_views(
+        session,
+        Condition,
+        [("patient_id", "=", patient_id), ("status", "!=", RecordStatus.ENTERED_IN_ERROR.value)],
+    ):
+        if c.outcome != ConditionOutcome.CONTINUING.value:
+            continue
+        same_code = (
+            bool(data.icd10) and c.icd10 == data.icd10 and c.is_suspected == data.is_suspected
+        )
+        if "".join(c.display_name.split()) == name or same_code:
+            raise Conflict(
+                f"同じ病名「{c.display_name}」がすでに登録されています。変更・転帰はその病名で行って"
+                "ください。",
+                f"The same diagnosis ({c.display_name}) is already on the list; change or end "
+                "that one.",
+                field="display_name",
+                code="duplicate_condition",
+            )
 
 
 def _condition_status(actor: Actor) -> str:
@@ -253,6 +279,10 @@ def confirm_condition(
     cond.status = RecordStatus.ACTIVE.value
     write_version(session, actor, cond, ChangeKind.CONFIRMED, expected_version=expected_version)
     return cond
+
+
+def get_condition(session: Session, actor: Actor, condition_id: uuid.UUID) -> Condition:
+    return record_checked(session, actor, Condition, condition_id, Intent.READ)
 
 
 def update_condition(
