@@ -140,6 +140,8 @@ PINNED_UI = {
     "POST /patients/{patient_id}/notes": "note:write",
     "POST /notes/{note_id}/finalise": "note:write",
     "GET /notes/{note_id}/amend": "note:write",
+    "GET /notes/{note_id}/edit": "note:write",
+    "POST /notes/{note_id}/edit": "note:write",
     "POST /notes/{note_id}/amend": "note:write",
     "GET /notes/{note_id}/history": "note:read",
     "POST /patients/{patient_id}/conditions": "condition:write",

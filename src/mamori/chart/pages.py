@@ -34,10 +34,11 @@ from mamori.clinical.schemas import (
     DocumentMeta,
     MedicationRequestIn,
     NoteAmend,
+    NoteEdit,
     NoteIn,
 )
 from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
-from mamori.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from mamori.errors import Conflict, InvalidInput, NotAllowed, TooManyAttempts, Unauthenticated
 from mamori.patients.pages import LABELS
 from mamori.records.service import record_history
 from mamori.restrictions import service as restrictions
@@ -206,7 +207,7 @@ def amend_page(
     note = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
     form = {k: getattr(note, k) for k in ("subjective", "objective", "assessment", "plan")}
     form["expected_version"] = str(note.version)
-    return html(request, "amend.html", note=note, form=form, error=None)
+    return html(request, "amend.html", note=note, form=form, error=None, draft=False)
 
 
 @router.post("/notes/{note_id}/amend")
@@ -221,8 +222,39 @@ def amend(
     except (InvalidInput, Conflict) as exc:
         start_over(request, ctx.session)
         current = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
-        return html(request, "amend.html", 422, note=current, form=form, error=form_error(exc))
+        return html(
+            request, "amend.html", 422, note=current, form=form, error=form_error(exc), draft=False
+        )
     return go(request, f"/notes/{note.id}/history")
+
+
+@router.get("/notes/{note_id}/edit")
+def edit_draft_page(
+    request: Request, note_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_WRITE))
+) -> Response:
+    """A draft is corrected as a draft (a typo needs no 確定 and amendment)."""
+    note = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
+    form = {k: getattr(note, k) for k in ("subjective", "objective", "assessment", "plan")}
+    form["expected_version"] = str(note.version)
+    return html(request, "amend.html", note=note, form=form, error=None, draft=True)
+
+
+@router.post("/notes/{note_id}/edit")
+def edit_draft(
+    request: Request,
+    note_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        note = clinical_notes.edit_draft(ctx.session, ctx.actor, note_id, parse(NoteEdit, form))
+    except (InvalidInput, Conflict, NotAllowed) as exc:
+        start_over(request, ctx.session)
+        current = clinical_notes.get_note(ctx.session, ctx.actor, note_id)
+        return html(
+            request, "amend.html", 422, note=current, form=form, error=form_error(exc), draft=True
+        )
+    return go(request, f"/patients/{note.patient_id}/chart#notes")
 
 
 @router.get("/notes/{note_id}/history")
