@@ -157,6 +157,8 @@ def test_the_server_refuses_what_the_browser_would_hold_back(
     assert r.status_code == 422 and "検証番号" in r.text
     r = clerk.post("/patients/new", {"family_name": "テスト"})
     assert r.status_code == 422 and "必須項目です" in r.text
+    # a Japanese page names the field in Japanese only (not "セイ / family kana")
+    assert "セイ: " in r.text and "family kana" not in r.text
     with world.db.session(write=False) as s:
         assert s.scalar(select(func.count()).select_from(Coverage)) == 0
 
@@ -306,3 +308,17 @@ def test_the_staff_page_states_the_reauthentication_rule_it_applies(world: World
     minutes = world.settings.auth.reauth_minutes
     page = signed_in(world, "director").get("/admin/staff").text
     assert f"{minutes}分以内に入力していること" in page and "ログインした直後" in page
+
+
+def test_a_notes_history_names_each_change_in_japanese(
+    world: World, patient: dict[str, Any]
+) -> None:
+    h = world.h("dr_aiko")
+    note = world.http.post(
+        f"/api/v1/patients/{patient['id']}/notes", json={"subjective": "咳"}, headers=h
+    ).json()
+    world.http.post(f"/api/v1/notes/{note['id']}/finalise", json={"expected_version": 1}, headers=h)
+    dr = signed_in(world, "dr_aiko")
+    page = dr.get(f"/notes/{note['id']}/history").text
+    assert "作成" in page and "確定" in page
+    assert "created" not in page and "finalised" not in page

@@ -35,10 +35,10 @@ ALERT_KINDS = {
     "backup-missing": ("バックアップ未設定で稼働中", "Running without backups"),
 }
 WINDOW_LABELS = {
-    "vendor_user_id": "業者 / vendor",
-    "ticket": "作業票番号 / ticket",
-    "reason": "理由 / reason",
-    "minutes": "時間（分） / minutes",
+    "vendor_user_id": ("業者", "vendor"),
+    "ticket": ("作業票番号", "ticket"),
+    "reason": ("理由", "reason"),
+    "minutes": ("時間（分）", "minutes"),
 }
 
 

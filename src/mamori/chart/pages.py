@@ -67,7 +67,19 @@ NOTE_STATUS = {
     "amended": ("修正済", "Amended"),
     "entered-in-error": ("取消", "Voided"),
 }
+CHANGE_LABELS = {  # a version's change, as the history shows it
+    "created": ("作成", "created"),
+    "updated": ("更新", "updated"),
+    "finalised": ("確定", "finalised"),
+    "confirmed": ("代行入力を承認", "confirmed"),
+    "amended": ("確定後の修正", "amended"),
+    "entered-in-error": ("取消（誤入力）", "entered in error"),
+    "merged": ("患者統合", "merged"),
+    "status-changed": ("状態を変更", "status changed"),
+}
+
 CHART_LABELS = {
+    "change": CHANGE_LABELS,
     **LABELS,
     "outcome": {k.value: v for k, v in OUTCOME_JA.items()},
     "doc_types": DOC_TYPES_JA,

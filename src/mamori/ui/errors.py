@@ -73,9 +73,10 @@ def ui_error(
     )
 
 
-def form_error(exc: MamoriError, labels: Mapping[str, str] | None = None) -> UiError:
+def form_error(exc: MamoriError, labels: Mapping[str, tuple[str, str]] | None = None) -> UiError:
     """The message of a refused form; a form that did not validate (``forms.FormInvalid``)
-    adds one line per field, labelled for people."""
+    adds one line per field, labelled for people (a label is (Japanese, English): the page
+    shows the one of its language)."""
     labels = labels or {}
     details = [
         {**d, "label": labels.get(d["field"], d["field"])} for d in getattr(exc, "details", [])
