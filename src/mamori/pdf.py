@@ -62,7 +62,10 @@ class Styles:
 
 
 def styles() -> Styles:
-    base = ParagraphStyle("base", fontName=japanese_font(), fontSize=9.5, leading=13)
+    # CJK wrapping with 禁則: no line begins with 。、）」 and no line ends with （「
+    base = ParagraphStyle(
+        "base", fontName=japanese_font(), fontSize=9.5, leading=13, wordWrap="CJK"
+    )
     return Styles(
         base=base,
         h1=ParagraphStyle("h1", parent=base, fontSize=15, leading=20, spaceAfter=4),
@@ -100,9 +103,29 @@ def styled_table(cells: list[list[Any]], widths: Sequence[float]) -> Table:
     return t
 
 
-def render(story: Sequence[Flowable], *, title: str) -> bytes:
-    """The pages of ``story`` on A4 with the house margins, as PDF bytes."""
+def render(story: Sequence[Flowable], *, title: str, running_head: str = "") -> bytes:
+    """The pages of ``story`` on A4 with the house margins, as PDF bytes. Every page carries
+    its number at the foot; every page after the first carries ``running_head`` (whose record
+    this is: a loose second page must still say so) at the top."""
     buf = io.BytesIO()
+    font = japanese_font()
+
+    def foot(canvas: Any, doc: Any) -> None:
+        canvas.saveState()
+        canvas.setFont(font, 8)
+        canvas.setFillColor(colors.grey)
+        canvas.drawCentredString(A4[0] / 2, MARGIN / 2, f"{doc.page} ページ")
+        canvas.restoreState()
+
+    def head_and_foot(canvas: Any, doc: Any) -> None:
+        foot(canvas, doc)
+        if running_head:
+            canvas.saveState()
+            canvas.setFont(font, 8)
+            canvas.setFillColor(colors.grey)
+            canvas.drawString(MARGIN, A4[1] - MARGIN / 2 - 2, running_head)
+            canvas.restoreState()
+
     SimpleDocTemplate(
         buf,
         pagesize=A4,
@@ -112,5 +135,5 @@ def render(story: Sequence[Flowable], *, title: str) -> bytes:
         bottomMargin=MARGIN,
         title=title,
         author="mamori",
-    ).build(list(story))
+    ).build(list(story), onFirstPage=foot, onLaterPages=head_and_foot)
     return buf.getvalue()

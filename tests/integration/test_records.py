@@ -436,12 +436,33 @@ def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -
         headers=h,
     )
     _note(world, pid)
+    r = world.http.post(
+        f"/api/v1/patients/{pid}/observations",
+        json={
+            "category": "vital-signs",
+            "code": "8310-5",
+            "name": "体温",
+            "value": "37.8",
+            "unit": "Cel",
+            "ref_low": "35.5",
+            "ref_high": "37.4",
+        },
+        headers=world.h("nurse_ben"),
+    )
+    assert r.status_code == 201, r.text
+    long_text = "咳嗽が続き、夜間に増悪する。" * 40  # sentences that wrap at 。
+    for _ in range(4):  # enough to run onto a second page
+        world.http.post(
+            f"/api/v1/patients/{pid}/notes",
+            json={"subjective": long_text, "assessment": "気管支炎疑い。経過観察。"},
+            headers=h,
+        )
     chart = world.http.get(f"/api/v1/patients/{pid}/chart", headers=h).json()
     assert [c["display_name"] for c in chart["conditions"]] == ["高血圧症"]  # the problem list
     every = world.http.get(f"/api/v1/patients/{pid}/conditions", headers=h).json()
     assert len(every) == 2
     assert chart["allergies"][0]["is_contraindication"] is True
-    assert len(chart["notes"]) == 1
+    assert len(chart["notes"]) == 5
     r = world.http.get(f"/api/v1/patients/{pid}/chart.pdf", headers=h)
     assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
     reader = PdfReader(io.BytesIO(r.content))
@@ -453,9 +474,22 @@ def test_chart_summary_and_japanese_pdf(world: World, patient: dict[str, Any]) -
         "昭和23年4月3日",
         "【薬剤禁忌】ペニシリン",
         "高血圧症",
-        "咽頭発赤あり",
+        "最近のバイタル",
+        "37.8 ℃",
+        "記載者 山本 愛子",
+        "【下書き・未確定】",
+        "1 ページ",
     ):
         assert expected in page_text, expected
+    # a second page still says whose record it is, and its number
+    assert len(reader.pages) >= 2
+    second = reader.pages[1].extract_text()
+    assert f"患者番号 {patient['patient_number']}" in second and "山田 花子 様" in second
+    assert "2 ページ" in second
+    # 禁則: no line begins with a full stop or comma
+    lines = [ln.strip() for page in reader.pages for ln in page.extract_text().splitlines()]
+    assert not [ln for ln in lines if ln.startswith(("。", "、"))]
+    assert "2026-" not in "".join(lines)  # dates as the screens write them (2026/…)
     fonts = {
         str(f.get("/BaseFont"))
         for f in (

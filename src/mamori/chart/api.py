@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from mamori.authz.permissions import P
 from mamori.chart.pdf import render_chart_pdf
 from mamori.chart.service import open_chart
-from mamori.clinic.service import clinic_of
+from mamori.clinic.service import clinic_of, staff_names
 from mamori.clinical.schemas import (
     AllergyOut,
     ConditionOut,
@@ -46,7 +46,12 @@ def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))) -> 
 @router.get("/patients/{patient_id}/chart.pdf")
 def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_PRINT))) -> Response:
     c = open_chart(ctx.session, ctx.actor, patient_id)
-    pdf = render_chart_pdf(c, clinic_of(ctx.session, ctx.actor).name, ctx.actor.display_name)
+    pdf = render_chart_pdf(
+        c,
+        clinic_of(ctx.session, ctx.actor).name,
+        ctx.actor.display_name,
+        staff_names(ctx.session, ctx.actor),
+    )
     return Response(
         content=pdf,
         media_type="application/pdf",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
@@ -18,7 +19,11 @@ from mamori.pdf import text as paragraph
 SEX_JA = {"male": "男", "female": "女", "other": "その他", "unknown": "不明"}
 
 
-def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
+def render_chart_pdf(
+    chart: Chart, clinic_name: str, printed_by: str, names: dict[uuid.UUID, str] | None = None
+) -> bytes:
+    """``names``: staff display names, for each note's 記載者 (and a proxy entry's typist)."""
+    names = names or {}
     st = styles()
     base, h1, h2, small, warn = st.base, st.h1, st.h2, st.small, st.warn
 
@@ -47,7 +52,11 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
             ],
             [20 * mm, 35 * mm, 45 * mm, 55 * mm, 15 * mm],
         ),
-        p(f"住所 〒{pt.postal_code} {pt.prefecture}{pt.city}{pt.address_line}　電話 {pt.phone}"),
+        p(
+            "住所 "
+            + (f"〒{pt.postal_code} " if pt.postal_code else "")
+            + f"{pt.prefecture}{pt.city}{pt.address_line}　電話 {pt.phone}"
+        ),
     ]
     story.append(p("アレルギー・薬剤禁忌", h2))
     if chart.allergies:
@@ -107,7 +116,7 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
         for o in chart.labs[:30]:
             rows.append(
                 [
-                    f"{o.effective_at.astimezone(JST):%Y-%m-%d}",
+                    f"{o.effective_at.astimezone(JST):%Y/%m/%d}",
                     o.name,
                     f"{o.value or o.value_text} {unit_ja(o.unit)}",
                     f"{o.ref_low}–{o.ref_high}",
@@ -117,17 +126,36 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
         story.append(table(rows, [25 * mm, 50 * mm, 35 * mm, 40 * mm, 20 * mm]))
     else:
         story.append(p("なし"))
+    story.append(p("最近のバイタル", h2))
+    if chart.vitals:
+        rows = [["日時", "項目", "値", "判定"]]
+        for o in chart.vitals[:20]:
+            rows.append(
+                [
+                    f"{o.effective_at.astimezone(JST):%Y/%m/%d %H:%M}",
+                    o.name,
+                    f"{o.value} {unit_ja(o.unit)}",
+                    o.abnormal_flag,
+                ]
+            )
+        story.append(table(rows, [35 * mm, 50 * mm, 40 * mm, 20 * mm]))
+    else:
+        story.append(p("なし"))
     story.append(p("最近の経過記録", h2))
     status_ja = {"draft": "下書き", "final": "確定", "amended": "修正済"}
     for n in chart.notes[:10]:
+        author = names.get(n.author_id, "")
+        typist = names.get(n.entered_by_id, "") if n.is_proxy_entry else ""
         story.append(
             p(
-                f"{n.created_at.astimezone(JST):%Y-%m-%d %H:%M}　"
-                f"{status_ja.get(n.status, n.status)}"
-                f"{'　代行入力' if n.is_proxy_entry else ''}",
+                f"{n.created_at.astimezone(JST):%Y/%m/%d %H:%M}　"
+                f"{status_ja.get(n.status, n.status)}　記載者 {author}"
+                + (f"（代行入力: {typist}）" if n.is_proxy_entry else ""),
                 small,
             )
         )
+        if n.status == "draft":  # never printed as if it were the record
+            story.append(p("【下書き・未確定】この記録はまだ確定されていません。", warn))
         for label, text in (
             ("S", n.subjective),
             ("O", n.objective),
@@ -139,4 +167,8 @@ def render_chart_pdf(chart: Chart, clinic_name: str, printed_by: str) -> bytes:
         story.append(Spacer(1, 2 * mm))
     if not chart.notes:
         story.append(p("なし"))
-    return render(story, title=f"カルテ要約 {pt.patient_number}")
+    return render(
+        story,
+        title=f"カルテ要約 {pt.patient_number}",
+        running_head=f"カルテ要約　患者番号 {pt.patient_number}　{pt.full_name} 様　{clinic_name}",
+    )
