@@ -417,6 +417,25 @@ def test_physician_writes_finalises_amends_and_prescribes(page: Page, site: Site
     page.get_by_role("button", name="処方を保存").click()
     expect(page.locator("#rx-warnings")).to_contain_text("アモキシシリンカプセル250mg")
     expect(page.locator("#medications")).to_contain_text("Rp2: メトホルミン塩酸塩錠500mg 2錠")
+    # Do処方: the last prescription copied into the form, edited, saved as a new one
+    page.goto(f"/patients/{pid}/chart")
+    page.locator("#repeat-last").click()
+    expect(page.locator("#rx-repeated")).to_contain_text("複写しました")
+    expect(page.locator("#rp2_drug1_name")).to_have_value("メトホルミン塩酸塩錠500mg")
+    expect(page.locator("#rp2_days")).to_have_value("14")
+    shot(page, "physician-repeat-prescription")
+    page.locator("#rp1_drug1_name").fill("")  # the antibiotic is not repeated
+    page.locator("#rp1_drug1_dose").fill("")
+    page.locator("#rp1_drug1_unit").fill("")
+    page.locator("#rp1_usage").fill("")
+    page.locator("#rp1_days").fill("")
+    page.locator("#rp2_days").fill("28")
+    page.get_by_role("button", name="処方を保存").click()
+    expect(page.locator("#medications")).to_contain_text("28日分")
+    issued = api(site, "GET", f"/api/v1/patients/{pid}/medication-requests", "dr_aiko")
+    assert len(issued) == 2
+    newest = max(issued, key=lambda m: m["created_at"])
+    assert [g["days"] for g in newest["rp_groups"]] == [28]
     # a document, uploaded and listed
     page.get_by_text("文書を取り込む").click()
     page.get_by_label("表題").fill("紹介状（眼科）")

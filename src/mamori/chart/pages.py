@@ -38,7 +38,14 @@ from mamori.clinical.schemas import (
     NoteIn,
 )
 from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
-from mamori.errors import Conflict, InvalidInput, NotAllowed, TooManyAttempts, Unauthenticated
+from mamori.errors import (
+    Conflict,
+    InvalidInput,
+    NotAllowed,
+    NotFound,
+    TooManyAttempts,
+    Unauthenticated,
+)
 from mamori.patients.pages import LABELS
 from mamori.records.service import record_history
 from mamori.restrictions import service as restrictions
@@ -51,6 +58,27 @@ router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 RP_GROUPS = 3  # blank RP groups on the form (more: save, then prescribe again)
 RP_DRUGS = 3
+MAX_RP_GROUPS, MAX_RP_DRUGS = 30, 20  # as the input model allows
+
+
+def repeat_form(groups: list[dict[str, Any]], dispensing: str) -> dict[str, str]:
+    """Do処方: an earlier prescription's RP groups as the prescription form's fields, to be
+    checked and edited before it is saved as a new one."""
+    form = {"dispensing": dispensing}
+    for i, g in enumerate(groups, start=1):
+        form[f"rp{i}_usage"] = str(g.get("usage", ""))
+        form[f"rp{i}_days"] = str(g.get("days", ""))
+        for j, d in enumerate(g.get("items", []), start=1):
+            pre = f"rp{i}_drug{j}_"
+            form[pre + "name"] = str(d.get("drug_name", ""))
+            form[pre + "dose"] = str(d.get("dose", ""))
+            form[pre + "unit"] = str(d.get("unit", ""))
+            form[pre + "per"] = str(d.get("per", "day"))
+            if d.get("generic"):
+                form[pre + "generic"] = "on"
+    return form
+
+
 DOC_TYPES_JA = {
     "referral": ("紹介状", "Referral"),
     "reply": ("返書", "Reply"),
@@ -134,6 +162,17 @@ def _chart(
     ):
         extra.setdefault(key, None)
     extra.setdefault("rx_warnings", [])
+    extra.setdefault("rx_repeated", None)
+    # 前回Do: the newest prescription, offered above the form to whoever may prescribe
+    latest = (
+        clinical.latest_prescription(ctx.session, ctx.actor, c.patient.id)
+        if can(P.PRESCRIPTION_WRITE)
+        else None
+    )
+    groups_shown = sum(1 for k in extra["rx_form"] if k.endswith("_usage"))
+    drugs_shown = max(
+        [int(k.split("_drug")[1].split("_")[0]) for k in extra["rx_form"] if "_drug" in k] or [0]
+    )
     return html(
         request,
         "chart.html",
@@ -149,8 +188,9 @@ def _chart(
             n.id for n in c.notes if n.status == "draft" and clinical_notes.may_sign(ctx.actor, n)
         },
         vitals_def=VITAL_SIGNS,
-        rp_groups=RP_GROUPS,
-        rp_drugs=RP_DRUGS,
+        latest_rx=latest,
+        rp_groups=max(RP_GROUPS, groups_shown),
+        rp_drugs=max(RP_DRUGS, drugs_shown),
         doc_types=DOC_TYPES,
         L=CHART_LABELS,
         contraindications=[a for a in c.allergies if a.is_contraindication],
@@ -165,9 +205,24 @@ def _chart(
 
 @router.get("/patients/{patient_id}/chart")
 def chart(
-    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))
+    request: Request,
+    patient_id: uuid.UUID,
+    repeat: uuid.UUID | None = None,
+    ctx: Ctx = Depends(requires(P.CHART_READ)),
 ) -> Response:
-    return _chart(request, ctx, patient_id)
+    """``repeat``: Do処方 — the form opened with that earlier prescription's RP groups."""
+    if repeat is None or not ctx.actor.can(P.PRESCRIPTION_WRITE):
+        return _chart(request, ctx, patient_id)
+    earlier = clinical.get_prescription(ctx.session, ctx.actor, repeat)
+    if earlier.patient_id != patient_id:
+        raise NotFound("MedicationRequest")
+    return _chart(
+        request,
+        ctx,
+        patient_id,
+        rx_form=repeat_form(earlier.rp_groups, earlier.dispensing),
+        rx_repeated=earlier,
+    )
 
 
 # --- notes ---------------------------------------------------------------------------------------
@@ -377,9 +432,9 @@ def rp_groups_of(form: Form) -> list[dict[str, Any]]:
     """``rp{i}_usage``, ``rp{i}_days``, ``rp{i}_drug{j}_name|dose|unit|per`` → RP groups; rows
     left wholly empty are not part of the prescription."""
     groups = []
-    for i in range(1, RP_GROUPS + 1):
+    for i in range(1, MAX_RP_GROUPS + 1):  # a repeated prescription may have more than the blanks
         items = []
-        for j in range(1, RP_DRUGS + 1):
+        for j in range(1, MAX_RP_DRUGS + 1):
             pre = f"rp{i}_drug{j}_"
             item = {k: form.get(pre + k, "").strip() for k in ("name", "dose", "unit", "per")}
             if item["name"] or item["dose"]:

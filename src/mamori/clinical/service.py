@@ -456,6 +456,28 @@ def current_medications(
     return drafts + running
 
 
+def get_prescription(session: Session, actor: Actor, request_id: uuid.UUID) -> MedicationRequest:
+    return record_checked(session, actor, MedicationRequest, request_id, Intent.READ)
+
+
+def latest_prescription(
+    session: Session, actor: Actor, patient_id: uuid.UUID
+) -> MedicationRequest | None:
+    """The newest issued prescription (for 前回Do), if any."""
+    patient = gate.patient_ref(session, actor, patient_id, Intent.READ, "MedicationRequest")
+    rows = read_views(
+        session,
+        MedicationRequest,
+        [
+            ("patient_id", "=", patient.id),
+            ("status", "!=", MedicationRequestStatus.ENTERED_IN_ERROR.value),
+        ],
+        order_by=[("issued_on", True), ("created_at", True)],
+    )
+    issued = [m for m in rows if m.status != MedicationRequestStatus.CANCELLED]
+    return issued[0] if issued else None
+
+
 def confirm_prescription(
     session: Session, actor: Actor, request_id: uuid.UUID, expected_version: int
 ) -> MedicationRequest:
