@@ -3,7 +3,7 @@ created by ``mamori init``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +119,7 @@ def create_instance(
     key_file: Path | None = None,
     pkcs11_module: Path | None = None,
     pkcs11_token: str = "",
+    public_names: Sequence[str] = (),
 ) -> Created:
     """Directory, secrets, migrated database, the clinic and its first administrator."""
     write_instance_files(
@@ -129,6 +130,7 @@ def create_instance(
         key_file=key_file,
         pkcs11_module=pkcs11_module,
         pkcs11_token=pkcs11_token,
+        public_names=public_names,
     )
     settings = load_settings(home)
     db = open_database(settings.database_url)

@@ -19,6 +19,7 @@ import secrets
 import stat
 import tomllib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,6 +366,11 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def host_in_url(name: str) -> str:
+    """An IPv6 address goes in brackets in a URL (and in an Origin header)."""
+    return f"[{name}]" if ":" in name else name
+
+
 def write_instance_files(
     home: Path,
     *,
@@ -374,8 +380,13 @@ def write_instance_files(
     key_file: Path | None = None,
     pkcs11_module: Path | None = None,
     pkcs11_token: str = "",
+    public_names: Sequence[str] = (),
 ) -> None:
     """Create the directory tree, settings and fresh secrets. Refuses a non-empty directory.
+
+    ``public_names``: the names or addresses other PCs reach the server by (a demo tried from
+    the reception PC): the server listens on all addresses, its certificate carries them and
+    they are allowed origins; without them it serves this machine only (loopback).
 
     With the default key source a new KEK file is written outside the directory (``key_file``
     or ``default_key_dir()/<instance id>.kek``); the other sources make their KEK when the
@@ -430,11 +441,13 @@ def write_instance_files(
         f"checkpoint_copies = [{_toml_str(str(copies))}]",
         "",
         "[server]",
-        'host = "127.0.0.1"',
+        f'host = "{"0.0.0.0" if public_names else "127.0.0.1"}"',  # noqa: S104 - asked for
         f"port = {port}",
         "# TLS is on: a local certificate is made in tls/ for localhost and this host's name;",
         "# add the names staff type (e.g. 192.168.1.10, karte.local) or use your own files:",
-        "# tls_names = []",
+        f"tls_names = [{', '.join(_toml_str(n) for n in public_names)}]"
+        if public_names
+        else "# tls_names = []",
         '# tls_cert = "/etc/ssl/mamori/cert.pem"',
         '# tls_key = "/etc/ssl/mamori/key.pem"',
         "",
@@ -444,7 +457,16 @@ def write_instance_files(
         "absolute_hours = 12",
         "# WebAuthn (passkeys): the host name staff use in the browser, and its origins",
         'rp_id = "localhost"',
-        f'origins = ["https://localhost:{port}", "http://localhost:{port}"]',
+        "origins = ["
+        + ", ".join(
+            _toml_str(o)
+            for o in (
+                f"https://localhost:{port}",
+                f"http://localhost:{port}",
+                *(f"https://{host_in_url(n)}:{port}" for n in public_names),
+            )
+        )
+        + "]",
         "",
         "[backup]",
         "# public keys: backup/recipients.txt (`mamori backup keygen`); the server cannot read",

@@ -158,13 +158,28 @@ def test_db_upgrade_check_synth_verify_export(tmp_path: Path) -> None:
 
 def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    r = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve", "--api-token"])
+    r = runner.invoke(
+        app,
+        ["demo", str(home), "--size", "XS", "--no-serve", "--api-token", "--host", "192.168.77.10"],
+    )
     assert r.exit_code == 0, r.output
+    # tried from another PC: listens on every address, and that name is in the certificate
+    # and among the allowed origins (else every form post from there would be refused)
+    from cryptography import x509
+
+    from mamori.settings import load_settings
+
+    settings = load_settings(home)
+    assert settings.host == "0.0.0.0" and "https://192.168.77.10:8000" in settings.auth.origins  # noqa: S104
+    cert = x509.load_pem_x509_certificate((home / "tls" / "cert.pem").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "192.168.77.10" in [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    assert "https://192.168.77.10:8000/login" in r.output.replace("\n", "")
     for login in ("director", "dr_aiko", "nurse_ben", "clerk_chika", "scribe_dai"):
         assert f"  {login}: " in r.output and f"  {login}: mmr_" not in r.output
     # asked for, one read-only token of an integration account, not one per person
     assert r.output.count("mmr_") == 2  # printed, and again in the curl example
-    assert "https://localhost:8000" in r.output and "合成データ" in r.output
+    assert "合成データ" in r.output
     r = runner.invoke(app, ["verify", "--instance", str(home)])
     assert r.exit_code == 0
     again = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])

@@ -22,7 +22,7 @@ from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
 from mamori.instance import create_instance, open_instance
 from mamori.patients.insurance import with_check_digit
-from mamori.settings import load_settings
+from mamori.settings import host_in_url, load_settings
 from mamori.synth.generator import generate, open_days
 from mamori.synth.population import SIZES
 from mamori.web import server, tls
@@ -48,6 +48,14 @@ def demo(
     size: Annotated[str, typer.Option(help="合成データの規模 (XS, demo, S)")] = "demo",
     seed: int = 7,
     serve: Annotated[bool, typer.Option(help="作成後にサーバーを起動する")] = True,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            help="他のPCから開く名前かアドレス（例: 192.168.1.10）。省略時はこのPCだけ / the "
+            "name or address other PCs use (default: this PC only)",
+        ),
+    ] = None,
     api_token: Annotated[
         bool,
         typer.Option(
@@ -77,6 +85,7 @@ def demo(
             postal_code="113-0033",
             address="東京都文京区本郷（架空）",
             phone="03-0000-0000",
+            public_names=[host] if host else [],
         )
         close_when_done(created.instance)
     except MamoriError as exc:
@@ -144,7 +153,7 @@ def demo(
     table = Table("ログイン / login", "氏名 / name", "役割 / role")
     for login, name, role_ja in logins:
         table.add_row(login, name, role_ja)
-    url = f"https://localhost:{port}"
+    url = f"https://{host_in_url(host) if host else 'localhost'}:{port}"
     console.print(f"\n[bold green]デモ診療所を作成しました / demo clinic ready[/]: {home}")
     console.print(table)
     console.print("初期パスワード / initial passwords:")
@@ -181,7 +190,7 @@ def demo(
         application = create_app(settings, inst.db)
         server.serve(
             application,
-            host="127.0.0.1",
+            host=settings.host,  # loopback, or every address when --host was given
             port=port,
             log_level="info",
             access_log=False,
