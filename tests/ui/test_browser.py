@@ -860,3 +860,38 @@ def test_a_diagnosis_is_checked_then_ended_from_the_problem_list(page: Page, sit
     expect(page.locator("#problems li", has_text="急性上気道炎")).to_have_count(0)
     (cond,) = api(site, "GET", f"/api/v1/patients/{patient['id']}/conditions", "dr_aiko")
     assert (cond["outcome"], cond["version"]) == ("cured", 2)
+
+
+def test_the_desk_works_from_the_keyboard(page: Page, site: Site) -> None:
+    """From the search box to a checked-in patient without the mouse: type, Enter, (↓ to the
+    next result), Enter, Enter."""
+    for given, kana in (("一郎", "イチロウ"), ("二郎", "ジロウ")):
+        api(
+            site,
+            "POST",
+            "/api/v1/patients",
+            "clerk_chika",
+            json={
+                **SAMPLE_PATIENT,
+                "family_kana": "キーボード",
+                "given_name": given,
+                "given_kana": kana,
+                "family_name": "鍵盤",
+            },
+        )
+    sign_in(page, site, "clerk_chika")
+    page.goto("/patients")
+    page.keyboard.type("キーボード")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/patients?kana=*")
+    first = page.locator("[data-result]").first
+    expect(first).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("[data-result]").nth(1)).to_be_focused()
+    expect(page.locator("[data-result]").nth(1)).to_contain_text("鍵盤 二郎")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/patients/*")
+    expect(page.get_by_role("button", name="受付する")).to_be_focused()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/today")
+    expect(page.locator("tr", has_text="鍵盤 二郎")).to_contain_text("初診")

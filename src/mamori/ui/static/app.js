@@ -41,6 +41,16 @@
   document.addEventListener("htmx:afterRequest", restartIdle);
   restartIdle();
 
+  // --- keyboard at the desk: ↓/↑ move between search results (Enter opens one) ----------------
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "ArrowDown" && e.key !== "ArrowUp") return;
+    var here = document.activeElement;
+    if (!here || !here.hasAttribute || !here.hasAttribute("data-result")) return;
+    var all = Array.prototype.slice.call(document.querySelectorAll("[data-result]"));
+    var next = all[all.indexOf(here) + (e.key === "ArrowDown" ? 1 : -1)];
+    if (next) { next.focus(); e.preventDefault(); }
+  });
+
   // --- passkeys ------------------------------------------------------------------------------
   function post(url, body) {
     return fetch(url, {
