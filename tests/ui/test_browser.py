@@ -482,9 +482,14 @@ def test_break_the_glass_records_its_reason(page: Page, site: Site) -> None:
     # the director reviews it on the reviews screen
     page.context.clear_cookies()
     sign_in(page, site, "director")
+    page.goto("/today")
+    expect(page.locator("nav [data-alerts-waiting]")).to_be_visible()  # the menu says so
     page.goto("/admin/reviews")
     alert_row = page.locator("tr[data-alert='break-glass']")
     expect(alert_row).to_contain_text("山本 愛子")
+    # what the director is asked to judge: whose record, and the reason given
+    expect(alert_row).to_contain_text(f"No.{p['patient_number']} 山田 花子")
+    expect(alert_row.locator("[data-reason]")).to_contain_text("夜間救急で意識レベル低下")
     shot(page, "admin-reviews")
     alert_row.locator("input[name=finding]").fill("救急対応として妥当")
     alert_row.get_by_role("button", name="確認済み").click()

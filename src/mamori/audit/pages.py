@@ -18,7 +18,8 @@ from mamori.authz.permissions import P
 from mamori.authz.roles import Role
 from mamori.clinic.calendar import JST
 from mamori.clinic.service import staff_names
-from mamori.errors import Conflict, InvalidInput, ReauthRequired
+from mamori.errors import Conflict, InvalidInput, MamoriError, ReauthRequired
+from mamori.restrictions import service as restrictions
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html
@@ -49,6 +50,18 @@ def _reviews_page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -
     if status >= 400:
         start_over(request, ctx.session)
     windows_admin = ctx.actor.can(P.VENDOR_WINDOW_ADMIN)
+    alerts = admin.list_alerts(ctx.session, ctx.actor, open_only=True)
+    # what each alert asks the reviewer to judge: whose record, and the reason given
+    patients: dict[uuid.UUID, str] = {}
+    for pid in {a.patient_id for a in alerts if a.patient_id}:
+        try:
+            pt = review.patient_of(ctx.session, ctx.actor, pid)
+            patients[pid] = f"No.{pt.patient_number} {pt.full_name}"
+        except MamoriError:
+            patients[pid] = ""
+    reasons = restrictions.grant_reasons(
+        ctx.session, ctx.actor, [a.ref_id for a in alerts if a.kind == "break-glass" and a.ref_id]
+    )
     extra.setdefault("error", None)
     extra.setdefault("form", {})
     return html(
@@ -56,7 +69,9 @@ def _reviews_page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -
         "admin_reviews.html",
         status,
         state=review.review_status(ctx.session, ctx.actor),
-        alerts=admin.list_alerts(ctx.session, ctx.actor, open_only=True),
+        alerts=alerts,
+        alert_patients=patients,
+        alert_reasons=reasons,
         windows=admin.list_vendor_windows(ctx.session, ctx.actor) if windows_admin else [],
         vendors=[
             v

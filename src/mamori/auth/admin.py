@@ -461,6 +461,19 @@ def list_alerts(session: Session, actor: Actor, *, open_only: bool) -> Sequence[
     return alerts
 
 
+def open_alert_count(session: Session, actor: Actor) -> int:
+    """How many alerts wait for review (the menu's badge): a number, no patient named."""
+    actor.require(P.AUDIT_READ)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(SecurityAlert)
+            .where(SecurityAlert.clinic_id == actor.clinic_id, SecurityAlert.reviewed_at.is_(None))
+        )
+        or 0
+    )
+
+
 def review_alert(
     session: Session, actor: Actor, alert_id: uuid.UUID, *, outcome: str, finding: str
 ) -> SecurityAlert:

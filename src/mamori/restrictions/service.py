@@ -14,6 +14,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori.audit.trail import AuditTag, record
@@ -186,3 +187,18 @@ def patients_matching_staff(session: Session, staff: StaffUser) -> list[Patient]
     if not staff.display_kana:
         return []
     return patients_by_kana(session, staff.clinic_id, search_key(staff.display_kana))
+
+
+def grant_reasons(
+    session: Session, actor: Actor, grant_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The reasons given for break-the-glass grants (for the reviewer of their alerts)."""
+    actor.require(Permission.AUDIT_READ)
+    if not grant_ids:
+        return {}
+    rows = session.scalars(
+        select(BreakGlassGrant).where(
+            BreakGlassGrant.clinic_id == actor.clinic_id, BreakGlassGrant.id.in_(list(grant_ids))
+        )
+    ).all()
+    return {g.id: f"{REASONS.get(g.reason_code, g.reason_code)}: {g.reason_text}" for g in rows}

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from mamori.auth import passwords
 from mamori.auth import service as auth
+from mamori.auth.admin import open_alert_count
 from mamori.authz.permissions import Permission
 from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.clinical.units import rp_count_en, rp_count_ja, unit_en, unit_ja
@@ -143,6 +144,7 @@ def html(
     context.setdefault("backups_missing", getattr(request.app.state, "backups_missing", False))
     settings: Settings = request.app.state.settings
     context.setdefault("reauth_minutes", settings.auth.reauth_minutes)
+    context.setdefault("alerts_waiting", _alerts_waiting(request, context["actor"]))
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
     )
@@ -152,6 +154,14 @@ def html(
     out = HTMLResponse(body, status_code=status, headers=headers)
     out.headers["content-security-policy"] = CSP
     return out
+
+
+def _alerts_waiting(request: Request, actor: Any) -> int:
+    """Open security alerts, for the menu of those who review them (a count, no patient)."""
+    if actor is None or not actor.can(Permission.AUDIT_READ):
+        return 0
+    with request.app.state.db.session(write=False) as session:
+        return open_alert_count(session, actor)
 
 
 def go(request: Request, url: str) -> Response:
