@@ -322,3 +322,22 @@ def test_a_notes_history_names_each_change_in_japanese(
     page = dr.get(f"/notes/{note['id']}/history").text
     assert "作成" in page and "確定" in page
     assert "created" not in page and "finalised" not in page
+
+
+def test_the_review_screens_show_what_they_ask_to_be_confirmed(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """The periodic review lists the accesses it asks the director to mark reviewed, and a
+    staff member's activity names the patient and the record of each access."""
+    world.http.get(f"/api/v1/patients/{patient['id']}/chart", headers=world.h("dr_aiko"))
+    director = signed_in(world, "director")
+    label = f"No.{patient['patient_number']} 山田 花子"
+    page = director.get("/admin/reviews").text
+    assert 'id="unreviewed"' in page and label in page and "カルテを閲覧" in page
+    aiko = world.actors["dr_aiko"].user_id
+    page = director.get(f"/admin/reviews/users/{aiko}").text
+    assert label in page and "カルテ" in page and ">chart<" not in page
+    r = director.post("/admin/reviews", {"outcome": "no-issue", "finding": "定期確認"})
+    assert r.status_code in (200, 204), r.text
+    page = director.get("/admin/reviews").text
+    assert "前回の確認以降、患者記録へのアクセスはありません" in page

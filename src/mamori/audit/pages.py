@@ -81,6 +81,8 @@ def _reviews_page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -
         if windows_admin
         else [],
         reviews=review.list_reviews(ctx.session, ctx.actor, limit=20),
+        unreviewed=review.unreviewed(ctx.session, ctx.actor, limit=100),
+        tag_ja=review.tag_ja,
         names=staff_names(ctx.session, ctx.actor),
         kinds=ALERT_KINDS,
         now=dt.datetime.now(dt.UTC),
@@ -238,6 +240,7 @@ def who_opened(
         people=people,
         actions=actions,
         tag_ja=review.tag_ja,
+        what_ja=review.what_ja,
     )
 
 
@@ -267,4 +270,5 @@ def what_user_opened(
         people=[],
         actions=[],
         tag_ja=review.tag_ja,
+        what_ja=review.what_ja,
     )

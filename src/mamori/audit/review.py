@@ -7,6 +7,7 @@ needs ``audit:review``. Reading the log is itself logged, with the patients it s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -77,6 +78,29 @@ def tag_ja(tag: str) -> str:
     return TAG_JA.get(tag, tag)
 
 
+WHAT_JA = {  # what an access reached, as a reviewer reads it
+    "chart": "カルテ",
+    "Patient": "患者基本情報",
+    "Coverage": "保険",
+    "Encounter": "受診",
+    "ProgressNote": "経過記録",
+    "Condition": "病名",
+    "AllergyIntolerance": "アレルギー",
+    "MedicationRequest": "処方",
+    "Observation": "検査・バイタル",
+    "Document": "文書",
+    "Patient:search": "患者検索",
+    "Patient:duplicates": "重複候補",
+    "Patient:awaiting-confirmation": "承認待ち一覧",
+    "Encounter:day-list": "受付一覧",
+    "verify": "記録の検証",
+}
+
+
+def what_ja(what: str | None) -> str:
+    return WHAT_JA.get(what or "", what or "")
+
+
 @dataclass(frozen=True)
 class Access:
     seq: int
@@ -88,6 +112,8 @@ class Access:
     patients: list[str]
     what: str | None
     ip: str | None
+    # the patients as a reviewer reads them ("No.12 山田 花子"), filled by the list views
+    patient_labels: tuple[str, ...] = ()
 
 
 def _require_reviewer(actor: Actor, permission: Permission = Permission.AUDIT_READ) -> None:
@@ -152,6 +178,44 @@ def _rows(
     return out
 
 
+def _labelled(session: Session, actor: Actor, rows: list[Access]) -> list[Access]:
+    """Each row with its patients named (患者番号 and name): a review asks "was this access
+    right?", which nobody can answer from an ID. The list view that shows them is logged by
+    the caller with the same patients."""
+    wanted = {p for r in rows for p in r.patients}
+    if not wanted:
+        return rows
+    found = session.scalars(
+        select(Patient).where(
+            Patient.clinic_id == actor.clinic_id, Patient.id.in_([uuid.UUID(p) for p in wanted])
+        )
+    ).all()
+    label = {str(p.id): f"No.{p.patient_number} {p.full_name}" for p in found}
+    return [
+        dataclasses.replace(r, patient_labels=tuple(label.get(p, "—") for p in r.patients))
+        for r in rows
+    ]
+
+
+def unreviewed(session: Session, actor: Actor, limit: int = 100) -> list[Access]:
+    """The patient accesses since the last recorded review, newest first: what "mark as
+    reviewed" asks the reviewer to have looked at."""
+    _require_reviewer(actor)
+    last = session.scalar(
+        select(func.max(AuditReview.through_seq)).where(AuditReview.clinic_id == actor.clinic_id)
+    )
+    seqs = select(AuditEventPatient.seq).where(AuditEventPatient.seq > (last or 0))
+    rows = _labelled(session, actor, _rows(session, actor, seqs, None, None, limit))
+    record(
+        session,
+        actor,
+        AuditTag.AUDIT_VIEWED,
+        patients=sorted({uuid.UUID(p) for r in rows for p in r.patients}),
+        detail={"scope": "unreviewed", "rows": len(rows)},
+    )
+    return rows
+
+
 def who_opened(
     session: Session,
     actor: Actor,
@@ -189,7 +253,7 @@ def what_user_opened(
     _require_reviewer(actor)
     user = gate.clinic_row_for(session, actor, StaffUser, user_id, "staff")
     seqs = select(AuditEventUser.seq).where(AuditEventUser.user_id == user.id)
-    rows = _rows(session, actor, seqs, since, until, limit)
+    rows = _labelled(session, actor, _rows(session, actor, seqs, since, until, limit))
     shown = sorted({uuid.UUID(p) for r in rows for p in r.patients})
     record(
         session,
