@@ -539,6 +539,13 @@ def test_director_manages_staff_sessions_and_sees_backup_status(page: Page, site
     page.goto("/admin/settings")
     expect(page.locator("#backup")).to_contain_text("バックアップが設定されていません")
     shot(page, "admin-settings")
+    # a restriction saved on a patient's page says it was saved
+    vip = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
+    page.goto(f"/patients/{vip['id']}")
+    page.locator("#restriction").get_by_label("VIP").check()
+    page.locator("#restriction").get_by_role("button", name="保存").click()
+    expect(page.locator("#restriction-saved")).to_contain_text("保存しました")
+    expect(page.locator("#restriction").get_by_label("VIP")).to_be_checked()
 
 
 def test_vendor_signs_in_only_inside_a_window_the_officer_opens(page: Page, site: Site) -> None:

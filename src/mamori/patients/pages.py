@@ -194,9 +194,13 @@ def register(
 
 @router.get("/patients/{patient_id}")
 def patient_page(
-    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.PATIENT_READ))
+    request: Request,
+    patient_id: uuid.UUID,
+    saved: str = "",
+    ctx: Ctx = Depends(requires(P.PATIENT_READ)),
 ) -> Response:
-    return _patient_page(request, ctx, patient_id)
+    """``saved``: what was just saved, to say so (the restriction flags)."""
+    return _patient_page(request, ctx, patient_id, saved=saved[:20])
 
 
 def _patient_page(
@@ -217,6 +221,7 @@ def _patient_page(
     extra.setdefault("cov_form", {})
     extra.setdefault("checkin_error", None)
     extra.setdefault("checkin_form", {})
+    extra.setdefault("saved", "")
     return html(
         request,
         "patient.html",
@@ -316,4 +321,4 @@ def set_restriction(
         vip=form.get("vip") == "on",
         sensitive=form.get("sensitive") == "on",
     )
-    return go(request, f"/patients/{patient_id}")
+    return go(request, f"/patients/{patient_id}?saved=restriction")
