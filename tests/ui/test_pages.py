@@ -186,6 +186,31 @@ def test_wareki_and_english() -> None:
     assert wareki(dt.date(1989, 1, 8)) == "平成元年1月8日"
     assert wareki(dt.date(2019, 5, 1)) == "令和元年5月1日"
     assert wareki(dt.date(1926, 12, 24)) == "大正15年12月24日"
+    from mamori.clinic.calendar import wareki_en
+
+    assert wareki_en(dt.date(1948, 4, 3)) == "Showa 23"
+    assert wareki_en(dt.date(2019, 5, 1)) == "Reiwa 1"
+
+
+def test_an_english_chart_shows_no_japanese_era_or_vital_names(
+    world: World, patient: dict[str, Any]
+) -> None:
+    world.http.post(
+        f"/api/v1/patients/{patient['id']}/observations",
+        json={
+            "category": "vital-signs",
+            "code": "8310-5",
+            "name": "体温",
+            "value": "36.8",
+            "unit": "Cel",
+        },
+        headers=world.h("nurse_ben"),
+    )
+    dr = signed_in(world, "dr_aiko")
+    dr.get("/lang/en")
+    page = dr.get(f"/patients/{patient['id']}/chart").text
+    assert "Showa 23" in page and "昭和" not in page
+    assert "Temperature" in page and "36.8 ℃" in page
 
 
 def test_open_redirects_are_refused(world: World) -> None:

@@ -37,7 +37,7 @@ from mamori.clinical.schemas import (
     NoteEdit,
     NoteIn,
 )
-from mamori.clinical.vitals import VITAL_SIGNS, vital_observations
+from mamori.clinical.vitals import VITAL_SIGNS, vital_name_en, vital_observations
 from mamori.errors import (
     Conflict,
     InvalidInput,
@@ -188,6 +188,7 @@ def _chart(
             n.id for n in c.notes if n.status == "draft" and clinical_notes.may_sign(ctx.actor, n)
         },
         vitals_def=VITAL_SIGNS,
+        vital_name_en=vital_name_en,
         latest_rx=latest,
         rp_groups=max(RP_GROUPS, groups_shown),
         rp_drugs=max(RP_DRUGS, drugs_shown),

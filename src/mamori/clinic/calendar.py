@@ -36,6 +36,19 @@ def wareki(day: dt.date | None) -> str:
     return f"{day.year}年{day.month}月{day.day}日"
 
 
+ERA_EN = {"令和": "Reiwa", "平成": "Heisei", "昭和": "Showa", "大正": "Taisho", "明治": "Meiji"}
+
+
+def wareki_en(day: dt.date | None) -> str:
+    """The Japanese era in English: 1948-04-03 → Showa 23 (an English page shows no kanji)."""
+    if day is None:
+        return ""
+    for start, name, _ in _ERAS:
+        if day >= start:
+            return f"{ERA_EN[name]} {day.year - start.year + 1}"
+    return str(day.year)
+
+
 def age_on(birth: dt.date, today: dt.date | None = None) -> int:
     """Age in completed years on ``today`` (the clinic's today by default)."""
     today = today or clinic_today()

@@ -114,3 +114,11 @@ def vital_observations(values: dict[str, str]) -> list[ObservationIn]:
             "バイタルを1つ以上入力してください。", "Enter at least one vital sign.", field="temp"
         )
     return out
+
+
+VITAL_NAMES_EN = {v.code: v.name_en for v in VITAL_SIGNS}
+
+
+def vital_name_en(code: str, name: str) -> str:
+    """A vital sign's English name by its code (records keep the Japanese one)."""
+    return VITAL_NAMES_EN.get(code, name)

@@ -23,7 +23,7 @@ from mamori.auth import passwords
 from mamori.auth import service as auth
 from mamori.auth.admin import open_alert_count
 from mamori.authz.permissions import Permission
-from mamori.clinic.calendar import JST, age_on, wareki
+from mamori.clinic.calendar import JST, age_on, wareki, wareki_en
 from mamori.clinical.units import rp_count_en, rp_count_ja, unit_en, unit_ja
 from mamori.settings import Settings
 from mamori.web.routing import session_cookie
@@ -100,6 +100,7 @@ env.filters.update(
     unit_ja=unit_ja,
     unit_en=unit_en,
     rp_count_ja=rp_count_ja,
+    wareki_en=wareki_en,
     rp_count_en=rp_count_en,
 )
 env.globals.update(
