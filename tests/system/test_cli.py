@@ -422,3 +422,22 @@ def test_init_configures_the_first_backup(tmp_path: Path, monkeypatch: pytest.Mo
          "--backup-keys", str(tmp_path / "j" / "keys"), "--backup-target", str(tmp_path / "u2")],
     )  # fmt: skip
     assert r.exit_code == 2
+
+
+def test_the_demo_is_reused_not_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a directory the demo lives in one place per user and the next run serves it
+    again (each run used to leave a new 190 MB instance behind in /tmp)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    r = runner.invoke(app, ["demo", "--size", "XS", "--no-serve"])
+    assert r.exit_code == 0, r.output
+    home = tmp_path / "data" / "mamori" / "demo"
+    assert (home / "mamori.toml").is_file()
+    made = (home / "mamori.toml").stat().st_mtime_ns
+    again = runner.invoke(app, ["demo", "--size", "XS", "--no-serve"])
+    assert again.exit_code == 0 and "再利用" in again.output, again.output
+    assert (home / "mamori.toml").stat().st_mtime_ns == made
+    assert sorted(p.name for p in (tmp_path / "data" / "mamori").iterdir()) == [
+        "demo",
+        "demo-offline-keys",
+        "demo-usb",
+    ]

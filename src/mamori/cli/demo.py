@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +69,14 @@ def demo(
     if size not in ("XS", "demo", "S"):
         err.print("[red]--size は XS, demo, S のいずれかです / --size must be XS, demo or S[/]")
         raise typer.Exit(2)
-    home = (directory or Path(tempfile.mkdtemp(prefix="mamori-demo-"))).resolve()
+    if directory is None:
+        # one demo per user, reused: each run used to leave a new 190 MB instance in /tmp
+        home = default_demo_home()
+        if (home / "mamori.toml").is_file():
+            _serve_again(home, port, serve)
+            return
+    else:
+        home = directory.resolve()
     if home.exists() and any(home.iterdir()):
         err.print(f"[red]{home} は空ではありません / {home} is not empty[/]")
         raise typer.Exit(2)
@@ -198,6 +205,41 @@ def demo(
             ssl_certfile=str(cert),
             ssl_keyfile=str(key),
         )
+
+
+def default_demo_home() -> Path:
+    """Where ``mamori demo`` keeps its clinic when no directory is named: the next run serves
+    it again instead of making another (remove the directory to start afresh)."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (base / "mamori" / "demo").resolve()
+
+
+def _serve_again(home: Path, port: int, serve: bool) -> None:
+    """The demo made by an earlier run, served again as it was left."""
+    settings = load_settings(home)
+    console.print(
+        f"前回のデモ診療所を再利用します / reusing the demo clinic made before: {home}\n"
+        "ログイン情報は作成時に表示したものです。忘れた場合: "
+        f"mamori staff password <ログインID> --instance {home} / the logins are those printed "
+        "when it was made; a forgotten one: mamori staff password <login>.\n"
+        f"作り直すには {home} を削除してください / to start again, delete {home}.",
+        soft_wrap=True,
+    )
+    if not serve:
+        return
+    inst = open_instance(str(home))
+    close_when_done(inst)
+    cert, key = tls.local_certificate(settings.home, settings.tls_names)
+    server.serve(
+        create_app(settings, inst.db),
+        host=settings.host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        server_header=False,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
 
 
 @app.command()
