@@ -62,18 +62,20 @@ from mamori.clinical.service import record_observation
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.models import open_database
-from mamori.patients.schemas import PatientIn
+from mamori.patients.schemas import PatientNew
 from mamori.patients.service import register_patient
 from mamori.settings import load_settings, write_instance_files
 
 CLINIC = Path(__file__).resolve().parent / "results" / "instance-M-1"  # from chart_open.py
-PATIENT = PatientIn(
+# the same person many times, knowingly: registered without the duplicate look-up
+PATIENT = PatientNew(
     family_name="試験",
     given_name="太郎",
     family_kana="シケン",
     given_kana="タロウ",
     birth_date="1960-05-05",
     sex="male",
+    register_anyway=True,
 )  # type: ignore[arg-type]
 
 

@@ -42,6 +42,7 @@ from mamori.migrate import require_current
 from mamori.models import open_database
 from mamori.patients import pages as patients_pages
 from mamori.patients.api import router as patients_router
+from mamori.patients.indexes import backfill as backfill_search_indexes
 from mamori.records.api import router as records_router
 from mamori.settings import Settings
 from mamori.ui import static as ui_static
@@ -226,6 +227,7 @@ def create_app(
     require_current(database.engine)
     if database.keyring is None:
         open_keys(database, settings)  # no key, no server
+    backfill_search_indexes(database)  # rows from before an index existed (once)
 
     warm_up()  # the first sign-in for an unknown ID costs what every later one does
     app = FastAPI(

@@ -41,6 +41,7 @@ BODY = {
     "given_kana": "タロウ",
     "birth_date": "1960-05-05",
     "sex": "male",
+    "register_anyway": True,  # the same body thousands of times: deliberately many patients
 }
 
 

@@ -216,7 +216,7 @@ def test_reception_registers_checks_in_and_never_sees_notes(page: Page, site: Si
     expect(page).to_have_url(f"{site.url}/today")
     # search by half-width kana: normalised to the stored full-width katakana
     page.get_by_role("link", name="患者検索").click()
-    page.get_by_label("カナ氏名", exact=False).fill("ﾔﾏﾀﾞ")
+    page.get_by_label("氏名（カナ", exact=False).fill("ﾔﾏﾀﾞ")
     page.get_by_role("button", name="検索").click()
     expect(page.locator("#results")).to_contain_text("山田 花子")
     expect(page.locator("#results")).to_contain_text("昭和23年4月3日")  # 和暦

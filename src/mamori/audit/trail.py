@@ -64,6 +64,7 @@ class AuditTag(enum.StrEnum):
     DATA_EXPORTED = "patient:data:exported"
     RECORDS_VERIFIED = "system:records:verified"
     DATA_IMPORTED = "system:data:imported"  # bulk load (synthetic data, future migrations)
+    INDEX_BUILT = "system:index:built"  # blind-index values for rows written before an index
     AUDIT_VERIFIED = "system:audit:verified"
     AUDIT_EXPORTED = "system:audit:exported"
     AUDIT_VIEWED = "audit:log:viewed"

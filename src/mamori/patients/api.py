@@ -35,6 +35,8 @@ def register_patient(body: PatientNew, ctx: Ctx = Depends(requires(P.PATIENT_WRI
 @router.get("/patients", response_model=list[PatientOut])
 def search_patients(
     kana: str | None = Query(default=None, max_length=60),
+    name: str | None = Query(default=None, max_length=60),
+    phone: str | None = Query(default=None, max_length=20),
     birth_date: dt.date | None = None,
     number: int | None = Query(default=None, ge=1),
     insurer_number: str | None = Query(default=None, pattern=r"^\d{6,8}$"),
@@ -47,6 +49,8 @@ def search_patients(
         ctx.session,
         ctx.actor,
         kana=kana,
+        name=name,
+        phone=phone,
         birth_date=birth_date,
         patient_number=number,
         insurance=(insurer_number, insured_number) if insurer_number or insured_number else None,

@@ -41,3 +41,10 @@ def search_key(text: str) -> str:
     kata = to_katakana(text)
     kata = kata.translate(_SMALL_TO_LARGE)
     return re.sub(r"[ ・]", "", kata)
+
+
+def is_kana(text: str) -> bool:
+    """Whether ``text`` is written in kana only (full- or half-width katakana, hiragana, the
+    long-vowel mark, spaces and ・): searched as a reading, else as the name as written."""
+    normal = to_katakana(text)
+    return bool(normal) and all("\u30a0" <= ch <= "\u30ff" or ch in " \u3000・ー" for ch in normal)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
+import unicodedata
 import uuid
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, UniqueConstraint
@@ -35,6 +37,20 @@ KANA4 = BlindIndex("kana-prefix-4", 14)
 KANA = BlindIndex("kana", 16)
 BIRTH = BlindIndex("birth-date", 12)
 INSURANCE = BlindIndex("insurance", 16)
+# searched as a whole (few bits: each value stands for many; candidates decrypted and tested)
+NAME = BlindIndex("name-part", 16)  # family or given name as written (kanji), either one
+GIVEN_KANA = BlindIndex("given-kana", 16)  # メイ alone
+PHONE = BlindIndex("phone", 16)  # the digits of the number
+
+
+def name_key(text: str) -> str:
+    """A name as written, for whole-name search: NFKC, no spaces ("佐藤" / "佐 藤" alike)."""
+    return re.sub(r"\s", "", unicodedata.normalize("NFKC", text or ""))
+
+
+def phone_key(text: str) -> str:
+    """The digits of a phone number ("03-3812-0000" and "0338120000" alike)."""
+    return re.sub(r"\D", "", unicodedata.normalize("NFKC", text or ""))
 
 
 def _kana(get: Getter) -> str:
@@ -97,6 +113,10 @@ class Patient(Versioned, Base):
         Index("ix_patient_clinic_kana4", "clinic_id", "bi_kana4"),
         Index("ix_patient_clinic_kana", "clinic_id", "bi_kana"),
         Index("ix_patient_clinic_birth", "clinic_id", "bi_birth"),
+        Index("ix_patient_clinic_family", "clinic_id", "bi_family"),
+        Index("ix_patient_clinic_given", "clinic_id", "bi_given"),
+        Index("ix_patient_clinic_given_kana", "clinic_id", "bi_given_kana"),
+        Index("ix_patient_clinic_phone", "clinic_id", "bi_phone"),
     )
     __blind_indexes__ = (
         IndexSpec("bi_number", NUMBER, lambda g: str(g("patient_number"))),
@@ -104,6 +124,12 @@ class Patient(Versioned, Base):
         IndexSpec("bi_kana4", KANA4, lambda g: _kana4(g)),
         IndexSpec("bi_kana", KANA, lambda g: _kana(g) or None),
         IndexSpec("bi_birth", BIRTH, lambda g: _iso(g("birth_date"))),
+        IndexSpec("bi_family", NAME, lambda g: name_key(str(g("family_name") or "")) or None),
+        IndexSpec("bi_given", NAME, lambda g: name_key(str(g("given_name") or "")) or None),
+        IndexSpec(
+            "bi_given_kana", GIVEN_KANA, lambda g: search_key(str(g("given_kana") or "")) or None
+        ),
+        IndexSpec("bi_phone", PHONE, lambda g: phone_key(str(g("phone") or "")) or None),
     )
 
     patient_number = sealed_int()  # 患者番号 (診察券), per clinic
@@ -127,6 +153,11 @@ class Patient(Versioned, Base):
     bi_kana4: Mapped[int | None] = mapped_column(Integer, nullable=True)
     bi_kana: Mapped[int | None] = mapped_column(Integer, nullable=True)
     bi_birth: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # 0010: filled for rows written before by ``patients.indexes.backfill`` at start-up
+    bi_family: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_given: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_given_kana: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bi_phone: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @property
     def kana_key(self) -> str:

@@ -21,6 +21,7 @@ from mamori.clinical.models import ENCOUNTER_STATUS_JA, ENCOUNTER_TRANSITIONS, E
 from mamori.clinical.schemas import EncounterIn
 from mamori.errors import Conflict, InvalidInput, PossibleDuplicate
 from mamori.patients import service as patients
+from mamori.patients.kana import is_kana
 from mamori.patients.models import CoverageKind
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientNew, PatientUpdate
 from mamori.restrictions import service as restrictions
@@ -135,9 +136,14 @@ def search(
     kana: str = Query(default="", max_length=60),
     birth_date: str = Query(default="", max_length=10),
     number: str = Query(default="", max_length=12),
+    phone: str = Query(default="", max_length=20),
     ctx: Ctx = Depends(requires(P.PATIENT_READ)),
 ) -> Response:
-    query = {"kana": kana, "birth_date": birth_date, "number": number}
+    """One name box for kana or kanji (佐藤, サトウ, ハナコ, 佐藤 花子), the phone, the date of
+    birth, the number."""
+    query = {"kana": kana, "birth_date": birth_date, "number": number, "phone": phone}
+    words = kana.strip()
+    as_kana = bool(words) and is_kana(words)
     found = None
     error = None
     if any(v.strip() for v in query.values()):
@@ -154,7 +160,9 @@ def search(
                 found = patients.search_patients(
                     ctx.session,
                     ctx.actor,
-                    kana=kana.strip() or None,
+                    kana=words if as_kana else None,
+                    name=words if words and not as_kana else None,
+                    phone=phone.strip() or None,
                     birth_date=born,
                     patient_number=num,
                 )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mamori.authz import gate
@@ -27,14 +27,19 @@ from mamori.patients.kana import search_key
 from mamori.patients.lookup import patients_by_kana
 from mamori.patients.models import (
     BIRTH,
+    GIVEN_KANA,
     INSURANCE,
     KANA2,
     KANA4,
+    NAME,
     NUMBER,
+    PHONE,
     Coverage,
     Patient,
     PatientStatus,
     insurance_key,
+    name_key,
+    phone_key,
 )
 from mamori.patients.schemas import CoverageIn, PatientIn, PatientUpdate
 from mamori.records.reader import read_views
@@ -143,15 +148,19 @@ def search_patients(
     actor: Actor,
     *,
     kana: str | None = None,
+    name: str | None = None,
+    phone: str | None = None,
     birth_date: dt.date | None = None,
     patient_number: int | None = None,
     insurance: tuple[str | None, str | None] | None = None,
     include_inactive: bool = False,
     limit: int = 50,
 ) -> list[Patient]:
-    """Kana prefix (half-width, hiragana and small kana normalised), birth date, number, or
-    保険者番号 + 被保険者番号 (needs insurance:read)."""
-    if kana is None and birth_date is None and patient_number is None and insurance is None:
+    """Kana (a prefix of セイメイ, or メイ alone; half-width, hiragana and small kana
+    normalised), name as written (佐藤, or 佐藤 花子), phone number (its digits), birth date,
+    number, or 保険者番号 + 被保険者番号 (needs insurance:read). Blind indexes narrow the
+    candidates; each is decrypted and tested exactly."""
+    if not any(v is not None for v in (kana, name, phone, birth_date, patient_number, insurance)):
         raise InvalidInput(
             "検索条件を1つ以上指定してください。",
             "Give at least one search criterion.",
@@ -161,7 +170,7 @@ def search_patients(
     keyring = keyring_of(session)
     clinic = actor.clinic_id
     stmt = select(Patient).where(Patient.clinic_id == clinic)
-    key = ""
+    tests: list[Callable[[Patient], bool]] = []
     if kana is not None:
         key = search_key(kana)
         if not key:
@@ -172,28 +181,63 @@ def search_patients(
                 "Enter at least two kana (or one together with the birth date).",
                 field="kana",
             )
-        # Blind indexes narrow the candidates; the exact test runs on decrypted values below.
-        if len(key) >= 4:
-            stmt = stmt.where(Patient.bi_kana4 == keyring.blind(KANA4, clinic, key[:4]))
-        elif len(key) >= 2:
-            stmt = stmt.where(Patient.bi_kana2 == keyring.blind(KANA2, clinic, key[:2]))
+        prefix = (
+            Patient.bi_kana4 == keyring.blind(KANA4, clinic, key[:4])
+            if len(key) >= 4
+            else Patient.bi_kana2 == keyring.blind(KANA2, clinic, key[:2])
+            if len(key) >= 2
+            else None
+        )
+        given = Patient.bi_given_kana == keyring.blind(GIVEN_KANA, clinic, key)
+        if prefix is not None:
+            stmt = stmt.where(or_(prefix, given))
+        tests.append(lambda p: p.kana_key.startswith(key) or search_key(p.given_kana) == key)
+    if name is not None:
+        parts = [name_key(x) for x in name.replace("\u3000", " ").split()]
+        parts = [x for x in parts if x]
+        if not parts or len(parts) > 2:
+            raise InvalidInput(
+                "氏名は「姓」「名」または「姓 名」で入力してください。",
+                "Enter a family name, a given name, or both separated by a space.",
+                field="name",
+            )
+        if len(parts) == 2:
+            family, given_name = parts
+            stmt = stmt.where(
+                Patient.bi_family == keyring.blind(NAME, clinic, family),
+                Patient.bi_given == keyring.blind(NAME, clinic, given_name),
+            )
+            tests.append(
+                lambda p: name_key(p.family_name) == family and name_key(p.given_name) == given_name
+            )
+        else:
+            (word,) = parts
+            value = keyring.blind(NAME, clinic, word)
+            stmt = stmt.where(or_(Patient.bi_family == value, Patient.bi_given == value))
+            tests.append(lambda p: word in (name_key(p.family_name), name_key(p.given_name)))
+    if phone is not None:
+        digits = phone_key(phone)
+        if len(digits) < 6:
+            raise InvalidInput(
+                "電話番号は6桁以上の数字で入力してください。",
+                "Enter at least six digits of the phone number.",
+                field="phone",
+            )
+        stmt = stmt.where(Patient.bi_phone == keyring.blind(PHONE, clinic, digits))
+        tests.append(lambda p: phone_key(p.phone) == digits)
     if birth_date is not None:
         stmt = stmt.where(Patient.bi_birth == keyring.blind(BIRTH, clinic, birth_date.isoformat()))
+        tests.append(lambda p: p.birth_date == birth_date)
     if patient_number is not None:
         stmt = stmt.where(Patient.bi_number == keyring.blind(NUMBER, clinic, str(patient_number)))
+        tests.append(lambda p: p.patient_number == patient_number)
     if insurance is not None:
         stmt = stmt.where(Patient.id.in_(_insured(session, actor, *insurance)))
     if not include_inactive:
         stmt = stmt.where(Patient.status == PatientStatus.ACTIVE.value)
     with lenient(session):  # a damaged row is left out of the list, not shown or fatal
         candidates = [p for p in session.scalars(stmt) if seal_failure(p) is None]
-    found = [
-        p
-        for p in candidates
-        if p.kana_key.startswith(key)
-        and (birth_date is None or p.birth_date == birth_date)
-        and (patient_number is None or p.patient_number == patient_number)
-    ]
+    found = [p for p in candidates if all(test(p) for test in tests)]
     found.sort(key=lambda p: (p.kana_key, p.birth_date, p.patient_number))
     found = found[:limit]
     gate.listed(session, actor, "Patient:search", [p.id for p in found])
