@@ -50,7 +50,7 @@ from mamori.patients.pages import LABELS
 from mamori.records.service import record_history
 from mamori.restrictions import service as restrictions
 from mamori.ui.errors import form_error
-from mamori.ui.forms import Form, form_fields, parse
+from mamori.ui.forms import Form, expected_version, form_fields, parse
 from mamori.ui.render import go, html, local_path
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
@@ -258,12 +258,7 @@ def finalise(
     ctx: Ctx = Depends(requires(P.NOTE_WRITE)),
     form: Form = Depends(form_fields),
 ) -> Response:
-    try:
-        version = int(form.get("expected_version", ""))
-    except ValueError:
-        raise InvalidInput(
-            "版の指定がありません。", "Missing version.", field="expected_version"
-        ) from None
+    version = expected_version(form)
     note = clinical_notes.finalise_note(ctx.session, ctx.actor, note_id, version)
     return go(request, f"/patients/{note.patient_id}/chart#notes")
 
@@ -370,12 +365,9 @@ def edit_condition(
     """A diagnosis changed or ended (転帰: 治癒・中止・死亡・転医) from the problem list."""
     cond = clinical.get_condition(ctx.session, ctx.actor, condition_id)
     try:
-        version = int(form.get("expected_version", ""))
+        version = expected_version(form)
         data = parse(ConditionIn, form)
         clinical.update_condition(ctx.session, ctx.actor, condition_id, data, version)
-    except ValueError:
-        err = InvalidInput("版が不明です。画面を開き直してください。", "Unknown version; reload.")
-        return _chart(request, ctx, cond.patient_id, 422, cond_edit_error=form_error(err))
     except (InvalidInput, Conflict) as exc:
         return _chart(request, ctx, cond.patient_id, 422, cond_edit_error=form_error(exc))
     return go(request, f"/patients/{cond.patient_id}/chart#problems")
@@ -389,11 +381,7 @@ def confirm_condition(
     form: Form = Depends(form_fields),
 ) -> Response:
     """A physician confirms a scribe's diagnosis from the problem list."""
-    try:
-        version = int(form.get("expected_version", ""))
-    except ValueError:
-        version = 0
-    cond = clinical.confirm_condition(ctx.session, ctx.actor, condition_id, version)
+    cond = clinical.confirm_condition(ctx.session, ctx.actor, condition_id, expected_version(form))
     return go(request, f"/patients/{cond.patient_id}/chart#problems")
 
 
@@ -405,11 +393,7 @@ def confirm_prescription(
     form: Form = Depends(form_fields),
 ) -> Response:
     """A physician confirms and issues a nurse's draft order from the chart."""
-    try:
-        version = int(form.get("expected_version", ""))
-    except ValueError:
-        version = 0
-    req = clinical.confirm_prescription(ctx.session, ctx.actor, request_id, version)
+    req = clinical.confirm_prescription(ctx.session, ctx.actor, request_id, expected_version(form))
     return go(request, f"/patients/{req.patient_id}/chart#medications")
 
 

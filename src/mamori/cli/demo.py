@@ -18,11 +18,12 @@ from mamori.backup.setup import configure as configure_backup
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, err, fail, progress
 from mamori.clinic import service as clinic_service
 from mamori.clinic.calendar import clinic_today
+from mamori.db import Database
 from mamori.documents.store import DocumentStore
 from mamori.errors import MamoriError
 from mamori.instance import create_instance, open_instance
 from mamori.patients.insurance import with_check_digit
-from mamori.settings import host_in_url, load_settings
+from mamori.settings import Settings, host_in_url, load_settings
 from mamori.synth.generator import generate, open_days
 from mamori.synth.population import SIZES
 from mamori.web import server, tls
@@ -192,19 +193,9 @@ def demo(
         " / All data is synthetic; never enter real patients here.[/]"
     )
 
-    cert, key = tls.local_certificate(settings.home, settings.tls_names)
+    tls.local_certificate(settings.home, settings.tls_names)  # made now, with its names
     if serve:
-        application = create_app(settings, inst.db)
-        server.serve(
-            application,
-            host=settings.host,  # loopback, or every address when --host was given
-            port=port,
-            log_level="info",
-            access_log=False,
-            server_header=False,
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-        )
+        _serve(settings, inst.db, port)
 
 
 def default_demo_home() -> Path:
@@ -229,9 +220,15 @@ def _serve_again(home: Path, port: int, serve: bool) -> None:
         return
     inst = open_instance(str(home))
     close_when_done(inst)
+    _serve(settings, inst.db, port)
+
+
+def _serve(settings: Settings, db: Database, port: int) -> None:
+    """The demo over HTTPS with its local certificate, on loopback or, after ``--host``,
+    every address."""
     cert, key = tls.local_certificate(settings.home, settings.tls_names)
     server.serve(
-        create_app(settings, inst.db),
+        create_app(settings, db),
         host=settings.host,
         port=port,
         log_level="info",

@@ -91,17 +91,9 @@ def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient
     date) is refused with ``PossibleDuplicate`` naming their 患者番号, unless the data says
     ``register_anyway`` — the person has looked and it is someone else (同姓同名)."""
     actor.require(Permission.PATIENT_WRITE)
-    if not getattr(data, "register_anyway", False):
-        same = [
-            p
-            for p in patients_by_kana(
-                session,
-                actor.clinic_id,
-                search_key(data.family_kana) + search_key(data.given_kana),
-                data.birth_date,
-            )
-            if p.status == PatientStatus.ACTIVE
-        ]
+    if not getattr(data, "register_anyway", False):  # PatientNew's; a PatientIn never skips
+        kana = search_key(data.family_kana) + search_key(data.given_kana)
+        same = _same_person(session, actor.clinic_id, kana, data.birth_date)
         if same:
             gate.listed(session, actor, "Patient:duplicates", [p.id for p in same])
             same.sort(key=lambda p: p.patient_number)
@@ -273,11 +265,23 @@ def find_possible_duplicates(
     patient = patient_for(session, actor, patient_id, Intent.READ)
     found = [
         p
-        for p in patients_by_kana(session, actor.clinic_id, patient.kana_key, patient.birth_date)
-        if p.id != patient.id and p.status == PatientStatus.ACTIVE
+        for p in _same_person(session, actor.clinic_id, patient.kana_key, patient.birth_date)
+        if p.id != patient.id
     ]
     gate.listed(session, actor, "Patient:duplicates", [p.id for p in found])
     return found
+
+
+def _same_person(
+    session: Session, clinic_id: uuid.UUID, kana_key: str, birth_date: dt.date
+) -> list[Patient]:
+    """Active patients with this normalised kana and birth date: the same person registered
+    twice, or 同姓同名 (a person decides which). The caller records the list it shows."""
+    return [
+        p
+        for p in patients_by_kana(session, clinic_id, kana_key, birth_date)
+        if p.status == PatientStatus.ACTIVE
+    ]
 
 
 def merge_patients(

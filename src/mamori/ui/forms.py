@@ -47,3 +47,15 @@ def parse(model: type[M], form: Mapping[str, str], **extra: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise FormInvalid(validation_details(list(exc.errors()))) from exc
+
+
+def expected_version(form: Mapping[str, str]) -> int:
+    """The version a form was shown at (its hidden ``expected_version``), or a clear 422."""
+    try:
+        return int(form.get("expected_version", ""))
+    except ValueError:
+        raise InvalidInput(
+            "版の指定がありません。画面を開き直してください。",
+            "Missing version; reload the page.",
+            field="expected_version",
+        ) from None
