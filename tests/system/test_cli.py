@@ -184,6 +184,8 @@ def test_demo_builds_a_clinic_and_prints_logins(tmp_path: Path) -> None:
     assert r.exit_code == 0
     again = runner.invoke(app, ["demo", str(home), "--size", "XS", "--no-serve"])
     assert again.exit_code == 2
+    bad = runner.invoke(app, ["demo", str(tmp_path / "x"), "--no-serve", "--host", "a b/c"])
+    assert bad.exit_code == 2 and "--host" in bad.output and not (tmp_path / "x").exists()
 
 
 def test_tokens_are_for_integrations_scoped_expiring_and_revocable(tmp_path: Path) -> None:

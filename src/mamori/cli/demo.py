@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,11 @@ from mamori.web import server, tls
 DEMO_CLINIC = "まもり内科クリニック（デモ・合成データ）"
 # 医療機関コード for the demo: 東京都(13) 医科(1) + 郡市区 01 + 2345 + check digit (synthetic)
 DEMO_CODE = "131" + with_check_digit("012345")
+# a name other PCs type: an IPv4/IPv6 address or an ASCII host name (it goes into the
+# certificate and the allowed origins, so nothing else is accepted)
+_HOST = re.compile(
+    r"[0-9A-Fa-f:.]+|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 DEMO_STAFF = (
     ("dr_aiko", "山本 愛子", Role.PHYSICIAN),
     ("dr_kenji", "佐藤 健二", Role.PHYSICIAN),
@@ -69,6 +75,12 @@ def demo(
     """デモ診療所を作成して起動する / create a demo clinic with synthetic patients and serve it."""
     if size not in ("XS", "demo", "S"):
         err.print("[red]--size は XS, demo, S のいずれかです / --size must be XS, demo or S[/]")
+        raise typer.Exit(2)
+    if host is not None and not _HOST.fullmatch(host):
+        err.print(
+            "[red]--host は IP アドレスかホスト名（英数字・ハイフン・ドット）です"
+            " / --host takes an IP address or a host name (letters, digits, hyphens, dots)[/]"
+        )
         raise typer.Exit(2)
     if directory is None:
         # one demo per user, reused: each run used to leave a new 190 MB instance in /tmp
