@@ -128,6 +128,9 @@ KIND = {
     "/api/v1/patients/{patient_id}/allergies": "AllergyIntolerance",
     "/api/v1/patients/{patient_id}/medication-requests": "MedicationRequest",
     "/api/v1/medication-requests/{request_id}/confirm": "MedicationRequest",
+    "/api/v1/medication-requests/{request_id}/prescription.pdf": "MedicationRequest",
+    "/api/v1/patients/{patient_id}/referrals/draft": "chart",
+    "/api/v1/patients/{patient_id}/referrals": "Document",
     "/api/v1/patients/{patient_id}/observations": "Observation",
     "/api/v1/patients/{patient_id}/documents": "Document",
     "/api/v1/documents/{document_id}/content": "Document",
@@ -354,6 +357,9 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
         "POST /api/v1/patients/{patient_id}/documents": lambda: {
             "data": {"doc_type": "referral", "title": "紹介状"},
             "files": {"file": ("a.pdf", b"%PDF-1.4 synthetic", "application/pdf")},
+        },
+        "POST /api/v1/patients/{patient_id}/referrals": lambda: {
+            "json": {"to_institution": "市立病院", "purpose": "精査のため"}
         },
         "POST /api/v1/records/{record_type}/{record_id}/entered-in-error": lambda: {
             "json": {"reason": "誤入力", **stale}

@@ -93,6 +93,9 @@ PINNED = {
     "GET /api/v1/patients/{patient_id}/verify": "record:verify",
     "GET /api/v1/patients/{patient_id}/chart": "chart:read",
     "GET /api/v1/patients/{patient_id}/chart.pdf": "chart:print",
+    "GET /api/v1/medication-requests/{request_id}/prescription.pdf": "chart:print",
+    "GET /api/v1/patients/{patient_id}/referrals/draft": "note:sign",
+    "POST /api/v1/patients/{patient_id}/referrals": "note:sign",
     "GET /api/v1/audit/patients/{patient_id}/accesses": "audit:read",
     "GET /api/v1/audit/users/{user_id}/accesses": "audit:read",
     "GET /api/v1/audit/patients/{patient_id}/access-report.pdf": "audit:read",
@@ -148,6 +151,10 @@ PINNED_UI = {
     "POST /conditions/{condition_id}/confirm": "condition:write",
     "POST /conditions/{condition_id}/edit": "condition:write",
     "POST /prescriptions/{request_id}/confirm": "prescription:write",
+    "GET /patients/{patient_id}/referrals/new": "note:sign",
+    "GET /patients/{patient_id}/labs": "observation:read",
+    "GET /postcodes/lookup": "patient:write",
+    "POST /patients/{patient_id}/referrals": "note:sign",
     "POST /patients/{patient_id}/allergies": "allergy:write",
     "POST /patients/{patient_id}/prescriptions": "prescription:write",
     "POST /patients/{patient_id}/vitals": "observation:write",
@@ -193,8 +200,9 @@ def test_state_changes_never_run_under_a_read_permission() -> None:
 def test_permissions_no_route_declares_are_the_known_service_checks() -> None:
     used = {g for g in EXPECTED.values() if not g.startswith("public")}
     assert used <= {p.value for p in Permission}
-    # checked only inside services: signing (finalise/confirm) and bulk export (CLI)
-    assert {p.value for p in Permission} - used == {"note:sign", "export:bulk"}
+    # checked only inside services: bulk export (CLI); signing guards the routes that only a
+    # physician uses (a referral letter) and is checked again where a note is finalised
+    assert {p.value for p in Permission} - used == {"export:bulk"}
 
 
 def test_app_refuses_to_start_with_an_unguarded_route(

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import io
 import os
+import re
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from mamori.app import create_app
@@ -243,10 +245,17 @@ def test_reception_registers_checks_in_and_never_sees_notes(page: Page, site: Si
     page.get_by_label("メイ（カナ）").fill("みさき")
     page.get_by_label("生年月日").fill("1990-07-15")
     page.get_by_label("性別").select_option("female")
+    page.get_by_label("郵便番号").press_sequentially("1130033")  # 郵便番号 → 住所
+    expect(page.locator("#city")).to_have_value("文京区")
+    expect(page.locator("#prefecture")).to_have_value("東京都")
+    expect(page.locator("#address_line")).to_have_value("本郷")
+    page.locator("#address_line").press("End")
+    page.locator("#address_line").press_sequentially("7丁目3番1号")
     page.get_by_label("電話番号").fill("090-1234-5678")
     page.get_by_role("button", name="保存").click()
     page.wait_for_url("**/patients/*")
     expect(page.locator(".patient-head")).to_contain_text("コバヤシ ミサキ")
+    expect(page.locator("main")).to_contain_text("〒113-0033 東京都文京区本郷7丁目3番1号")
     expect(page.locator(".patient-head")).to_contain_text("平成2年7月15日")
     # an insurer number with a wrong check digit is refused with a Japanese message
     page.get_by_label("保険者番号").fill("06131016")
@@ -907,3 +916,144 @@ def test_the_desk_works_from_the_keyboard(page: Page, site: Site) -> None:
     page.keyboard.press("Enter")
     page.wait_for_url("**/today")
     expect(page.locator("tr", has_text="鍵盤 二郎")).to_contain_text("初診")
+
+
+def test_a_long_chart_is_navigated_by_sections_and_its_labs_read_over_time(
+    page: Page, site: Site
+) -> None:
+    """A chronic patient's chart: the section bar jumps (and stays in view), older notes are
+    folded, a lab's sparkline says its range and leads to the timeline, whose cells carry the
+    H/L flags and whose chosen test is drawn with its scale and values."""
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ケイカ", "family_name": "経過"},
+    )
+    pid = patient["id"]
+    for i in range(9):
+        api(site, "POST", f"/api/v1/patients/{pid}/notes", "dr_aiko",
+            json={"subjective": f"定期受診 {i + 1} 回目。" + "血糖自己測定は概ね良好。" * 6,
+                  "plan": "処方継続"})  # fmt: skip
+    hba1c = ("7.9", "7.6", "7.2", "6.9", "6.4", "6.1")
+    for month, value in enumerate(hba1c, start=6):
+        for code, name, v, low, high, unit in (
+            ("4548-4", "HbA1c", value, "4.6", "6.2", "%"),
+            ("2345-7", "血糖", str(100 + month * 7), "70", "109", "mg/dL"),
+        ):
+            api(site, "POST", f"/api/v1/patients/{pid}/observations", "dr_aiko",
+                json={"category": "laboratory", "code": code, "name": name, "value": v,
+                      "unit": unit, "ref_low": low, "ref_high": high,
+                      "effective_at": f"2026-{month:02d}-10T01:00:00+00:00"})  # fmt: skip
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{pid}/chart")
+    nav = page.locator("#chart-nav")
+    expect(nav).to_contain_text("経過記録")
+    expect(page.locator("#notes article.note:visible")).to_have_count(5)
+    expect(page.locator("#older-notes summary")).to_contain_text("それ以前の記録（4件）")
+    nav.get_by_role("link", name="経過記録").click()
+    expect(page.locator("#notes h2")).to_be_in_viewport()
+    expect(nav).to_be_in_viewport()  # the bar stays at the top while the page scrolls
+    shot(page, "physician-chart-sections")
+    row = page.locator("#labs tr", has_text="HbA1c")
+    expect(row.locator("[data-range]")).to_have_text("6.1–7.9（6回）")
+    row.locator("a[href*='labs?code=']").click()
+    page.wait_for_url("**/labs?code=**")
+    trend = page.locator("svg.trend")
+    expect(trend).to_be_visible()
+    for value in hba1c:
+        expect(trend.locator("text.value", has_text=value)).to_have_count(1)
+    expect(trend.locator("text.tick", has_text="6")).to_have_count(1)  # the scale: 4, 5 … 8
+    expect(trend.locator("rect.band")).to_have_count(1)  # the reference range
+    expect(page.locator("#trend-values tbody tr")).to_have_count(6)
+    timeline = page.locator("table.timeline")
+    expect(timeline.locator("thead th.num")).to_have_count(6)  # one column per day
+    first = timeline.locator("tr[data-test='4548-4'] td.num").first  # the newest, on the left
+    expect(first).to_have_text("6.1")
+    expect(timeline.locator("tr[data-test='4548-4'] td.flag-H")).to_have_count(5)
+    expect(timeline.locator("tr[data-test='2345-7'] td.flag-H")).to_have_count(6)
+    shot(page, "physician-lab-timeline")
+
+
+def test_a_physician_prints_a_prescription_and_writes_a_referral(page: Page, site: Site) -> None:
+    """From the chart: the issued prescription prints as a 処方箋 (an audited print); a
+    referral letter opens drafted from the chart, is finished, saved among the documents and
+    opens as a PDF."""
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ショウカイ", "family_name": "紹介"},
+    )
+    pid = patient["id"]
+    api(site, "POST", f"/api/v1/patients/{pid}/conditions", "dr_aiko",
+        json={"display_name": "狭心症", "is_suspected": True})  # fmt: skip
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{pid}/chart")
+    page.get_by_text("処方する（RP 単位）").click()
+    page.locator("#rp1_drug1_name").fill("アムロジピン錠5mg")
+    page.locator("#rp1_drug1_dose").fill("1")
+    page.locator("#rp1_drug1_unit").fill("錠")
+    page.locator("#rp1_drug1_locked").check()
+    page.locator("#rp1_usage").fill("1日1回 朝食後")
+    page.locator("#rp1_days").fill("28")
+    page.get_by_role("button", name="処方を保存").click()
+    rx = page.locator("#medications .rx", has_text="アムロジピン錠5mg")
+    expect(rx).to_contain_text("変更不可")
+    link = rx.get_by_role("link", name="処方箋を印刷")
+    sheet = page.request.get(link.get_attribute("href") or "")
+    assert sheet.status == 200 and sheet.body().startswith(b"%PDF")
+    reader = PdfReader(io.BytesIO(sheet.body()))
+    text = reader.pages[0].extract_text()
+    assert "処　方　箋" in text.replace(" ", "　") or "処 方 箋" in text, text
+    assert "アムロジピン錠5mg" in text and "28日分" in text
+    page.locator("#write-referral").click()
+    page.wait_for_url("**/referrals/new")
+    expect(page.locator("#ref-diagnoses")).to_have_value(re.compile("狭心症（疑い）"))
+    expect(page.locator("#ref-medications")).to_have_value(re.compile("アムロジピン錠5mg"))
+    page.get_by_role("button", name="保存して PDF を作成").click()
+    expect(page.locator("#to_institution:invalid")).to_have_count(1)  # the addressee first
+    page.get_by_label("紹介先医療機関").fill("東京市立総合病院")
+    page.get_by_label("診療科").fill("循環器内科")
+    page.locator("#ref-purpose").fill("労作時胸痛の精査をお願いいたします。")
+    shot(page, "physician-referral")
+    page.get_by_role("button", name="保存して PDF を作成").click()
+    page.wait_for_url("**/chart?letter=**")
+    expect(page.locator("#letter-saved")).to_contain_text("診療情報提供書を保存しました")
+    expect(page.locator("#documents")).to_contain_text(
+        "診療情報提供書（東京市立総合病院 循環器内科）"
+    )
+    href = page.locator("#letter-saved a").get_attribute("href") or ""
+    letter = page.request.get(href)
+    assert letter.status == 200 and letter.body().startswith(b"%PDF")
+    assert "労作時胸痛" in PdfReader(io.BytesIO(letter.body())).pages[0].extract_text()
+
+
+def test_a_postcode_of_several_areas_or_a_typed_address_is_never_overwritten(
+    page: Page, site: Site
+) -> None:
+    """A postcode shared by two towns offers both; an address already typed is kept, and
+    replacing it is a button; an unknown postcode says so."""
+    sign_in(page, site, "clerk_chika")
+    page.goto("/patients/new")
+    page.get_by_label("郵便番号").press_sequentially("498-0000")
+    several = page.locator("[data-postcode='several']")
+    expect(several.get_by_role("button")).to_have_count(2)
+    expect(page.locator("#city")).to_have_value("")  # nothing filled before the choice
+    several.get_by_role("button", name="三重県桑名郡木曽岬町").click()
+    expect(page.locator("#prefecture")).to_have_value("三重県")
+    expect(page.locator("#city")).to_have_value("桑名郡木曽岬町")
+    page.get_by_label("郵便番号").fill("")
+    page.get_by_label("郵便番号").press_sequentially("1130033")
+    differs = page.locator("[data-postcode='differs']")
+    expect(differs).to_contain_text("東京都文京区本郷")
+    expect(page.locator("#city")).to_have_value("桑名郡木曽岬町")  # the typed address stays
+    shot(page, "reception-postcode")
+    differs.get_by_role("button", name="この住所に置き換える").click()
+    expect(page.locator("#city")).to_have_value("文京区")
+    expect(page.locator("#address_line")).to_have_value("本郷")
+    page.get_by_label("郵便番号").fill("")
+    page.get_by_label("郵便番号").press_sequentially("9999999")
+    expect(page.locator("[data-postcode='unknown']")).to_contain_text("見つかりません")

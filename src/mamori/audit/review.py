@@ -41,6 +41,7 @@ MAX_ROWS = 2000
 TAG_JA = {
     "patient:chart:viewed": "カルテを閲覧",
     "patient:chart:printed": "カルテを印刷",
+    "patient:prescription:printed": "処方箋を印刷",
     "patient:record:viewed": "記録を閲覧",
     "patient:list:viewed": "一覧・検索結果に表示",
     "patient:data:exported": "データを出力",

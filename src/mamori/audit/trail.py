@@ -59,6 +59,7 @@ class AuditTag(enum.StrEnum):
 
     CHART_VIEWED = "patient:chart:viewed"
     CHART_PRINTED = "patient:chart:printed"
+    PRESCRIPTION_PRINTED = "patient:prescription:printed"  # 院外処方箋
     RECORD_VIEWED = "patient:record:viewed"
     LIST_VIEWED = "patient:list:viewed"
     DATA_EXPORTED = "patient:data:exported"

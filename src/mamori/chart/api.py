@@ -9,11 +9,13 @@ from fastapi.responses import Response
 
 from mamori.authz.permissions import P
 from mamori.chart.pdf import render_chart_pdf
-from mamori.chart.service import open_chart
+from mamori.chart.referral import ReferralIn, referral_draft, write_referral
+from mamori.chart.service import open_chart, print_chart
 from mamori.clinic.service import clinic_of, staff_names
 from mamori.clinical.schemas import (
     AllergyOut,
     ConditionOut,
+    DocumentOut,
     MedicationRequestOut,
     NoteOut,
     ObservationOut,
@@ -45,7 +47,7 @@ def chart(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_READ))) -> 
 
 @router.get("/patients/{patient_id}/chart.pdf")
 def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_PRINT))) -> Response:
-    c = open_chart(ctx.session, ctx.actor, patient_id)
+    c = print_chart(ctx.session, ctx.actor, patient_id)
     pdf = render_chart_pdf(
         c,
         clinic_of(ctx.session, ctx.actor).name,
@@ -60,3 +62,27 @@ def chart_pdf(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_PRINT))
             "Cache-Control": "no-store",
         },
     )
+
+
+class ReferralDraftOut(OutputModel):
+    """A referral letter's fields as the chart pre-fills them (the physician edits them)."""
+
+    diagnoses: str
+    history: str
+    course: str
+    treatment: str
+    medications: str
+    allergies: str
+
+
+@router.get("/patients/{patient_id}/referrals/draft", response_model=ReferralDraftOut)
+def referral(patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_SIGN))) -> object:
+    return referral_draft(ctx.session, ctx.actor, patient_id)
+
+
+@router.post("/patients/{patient_id}/referrals", status_code=201, response_model=DocumentOut)
+def new_referral(
+    patient_id: uuid.UUID, body: ReferralIn, ctx: Ctx = Depends(requires(P.NOTE_SIGN))
+) -> object:
+    """診療情報提供書: rendered as a PDF and filed as an outgoing referral document."""
+    return write_referral(ctx.session, ctx.actor, ctx.store, patient_id, body)

@@ -15,14 +15,16 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from mamori.auth.pages import reauthenticate
 from mamori.auth.schemas import BreakGlassIn
 from mamori.authz.permissions import P
 from mamori.authz.roles import Role
-from mamori.chart.service import open_chart
+from mamori.chart.referral import ReferralIn, referral_draft, write_referral
+from mamori.chart.service import open_chart, open_chart_patient
+from mamori.clinic.calendar import JST
 from mamori.clinic.service import confirming_physicians, staff_names
 from mamori.clinical import notes as clinical_notes
 from mamori.clinical import service as clinical
@@ -51,7 +53,7 @@ from mamori.records.service import record_history
 from mamori.restrictions import service as restrictions
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, expected_version, form_fields, parse
-from mamori.ui.render import go, html, local_path
+from mamori.ui.render import go, html, local_path, trend_chart
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
@@ -76,6 +78,8 @@ def repeat_form(groups: list[dict[str, Any]], dispensing: str) -> dict[str, str]
             form[pre + "per"] = str(d.get("per", "day"))
             if d.get("generic"):
                 form[pre + "generic"] = "on"
+            if d.get("no_substitution"):
+                form[pre + "locked"] = "on"
     return form
 
 
@@ -137,6 +141,69 @@ def _lab_trends(labs: Any) -> list[dict[str, Any]]:
     return out
 
 
+LAB_HISTORY = 2000  # results on the timeline (years of a chronic patient's monthly panels)
+
+
+def _lab_timeline(labs: Any) -> dict[str, Any]:
+    """検査結果の時系列: one row per test, one column per day with results (newest first), each
+    cell the day's value with its flag."""
+    days = sorted({o.effective_at.astimezone(JST).date() for o in labs}, reverse=True)
+    rows: dict[str, dict[str, Any]] = {}
+    for o in sorted(labs, key=lambda o: o.effective_at):
+        row = rows.setdefault(
+            o.code,
+            {"code": o.code, "name": o.name, "unit": o.unit, "ref": (o.ref_low, o.ref_high)},
+        )
+        row.setdefault("cells", {})
+        row["cells"][o.effective_at.astimezone(JST).date()] = o  # the day's last result
+    ordered = sorted(rows.values(), key=lambda r: r["name"])
+    return {"days": days, "rows": ordered}
+
+
+def _trend(labs: Any, code: str) -> dict[str, Any] | None:
+    series = sorted((o for o in labs if o.code == code), key=lambda o: o.effective_at)
+    numeric = [(o, _number(o.value)) for o in series]
+    points = [(o, v) for o, v in numeric if v is not None]
+    if not series:
+        return None
+    latest = series[-1]
+    return {
+        "name": latest.name,
+        "unit": latest.unit,
+        "ref": (latest.ref_low, latest.ref_high),
+        "series": list(reversed(series)),
+        "chart": trend_chart(
+            [v for _, v in points],
+            [f"{o.effective_at.astimezone(JST):%y/%m/%d}" for o, _ in points],
+            _number(latest.ref_low),
+            _number(latest.ref_high),
+        ),
+    }
+
+
+@router.get("/patients/{patient_id}/labs")
+def lab_timeline(
+    request: Request,
+    patient_id: uuid.UUID,
+    code: str | None = Query(default=None, max_length=40),
+    ctx: Ctx = Depends(requires(P.OBSERVATION_READ)),
+) -> Response:
+    """検査結果の時系列, and the trend of one test (``code``) drawn with its scale and values."""
+    patient = open_chart_patient(ctx.session, ctx.actor, patient_id)
+    labs = clinical.list_observations(
+        ctx.session, ctx.actor, patient.id, category="laboratory", limit=LAB_HISTORY
+    )
+    return html(
+        request,
+        "labs.html",
+        p=patient,
+        timeline=_lab_timeline(labs),
+        trend=_trend(labs, code) if code else None,
+        code=code,
+        L=CHART_LABELS,
+    )
+
+
 def _chart(
     request: Request, ctx: Ctx, patient_id: uuid.UUID, status: int = 200, **extra: Any
 ) -> Response:
@@ -163,6 +230,7 @@ def _chart(
         extra.setdefault(key, None)
     extra.setdefault("rx_warnings", [])
     extra.setdefault("rx_repeated", None)
+    extra.setdefault("letter", None)
     # 前回Do: the newest prescription, offered above the form to whoever may prescribe
     latest = (
         clinical.latest_prescription(ctx.session, ctx.actor, c.patient.id)
@@ -209,11 +277,13 @@ def chart(
     request: Request,
     patient_id: uuid.UUID,
     repeat: uuid.UUID | None = None,
+    letter: uuid.UUID | None = None,
     ctx: Ctx = Depends(requires(P.CHART_READ)),
 ) -> Response:
-    """``repeat``: Do処方 — the form opened with that earlier prescription's RP groups."""
+    """``repeat``: Do処方 — the form opened with that earlier prescription's RP groups.
+    ``letter``: a referral letter just saved, offered for printing."""
     if repeat is None or not ctx.actor.can(P.PRESCRIPTION_WRITE):
-        return _chart(request, ctx, patient_id)
+        return _chart(request, ctx, patient_id, letter=letter)
     earlier = clinical.get_prescription(ctx.session, ctx.actor, repeat)
     if earlier.patient_id != patient_id:
         raise NotFound("MedicationRequest")
@@ -430,6 +500,7 @@ def rp_groups_of(form: Form) -> list[dict[str, Any]]:
                         "unit": item["unit"],
                         "per": item["per"] or "day",
                         "generic": form.get(pre + "generic") == "on",
+                        "no_substitution": form.get(pre + "locked") == "on",
                     }
                 )
         usage = form.get(f"rp{i}_usage", "").strip()
@@ -561,3 +632,49 @@ def break_glass(
             minutes=ctx.settings.auth.break_glass_minutes,
         )
     return go(request, nxt)
+
+
+# --- 診療情報提供書 ---------------------------------------------------------------------------
+
+REFERRAL_SECTIONS = (  # (field, ja, en, rows on the form)
+    ("purpose", "紹介目的", "Reason for referral", 3),
+    ("diagnoses", "傷病名", "Diagnoses", 4),
+    ("history", "既往歴及び家族歴", "Past and family history", 3),
+    ("course", "症状経過及び検査結果", "Course and results", 8),
+    ("treatment", "治療経過", "Treatment so far", 5),
+    ("medications", "現在の処方", "Current prescriptions", 5),
+    ("allergies", "アレルギー・薬剤禁忌", "Allergies and contraindications", 2),
+    ("remarks", "備考", "Remarks", 2),
+)
+
+
+def _referral_page(
+    request: Request, ctx: Ctx, patient_id: uuid.UUID, form: dict[str, str], **extra: Any
+) -> Response:
+    patient = open_chart(ctx.session, ctx.actor, patient_id).patient
+    extra.setdefault("error", None)
+    return html(request, "referral.html", p=patient, form=form, sections=REFERRAL_SECTIONS, **extra)
+
+
+@router.get("/patients/{patient_id}/referrals/new")
+def referral_form(
+    request: Request, patient_id: uuid.UUID, ctx: Ctx = Depends(requires(P.NOTE_SIGN))
+) -> Response:
+    """The letter's form, pre-filled from the chart, edited before it is saved."""
+    draft = referral_draft(ctx.session, ctx.actor, patient_id)
+    return _referral_page(request, ctx, patient_id, draft)
+
+
+@router.post("/patients/{patient_id}/referrals")
+def referral_save(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.NOTE_SIGN)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        doc = write_referral(ctx.session, ctx.actor, ctx.store, patient_id, parse(ReferralIn, form))
+    except InvalidInput as exc:
+        start_over(request, ctx.session)
+        return _referral_page(request, ctx, patient_id, form, status=422, error=form_error(exc))
+    return go(request, f"/patients/{patient_id}/chart?letter={doc.id}#documents")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from mamori.audit import trail
 from mamori.authz.actor import Actor, Intent
 from mamori.authz.permissions import P
 from mamori.clinical import notes as clinical_notes
@@ -38,6 +39,13 @@ class Chart:
     notes: Sequence[ProgressNote]
     labs: Sequence[Observation]
     vitals: Sequence[Observation]
+
+
+def open_chart_patient(session: Session, actor: Actor, patient_id: uuid.UUID) -> Patient:
+    """The chart's admission alone, for a page showing one part of it (the lab timeline):
+    the same ``chart`` access and event as the whole chart; the page's sections then load
+    under it."""
+    return patient_for(session, actor, patient_id, Intent.READ, "chart")
 
 
 def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
@@ -74,3 +82,18 @@ def open_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
         labs=observed("laboratory", RECENT_LABS),
         vitals=observed("vital-signs", RECENT_VITALS),
     )
+
+
+def print_chart(session: Session, actor: Actor, patient_id: uuid.UUID) -> Chart:
+    """The chart for its printed summary: opened as on screen, and the print recorded as an
+    event of its own (a printout leaves the building; the access report says so)."""
+    actor.require(P.CHART_PRINT)
+    chart = open_chart(session, actor, patient_id)
+    trail.record(
+        session,
+        actor,
+        trail.AuditTag.CHART_PRINTED,
+        patients=[chart.patient.id],
+        detail={"what": "chart-summary"},
+    )
+    return chart

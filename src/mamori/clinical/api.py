@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
-from mamori.clinical import notes, service
+from mamori.clinical import notes, rx_sheet, service
 from mamori.clinical.models import ENCOUNTER_STATUS_JA
 from mamori.clinical.schemas import (
     AllergyIn,
@@ -177,6 +177,25 @@ def confirm_prescription(
 ) -> object:
     """A physician confirms and issues a nurse's draft order (draft → active)."""
     return service.confirm_prescription(ctx.session, ctx.actor, request_id, body.expected_version)
+
+
+@router.get("/medication-requests/{request_id}/prescription.pdf")
+def prescription_pdf(
+    request_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CHART_PRINT))
+) -> Response:
+    """院外処方箋 (A5 on A4) for an issued outside prescription; the print is audited."""
+    sheet = rx_sheet.prescription_sheet(ctx.session, ctx.actor, request_id)
+    return Response(
+        content=rx_sheet.render_prescription_pdf(sheet),
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": (
+                f'inline; filename="prescription-{sheet.patient.patient_number}'
+                f'-{sheet.request.issued_on:%Y%m%d}.pdf"'
+            ),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @router.post("/patients/{patient_id}/allergies", status_code=201, response_model=AllergyOut)

@@ -20,6 +20,7 @@ from mamori.clinical import service as clinical
 from mamori.clinical.models import ENCOUNTER_STATUS_JA, ENCOUNTER_TRANSITIONS, EncounterStatus
 from mamori.clinical.schemas import EncounterIn
 from mamori.errors import Conflict, InvalidInput, PossibleDuplicate
+from mamori.patients import postcodes
 from mamori.patients import service as patients
 from mamori.patients.kana import is_kana
 from mamori.patients.models import CoverageKind
@@ -181,6 +182,50 @@ def _patient_form(request: Request, status: int, form: dict[str, Any], **ctx: An
 @router.get("/patients/new")
 def new_patient(request: Request, ctx: Ctx = Depends(requires(P.PATIENT_WRITE))) -> Response:
     return _patient_form(request, 200, {})
+
+
+@router.get("/postcodes/lookup")
+def postcode_lookup(
+    request: Request,
+    postal_code: str = Query(default="", max_length=20),
+    choice: int | None = Query(default=None, ge=0, le=50),
+    prefecture: str = Query(default="", max_length=10),
+    city: str = Query(default="", max_length=100),
+    address_line: str = Query(default="", max_length=200),
+    ctx: Ctx = Depends(requires(P.PATIENT_WRITE)),
+) -> Response:
+    """郵便番号 → 住所 on the registration form (htmx, as the postcode is typed): the empty
+    address fields fill in; fields already typed are left alone and a button offers the
+    replacement; a postcode of several towns offers each."""
+    found = postcodes.areas(postal_code)
+    chosen = found[choice] if choice is not None and choice < len(found) else None
+    if chosen is None and len(found) == 1:
+        chosen = found[0]
+    current = {"prefecture": prefecture, "city": city, "address_line": address_line}
+    fill: dict[str, str] = {}
+    conflict = False
+    if chosen is not None:
+        proposed = {
+            "prefecture": chosen.prefecture,
+            "city": chosen.city,
+            "address_line": chosen.town,
+        }
+        typed = {k: v for k, v in current.items() if v.strip()}
+        conflict = choice is None and any(
+            not proposed[k] or not v.startswith(proposed[k]) for k, v in typed.items()
+        )
+        if not conflict:
+            fill = {k: v for k, v in proposed.items() if choice is not None or k not in typed}
+    return html(
+        request,
+        "_postcode.html",
+        postal_code=postal_code,
+        digits=postcodes.normalise(postal_code),
+        found=found,
+        chosen=chosen,
+        fill=fill,
+        conflict=conflict,
+    )
 
 
 @router.post("/patients/new")

@@ -10,6 +10,7 @@ autoescaping ever failed.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,71 @@ def sparkline(values: list[float], width: int = 96, height: int = 24) -> str:
     )
 
 
+def _nice_step(span: float, count: int = 4) -> float:
+    """A step of 1, 2 or 5 × 10ⁿ giving about ``count`` intervals over ``span``."""
+    raw = span / count
+    power = 10 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+
+
+def trend_chart(
+    values: list[float],
+    labels: list[str],
+    ref_low: float | None = None,
+    ref_high: float | None = None,
+    width: int = 640,
+    height: int = 220,
+) -> dict[str, Any]:
+    """The geometry of one test's trend, drawn with its scale: y-axis ticks at round numbers
+    over the range shown (the reference range included), the reference band, and each point
+    with its value and date. Oldest first."""
+    if not values:
+        return {}
+    pad_l, pad_r, pad_t, pad_b, inset = 48, 24, 18, 34, 20
+    shown = [*values, *(v for v in (ref_low, ref_high) if v is not None)]
+    lo, hi = min(shown), max(shown)
+    step = _nice_step((hi - lo) or abs(hi) or 1.0)
+    lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
+    if hi == lo:
+        hi = lo + step
+    plot_w, plot_h = width - pad_l - pad_r - 2 * inset, height - pad_t - pad_b
+
+    def y(v: float) -> float:
+        return round(pad_t + (hi - v) / (hi - lo) * plot_h, 1)
+
+    gap = plot_w / (len(values) - 1) if len(values) > 1 else 0.0
+    points = [
+        {
+            "x": round(pad_l + inset + (i * gap if len(values) > 1 else plot_w / 2), 1),
+            "y": y(v),
+            "value": f"{v:g}",
+            "label": labels[i],
+        }
+        for i, v in enumerate(values)
+    ]
+    count = round((hi - lo) / step)
+    ticks = [
+        {"y": y(lo + i * step), "value": f"{round(lo + i * step, 6):g}"} for i in range(count + 1)
+    ]
+    band = None
+    if ref_low is not None or ref_high is not None:
+        top = y(ref_high if ref_high is not None else hi)
+        bottom = y(ref_low if ref_low is not None else lo)
+        band = {"y": top, "h": round(bottom - top, 1)}
+    return {
+        "width": width,
+        "height": height,
+        "left": pad_l,
+        "right": width - pad_r,
+        "top": pad_t,
+        "bottom": height - pad_b,
+        "points": points,
+        "line": " ".join(f"{p['x']},{p['y']}" for p in points),
+        "ticks": ticks,
+        "band": band,
+    }
+
+
 env.filters.update(
     wareki=wareki,
     jdate=jdate,
@@ -106,6 +172,7 @@ env.filters.update(
 env.globals.update(
     age_on=age_on,
     sparkline=sparkline,
+    trend_chart=trend_chart,
     P=Permission,
     password_policy=passwords.policy_text(),
     password_min_length=passwords.MIN_LENGTH,
