@@ -34,6 +34,7 @@ from mamori.auth.models import SecurityAlert
 from mamori.auth.tokens import store_token
 from mamori.authz.permissions import ROLE_PERMISSIONS, P
 from mamori.authz.roles import Role
+from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import Clinic
 from mamori.clinic.service import add_staff
 from mamori.db import utcnow
@@ -130,6 +131,8 @@ KIND = {
     "/api/v1/medication-requests/{request_id}/confirm": "MedicationRequest",
     "/api/v1/medication-requests/{request_id}/prescription.pdf": "MedicationRequest",
     "/api/v1/patients/{patient_id}/referrals/draft": "chart",
+    "/api/v1/patients/{patient_id}/bookings": "Encounter",
+    "/api/v1/bookings/{encounter_id}": "Encounter",
     "/api/v1/patients/{patient_id}/referrals": "Document",
     "/api/v1/patients/{patient_id}/observations": "Observation",
     "/api/v1/patients/{patient_id}/documents": "Document",
@@ -357,6 +360,16 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
         "POST /api/v1/patients/{patient_id}/documents": lambda: {
             "data": {"doc_type": "referral", "title": "紹介状"},
             "files": {"file": ("a.pdf", b"%PDF-1.4 synthetic", "application/pdf")},
+        },
+        "POST /api/v1/patients/{patient_id}/bookings": lambda: {
+            "json": {"date": (clinic_today() + dt.timedelta(days=1)).isoformat(), "time": "10:00"}
+        },
+        "PUT /api/v1/bookings/{encounter_id}": lambda: {
+            "json": {
+                "date": (clinic_today() + dt.timedelta(days=1)).isoformat(),
+                "time": "11:00",
+                **stale,
+            }
         },
         "POST /api/v1/patients/{patient_id}/referrals": lambda: {
             "json": {"to_institution": "市立病院", "purpose": "精査のため"}

@@ -1057,3 +1057,70 @@ def test_a_postcode_of_several_areas_or_a_typed_address_is_never_overwritten(
     page.get_by_label("郵便番号").fill("")
     page.get_by_label("郵便番号").press_sequentially("9999999")
     expect(page.locator("[data-postcode='unknown']")).to_contain_text("見つかりません")
+
+
+def test_reception_books_moves_cancels_and_checks_in_a_booking(page: Page, site: Site) -> None:
+    """予約 at the desk: booked from the patient's page, listed by day and time, moved to
+    another time, a second one cancelled (with a confirmation), and today's checked in — the
+    booking becomes the visit on 受付一覧."""
+    today, tomorrow = clinic_today(), clinic_today() + dt.timedelta(days=1)
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ヨヤク", "family_name": "予約"},
+    )
+    other = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ヨヤクニ", "family_name": "予約二"},
+    )
+    api(
+        site,
+        "POST",
+        f"/api/v1/patients/{other['id']}/bookings",
+        "clerk_chika",
+        json={"date": tomorrow.isoformat(), "time": "11:00", "purpose": "健診結果説明"},
+    )
+    sign_in(page, site, "clerk_chika")
+    page.goto(f"/patients/{patient['id']}")
+    page.get_by_text("予約を入れる").click()
+    page.get_by_label("予約日").fill(tomorrow.isoformat())
+    page.get_by_label("時刻").fill("09:30")
+    page.get_by_label("医師").select_option(label="山本 愛子")
+    page.get_by_label("目的").fill("定期受診")
+    page.get_by_role("button", name="予約する").click()
+    page.wait_for_url("**/bookings?start=**")
+    day = page.locator("table", has=page.locator("tr[data-booking]")).first
+    rows = day.locator("tr[data-booking]")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("09:30")  # by time
+    expect(rows.nth(0)).to_contain_text("予約 花子")
+    expect(rows.nth(0)).to_contain_text("山本 愛子")
+    expect(rows.nth(1)).to_contain_text("健診結果説明")
+    shot(page, "reception-bookings")
+    # moved to today, so that the patient can be checked in
+    rows.nth(0).get_by_text("変更", exact=True).click()
+    rows.nth(0).get_by_label("予約日").fill(today.isoformat())
+    rows.nth(0).get_by_label("時刻").fill("23:55")
+    rows.nth(0).get_by_role("button", name="変更を保存").click()
+    page.wait_for_url(f"**/bookings?start={today.isoformat()}")
+    mine = page.locator("tr[data-booking]", has_text="予約 花子")
+    expect(mine).to_contain_text("23:55")
+    # the other booking cancelled, after a confirmation naming the patient and the time
+    theirs = page.locator("tr[data-booking]", has_text="予約二 花子")
+    messages: list[str] = []
+    page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
+    theirs.get_by_role("button", name="キャンセル").click()
+    expect(page.locator("tr[data-booking]", has_text="予約二 花子")).to_have_count(0)
+    assert "予約二 花子" in messages[0] and "11:00" in messages[0]
+    # today's booking checked in: on 受付一覧 as 受付, with its purpose
+    mine.get_by_role("button", name="受付する").click()
+    page.wait_for_url("**/today")
+    row = page.locator("tr[data-encounter]", has_text="予約 花子")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("受付")
+    expect(row).to_contain_text("定期受診")

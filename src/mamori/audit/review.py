@@ -94,6 +94,7 @@ WHAT_JA = {  # what an access reached, as a reviewer reads it
     "Patient:duplicates": "重複候補",
     "Patient:awaiting-confirmation": "承認待ち一覧",
     "Encounter:day-list": "受付一覧",
+    "Encounter:bookings": "予約一覧",
     "verify": "記録の検証",
 }
 

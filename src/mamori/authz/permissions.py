@@ -260,6 +260,7 @@ _VIEWS: dict[str, RecordAccess] = {
     "Patient:search": RecordAccess(P.PATIENT_READ, P.PATIENT_WRITE, demographic=True),
     "Patient:duplicates": RecordAccess(P.PATIENT_READ, P.PATIENT_MERGE, demographic=True),
     "Encounter:day-list": RecordAccess(P.ENCOUNTER_READ, P.ENCOUNTER_WRITE, demographic=True),
+    "Encounter:bookings": RecordAccess(P.ENCOUNTER_READ, P.ENCOUNTER_WRITE, demographic=True),
     # the physicians' start page: patients with entries waiting for their confirmation
     "Patient:awaiting-confirmation": RecordAccess(P.PATIENT_READ, P.NOTE_SIGN, demographic=True),
     "chart": RecordAccess(P.CHART_READ, P.CHART_READ),

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
-from mamori.clinical import notes, rx_sheet, service
+from mamori.clinical import bookings, notes, rx_sheet, service
 from mamori.clinical.models import ENCOUNTER_STATUS_JA
 from mamori.clinical.schemas import (
     AllergyIn,
@@ -38,6 +38,7 @@ from mamori.clinical.schemas import (
     VersionedAction,
 )
 from mamori.errors import InvalidInput
+from mamori.inputs import OutputModel
 from mamori.patients.schemas import PatientOut
 from mamori.web.errors import validation_details
 from mamori.web.routing import Ctx, TransactionalRoute, requires
@@ -53,6 +54,41 @@ def check_in(
     patient_id: uuid.UUID, body: EncounterIn, ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE))
 ) -> object:
     return service.check_in(ctx.session, ctx.actor, patient_id, body)
+
+
+@router.post("/patients/{patient_id}/bookings", status_code=201, response_model=EncounterOut)
+def book(
+    patient_id: uuid.UUID,
+    body: bookings.BookingIn,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+) -> object:
+    """予約: a visit booked for a day and time (status planned; cancelled by the status route,
+    turned into the visit when the patient checks in)."""
+    return bookings.book(ctx.session, ctx.actor, patient_id, body)
+
+
+@router.put("/bookings/{encounter_id}", response_model=EncounterOut)
+def move_booking(
+    encounter_id: uuid.UUID,
+    body: bookings.BookingMove,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+) -> object:
+    return bookings.move_booking(ctx.session, ctx.actor, encounter_id, body)
+
+
+class BookingOut(OutputModel):
+    encounter: EncounterOut
+    patient: PatientOut
+
+
+@router.get("/bookings", response_model=list[BookingOut])
+def list_bookings(
+    start: dt.date | None = None,
+    days: int = Query(default=1, ge=1, le=bookings.BOOKING_DAYS),
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_READ)),
+) -> object:
+    found = bookings.list_bookings(ctx.session, ctx.actor, start or clinic_today(), days)
+    return [{"encounter": b.encounter, "patient": b.patient} for b in found]
 
 
 @router.get("/patients/{patient_id}/encounters", response_model=list[EncounterOut])

@@ -18,6 +18,7 @@ from mamori.crypto.sealed import (
     sealed_int,
     sealed_json,
     sealed_opt_date,
+    sealed_opt_datetime,
     sealed_str,
 )
 from mamori.db import Base, UTCDateTime
@@ -81,7 +82,10 @@ class Encounter(PatientRecord, Base):
         "started_at",
         "ended_at",
         "status",
+        "scheduled_at",
+        "purpose",
     )
+    __added_fields__ = ("scheduled_at", "purpose")  # 予約 (a visit booked ahead)
     __table_args__ = (
         Index("ix_encounter_clinic_date", "clinic_id", "visit_date"),
         Index("ix_encounter_patient_date", "patient_id", "visit_date"),
@@ -98,6 +102,10 @@ class Encounter(PatientRecord, Base):
     arrived_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # a booking's time and purpose (予約時刻・目的): sealed, ordered after opening (a day's
+    # bookings are few); a walk-in has neither
+    scheduled_at = sealed_opt_datetime()
+    purpose = sealed_str()
 
 
 class NoteKind(enum.StrEnum):

@@ -81,6 +81,8 @@ class EncounterOut(Versioned_):
     arrived_at: dt.datetime | None
     started_at: dt.datetime | None
     ended_at: dt.datetime | None
+    scheduled_at: dt.datetime | None  # 予約: the booked time
+    purpose: str
 
 
 class NoteSections(InputModel):

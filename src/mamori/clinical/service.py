@@ -109,8 +109,14 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
         if e.status not in (EncounterStatus.CANCELLED, EncounterStatus.ENTERED_IN_ERROR)
     ]
     open_that_day = [
-        e for e in visits if e.visit_date == day and e.status != EncounterStatus.FINISHED
+        e
+        for e in visits
+        if e.visit_date == day
+        and e.status not in (EncounterStatus.FINISHED, EncounterStatus.PLANNED)
     ]
+    booked = [e for e in visits if e.visit_date == day and e.status == EncounterStatus.PLANNED]
+    if booked and not open_that_day:  # the booked patient arrives: the booking becomes the visit
+        return _arrive(session, actor, booked[0].id, data)
     if open_that_day and not data.again:
         raise Conflict(
             "この患者はすでに受付済みです（同じ日の受診が終わっていません）。"
@@ -119,7 +125,8 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
             "to check in again.",
             code="already_checked_in",
         )
-    visit_type = data.visit_type or (VisitType.RETURN if visits else VisitType.FIRST)
+    seen = [e for e in visits if e.status != EncounterStatus.PLANNED]
+    visit_type = data.visit_type or (VisitType.RETURN if seen else VisitType.FIRST)
     enc = Encounter(
         patient_id=patient.id,
         visit_date=day,
@@ -133,6 +140,22 @@ def check_in(session: Session, actor: Actor, patient_id: uuid.UUID, data: Encoun
         ended_at=None,
     )
     write_version(session, actor, enc, ChangeKind.CREATED)
+    return enc
+
+
+def _arrive(
+    session: Session, actor: Actor, encounter_id: uuid.UUID, data: EncounterIn
+) -> Encounter:
+    enc = record_for_write(session, actor, Encounter, encounter_id)
+    enc.status = EncounterStatus.ARRIVED.value
+    enc.arrived_at = utcnow()
+    if data.visit_type is not None:
+        enc.visit_type = data.visit_type.value
+    if data.attending_id is not None:
+        enc.attending_id = data.attending_id
+    if data.coverage_id is not None:
+        enc.coverage_id = data.coverage_id
+    write_version(session, actor, enc, ChangeKind.STATUS_CHANGED, expected_version=enc.version)
     return enc
 
 
@@ -173,9 +196,16 @@ def list_day(session: Session, actor: Actor, day: dt.date) -> list[tuple[Encount
             Encounter.visit_date == day,
             Encounter.status != EncounterStatus.ENTERED_IN_ERROR.value,
         )
-        .order_by(Encounter.arrived_at, Encounter.created_at)
     ).all()
-    result = [(e, p) for e, p in rows]
+    # arrivals in arrival order, then the bookings not yet arrived by their time
+    result = sorted(
+        ((e, p) for e, p in rows),
+        key=lambda r: (
+            r[0].arrived_at is None,
+            r[0].arrived_at or r[0].scheduled_at or r[0].created_at,
+            r[0].created_at,
+        ),
+    )
     gate.listed(session, actor, "Encounter:day-list", [p.id for _, p in result])
     return result
 

@@ -16,6 +16,8 @@ from fastapi.responses import Response
 
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import clinic_today
+from mamori.clinic.service import confirming_physicians
+from mamori.clinical import bookings
 from mamori.clinical import service as clinical
 from mamori.clinical.models import ENCOUNTER_STATUS_JA, ENCOUNTER_TRANSITIONS, EncounterStatus
 from mamori.clinical.schemas import EncounterIn
@@ -65,6 +67,9 @@ COVERAGE_KINDS = {
     "other": ("その他", "Other"),
 }
 PATIENT_LABELS = {
+    "date": ("予約日", "date"),
+    "time": ("時刻", "time"),
+    "purpose": ("目的", "purpose"),
     "family_name": ("姓", "family name"),
     "given_name": ("名", "given name"),
     "family_kana": ("セイ", "family kana"),
@@ -110,6 +115,77 @@ def today(
         error=None,
         awaiting=awaiting,
     )
+
+
+# --- 予約 ---------------------------------------------------------------------------------------
+
+BOOKING_WEEK = 7
+
+
+@router.get("/bookings")
+def bookings_page(
+    request: Request,
+    start: dt.date | None = None,
+    days: int = Query(default=BOOKING_WEEK, ge=1, le=bookings.BOOKING_DAYS),
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_READ)),
+) -> Response:
+    """予約一覧: the day's and the next days' bookings, by day and time; moved, cancelled and
+    checked in from here."""
+    start = start or clinic_today()
+    found = bookings.list_bookings(ctx.session, ctx.actor, start, days)
+    by_day: dict[dt.date, list[bookings.Booking]] = {}
+    for b in found:
+        by_day.setdefault(b.encounter.visit_date, []).append(b)
+    return html(
+        request,
+        "bookings.html",
+        start=start,
+        days=days,
+        by_day=sorted(by_day.items()),
+        today=clinic_today(),
+        physicians=dict(confirming_physicians(ctx.session, ctx.actor)),
+        prev_start=start - dt.timedelta(days=days),
+        next_start=start + dt.timedelta(days=days),
+        L=LABELS,
+    )
+
+
+@router.post("/patients/{patient_id}/bookings")
+def book(
+    request: Request,
+    patient_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        enc = bookings.book(
+            ctx.session,
+            ctx.actor,
+            patient_id,
+            parse(bookings.BookingIn, form, attending_id=form.get("attending_id") or None),
+        )
+    except (InvalidInput, Conflict) as exc:
+        return _patient_page(
+            request,
+            ctx,
+            patient_id,
+            409 if isinstance(exc, Conflict) else 422,
+            booking_error=form_error(exc, PATIENT_LABELS),
+            booking_form=form,
+        )
+    return go(request, f"/bookings?start={enc.visit_date.isoformat()}")
+
+
+@router.post("/bookings/{encounter_id}/move")
+def move_booking(
+    request: Request,
+    encounter_id: uuid.UUID,
+    ctx: Ctx = Depends(requires(P.ENCOUNTER_WRITE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    data = parse(bookings.BookingMove, form, attending_id=form.get("attending_id") or None)
+    enc = bookings.move_booking(ctx.session, ctx.actor, encounter_id, data)
+    return go(request, f"/bookings?start={enc.visit_date.isoformat()}")
 
 
 @router.post("/encounters/{encounter_id}/move")
@@ -274,6 +350,8 @@ def _patient_page(
     extra.setdefault("cov_form", {})
     extra.setdefault("checkin_error", None)
     extra.setdefault("checkin_form", {})
+    extra.setdefault("booking_error", None)
+    extra.setdefault("booking_form", {})
     extra.setdefault("saved", "")
     return html(
         request,
@@ -290,6 +368,7 @@ def _patient_page(
         else "first",
         L=LABELS,
         kinds=[k.value for k in CoverageKind],
+        physicians=confirming_physicians(ctx.session, ctx.actor) if can(P.ENCOUNTER_WRITE) else [],
         **extra,
     )
 

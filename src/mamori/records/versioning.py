@@ -179,6 +179,9 @@ class Versioned(PatientData, Sealed):
 
     __record_type__: ClassVar[str]
     __content_fields__: ClassVar[tuple[str, ...]]
+    # fields a kind gained after records of it existed: in a version's content only when set,
+    # so every earlier version still matches its head (None and "" are "not set")
+    __added_fields__: ClassVar[tuple[str, ...]] = ()
     # who may read and write this kind, and whether it is demographic: declared once here,
     # registered with the permission table when the class is made
     __access__: ClassVar[RecordAccess]
@@ -214,6 +217,9 @@ class Versioned(PatientData, Sealed):
 
     def content(self) -> dict[str, Any]:
         content = {name: getattr(self, name) for name in self.__content_fields__}
+        for name in self.__added_fields__:
+            if content.get(name) in (None, ""):
+                del content[name]
         _no_floats(content)
         return content
 
@@ -400,7 +406,13 @@ def install() -> None:
 
 def content_of(model: type[Versioned], values: Mapping[str, Any]) -> dict[str, Any]:
     """The versioned content of a head row given as a mapping (bulk loading)."""
-    content = {name: values[name] for name in model.__content_fields__}
+    content = {name: values[name] for name in model.__content_fields__ if name in values}
+    for name in model.__added_fields__:
+        if content.get(name) in (None, ""):
+            content.pop(name, None)
+    missing = set(model.__content_fields__) - set(model.__added_fields__) - set(content)
+    if missing:
+        raise KeyError(sorted(missing)[0])
     _no_floats(content)
     return content
 
