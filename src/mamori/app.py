@@ -34,6 +34,7 @@ from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
 from mamori.clinic.models import Clinic
 from mamori.clinical.api import router as clinical_router
+from mamori.continuity import pages as continuity_pages
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.documents.store import DocumentStore
@@ -215,6 +216,7 @@ ui_routers = (
     chart_pages.router,
     auth_admin_pages.router,
     audit_pages.router,
+    continuity_pages.router,
 )
 
 

@@ -82,7 +82,7 @@ POLICY: dict[Role, set[str]] = {
     Role.DIRECTOR: _PHYSICIAN | {
         "patient:merge", "insurance:write", "export:bulk", "audit:read", "audit:review",
         "staff:read", "staff:admin", "session:admin", "restriction:admin",
-        "vendor-window:admin", "system:health",
+        "vendor-window:admin", "system:health", "continuity:admin",
     },
     Role.SECURITY_OFFICER: {
         "audit:read", "audit:review", "staff:read", "session:admin", "vendor-window:admin",

@@ -1124,3 +1124,31 @@ def test_reception_books_moves_cancels_and_checks_in_a_booking(page: Page, site:
     expect(row).to_have_count(1)
     expect(row).to_contain_text("受付")
     expect(row).to_contain_text("定期受診")
+
+
+def test_the_director_sees_when_the_last_downtime_bundle_reached_each_place(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
+    import pyrage
+
+    from mamori.continuity import service as continuity
+
+    director = dataclasses.replace(site.world.actors["director"], channel="cli")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    with site.world.db.session(write=True) as s:
+        key = str(pyrage.x25519.Identity.generate().to_public())
+        continuity.add_standby_key(s, director, key, "受付USB")
+        continuity.write_bundle(s, director, [usb])
+        s.commit()
+    sign_in(page, site, "director")
+    page.get_by_role("link", name="業務継続").click()
+    page.wait_for_url("**/admin/continuity")
+    expect(page.locator("#destinations")).to_contain_text(str(usb.resolve()))
+    expect(page.locator("#continuity")).to_contain_text("受付USB")
+    expect(page.locator("#continuity")).to_contain_text("DT-000001〜DT-000040")
+    shot(page, "director-continuity")
+    page.goto("/logout")
+    sign_in(page, site, "dr_aiko")
+    expect(page.get_by_role("link", name="業務継続")).to_have_count(0)
+    assert page.request.get("/admin/continuity").status == 403

@@ -120,6 +120,10 @@ class AuditTag(enum.StrEnum):
     BACKUP_RESTORED = "system:backup:restored"
     BACKUP_DRILLED = "system:backup:drilled"
     COPY_PROMOTED = "system:copy:promoted"  # a restored copy made the clinic's record
+    # business continuity
+    STANDBY_KEY_ADDED = "continuity:standby-key:added"
+    STANDBY_KEY_REVOKED = "continuity:standby-key:revoked"
+    DOWNTIME_BUNDLED = "continuity:bundle:written"  # lists the patients it contains
 
 
 class AuditMissing(RuntimeError):

@@ -56,6 +56,7 @@ class Permission(enum.StrEnum):
     RESTRICTION_ADMIN = "restriction:admin"
     VENDOR_WINDOW_ADMIN = "vendor-window:admin"
     SYSTEM_HEALTH = "system:health"
+    CONTINUITY_ADMIN = "continuity:admin"  # downtime bundles and their standby keys
     # every signed-in account: its own profile, sessions and second factors
     SELF = "self:manage"
 
@@ -109,6 +110,7 @@ PERMISSION_LABELS_JA = {
     P.RESTRICTION_ADMIN: "閲覧制限の管理",
     P.VENDOR_WINDOW_ADMIN: "保守作業枠の管理",
     P.SYSTEM_HEALTH: "システム状態の確認",
+    P.CONTINUITY_ADMIN: "業務継続（ダウンタイム資料・待機用の鍵）の管理",
     P.SELF: "自分のアカウント管理",
 }
 
@@ -213,6 +215,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.RESTRICTION_ADMIN,
             P.VENDOR_WINDOW_ADMIN,
             P.SYSTEM_HEALTH,
+            P.CONTINUITY_ADMIN,
         }
     ),
     # 安全管理者: runs the security programme (log review, accounts' sessions and lockouts,

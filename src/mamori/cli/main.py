@@ -23,6 +23,7 @@ from mamori.backup.setup import configure as configure_backup
 from mamori.cli import audit as _audit  # noqa: F401 - registers `audit …`
 from mamori.cli import backup as _backup  # noqa: F401 - registers `backup …`, `restore`, `drill`
 from mamori.cli import demo as _demo  # noqa: F401 - registers `demo`
+from mamori.cli import downtime as _downtime  # noqa: F401 - registers `downtime …`
 from mamori.cli import keys as _keys  # noqa: F401 - registers `keys …`
 from mamori.cli.backup import ask_passphrase
 from mamori.cli.common import (

@@ -1,0 +1,129 @@
+"""`mamori downtime …`: the standby keys and the downtime bundle (BCP 1-2c, 3-4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mamori.cli.common import InstanceOpt, app, close_when_done, console, fail
+from mamori.clinic.service import clinic_of
+from mamori.continuity import service
+from mamori.errors import MamoriError
+from mamori.instance import open_instance
+
+downtime_app = typer.Typer(
+    help="ダウンタイム（システム停止時）の備え / downtime readiness", no_args_is_help=True
+)
+app.add_typer(downtime_app, name="downtime")
+
+AsOpt = Annotated[str, typer.Option("--as", help="実行する院長のログインID / director's login")]
+
+
+@downtime_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="鍵の書き出し先（USBメモリ・待機用PC） / key file")],
+    label: Annotated[str, typer.Option(help="どこに置く鍵か / where the key is kept")],
+    as_user: AsOpt,
+    instance: InstanceOpt = None,
+) -> None:
+    """待機用の鍵を作る（秘密鍵はファイルへ、公開鍵だけをサーバーに登録） / make a standby key."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            actor = inst.actor(session, as_user)
+            service.live_keys(session, actor)  # the permission, before a key file exists
+            recipient = service.keygen(out, label, clinic_of(session, actor).name)
+            service.add_standby_key(session, actor, recipient, label)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"待機用の鍵を作成しました / standby key written: {out}", markup=False)
+    console.print(f"公開鍵 / recipient: {recipient}", markup=False)
+    console.print(
+        "この鍵ファイルはサーバーに残さず、待機用PCまたは受付のUSBメモリに移してください。",
+        markup=False,
+    )
+
+
+@downtime_app.command("revoke")
+def revoke(key_id: str, as_user: AsOpt, instance: InstanceOpt = None) -> None:
+    """待機用の鍵を失効させる（紛失時） / revoke a standby key (lost USB stick)."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            key = service.revoke_standby_key(
+                session, inst.actor(session, as_user), uuid.UUID(key_id)
+            )
+    except ValueError:
+        console.print("鍵のIDが正しくありません / not a key ID", markup=False)
+        raise typer.Exit(2) from None
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"失効しました / revoked: {key.label} ({key.id})", markup=False)
+
+
+@downtime_app.command("bundle")
+def bundle(
+    out: Annotated[
+        list[Path], typer.Option(help="書き出し先フォルダ（複数可） / destination folder(s)")
+    ],
+    as_user: AsOpt,
+    date: Annotated[str, typer.Option(help="対象日 YYYY-MM-DD（既定: 本日）")] = "",
+    instance: InstanceOpt = None,
+) -> None:
+    """その日のダウンタイム資料を作り、待機用の鍵で暗号化して書き出す / write the day's bundle."""
+    try:
+        day = dt.date.fromisoformat(date) if date else None
+    except ValueError:
+        console.print("日付は YYYY-MM-DD で指定してください / dates are YYYY-MM-DD", markup=False)
+        raise typer.Exit(2) from None
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            written = service.write_bundle(session, inst.actor(session, as_user), out, day)
+            b = written.bundle
+            summary = (
+                f"{b.day:%Y/%m/%d}: 患者 {b.patients} 人（要約 {written.summaries}）、"
+                f"ダウンタイム番号 DT-{b.first_number:06d}〜DT-{b.last_number:06d}"
+            )
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(summary, markup=False)
+    for path in written.paths:
+        console.print(f"  → {path}", markup=False)
+
+
+@downtime_app.command("status")
+def status(as_user: AsOpt, instance: InstanceOpt = None) -> None:
+    """待機用の鍵と、書き出し先ごとの最新の資料 / standby keys and the last bundle per place."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=False) as session:
+            actor = inst.actor(session, as_user)
+            keys = [(k.id, k.label, k.recipient) for k in service.live_keys(session, actor)]
+            last: dict[str, str] = {}
+            for b in service.bundles(session, actor):
+                for place in json.loads(b.destinations):
+                    last.setdefault(place, f"{b.made_at:%Y-%m-%d %H:%M} UTC  {b.file_name}")
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"待機用の鍵 / standby keys: {len(keys)}", markup=False)
+    for kid, label, recipient in keys:
+        console.print(f"  {kid}  {label}  {recipient}", markup=False)
+    console.print("書き出し先ごとの最新 / last bundle per destination:", markup=False)
+    for place, line in sorted(last.items()):
+        console.print(f"  {place}: {line}", markup=False)
+    if not last:
+        console.print("  まだありません / none yet", markup=False)

@@ -1,0 +1,51 @@
+"""Business continuity (BCP): the standby keys downtime bundles are encrypted to, and the
+record of every bundle written (when, for which day, where, which downtime numbers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mamori.db import Base, UTCDateTime, new_id, utcnow
+
+
+class StandbyKey(Base):
+    """An age recipient (public key) whose identity lives on the downtime PC or a USB stick
+    kept at reception — never on this server. Revoked keys get no further bundles."""
+
+    __tablename__ = "standby_key"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+    recipient: Mapped[str] = mapped_column(String(100), unique=True)  # age1…
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staff_user.id"), nullable=True
+    )
+
+
+class DowntimeBundle(Base):
+    """One bundle, written to every destination. Its downtime numbers (first..last) are
+    reserved for the paper forms it carries; no two bundles of a clinic share a number."""
+
+    __tablename__ = "downtime_bundle"
+    __table_args__ = (UniqueConstraint("clinic_id", "first_number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    made_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    made_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    day: Mapped[dt.date] = mapped_column(Date)
+    destinations: Mapped[str] = mapped_column(Text)  # JSON list of the folders it reached
+    file_name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    patients: Mapped[int] = mapped_column(Integer)
+    first_number: Mapped[int] = mapped_column(Integer)
+    last_number: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,340 @@
+"""Downtime bundles (BCP 1-2c, 3-4): what the clinic needs to keep seeing the day's patients
+when mamori cannot be reached, readable on another PC with Debian's ``age`` alone.
+
+A bundle is one ``tar`` archive encrypted with age to every live **standby key**: a chart
+summary PDF per booked or checked-in patient of the day, the day sheet, the numbered blank
+forms and a README in Japanese saying how to open it. Standby keys are made by
+``mamori downtime keygen``: the identity (private part) is written once to a file for the
+downtime PC or a USB stick kept at reception, and only the public recipient stays here.
+
+Restricted patients (staff, VIP, sensitive) have no summary in a bundle: opening their
+chart needs a reason given by a person (break-the-glass), which a bundle written ahead of time
+cannot have. The day sheet lists them, marked, so the desk knows to ask the director.
+
+Writing a bundle records, in one transaction: the downtime numbers it reserved, its file and
+hash per destination, and an audit event listing every patient it contains (each summary is
+also a chart print). A destination that is missing or full is an error that leaves the
+previous bundle where it was (the new file is written beside it and renamed into place).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import tarfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mamori.audit import trail
+from mamori.authz.actor import Actor
+from mamori.authz.permissions import P
+from mamori.chart.pdf import render_chart_pdf
+from mamori.chart.service import print_chart
+from mamori.clinic.calendar import JST, clinic_today
+from mamori.clinic.service import clinic_of, staff_names
+from mamori.clinical.models import ENCOUNTER_STATUS_JA, EncounterStatus
+from mamori.clinical.service import list_day
+from mamori.continuity.models import DowntimeBundle, StandbyKey
+from mamori.continuity.paper import SheetRow, day_sheet_pdf, forms_pdf, numbers_needed
+from mamori.db import utcnow
+from mamori.errors import BreakGlassRequired, InvalidInput, MamoriError, NotFound
+
+SEX_JA = {"male": "男", "female": "女", "other": "他", "unknown": "不明"}
+MAX_STANDBY_KEYS = 10
+
+
+class BundleError(MamoriError):
+    status = 409
+    code = "downtime_bundle_failed"
+
+
+@dataclass(frozen=True)
+class Written:
+    bundle: DowntimeBundle
+    paths: list[Path]
+    patients: list[uuid.UUID]
+    summaries: int  # patients with a chart summary (restricted ones have none)
+
+
+# --- standby keys ------------------------------------------------------------------------------
+
+
+def keygen(out: Path, label: str, clinic: str) -> str:
+    """A new age identity written to ``out`` (0600, never overwritten); returns its recipient."""
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    text = (
+        "# mamori downtime standby key — keep on the downtime PC or the reception USB stick\n"
+        "# mamori ダウンタイム用の鍵 — 待機用PCまたは受付のUSBメモリに保管（サーバーに置かない）\n"
+        f"# clinic: {clinic}\n# label: {label}\n# public key: {recipient}\n{identity}\n"
+    )
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidInput(
+            f"{out} はすでにあります。上書きしません。",
+            f"{out} already exists; it is never overwritten.",
+            field="out",
+        ) from None
+    except OSError as exc:
+        raise InvalidInput(
+            f"鍵を書き込めません（{out}）: {exc.strerror}",
+            f"Cannot write the key ({out}): {exc.strerror}",
+            field="out",
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return recipient
+
+
+def add_standby_key(session: Session, actor: Actor, recipient: str, label: str) -> StandbyKey:
+    actor.require(P.CONTINUITY_ADMIN)
+    try:
+        pyrage.x25519.Recipient.from_str(recipient)
+    except pyrage.RecipientError:
+        raise InvalidInput(
+            "age の公開鍵（age1…）ではありません。",
+            "Not an age recipient (age1…).",
+            field="recipient",
+        ) from None
+    if len(live_keys(session, actor)) >= MAX_STANDBY_KEYS:
+        raise InvalidInput(
+            f"待機用の鍵は{MAX_STANDBY_KEYS}個までです。使わない鍵を失効させてください。",
+            f"At most {MAX_STANDBY_KEYS} standby keys; revoke one no longer used.",
+            field="recipient",
+        )
+    key = StandbyKey(
+        clinic_id=actor.clinic_id, label=label, recipient=recipient, created_by_id=actor.user_id
+    )
+    session.add(key)
+    session.flush()
+    trail.record(
+        session,
+        actor,
+        trail.AuditTag.STANDBY_KEY_ADDED,
+        detail={"key": str(key.id), "label": label, "recipient": recipient},
+    )
+    return key
+
+
+def live_keys(session: Session, actor: Actor) -> Sequence[StandbyKey]:
+    actor.require(P.CONTINUITY_ADMIN)
+    return session.scalars(
+        select(StandbyKey)
+        .where(StandbyKey.clinic_id == actor.clinic_id, StandbyKey.revoked_at.is_(None))
+        .order_by(StandbyKey.created_at)
+    ).all()
+
+
+def revoke_standby_key(session: Session, actor: Actor, key_id: uuid.UUID) -> StandbyKey:
+    """A lost USB stick: no later bundle is readable with its key (earlier ones still are —
+    the bundle's own lifetime is one day)."""
+    actor.require(P.CONTINUITY_ADMIN)
+    key = session.get(StandbyKey, key_id)
+    if key is None or key.clinic_id != actor.clinic_id:
+        raise NotFound("standby key")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        key.revoked_by_id = actor.user_id
+        trail.record(
+            session,
+            actor,
+            trail.AuditTag.STANDBY_KEY_REVOKED,
+            detail={"key": str(key.id), "label": key.label},
+        )
+    return key
+
+
+# --- the bundle --------------------------------------------------------------------------------
+
+README = """mamori ダウンタイム資料 / downtime bundle
+==========================================
+
+診療所: {clinic}
+対象日: {day}（作成 {made}）
+ダウンタイム番号: {first} 〜 {last}
+
+開き方（mamori もネットワークも不要です）:
+  age -d -i 待機用の鍵.txt {name} | tar -x
+  （Windows では age.exe と 7-Zip などで同じように開けます）
+
+中身:
+  00_受付一覧.pdf          その日の予約・受付の一覧
+  10_カルテ要約/*.pdf       患者ごとのカルテ要約（病名・処方・アレルギー・最近の記録と検査）
+  20_記録用紙.pdf           受付票・経過記録・処方控え・バイタル記録・新患登録票（番号入り）
+
+閲覧制限のある患者（職員・VIP・要配慮）の要約は入っていません。院長に確認してください。
+復旧後は用紙のダウンタイム番号を添えて「事後入力」してください。
+この資料は患者情報です。印刷物は鍵のかかる場所で保管し、不要になったら溶解・裁断してください。
+"""
+
+
+def _reserve(session: Session, actor: Actor) -> int:
+    last = session.scalar(
+        select(func.max(DowntimeBundle.last_number)).where(
+            DowntimeBundle.clinic_id == actor.clinic_id
+        )
+    )
+    return int(last or 0) + 1
+
+
+def _write_atomically(directory: Path, name: str, data: bytes) -> Path:
+    if not directory.is_dir():
+        raise BundleError(
+            f"書き出し先のフォルダがありません: {directory}"
+            "（USBメモリが挿さっているか確認してください）",
+            f"The destination folder does not exist: {directory} (is the USB disk plugged in?)",
+        )
+    final = directory / name
+    part = directory / f".{name}.part"
+    try:
+        with part.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, final)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise BundleError(
+            f"書き出せませんでした（{directory}）: {exc.strerror}。"
+            "前回の資料はそのまま残っています。",
+            f"Could not write to {directory}: {exc.strerror}. The previous bundle is untouched.",
+        ) from None
+    return final
+
+
+def write_bundle(
+    session: Session,
+    actor: Actor,
+    destinations: Sequence[Path],
+    day: dt.date | None = None,
+) -> Written:
+    """The day's bundle, encrypted to every live standby key, written to each destination."""
+    actor.require(P.CONTINUITY_ADMIN)
+    actor.require(P.CHART_PRINT)
+    day = day or clinic_today()
+    if not destinations:
+        raise BundleError("書き出し先がありません。", "No destination given.")
+    keys = live_keys(session, actor)
+    if not keys:
+        raise BundleError(
+            "待機用の鍵がありません。`mamori downtime keygen` で作成してください。",
+            "No standby key: create one with `mamori downtime keygen`.",
+        )
+    recipients = [pyrage.x25519.Recipient.from_str(k.recipient) for k in keys]
+    clinic = clinic_of(session, actor)
+    names = staff_names(session, actor)
+    made_at = utcnow()
+    visits = list_day(session, actor, day)
+    rows: list[SheetRow] = []
+    summaries: dict[str, bytes] = {}
+    patients: list[uuid.UUID] = []
+    for enc, pt in visits:
+        if enc.status in (EncounterStatus.CANCELLED, EncounterStatus.ENTERED_IN_ERROR):
+            continue
+        note = ""
+        if pt.id not in patients:
+            patients.append(pt.id)
+            try:
+                chart = print_chart(session, actor, pt.id)
+            except BreakGlassRequired:
+                note = "閲覧制限: 要約なし"
+            else:
+                summaries[
+                    f"10_カルテ要約/{pt.patient_number:06d}_{pt.family_name}{pt.given_name}.pdf"
+                ] = render_chart_pdf(chart, clinic.name, actor.display_name, names)
+        when = enc.arrived_at or enc.scheduled_at
+        rows.append(
+            SheetRow(
+                time=f"{when.astimezone(JST):%H:%M}" if when else "",
+                patient_number=pt.patient_number,
+                name=f"{pt.family_name} {pt.given_name}",
+                kana=f"{pt.family_kana} {pt.given_kana}",
+                birth_date=pt.birth_date,
+                sex=SEX_JA.get(pt.sex, ""),
+                physician=names.get(enc.attending_id, "") if enc.attending_id else "",
+                purpose=enc.purpose,
+                state=ENCOUNTER_STATUS_JA.get(EncounterStatus(enc.status), enc.status),
+                note=note,
+            )
+        )
+    first = _reserve(session, actor)
+    last = first + numbers_needed() - 1
+    name = f"mamori-downtime-{day:%Y%m%d}-{made_at.astimezone(JST):%H%M%S}.tar.age"
+    files = {
+        "README.txt": README.format(
+            clinic=clinic.name,
+            day=f"{day:%Y/%m/%d}",
+            made=f"{made_at.astimezone(JST):%Y/%m/%d %H:%M}",
+            first=f"DT-{first:06d}",
+            last=f"DT-{last:06d}",
+            name=name,
+        ).encode("utf-8"),
+        "00_受付一覧.pdf": day_sheet_pdf(clinic.name, day, rows, made_at),
+        **summaries,
+        "20_記録用紙.pdf": forms_pdf(clinic.name, day, first),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            info.mtime = int(made_at.timestamp())
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
+    sealed = pyrage.encrypt(buf.getvalue(), recipients)
+    digest = hashlib.sha256(sealed).hexdigest()
+    paths = [_write_atomically(Path(d), name, sealed) for d in destinations]
+    row = DowntimeBundle(
+        clinic_id=actor.clinic_id,
+        made_at=made_at,
+        made_by_id=actor.user_id,
+        day=day,
+        destinations=json.dumps([str(p.parent.resolve()) for p in paths], ensure_ascii=False),
+        file_name=name,
+        sha256=digest,
+        size=len(sealed),
+        patients=len(patients),
+        first_number=first,
+        last_number=last,
+    )
+    session.add(row)
+    session.flush()
+    trail.record(
+        session,
+        actor,
+        trail.AuditTag.DOWNTIME_BUNDLED,
+        patients=patients,
+        detail={
+            "day": day.isoformat(),
+            "file": name,
+            "sha256": digest,
+            "destinations": json.loads(row.destinations),
+            "numbers": [first, last],
+            "summaries": len(summaries),
+            "keys": [str(k.id) for k in keys],
+        },
+    )
+    return Written(row, paths, patients, len(summaries))
+
+
+def bundles(session: Session, actor: Actor, limit: int = 50) -> Sequence[DowntimeBundle]:
+    """The bundles written, newest first (the director's view of each destination)."""
+    actor.require(P.CONTINUITY_ADMIN)
+    return session.scalars(
+        select(DowntimeBundle)
+        .where(DowntimeBundle.clinic_id == actor.clinic_id)
+        .order_by(DowntimeBundle.made_at.desc())
+        .limit(limit)
+    ).all()
