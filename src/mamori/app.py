@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,9 +33,12 @@ from mamori.backup import alarm
 from mamori.backup.service import configured, scheduled_run
 from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
+from mamori.clinic.calendar import JST
 from mamori.clinic.models import Clinic
 from mamori.clinical.api import router as clinical_router
 from mamori.continuity import pages as continuity_pages
+from mamori.continuity.schedule import next_run
+from mamori.continuity.service import run_scheduled
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
 from mamori.documents.store import DocumentStore
@@ -195,6 +199,19 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                         await asyncio.wait_for(stop.wait(), timeout=24 * 3600)
 
             tasks.append(asyncio.create_task(unprotected()))
+        if settings.downtime.enabled and not database.read_only:
+
+            async def downtime_bundles() -> None:
+                # mornings and noons for the day, evenings for the next working day
+                while not stop.is_set():
+                    at, day = next_run(dt.datetime.now(JST), settings.downtime)
+                    wait = (at - dt.datetime.now(JST)).total_seconds()
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=max(1.0, wait))
+                    except TimeoutError:
+                        await run_in_threadpool(run_scheduled, database, settings, day)
+
+            tasks.append(asyncio.create_task(downtime_bundles()))
         try:
             yield
         finally:

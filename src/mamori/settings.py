@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mamori.backup.config import BackupSettings, backup_settings
+from mamori.continuity.schedule import DowntimeSettings, downtime_settings
 from mamori.crypto.kek import check_outside, new_key_file
 from mamori.errors import InstanceError
 
@@ -81,6 +82,7 @@ class Settings:
     syslog: SyslogTarget | None = None
     keys: KeySettings = field(default_factory=lambda: KeySettings())
     backup: BackupSettings = field(default_factory=BackupSettings)
+    downtime: DowntimeSettings = field(default_factory=DowntimeSettings)
 
     @property
     def backup_dir(self) -> Path:
@@ -233,6 +235,7 @@ def load_settings(home: Path) -> Settings:
         syslog=_syslog_settings(raw.get("syslog")),
         keys=_key_settings(raw.get("keys", {})),
         backup=backup_settings(raw.get("backup", {})),
+        downtime=downtime_settings(raw.get("downtime", {})),
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pypdf import PdfReader
 from sqlalchemy import text
-from tests.conftest import World, drop_insert_only_triggers, person_token
+from tests.conftest import SAMPLE_PATIENT, World, drop_insert_only_triggers, person_token
 
 from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
@@ -139,3 +139,42 @@ def test_the_review_shows_what_was_hashed_not_an_edited_column(
     shown = next(r for r in rows if r["seq"] == seq)
     assert shown["tag"] == "patient:chart:viewed" and shown["action_ja"] == "カルテを閲覧"
     assert not shown["at"].startswith("2019")
+
+
+def test_a_burst_of_refused_requests_raises_one_alert(
+    world: World, patient: dict[str, Any]
+) -> None:
+    """A clerk trying the notes, the chart and another clinic's patient again and again: the
+    fifth refusal within a minute raises an alert naming the account; more refusals in the
+    same burst do not raise more. Fewer than five raise nothing."""
+    clerk, pid = world.h("clerk_chika"), patient["id"]
+    other = world.http.post(
+        "/api/v1/patients",
+        json={**SAMPLE_PATIENT, "family_kana": "ホカ"},
+        headers=world.h("dr_chen"),
+    ).json()["id"]
+    probes = [
+        f"/api/v1/patients/{pid}/notes",
+        f"/api/v1/patients/{pid}/chart",
+        f"/api/v1/patients/{other}",
+        f"/api/v1/patients/{pid}/observations",
+    ]
+
+    def alerts() -> list[dict[str, Any]]:
+        found = world.http.get("/api/v1/admin/alerts", headers=world.h("director")).json()
+        return [a for a in found if a["kind"] == "denied-burst"]
+
+    for url in probes:
+        assert world.http.get(url, headers=clerk).status_code in (403, 404)
+    assert alerts() == []  # four: nothing yet
+    world.http.get(f"/api/v1/patients/{pid}/notes", headers=clerk)  # the fifth
+    (alert,) = alerts()
+    assert "田中 千佳" in alert["summary"] and "5回" in alert["summary"]
+    assert alert["user_id"] == str(world.actors["clerk_chika"].user_id)
+    for _ in range(3):
+        world.http.get(f"/api/v1/patients/{pid}/notes", headers=clerk)
+    assert len(alerts()) == 1  # one per burst
+    # a physician's ordinary work raises nothing
+    for _ in range(6):
+        world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("dr_aiko"))
+    assert all(a["user_id"] != str(world.actors["dr_aiko"].user_id) for a in alerts())

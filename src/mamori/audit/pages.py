@@ -34,6 +34,8 @@ ALERT_KINDS = {
     "new-device": ("新しい端末からのログイン", "Sign-in from a new device"),
     "integrity": ("記録の改ざんの疑い", "Record integrity failure"),
     "backup-missing": ("バックアップ未設定で稼働中", "Running without backups"),
+    "denied-burst": ("短時間に繰り返し拒否された操作", "Repeated refused requests"),
+    "downtime-failed": ("ダウンタイム資料の書き出し失敗", "Downtime bundle failed"),
 }
 WINDOW_LABELS = {
     "vendor_user_id": ("業者", "vendor"),

@@ -19,16 +19,19 @@ previous bundle where it was (the new file is written beside it and renamed into
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import tarfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyrage
 from sqlalchemy import func, select
@@ -48,6 +51,7 @@ from mamori.continuity.paper import SheetRow, day_sheet_pdf, forms_pdf, numbers_
 from mamori.db import utcnow
 from mamori.errors import BreakGlassRequired, InvalidInput, MamoriError, NotFound
 
+log = logging.getLogger("mamori.continuity")
 SEX_JA = {"male": "男", "female": "女", "other": "他", "unknown": "不明"}
 MAX_STANDBY_KEYS = 10
 
@@ -338,3 +342,45 @@ def bundles(session: Session, actor: Actor, limit: int = 50) -> Sequence[Downtim
         .order_by(DowntimeBundle.made_at.desc())
         .limit(limit)
     ).all()
+
+
+def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
+    """One scheduled bundle (``mamori serve``), under the ``[downtime] run_as`` account; a
+    failure is logged and raised as an alert for the director, never as a crash of the server.
+    ``database``/``settings``: the server's ``Database`` and ``Settings``."""
+    from mamori.auth.models import SecurityAlert
+    from mamori.clinic.models import Clinic
+    from mamori.clinic.service import actor_for, find_staff
+
+    conf = settings.downtime
+    with database.session(write=True) as session:
+        clinic = session.scalars(select(Clinic).order_by(Clinic.created_at)).first()
+        if clinic is None:
+            return None
+        user = find_staff(session, clinic.id, conf.run_as)
+        try:
+            if user is None or not user.active:
+                raise BundleError(
+                    f"[downtime] run_as の職員 {conf.run_as} が見つからないか無効です。",
+                    f"[downtime] run_as: no active staff account {conf.run_as}.",
+                )
+            # attributable to the director who configured it, marked as the schedule's doing
+            actor = dataclasses.replace(
+                actor_for(user, "cli"), channel="schedule", auth_method="schedule"
+            )
+            written = write_bundle(session, actor, list(conf.destinations), day)
+            session.commit()
+            return written
+        except MamoriError as exc:
+            session.rollback()
+            log.error("downtime bundle failed: %s / %s", exc.en, exc.ja)
+            session.add(
+                SecurityAlert(
+                    clinic_id=clinic.id,
+                    kind="downtime-failed",
+                    user_id=user.id if user is not None else None,
+                    summary=f"ダウンタイム資料を書き出せませんでした: {exc.ja}"[:300],
+                )
+            )
+            session.commit()
+            return None
