@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -16,7 +18,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mamori import __version__, copies
+from mamori import __version__, copies, isolation
 from mamori.audit import pages as audit_pages
 from mamori.audit.api import router as audit_router
 from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
@@ -64,6 +66,49 @@ SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"strict-transport-security", b"max-age=31536000"),
 ]
+
+
+class Isolation:
+    """The isolation switch, checked on every request (one ``stat``): while ``ISOLATED`` is in
+    the instance, only the server's own console is answered and nothing is written
+    (``mamori.isolation``)."""
+
+    def __init__(self, app: ASGIApp, database: Database, home: Path) -> None:
+        self.app, self.database, self.home = app, database, home
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.database.isolated = isolation.marker(self.home) is not None
+        client = scope.get("client")
+        if self.database.isolated and not isolation.is_local(client[0] if client else None):
+            refusal = isolation.Isolated()
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": refusal.code,
+                        "field": None,
+                        "message_ja": refusal.ja,
+                        "message_en": refusal.en,
+                    }
+                },
+                ensure_ascii=False,
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json; charset=utf-8"),
+                        (b"retry-after", b"3600"),
+                        *SECURITY_HEADERS,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
 
 
 class SecurityHeaders:
@@ -166,7 +211,8 @@ def _lifespan(database: Database, settings: Settings) -> Any:
             async def stream() -> None:
                 assert forwarder is not None
                 while not stop.is_set():
-                    await run_in_threadpool(forwarder.run_once)
+                    if isolation.marker(settings.home) is None:  # paused while isolated
+                        await run_in_threadpool(forwarder.run_once)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -306,6 +352,7 @@ def create_app(
     errors.install(app)
     declare_responses(app)  # every refusal in the OpenAPI document (web/contract.py)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Isolation, database=database, home=settings.home)
     app.add_middleware(
         BodyLimit, json_limit=settings.max_json_bytes, upload_limit=settings.max_upload_bytes
     )

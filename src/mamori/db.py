@@ -245,6 +245,7 @@ class Database:
         # a restored or drilled copy: reads and their audit events, but no record written
         # until a person promotes it (``mamori.copies``)
         self.read_only = False
+        self.isolated = False  # the isolation switch (mamori.isolation), refreshed per request
         self.audit_appender: Any = None  # set by the audit trail on first use
         # The unwrapped data keys (``mamori.crypto``); until they are loaded no patient data
         # can be read or written through any session of this database.

@@ -233,3 +233,18 @@ class InstanceError(MamoriError):
     """The instance is missing, incomplete or unsafe; the process must not start."""
 
     code = "instance_error"
+
+
+class Isolated(MamoriError):
+    """The isolation switch is on (``mamori.isolation``)."""
+
+    status = 503
+    code = "isolated"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "このサーバーは隔離中です（インシデント対応）。院内の端末・連携からは使えません。"
+            "記録は紙の記録用紙に書き、復旧後に事後入力してください。",
+            "This server is isolated (incident response): other computers and integrations "
+            "cannot use it. Record care on the paper forms and enter it after recovery.",
+        )

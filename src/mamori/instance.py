@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from mamori import copies, migrate
+from mamori import copies, isolation, migrate
 from mamori.audit.checkpointer import CheckpointRefused, make_checkpoint
 from mamori.audit.trail import AuditTag, defer_release, record_system, release
 from mamori.auth import passwords
@@ -79,6 +79,7 @@ def open_instance(option: str | None, *, check_schema: bool = True) -> Instance:
     settings = load_settings(resolve_home(option))
     db = open_database(settings.database_url)
     db.read_only = copies.marker(settings.home) is not None
+    db.isolated = isolation.marker(settings.home) is not None
     if check_schema:
         try:
             migrate.require_current(db.engine)

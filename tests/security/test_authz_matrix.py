@@ -86,7 +86,7 @@ POLICY: dict[Role, set[str]] = {
     },
     Role.SECURITY_OFFICER: {
         "audit:read", "audit:review", "staff:read", "session:admin", "vendor-window:admin",
-        "system:health", "self:manage",
+        "system:health", "continuity:admin", "self:manage",
     },
     Role.VENDOR: {"system:health", "self:manage"},
     Role.AUDITOR: {"audit:read", "audit:review", "staff:read", "self:manage"},

@@ -36,6 +36,7 @@ ALERT_KINDS = {
     "backup-missing": ("バックアップ未設定で稼働中", "Running without backups"),
     "denied-burst": ("短時間に繰り返し拒否された操作", "Repeated refused requests"),
     "downtime-failed": ("ダウンタイム資料の書き出し失敗", "Downtime bundle failed"),
+    "isolated": ("サーバーの隔離・解除", "Server isolated or released"),
 }
 WINDOW_LABELS = {
     "vendor_user_id": ("業者", "vendor"),

@@ -43,6 +43,8 @@ TAG_JA = {
     "patient:chart:printed": "カルテを印刷",
     "patient:prescription:printed": "処方箋を印刷",
     "continuity:bundle:written": "ダウンタイム用資料を作成",
+    "continuity:isolation:on": "サーバーを隔離",
+    "continuity:isolation:lifted": "隔離を解除",
     "continuity:standby-key:added": "待機用の鍵を登録",
     "continuity:standby-key:revoked": "待機用の鍵を失効",
     "patient:record:viewed": "記録を閲覧",

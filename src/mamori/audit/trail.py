@@ -124,6 +124,8 @@ class AuditTag(enum.StrEnum):
     STANDBY_KEY_ADDED = "continuity:standby-key:added"
     STANDBY_KEY_REVOKED = "continuity:standby-key:revoked"
     DOWNTIME_BUNDLED = "continuity:bundle:written"  # lists the patients it contains
+    ISOLATED = "continuity:isolation:on"  # the isolation switch (BCP 3-2)
+    ISOLATION_LIFTED = "continuity:isolation:lifted"
 
 
 class AuditMissing(RuntimeError):

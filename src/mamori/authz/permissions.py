@@ -228,6 +228,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.SESSION_ADMIN,
             P.VENDOR_WINDOW_ADMIN,
             P.SYSTEM_HEALTH,
+            P.CONTINUITY_ADMIN,  # isolates the server in an incident; cannot print charts
             P.SELF,
         }
     ),

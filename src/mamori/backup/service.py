@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mamori import isolation
 from mamori.audit.trail import AuditTag, record_system
 from mamori.backup import engine, writer
 from mamori.backup.alarm import DatabaseDamaged
+from mamori.backup.fmt import BackupError
 from mamori.backup.identity import RECIPIENTS_FILE
 from mamori.db import Database
 from mamori.errors import MamoriError
@@ -64,6 +66,12 @@ def run_and_record(
     progress: writer.Progress | None = None,
     channel: str = "cli",
 ) -> engine.RunResult:
+    if isolation.marker(settings.home) is not None:
+        # the backup path is the first thing isolation cuts: malware here must not reach it
+        raise BackupError(
+            "隔離中のためバックアップは書き出しません（mamori isolate --lift で解除）。",
+            "Isolated: no backup is written (mamori isolate --lift ends it).",
+        )
     kek = db.keyring.kek if db.keyring is not None else None
     try:
         result = engine.run_backup(settings, kek, full=full, only=only, progress=progress)

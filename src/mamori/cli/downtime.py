@@ -127,3 +127,37 @@ def status(as_user: AsOpt, instance: InstanceOpt = None) -> None:
         console.print(f"  {place}: {line}", markup=False)
     if not last:
         console.print("  まだありません / none yet", markup=False)
+
+
+@app.command("isolate")
+def isolate(
+    as_user: AsOpt,
+    reason: Annotated[str, typer.Option(help="理由（インシデントの内容） / why")],
+    lift: Annotated[bool, typer.Option("--lift", help="隔離を解除する / end isolation")] = False,
+    instance: InstanceOpt = None,
+) -> None:
+    """サーバーを隔離する（バックアップ経路→外部連携の順に遮断し、読み取り専用に）/ isolate."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            actor = inst.actor(session, as_user)
+            if lift:
+                service.lift_isolation(session, actor, inst.settings.home, reason)
+            else:
+                service.isolate(session, actor, inst.settings.home, reason)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    if lift:
+        console.print("隔離を解除しました / isolation lifted", markup=False)
+        return
+    for line in (
+        "隔離しました / isolated:",
+        "  1. バックアップ・ダウンタイム資料の書き出しを停止 / backups and bundles stopped",
+        "  2. 監査の外部転送（syslog）を一時停止 / audit stream paused",
+        "  3. API トークンと、このサーバー以外からの接続を拒否 / tokens and other hosts refused",
+        "  4. 記録の書き込みを停止（閲覧と監査記録は継続）/ no record written; reads audited",
+        "解除: mamori isolate --lift --reason … --as … / lift with --lift",
+    ):
+        console.print(line, markup=False)

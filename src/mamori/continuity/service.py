@@ -37,6 +37,7 @@ import pyrage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mamori import isolation
 from mamori.audit import trail
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import P
@@ -49,7 +50,7 @@ from mamori.clinical.service import list_day
 from mamori.continuity.models import DowntimeBundle, StandbyKey
 from mamori.continuity.paper import SheetRow, day_sheet_pdf, forms_pdf, numbers_needed
 from mamori.db import utcnow
-from mamori.errors import BreakGlassRequired, InvalidInput, MamoriError, NotFound
+from mamori.errors import BreakGlassRequired, InvalidInput, Isolated, MamoriError, NotFound
 
 log = logging.getLogger("mamori.continuity")
 SEX_JA = {"male": "男", "female": "女", "other": "他", "unknown": "不明"}
@@ -227,6 +228,9 @@ def write_bundle(
     """The day's bundle, encrypted to every live standby key, written to each destination."""
     actor.require(P.CONTINUITY_ADMIN)
     actor.require(P.CHART_PRINT)
+    db = session.info.get("mamori_db")
+    if db is not None and db.isolated:
+        raise Isolated()  # nothing leaves an isolated server, not even to a USB disk
     day = day or clinic_today()
     if not destinations:
         raise BundleError("書き出し先がありません。", "No destination given.")
@@ -353,6 +357,9 @@ def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
     from mamori.clinic.service import actor_for, find_staff
 
     conf = settings.downtime
+    if isolation.marker(settings.home) is not None:
+        log.warning("isolated: no downtime bundle is written")
+        return None
     with database.session(write=True) as session:
         clinic = session.scalars(select(Clinic).order_by(Clinic.created_at)).first()
         if clinic is None:
@@ -384,3 +391,44 @@ def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
             )
             session.commit()
             return None
+
+
+# --- the isolation switch (BCP 3-2) ---------------------------------------------------------
+
+
+def isolate(session: Session, actor: Actor, home: Path, reason: str) -> dict[str, Any]:
+    """Switch isolation on (``mamori.isolation``): recorded, with an alert for the director.
+    The marker is written only after the event is queued, and the caller commits both."""
+    actor.require(P.CONTINUITY_ADMIN)
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("隔離の理由を入力してください。", "Give the reason.", field="reason")
+    why = {"by": actor.display_name, "user": str(actor.user_id), "reason": reason[:500]}
+    trail.record(session, actor, trail.AuditTag.ISOLATED, detail={"reason": reason[:500]})
+    _isolation_alert(session, actor, f"{actor.display_name} さんがサーバーを隔離しました: {reason}")
+    session.flush()
+    isolation.mark(home, why)
+    return why
+
+
+def lift_isolation(session: Session, actor: Actor, home: Path, reason: str) -> None:
+    actor.require(P.CONTINUITY_ADMIN)
+    if isolation.marker(home) is None:
+        raise InvalidInput("隔離されていません。", "The server is not isolated.", field="lift")
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("解除の理由を入力してください。", "Give the reason.", field="reason")
+    trail.record(session, actor, trail.AuditTag.ISOLATION_LIFTED, detail={"reason": reason[:500]})
+    _isolation_alert(session, actor, f"{actor.display_name} さんが隔離を解除しました: {reason}")
+    session.flush()
+    isolation.unmark(home)
+
+
+def _isolation_alert(session: Session, actor: Actor, summary: str) -> None:
+    from mamori.auth.models import SecurityAlert
+
+    session.add(
+        SecurityAlert(
+            clinic_id=actor.clinic_id, kind="isolated", user_id=actor.user_id, summary=summary[:300]
+        )
+    )

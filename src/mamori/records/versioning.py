@@ -56,7 +56,7 @@ from mamori.crypto.sealed import (
     sealed_str,
 )
 from mamori.db import Base, DriverCursor, PatientData, UTCDateTime, driver_cursor, new_id, utcnow
-from mamori.errors import InvalidInput, ReadOnlyCopy, RecordIntegrityFailed, StaleVersion
+from mamori.errors import InvalidInput, Isolated, ReadOnlyCopy, RecordIntegrityFailed, StaleVersion
 
 HASH_ALGORITHM = "sha256"
 
@@ -258,6 +258,8 @@ def write_version(
     db = session.info.get("mamori_db")
     if db is not None and db.read_only:
         raise ReadOnlyCopy()  # a restored copy takes no record until it is promoted
+    if db is not None and db.isolated:
+        raise Isolated()  # nothing changes while an intrusion is examined
     if expected_version is not None and expected_version != record.version:
         raise StaleVersion(expected_version, record.version)
     if change in (ChangeKind.AMENDED, ChangeKind.ENTERED_IN_ERROR, ChangeKind.MERGED) and not (

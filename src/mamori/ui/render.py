@@ -209,6 +209,7 @@ def html(
     context.setdefault("actor", getattr(request.state, "actor", None))
     context.setdefault("csrf", csrf_for(request))
     context.setdefault("read_only", request.app.state.db.read_only)
+    context.setdefault("isolated", request.app.state.db.isolated)
     context.setdefault("backups_missing", getattr(request.app.state, "backups_missing", False))
     settings: Settings = request.app.state.settings
     context.setdefault("reauth_minutes", settings.auth.reauth_minutes)

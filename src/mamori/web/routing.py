@@ -46,6 +46,7 @@ from mamori.documents.store import DocumentStore
 from mamori.errors import (
     BreakGlassRequired,
     Forbidden,
+    Isolated,
     MamoriError,
     RecordIntegrityFailed,
     Unauthenticated,
@@ -124,6 +125,8 @@ def _authenticate(request: Request, channel: str, session: Session, write: bool)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated()
+        if request.app.state.db.isolated:
+            raise Isolated()  # integrations are external links: cut while isolated
         actor = authenticate_token(session, settings.token_pepper, token.strip(), channel)
         return dataclasses.replace(actor, source_ip=client.ip, user_agent=client.user_agent or None)
     if not cookie:
