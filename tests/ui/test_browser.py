@@ -102,8 +102,14 @@ def site(world: World) -> Iterator[Site]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     for login in (
-        "clerk_chika", "nurse_ben", "dr_aiko", "director", "scribe_dai", "sec_sae", "audit_aki"
-    ):  # fmt: skip
+        "clerk_chika",
+        "nurse_ben",
+        "dr_aiko",
+        "director",
+        "scribe_dai",
+        "sec_sae",
+        "audit_aki",
+    ):
         give_password(world, login)
     yield Site(world, url, {})
     server.should_exit = True
@@ -138,6 +144,7 @@ def shot(page: Page, name: str) -> None:
     """Desktop and tablet screenshots (artifacts, see ``_capture``); at tablet width nothing
     may overflow sideways — that is the test."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # a sticky bar is drawn where the viewport was
     page.set_viewport_size({"width": 1280, "height": 900})
     _capture(page, ARTIFACTS / f"{name}-desktop.png")
     page.set_viewport_size({"width": 768, "height": 1024})
@@ -463,8 +470,13 @@ def test_physician_writes_finalises_amends_and_prescribes(page: Page, site: Site
 
 def test_break_the_glass_records_its_reason(page: Page, site: Site) -> None:
     p = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)
-    api(site, "PUT", f"/api/v1/patients/{p['id']}/restriction", "director",
-        json={"vip": True, "sensitive": False})  # fmt: skip
+    api(
+        site,
+        "PUT",
+        f"/api/v1/patients/{p['id']}/restriction",
+        "director",
+        json={"vip": True, "sensitive": False},
+    )
     sign_in(page, site, "dr_aiko")
     page.goto(f"/patients/{p['id']}/chart")
     page.wait_for_url("**/break-glass**")
@@ -933,19 +945,38 @@ def test_a_long_chart_is_navigated_by_sections_and_its_labs_read_over_time(
     )
     pid = patient["id"]
     for i in range(9):
-        api(site, "POST", f"/api/v1/patients/{pid}/notes", "dr_aiko",
-            json={"subjective": f"定期受診 {i + 1} 回目。" + "血糖自己測定は概ね良好。" * 6,
-                  "plan": "処方継続"})  # fmt: skip
+        api(
+            site,
+            "POST",
+            f"/api/v1/patients/{pid}/notes",
+            "dr_aiko",
+            json={
+                "subjective": f"定期受診 {i + 1} 回目。" + "血糖自己測定は概ね良好。" * 6,
+                "plan": "処方継続",
+            },
+        )
     hba1c = ("7.9", "7.6", "7.2", "6.9", "6.4", "6.1")
     for month, value in enumerate(hba1c, start=6):
         for code, name, v, low, high, unit in (
             ("4548-4", "HbA1c", value, "4.6", "6.2", "%"),
             ("2345-7", "血糖", str(100 + month * 7), "70", "109", "mg/dL"),
         ):
-            api(site, "POST", f"/api/v1/patients/{pid}/observations", "dr_aiko",
-                json={"category": "laboratory", "code": code, "name": name, "value": v,
-                      "unit": unit, "ref_low": low, "ref_high": high,
-                      "effective_at": f"2026-{month:02d}-10T01:00:00+00:00"})  # fmt: skip
+            api(
+                site,
+                "POST",
+                f"/api/v1/patients/{pid}/observations",
+                "dr_aiko",
+                json={
+                    "category": "laboratory",
+                    "code": code,
+                    "name": name,
+                    "value": v,
+                    "unit": unit,
+                    "ref_low": low,
+                    "ref_high": high,
+                    "effective_at": f"2026-{month:02d}-10T01:00:00+00:00",
+                },
+            )
     sign_in(page, site, "dr_aiko")
     page.goto(f"/patients/{pid}/chart")
     nav = page.locator("#chart-nav")
@@ -988,8 +1019,13 @@ def test_a_physician_prints_a_prescription_and_writes_a_referral(page: Page, sit
         json={**SAMPLE_PATIENT, "family_kana": "ショウカイ", "family_name": "紹介"},
     )
     pid = patient["id"]
-    api(site, "POST", f"/api/v1/patients/{pid}/conditions", "dr_aiko",
-        json={"display_name": "狭心症", "is_suspected": True})  # fmt: skip
+    api(
+        site,
+        "POST",
+        f"/api/v1/patients/{pid}/conditions",
+        "dr_aiko",
+        json={"display_name": "狭心症", "is_suspected": True},
+    )
     sign_in(page, site, "dr_aiko")
     page.goto(f"/patients/{pid}/chart")
     page.get_by_text("処方する（RP 単位）").click()
@@ -1152,3 +1188,65 @@ def test_the_director_sees_when_the_last_downtime_bundle_reached_each_place(
     sign_in(page, site, "dr_aiko")
     expect(page.get_by_role("link", name="業務継続")).to_have_count(0)
     assert page.request.get("/admin/continuity").status == 403
+
+
+def test_after_downtime_paper_records_are_entered_and_reconciled(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
+    """事後入力: a physician types a paper SOAP note with its downtime number and time of care;
+    the desk registers a paper 新患登録票 by its number; the director sees both reconciled."""
+    import pyrage
+
+    from mamori.continuity import service as continuity
+
+    director = dataclasses.replace(site.world.actors["director"], channel="cli")
+    with site.world.db.session(write=True) as s:
+        key = str(pyrage.x25519.Identity.generate().to_public())
+        continuity.add_standby_key(s, director, key, "受付USB")
+        continuity.write_bundle(s, director, [tmp_path])  # DT-000001..DT-000040
+        s.commit()
+    patient = api(
+        site,
+        "POST",
+        "/api/v1/patients",
+        "clerk_chika",
+        json={**SAMPLE_PATIENT, "family_kana": "ジゴ", "family_name": "事後"},
+    )
+    sign_in(page, site, "dr_aiko")
+    page.goto(f"/patients/{patient['id']}/chart")
+    page.get_by_label("S（主観）").fill("停電中に受診。咽頭痛2日。")
+    page.get_by_label("P（計画）").fill("トローチ処方（紙の処方控え DT-000013）")
+    page.get_by_text("紙の記録用紙からの事後入力").click()
+    page.get_by_label("ダウンタイム番号").fill("DT-000012")
+    care = (
+        dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=9)))
+        - dt.timedelta(hours=2)
+    ).strftime("%Y-%m-%dT%H:%M")
+    page.get_by_label("診療日時（用紙の記載）").fill(care)
+    page.get_by_label("用紙の保管場所").fill("受付 事後入力済み箱")
+    shot(page, "physician-late-entry")
+    page.get_by_role("button", name="保存", exact=True).click()
+    late = page.locator("#notes [data-late-entry]")
+    expect(late).to_contain_text("事後入力 DT-000012")
+    expect(late).to_contain_text(care.replace("-", "/").replace("T", " "))
+    page.goto("/logout")
+    sign_in(page, site, "clerk_chika")
+    page.goto("/patients/new")
+    page.locator("#family_name").fill("手書")
+    page.locator("#given_name").fill("一")
+    page.get_by_label("セイ（カナ）").fill("テガキ")
+    page.get_by_label("メイ（カナ）").fill("ハジメ")
+    page.get_by_label("生年月日").fill("1980-02-03")
+    page.get_by_label("性別").select_option("male")
+    page.get_by_text("紙の新患登録票から登録する").click()
+    page.get_by_label("ダウンタイム番号").fill("40")
+    page.get_by_role("button", name="保存").click()
+    page.wait_for_url("**/patients/*")
+    expect(page.locator(".patient-head")).to_contain_text("テガキ ハジメ")
+    page.goto("/logout")
+    sign_in(page, site, "director")
+    page.goto("/admin/continuity")
+    row = page.locator("#reconciliation tbody tr").first
+    expect(row).to_contain_text("DT-000012（記録）")
+    expect(row).to_contain_text("DT-000040（新患登録）")
+    shot(page, "director-reconciliation")

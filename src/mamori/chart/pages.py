@@ -310,8 +310,15 @@ def write_note(
     # form), a nurse's nursing note
     soap = ctx.actor.can(P.NOTE_SIGN) or ctx.actor.role is Role.SCRIBE
     kind = NoteKind.SOAP if soap else NoteKind.NURSING
+    late = None
+    if form.get("late_number", "").strip():  # 事後入力 from a paper form
+        late = {
+            "downtime_number": form.get("late_number", "").strip().upper().removeprefix("DT-"),
+            "care_at": form.get("late_care_at", ""),
+            "paper_ref": form.get("late_paper_ref", ""),
+        }
     try:
-        data = parse(NoteIn, form, kind=kind)
+        data = parse(NoteIn, form, kind=kind, late=late)
         note = clinical_notes.write_note(ctx.session, ctx.actor, patient_id, data)
         if form.get("finalise") == "on" and ctx.actor.can(P.NOTE_SIGN):
             ctx.session.flush()

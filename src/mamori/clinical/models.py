@@ -19,6 +19,7 @@ from mamori.crypto.sealed import (
     sealed_json,
     sealed_opt_date,
     sealed_opt_datetime,
+    sealed_opt_int,
     sealed_str,
 )
 from mamori.db import Base, UTCDateTime
@@ -142,7 +143,12 @@ class ProgressNote(PatientRecord, Base):
         "finalised_by_id",
         "finalised_at",
         "status",
+        "care_at",
+        "downtime_number",
+        "paper_ref",
     )
+    # 事後入力: a note written on paper during downtime, entered after recovery
+    __added_fields__ = ("care_at", "downtime_number", "paper_ref")
     __table_args__ = (Index("ix_progress_note_patient_created", "patient_id", "created_at"),)
 
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patient.id"))
@@ -161,6 +167,11 @@ class ProgressNote(PatientRecord, Base):
         ForeignKey("staff_user.id"), nullable=True
     )
     finalised_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # 事後入力: the time of care (the paper's), its downtime number and where the paper is;
+    # the entry's own time is created_at
+    care_at = sealed_opt_datetime()
+    downtime_number = sealed_opt_int()
+    paper_ref = sealed_str()
 
 
 class ConditionOutcome(enum.StrEnum):

@@ -24,6 +24,7 @@ from mamori.clinical.schemas import (
     NoteIn,
 )
 from mamori.clinical.service import clinic_staff, same_patient_visit
+from mamori.continuity.entries import claim
 from mamori.db import utcnow
 from mamori.errors import Conflict, InvalidInput, NotAllowed, NoteAlreadyFinal
 from mamori.patients.service import active_patient
@@ -83,7 +84,13 @@ def write_note(session: Session, actor: Actor, patient_id: uuid.UUID, data: Note
         finalised_at=None,
         status=NoteStatus.DRAFT.value,
     )
+    if data.late is not None:  # 事後入力: the paper's time of care and its downtime number
+        note.care_at = data.late.care_at
+        note.downtime_number = data.late.downtime_number
+        note.paper_ref = data.late.paper_ref
     write_version(session, actor, note, ChangeKind.CREATED)
+    if data.late is not None:
+        claim(session, actor, data.late.downtime_number, "ProgressNote", note.id)
     return note
 
 

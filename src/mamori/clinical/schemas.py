@@ -10,13 +10,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mamori.clinic.calendar import clinic_today
+from mamori.clinic.calendar import JST, clinic_today
 from mamori.clinical.models import (
     ConditionOutcome,
     EncounterStatus,
     NoteKind,
     VisitType,
 )
+from mamori.db import utcnow
 from mamori.inputs import (
     InputModel,
     LongText,
@@ -98,10 +99,28 @@ class NoteSections(InputModel):
         return self
 
 
+class LateEntry(InputModel):
+    """事後入力: the paper form a note is typed from after downtime."""
+
+    downtime_number: int = Field(ge=1, le=999_999)  # DT-000123 printed on the form
+    care_at: dt.datetime  # when the care happened (what the paper says), not the typing
+    paper_ref: Text100 = ""  # where the paper is kept (綴り・箱)
+
+    @field_validator("care_at")
+    @classmethod
+    def _past(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=JST)  # a time typed at the clinic is the clinic's time
+        if v > utcnow() + dt.timedelta(minutes=5):
+            raise bad("診療日時が未来になっています。", "The time of care is in the future.")
+        return v
+
+
 class NoteIn(NoteSections):
     kind: NoteKind = NoteKind.SOAP
     encounter_id: uuid.UUID | None = None
     proxy_for_id: uuid.UUID | None = None  # 代行入力: the physician who must confirm
+    late: LateEntry | None = None  # 事後入力 from a paper form
 
 
 class NoteEdit(NoteSections):
@@ -135,6 +154,9 @@ class NoteOut(Versioned_):
     is_proxy_entry: bool
     finalised_by_id: uuid.UUID | None
     finalised_at: dt.datetime | None
+    care_at: dt.datetime | None  # 事後入力: the time of care
+    downtime_number: int | None
+    paper_ref: str
 
 
 # a letter, two digits, optionally a dot and up to four more (E11, E11.9, S72.001, U07.1)

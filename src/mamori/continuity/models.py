@@ -49,3 +49,20 @@ class DowntimeBundle(Base):
     patients: Mapped[int] = mapped_column(Integer)
     first_number: Mapped[int] = mapped_column(Integer)
     last_number: Mapped[int] = mapped_column(Integer)
+
+
+class DowntimeEntry(Base):
+    """A downtime number entered after recovery: the paper form it was printed on is now a
+    record (a note, a registration). One number, one record — the constraint makes a second
+    entry of the same paper impossible."""
+
+    __tablename__ = "downtime_entry"
+    __table_args__ = (UniqueConstraint("clinic_id", "number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    record_type: Mapped[str] = mapped_column(String(32))
+    record_id: Mapped[uuid.UUID] = mapped_column()
+    entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    entered_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))

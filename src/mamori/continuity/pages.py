@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from mamori.authz.permissions import P
 from mamori.clinic.service import staff_names
 from mamori.continuity import service
+from mamori.continuity.entries import reconciliation
 from mamori.ui.render import html
 from mamori.web.routing import Ctx, TransactionalRoute, requires
 
@@ -32,4 +33,5 @@ def continuity_page(request: Request, ctx: Ctx = Depends(requires(P.CONTINUITY_A
         bundles=written[:10],
         last=sorted(last.items()),
         names=staff_names(ctx.session, ctx.actor),
+        reconciled=reconciliation(ctx.session, ctx.actor)[:10],
     )

@@ -106,7 +106,10 @@ class Patient(Versioned, Base):
         "status",
         "merged_into_id",
         "deceased_date",
+        "downtime_number",
     )
+    # registered from a paper 新患登録票 during downtime (its pre-printed number)
+    __added_fields__ = ("downtime_number",)
     __table_args__ = (
         UniqueConstraint("clinic_id", "bi_number"),
         Index("ix_patient_clinic_kana2", "clinic_id", "bi_kana2"),
@@ -148,6 +151,7 @@ class Patient(Versioned, Base):
         ForeignKey("patient.id"), nullable=True
     )
     deceased_date = sealed_opt_date()
+    downtime_number = sealed_opt_int()  # 新患登録票 filled in on paper during downtime
     bi_number: Mapped[int] = mapped_column(BigInteger)
     bi_kana2: Mapped[int | None] = mapped_column(Integer, nullable=True)
     bi_kana4: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -112,6 +112,8 @@ class PatientNew(PatientIn):
     # registered although a patient with the same kana and birth date exists (同姓同名):
     # the person has looked at the existing record(s) and decided this is someone else
     register_anyway: bool = False
+    # 事後入力: registered from a paper 新患登録票 (its pre-printed downtime number)
+    downtime_number: int | None = Field(default=None, ge=1, le=999_999)
 
 
 class PatientUpdate(PatientIn):

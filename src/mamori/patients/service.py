@@ -18,6 +18,7 @@ from mamori.authz.actor import Actor, Intent
 from mamori.authz.hooks import hooks
 from mamori.authz.permissions import Permission
 from mamori.clinic.models import Clinic
+from mamori.continuity.entries import claim
 from mamori.crypto.sealed import keyring_of, lenient, seal_failure
 from mamori.db import driver_cursor, expire_loaded
 from mamori.errors import Conflict, InvalidInput, NotFound, PossibleDuplicate
@@ -101,7 +102,11 @@ def register_patient(session: Session, actor: Actor, data: PatientIn) -> Patient
     patient = Patient(status=PatientStatus.ACTIVE.value, merged_into_id=None, deceased_date=None)
     patient.patient_number = _next_patient_number(session, actor.clinic_id)
     _apply(patient, data)
+    number = getattr(data, "downtime_number", None)  # PatientNew's: a paper 新患登録票
+    patient.downtime_number = number
     write_version(session, actor, patient, ChangeKind.CREATED)
+    if number is not None:
+        claim(session, actor, number, "Patient", patient.id)
     session.flush()
     refresh_staff_flag(session, [patient], new=True)
     hooks.fire(session, actor, Intent.WRITE, "Patient", [patient.id], [patient.id])
