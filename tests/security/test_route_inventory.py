@@ -159,6 +159,7 @@ PINNED_UI = {
     "GET /postcodes/lookup": "patient:write",
     "GET /bookings": "encounter:read",
     "GET /admin/continuity": "continuity:admin",
+    "POST /admin/continuity/drills": "continuity:admin",
     "POST /patients/{patient_id}/bookings": "encounter:write",
     "POST /bookings/{encounter_id}/move": "encounter:write",
     "POST /patients/{patient_id}/referrals": "note:sign",

@@ -181,3 +181,26 @@ def test_the_days_bundle_opens_with_age_alone_and_holds_every_booked_patient(
     assert len(list(usb.glob("*.tar.age"))) == 2
     r = cli("downtime", "status", "--as", "admin")
     assert str(usb.resolve()) in r.output and str(pc.resolve()) in r.output
+
+
+def test_a_drill_is_recorded_from_the_console(tmp_path: Path) -> None:
+    home = tmp_path / "i"
+    r = runner.invoke(
+        app, ["init", str(home), "--clinic-name", "まもり内科", "--institution-code", "1310123455"]
+    )
+    assert r.exit_code == 0, r.output
+    at = ["--instance", str(home), "--as", "admin"]
+    base = ["downtime", "drill", "--participants", "院長、受付2名"]
+    r = runner.invoke(app, [*base, "--scenario", "cannot-view", *at])  # reached, minutes missing
+    assert r.exit_code == 2 and "時間" in r.output
+    r = runner.invoke(app, [*base, "--scenario", "someday", *at])
+    assert r.exit_code == 2 and "cannot-view" in r.output
+    r = runner.invoke(app, [*base, "--scenario", "cannot-enter", "--minutes", "9", *at])
+    assert r.exit_code == 0, r.output
+    inst = open_instance(str(home))
+    with inst.transaction(write=False) as s:
+        events = s.scalars(
+            select(AuditEvent).where(AuditEvent.tag == "continuity:drill:recorded")
+        ).all()
+        assert len(events) == 1 and json.loads(events[0].body)["detail"]["reached"] is True
+    inst.close()

@@ -1250,3 +1250,25 @@ def test_after_downtime_paper_records_are_entered_and_reconciled(
     expect(row).to_contain_text("DT-000012（記録）")
     expect(row).to_contain_text("DT-000040（新患登録）")
     shot(page, "director-reconciliation")
+
+
+def test_the_director_records_a_downtime_drill(page: Page, site: Site) -> None:
+    """BCP 1-2c: the drill kept as evidence; reaching the bundle without saying how long it
+    took is refused with the reason."""
+    sign_in(page, site, "director")
+    page.goto("/admin/continuity")
+    expect(page.locator("#drill-list")).to_contain_text("まだ記録がありません")
+    page.get_by_text("訓練を記録する").click()
+    page.get_by_label("想定").select_option("cannot-view")
+    page.get_by_label("参加者", exact=False).first.fill("院長 守、田中 千佳、鈴木 勉")
+    page.get_by_label("うまくいかなかったこと").fill("USBメモリの保管場所を受付が知らなかった")
+    page.get_by_label("決めた改善策").fill("保管場所を受付マニュアルに記載")
+    page.get_by_role("button", name="記録する").click()
+    expect(page.locator("#drill-form .alert.error")).to_contain_text("かかった時間")
+    page.get_by_label("到達までの時間（分）").fill("12")
+    page.get_by_role("button", name="記録する").click()
+    row = page.locator("#drill-list tbody tr").first
+    expect(row).to_contain_text("記録を閲覧できない")
+    expect(row).to_contain_text("到達 12分")
+    expect(row).to_contain_text("保管場所を受付マニュアルに記載")
+    shot(page, "director-drill")

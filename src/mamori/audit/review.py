@@ -45,6 +45,7 @@ TAG_JA = {
     "continuity:bundle:written": "ダウンタイム用資料を作成",
     "continuity:isolation:on": "サーバーを隔離",
     "continuity:isolation:lifted": "隔離を解除",
+    "continuity:drill:recorded": "ダウンタイム訓練を記録",
     "continuity:standby-key:added": "待機用の鍵を登録",
     "continuity:standby-key:revoked": "待機用の鍵を失効",
     "patient:record:viewed": "記録を閲覧",

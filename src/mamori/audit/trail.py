@@ -126,6 +126,7 @@ class AuditTag(enum.StrEnum):
     DOWNTIME_BUNDLED = "continuity:bundle:written"  # lists the patients it contains
     ISOLATED = "continuity:isolation:on"  # the isolation switch (BCP 3-2)
     ISOLATION_LIFTED = "continuity:isolation:lifted"
+    DRILL_RECORDED = "continuity:drill:recorded"
 
 
 class AuditMissing(RuntimeError):

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, fail
 from mamori.clinic.service import clinic_of
-from mamori.continuity import service
+from mamori.continuity import drills, service
 from mamori.errors import MamoriError
 from mamori.instance import open_instance
 
@@ -161,3 +162,55 @@ def isolate(
         "解除: mamori isolate --lift --reason … --as … / lift with --lift",
     ):
         console.print(line, markup=False)
+
+
+@downtime_app.command("drill")
+def drill(
+    scenario: Annotated[
+        str, typer.Option(help="cannot-view（閲覧できない）| cannot-enter（入力できない）")
+    ],
+    participants: Annotated[str, typer.Option(help="参加者 / who took part")],
+    as_user: AsOpt,
+    reached: Annotated[
+        bool, typer.Option("--reached/--not-reached", help="資料・参照系に到達できたか")
+    ] = True,
+    minutes: Annotated[int | None, typer.Option(help="到達までの分数 / minutes to reach")] = None,
+    problems: Annotated[str, typer.Option(help="うまくいかなかったこと")] = "",
+    improvement: Annotated[str, typer.Option(help="決めた改善策")] = "",
+    date: Annotated[str, typer.Option(help="実施日 YYYY-MM-DD（既定: 本日）")] = "",
+    instance: InstanceOpt = None,
+) -> None:
+    """ダウンタイム訓練を記録する（点検表の証跡）/ record a downtime drill."""
+    try:
+        data = drills.DrillIn(
+            held_on=dt.date.fromisoformat(date) if date else None,
+            scenario=scenario,
+            participants=participants,
+            reached=reached,
+            minutes=minutes,
+            problems=problems,
+            improvement=improvement,
+        )
+    except (ValueError, ValidationError) as exc:
+        fields = (
+            ", ".join(str(e["loc"][0]) for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else "date"
+        )
+        console.print(
+            f"入力が正しくありません（{fields}）。想定は cannot-view か cannot-enter、日付は "
+            f"YYYY-MM-DD です。/ invalid {fields}: scenario is cannot-view or cannot-enter, "
+            "dates are YYYY-MM-DD.",
+            markup=False,
+        )
+        raise typer.Exit(2) from None
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            row = drills.record_drill(session, inst.actor(session, as_user), data)
+            held = row.held_on
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"訓練を記録しました / drill recorded: {held:%Y-%m-%d} {scenario}", markup=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime, new_id, utcnow
@@ -66,3 +66,23 @@ class DowntimeEntry(Base):
     record_id: Mapped[uuid.UUID] = mapped_column()
     entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     entered_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+
+
+class DowntimeDrill(Base):
+    """A downtime exercise (BCP 1-2c): who took part, which scenario, whether the standby
+    (or the bundle) was reached and how long it took, what went wrong, what was decided.
+    Evidence for the checklist; never edited (a correction is a new record)."""
+
+    __tablename__ = "downtime_drill"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    held_on: Mapped[dt.date] = mapped_column(Date)
+    scenario: Mapped[str] = mapped_column(String(16))  # cannot-view | cannot-enter
+    participants: Mapped[str] = mapped_column(Text)
+    reached: Mapped[bool] = mapped_column(Boolean)
+    minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    problems: Mapped[str] = mapped_column(Text, default="")
+    improvement: Mapped[str] = mapped_column(Text, default="")
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    recorded_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))

@@ -4,34 +4,63 @@ each destination (the bundles themselves are written by ``mamori downtime bundle
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from mamori.authz.permissions import P
 from mamori.clinic.service import staff_names
-from mamori.continuity import service
+from mamori.continuity import drills, service
 from mamori.continuity.entries import reconciliation
-from mamori.ui.render import html
-from mamori.web.routing import Ctx, TransactionalRoute, requires
+from mamori.errors import InvalidInput
+from mamori.ui.errors import form_error
+from mamori.ui.forms import Form, form_fields, parse
+from mamori.ui.render import go, html
+from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 
 @router.get("/admin/continuity")
 def continuity_page(request: Request, ctx: Ctx = Depends(requires(P.CONTINUITY_ADMIN))) -> Response:
+    return _page(request, ctx)
+
+
+def _page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Response:
     keys = service.live_keys(ctx.session, ctx.actor)
     written = service.bundles(ctx.session, ctx.actor)
     last: dict[str, object] = {}
     for b in written:  # newest first: the first seen per destination is its latest
         for place in json.loads(b.destinations):
             last.setdefault(place, b)
+    extra.setdefault("drill_error", None)
+    extra.setdefault("drill_form", {})
     return html(
         request,
         "admin_continuity.html",
+        status,
         keys=keys,
         bundles=written[:10],
         last=sorted(last.items()),
         names=staff_names(ctx.session, ctx.actor),
         reconciled=reconciliation(ctx.session, ctx.actor)[:10],
+        drills=drills.drills(ctx.session, ctx.actor),
+        scenarios=drills.SCENARIOS,
+        **extra,
     )
+
+
+@router.post("/admin/continuity/drills")
+def record_drill(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.CONTINUITY_ADMIN)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        data = parse(drills.DrillIn, form, reached=form.get("reached") == "yes")
+        drills.record_drill(ctx.session, ctx.actor, data)
+    except InvalidInput as exc:
+        start_over(request, ctx.session)
+        return _page(request, ctx, 422, drill_error=form_error(exc), drill_form=form)
+    return go(request, "/admin/continuity#drills")
