@@ -204,3 +204,55 @@ def test_a_drill_is_recorded_from_the_console(tmp_path: Path) -> None:
         ).all()
         assert len(events) == 1 and json.loads(events[0].body)["detail"]["reached"] is True
     inst.close()
+
+
+@pytest.mark.skipif(AGE is None, reason=".ci/run installs Debian's age")
+def test_a_bundle_reaches_the_standby_pc_over_sftp(tmp_path: Path) -> None:
+    """The standby PC as a real OpenSSH server on loopback: the bundle lands there and opens
+    with age; a server whose host key is not the pinned one gets nothing."""
+    from tests.sshd import start_sshd
+
+    home = tmp_path / "i"
+    r = runner.invoke(
+        app, ["init", str(home), "--clinic-name", "まもり内科", "--institution-code", "1310123455"]
+    )
+    assert r.exit_code == 0, r.output
+    at = ["--instance", str(home), "--as", "admin"]
+    key = tmp_path / "standby.txt"
+    r = runner.invoke(app, ["downtime", "keygen", "--out", str(key), "--label", "待機PC", *at])
+    assert r.exit_code == 0, r.output
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        url = f"sftp://{server.user}@127.0.0.1:{server.port}{server.root}/downtime"
+        ssh = ["--key-file", str(server.client_key), "--known-hosts", str(server.known_hosts)]
+        r = runner.invoke(app, ["downtime", "bundle", "--out", url, *ssh, *at])
+        assert r.exit_code == 0, r.output
+        (landed,) = (server.root / "downtime").glob("mamori-downtime-*.tar.age")
+        assert not list((server.root / "downtime").glob("*.partial"))
+        (tmp_path / "o").mkdir()
+        assert "00_受付一覧.pdf" in _open(landed, key, tmp_path / "o")
+        wrong = tmp_path / "wrong_known"
+        wrong.write_text(
+            f"[127.0.0.1]:{server.port} ssh-ed25519 "
+            "AAAAC3NzaC1lZDI1NTE5AAAAIEkK4xRk0Kr9YYq1Y2x8QmWcHf0zZ7w7XfCwq1bXr0aS\n"
+        )
+        r = runner.invoke(
+            app,
+            [
+                "downtime",
+                "bundle",
+                "--out",
+                url,
+                "--key-file",
+                str(server.client_key),
+                "--known-hosts",
+                str(wrong),
+                *at,
+            ],
+        )
+        assert r.exit_code == 2 and "待機用PC" in r.output, r.output
+        assert len(list((server.root / "downtime").glob("*.tar.age"))) == 1
+        r = runner.invoke(app, ["downtime", "status", *at])
+        assert url.replace(f"{server.root}/downtime", "") in r.output
+    finally:
+        server.stop()

@@ -74,10 +74,20 @@ def revoke(key_id: str, as_user: AsOpt, instance: InstanceOpt = None) -> None:
 @downtime_app.command("bundle")
 def bundle(
     out: Annotated[
-        list[Path], typer.Option(help="書き出し先フォルダ（複数可） / destination folder(s)")
+        list[str],
+        typer.Option(
+            help="書き出し先（フォルダ、または待機用PC sftp://user@host/dir。複数可）"
+            " / destination folder or sftp:// URL (repeatable)"
+        ),
     ],
     as_user: AsOpt,
     date: Annotated[str, typer.Option(help="対象日 YYYY-MM-DD（既定: 本日）")] = "",
+    key_file: Annotated[
+        Path | None, typer.Option(help="sftp: このサーバーの秘密鍵 / this server's SSH key")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None, typer.Option(help="sftp: 待機用PCのホスト鍵 / the standby PC's host key")
+    ] = None,
     instance: InstanceOpt = None,
 ) -> None:
     """その日のダウンタイム資料を作り、待機用の鍵で暗号化して書き出す / write the day's bundle."""
@@ -90,7 +100,13 @@ def bundle(
         inst = open_instance(instance)
         close_when_done(inst)
         with inst.transaction(write=True) as session:
-            written = service.write_bundle(session, inst.actor(session, as_user), out, day)
+            written = service.write_bundle(
+                session,
+                inst.actor(session, as_user),
+                out,
+                day,
+                service.SftpAccess(key_file, known_hosts),
+            )
             b = written.bundle
             summary = (
                 f"{b.day:%Y/%m/%d}: 患者 {b.patients} 人（要約 {written.summaries}）、"
@@ -100,8 +116,8 @@ def bundle(
         fail(exc)
         return
     console.print(summary, markup=False)
-    for path in written.paths:
-        console.print(f"  → {path}", markup=False)
+    for place in written.places:
+        console.print(f"  → {place}", markup=False)
 
 
 @downtime_app.command("status")

@@ -24,12 +24,14 @@ log = logging.getLogger("mamori.continuity")
 
 @dataclass(frozen=True)
 class DowntimeSettings:
-    destinations: tuple[Path, ...] = ()
+    destinations: tuple[str, ...] = ()  # folders, or sftp://user@host/dir (the standby PC)
     run_as: str = ""  # the director whose account the scheduled bundles are made under
     morning: dt.time = dt.time(7, 30)
     noon: dt.time = dt.time(12, 0)
     evening: dt.time = dt.time(18, 0)  # for the next working day
     closed_weekdays: tuple[int, ...] = field(default=(6,))  # Sunday
+    sftp_key_file: Path | None = None  # this server's key for the standby PC's SFTP
+    sftp_known_hosts: Path | None = None  # the standby PC's host key, pinned
 
     @property
     def enabled(self) -> bool:
@@ -44,12 +46,19 @@ def downtime_settings(raw: dict[str, Any]) -> DowntimeSettings:
             return dt.time.fromisoformat(str(raw[key])) if key in raw else default
 
         return DowntimeSettings(
-            destinations=tuple(Path(str(p)).expanduser() for p in raw.get("destinations", ())),
+            destinations=tuple(
+                str(d) if str(d).startswith("sftp://") else str(Path(str(d)).expanduser())
+                for d in raw.get("destinations", ())
+            ),
             run_as=str(raw.get("run_as", "")),
             morning=time("morning", base.morning),
             noon=time("noon", base.noon),
             evening=time("evening", base.evening),
             closed_weekdays=tuple(int(d) for d in raw.get("closed_weekdays", base.closed_weekdays)),
+            sftp_key_file=Path(str(raw["sftp_key_file"])) if raw.get("sftp_key_file") else None,
+            sftp_known_hosts=Path(str(raw["sftp_known_hosts"]))
+            if raw.get("sftp_known_hosts")
+            else None,
         )
     except (TypeError, ValueError) as exc:
         raise InstanceError(

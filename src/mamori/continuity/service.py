@@ -30,7 +30,7 @@ import tarfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyrage
@@ -65,7 +65,7 @@ class BundleError(MamoriError):
 @dataclass(frozen=True)
 class Written:
     bundle: DowntimeBundle
-    paths: list[Path]
+    places: list[str]  # each destination as recorded (a folder, an sftp:// URL)
     patients: list[uuid.UUID]
     summaries: int  # patients with a chart summary (restricted ones have none)
 
@@ -194,6 +194,40 @@ def _reserve(session: Session, actor: Actor) -> int:
     return int(last or 0) + 1
 
 
+@dataclass(frozen=True)
+class SftpAccess:
+    """How this server signs in to a standby PC's SFTP server (the host key pinned)."""
+
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+
+
+def _send(destination: str, name: str, data: bytes, sftp: SftpAccess) -> str:
+    """One destination: a local folder (a USB disk, a share) or ``sftp://user@host/dir``
+    (the standby PC). Returns the place as recorded."""
+    if not destination.startswith("sftp://"):
+        return str(_write_atomically(Path(destination), name, data).parent.resolve())
+    from mamori.backup.config import spec_from_url
+    from mamori.backup.fmt import BackupError
+    from mamori.backup.targets import SftpTarget
+
+    spec = spec_from_url(destination, key_file=sftp.key_file, known_hosts=sftp.known_hosts)
+    try:
+        target = SftpTarget(spec, PurePosixPath(spec.path))
+        try:
+            target.put_bytes(name, data, None)  # a temporary name, then renamed into place
+        finally:
+            target.close()
+    except (BackupError, OSError) as exc:
+        raise BundleError(
+            f"待機用PC（{spec.host}）に書き出せませんでした: {exc}。"
+            "前回の資料はそのまま残っています。",
+            f"Could not write to the standby PC ({spec.host}): {exc}. The previous bundle is "
+            "untouched.",
+        ) from None
+    return spec.url()
+
+
 def _write_atomically(directory: Path, name: str, data: bytes) -> Path:
     if not directory.is_dir():
         raise BundleError(
@@ -222,8 +256,9 @@ def _write_atomically(directory: Path, name: str, data: bytes) -> Path:
 def write_bundle(
     session: Session,
     actor: Actor,
-    destinations: Sequence[Path],
+    destinations: Sequence[Path | str],
     day: dt.date | None = None,
+    sftp: SftpAccess | None = None,
 ) -> Written:
     """The day's bundle, encrypted to every live standby key, written to each destination."""
     actor.require(P.CONTINUITY_ADMIN)
@@ -303,13 +338,13 @@ def write_bundle(
             tar.addfile(info, io.BytesIO(data))
     sealed = pyrage.encrypt(buf.getvalue(), recipients)
     digest = hashlib.sha256(sealed).hexdigest()
-    paths = [_write_atomically(Path(d), name, sealed) for d in destinations]
+    places = [_send(str(d), name, sealed, sftp or SftpAccess()) for d in destinations]
     row = DowntimeBundle(
         clinic_id=actor.clinic_id,
         made_at=made_at,
         made_by_id=actor.user_id,
         day=day,
-        destinations=json.dumps([str(p.parent.resolve()) for p in paths], ensure_ascii=False),
+        destinations=json.dumps(places, ensure_ascii=False),
         file_name=name,
         sha256=digest,
         size=len(sealed),
@@ -334,7 +369,7 @@ def write_bundle(
             "keys": [str(k.id) for k in keys],
         },
     )
-    return Written(row, paths, patients, len(summaries))
+    return Written(row, places, patients, len(summaries))
 
 
 def bundles(session: Session, actor: Actor, limit: int = 50) -> Sequence[DowntimeBundle]:
@@ -375,7 +410,13 @@ def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
             actor = dataclasses.replace(
                 actor_for(user, "cli"), channel="schedule", auth_method="schedule"
             )
-            written = write_bundle(session, actor, list(conf.destinations), day)
+            written = write_bundle(
+                session,
+                actor,
+                list(conf.destinations),
+                day,
+                SftpAccess(conf.sftp_key_file, conf.sftp_known_hosts),
+            )
             session.commit()
             return written
         except MamoriError as exc:
