@@ -84,6 +84,26 @@ class Isolation:
         client = scope.get("client")
         if self.database.isolated and not isolation.is_local(client[0] if client else None):
             refusal = isolation.Isolated()
+            path = str(scope.get("path", ""))
+            if not path.startswith(("/api/", "/fhir/")):  # a person at a browser
+                page = (
+                    '<!doctype html><html lang="ja"><meta charset="utf-8">'
+                    "<title>隔離中 / Isolated</title>"
+                    f'<h1>隔離中です</h1><p>{refusal.ja}</p><p lang="en">{refusal.en}</p>'
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"text/html; charset=utf-8"),
+                            (b"retry-after", b"3600"),
+                            *SECURITY_HEADERS,
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": page})
+                return
             body = json.dumps(
                 {
                     "error": {

@@ -1272,3 +1272,27 @@ def test_the_director_records_a_downtime_drill(page: Page, site: Site) -> None:
     expect(row).to_contain_text("到達 12分")
     expect(row).to_contain_text("保管場所を受付マニュアルに記載")
     shot(page, "director-drill")
+
+
+def test_the_director_isolates_the_server_and_lifts_it(page: Page, site: Site) -> None:
+    """The isolation button: a reason, a confirmation, then every page says so; another
+    computer gets the isolation page (the browser here is on the server itself, loopback)."""
+    sign_in(page, site, "director")
+    page.goto("/admin/continuity")
+    page.get_by_text("サーバーを隔離する").click()
+    page.get_by_label("理由（見つけたこと）").fill("受付PCで不審な暗号化ファイルを発見")
+    messages: list[str] = []
+    page.once("dialog", lambda d: (messages.append(d.message), d.accept()))
+    page.get_by_role("button", name="隔離する").click()
+    expect(page.locator("#isolated-since")).to_contain_text("受付PCで不審な暗号化ファイルを発見")
+    assert "隔離" in messages[0]
+    expect(page.locator("#isolated")).to_contain_text("隔離中")  # every page's banner
+    shot(page, "director-isolated")
+    other = site.world.http.get("/today")  # TestClient: not the server's own address
+    assert other.status_code == 503 and "隔離中です" in other.text
+    page.get_by_label("解除の理由（調査の結果）").fill("業者の調査で感染なしを確認")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="隔離を解除する").click()
+    expect(page.locator("#isolated")).to_have_count(0)
+    expect(page.get_by_text("サーバーを隔離する")).to_be_visible()
+    assert site.world.http.get("/healthz").status_code == 200

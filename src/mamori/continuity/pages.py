@@ -3,17 +3,20 @@ each destination (the bundles themselves are written by ``mamori downtime bundle
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from mamori import isolation
 from mamori.authz.permissions import P
+from mamori.clinic.calendar import JST
 from mamori.clinic.service import staff_names
 from mamori.continuity import drills, service
 from mamori.continuity.entries import reconciliation
-from mamori.errors import InvalidInput
+from mamori.errors import InvalidInput, ReauthRequired
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_fields, parse
 from mamori.ui.render import go, html
@@ -35,6 +38,7 @@ def _page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Respon
         for place in json.loads(b.destinations):
             last.setdefault(place, b)
     extra.setdefault("drill_error", None)
+    extra.setdefault("isolate_error", None)
     extra.setdefault("drill_form", {})
     return html(
         request,
@@ -47,8 +51,23 @@ def _page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Respon
         reconciled=reconciliation(ctx.session, ctx.actor)[:10],
         drills=drills.drills(ctx.session, ctx.actor),
         scenarios=drills.SCENARIOS,
+        isolated_since=_isolated(ctx),
+        reauth_minutes=ctx.settings.auth.reauth_minutes,
         **extra,
     )
+
+
+def _isolated(ctx: Ctx) -> dict[str, Any] | None:
+    """The marker as people read it: the time in clinic time (2026/12/08 09:12)."""
+    found = isolation.marker(ctx.settings.home)
+    if found is None:
+        return None
+    try:
+        since = dt.datetime.fromisoformat(str(found.get("since", "")))
+        found["since"] = since.astimezone(JST).strftime("%Y/%m/%d %H:%M")
+    except ValueError:
+        pass
+    return found
 
 
 @router.post("/admin/continuity/drills")
@@ -64,3 +83,28 @@ def record_drill(
         start_over(request, ctx.session)
         return _page(request, ctx, 422, drill_error=form_error(exc), drill_form=form)
     return go(request, "/admin/continuity#drills")
+
+
+@router.post("/admin/continuity/isolation")
+def switch_isolation(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.CONTINUITY_ADMIN)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    """The isolation button (BCP 3-2), with a fresh re-authentication. From another computer
+    the next request is refused: isolation leaves only the server's own console."""
+    minutes = ctx.settings.auth.reauth_minutes
+    lift = form.get("action") == "lift"
+    try:
+        if lift:
+            service.lift_isolation(
+                ctx.session, ctx.actor, ctx.settings.home, form.get("reason", ""), minutes
+            )
+        else:
+            service.isolate(
+                ctx.session, ctx.actor, ctx.settings.home, form.get("reason", ""), minutes
+            )
+    except (InvalidInput, ReauthRequired) as exc:
+        start_over(request, ctx.session)
+        return _page(request, ctx, 422, isolate_error=form_error(exc))
+    return go(request, "/admin/continuity#isolation")

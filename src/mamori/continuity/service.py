@@ -41,6 +41,7 @@ from mamori import isolation
 from mamori.audit import trail
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import P
+from mamori.authz.restricted import require_recent_auth
 from mamori.chart.pdf import render_chart_pdf
 from mamori.chart.service import print_chart
 from mamori.clinic.calendar import JST, clinic_today
@@ -437,10 +438,14 @@ def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
 # --- the isolation switch (BCP 3-2) ---------------------------------------------------------
 
 
-def isolate(session: Session, actor: Actor, home: Path, reason: str) -> dict[str, Any]:
+def isolate(
+    session: Session, actor: Actor, home: Path, reason: str, reauth_minutes: int = 0
+) -> dict[str, Any]:
     """Switch isolation on (``mamori.isolation``): recorded, with an alert for the director.
-    The marker is written only after the event is queued, and the caller commits both."""
+    The marker is written only after the event is queued, and the caller commits both. On the
+    screen it needs a fresh re-authentication (the console's operator holds the instance)."""
     actor.require(P.CONTINUITY_ADMIN)
+    require_recent_auth(actor, reauth_minutes)
     reason = reason.strip()
     if not reason:
         raise InvalidInput("隔離の理由を入力してください。", "Give the reason.", field="reason")
@@ -452,8 +457,11 @@ def isolate(session: Session, actor: Actor, home: Path, reason: str) -> dict[str
     return why
 
 
-def lift_isolation(session: Session, actor: Actor, home: Path, reason: str) -> None:
+def lift_isolation(
+    session: Session, actor: Actor, home: Path, reason: str, reauth_minutes: int = 0
+) -> None:
     actor.require(P.CONTINUITY_ADMIN)
+    require_recent_auth(actor, reauth_minutes)
     if isolation.marker(home) is None:
         raise InvalidInput("隔離されていません。", "The server is not isolated.", field="lift")
     reason = reason.strip()
