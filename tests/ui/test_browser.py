@@ -6,6 +6,7 @@ screens at desktop and tablet width are saved under ``artifacts/screenshots``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import io
@@ -24,6 +25,7 @@ import uvicorn
 import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pypdf import PdfReader
 from sqlalchemy import select, update
@@ -144,7 +146,10 @@ def shot(page: Page, name: str) -> None:
     """Desktop and tablet screenshots (artifacts, see ``_capture``); at tablet width nothing
     may overflow sideways — that is the test."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")  # a sticky bar is drawn where the viewport was
+    page.wait_for_load_state()
+    # a sticky bar is drawn where the viewport was; a page still navigating needs no scroll
+    with contextlib.suppress(PlaywrightError):
+        page.evaluate("window.scrollTo(0, 0)")
     page.set_viewport_size({"width": 1280, "height": 900})
     _capture(page, ARTIFACTS / f"{name}-desktop.png")
     page.set_viewport_size({"width": 768, "height": 1024})
