@@ -85,7 +85,7 @@ class Isolation:
         if self.database.isolated and not isolation.is_local(client[0] if client else None):
             refusal = isolation.Isolated()
             path = str(scope.get("path", ""))
-            if not path.startswith(("/api/", "/fhir/")):  # a person at a browser
+            if not (path.startswith(("/api/", "/fhir/")) or path == "/healthz"):  # a person
                 page = (
                     '<!doctype html><html lang="ja"><meta charset="utf-8">'
                     "<title>隔離中 / Isolated</title>"
