@@ -75,7 +75,7 @@ def main() -> None:
                 s, actor, pid, bookings.BookingIn(date=day, time=at, purpose="定期受診", again=True)
             )
         key = work / "standby.txt"
-        service.add_standby_key(s, actor, service.keygen(key, "bench", "bench"), "bench")
+        service.make_standby_key(s, actor, key, "bench")
     out = work / "usb"
     out.mkdir()
     t0 = time.monotonic()

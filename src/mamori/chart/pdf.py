@@ -13,10 +13,9 @@ from mamori.chart.service import Chart
 from mamori.clinic.calendar import JST, age_on, wareki
 from mamori.clinical.models import OUTCOME_JA, ConditionOutcome
 from mamori.clinical.units import dose_ja, rp_count_ja, unit_ja
+from mamori.patients.models import SEX_JA
 from mamori.pdf import render, styled_table, styles
 from mamori.pdf import text as paragraph
-
-SEX_JA = {"male": "男", "female": "女", "other": "その他", "unknown": "不明"}
 
 
 def render_chart_pdf(

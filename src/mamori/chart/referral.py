@@ -35,10 +35,10 @@ from mamori.clinical.units import dose_ja, rp_count_ja, unit_ja
 from mamori.documents.store import DocumentStore
 from mamori.errors import NotAllowed
 from mamori.inputs import InputModel, LongText, ShortText, Text100
+from mamori.patients.models import SEX_JA
 from mamori.pdf import render, styled_table, styles
 from mamori.pdf import text as paragraph
 
-SEX_JA = {"male": "男", "female": "女", "other": "その他", "unknown": "不明"}
 RECENT_LAB_TESTS = 12
 
 # (field, label) in the order of the letter

@@ -12,7 +12,6 @@ import typer
 from pydantic import ValidationError
 
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, fail
-from mamori.clinic.service import clinic_of
 from mamori.continuity import drills, service
 from mamori.errors import MamoriError
 from mamori.instance import open_instance
@@ -37,10 +36,8 @@ def keygen(
         inst = open_instance(instance)
         close_when_done(inst)
         with inst.transaction(write=True) as session:
-            actor = inst.actor(session, as_user)
-            service.live_keys(session, actor)  # the permission, before a key file exists
-            recipient = service.keygen(out, label, clinic_of(session, actor).name)
-            service.add_standby_key(session, actor, recipient, label)
+            key = service.make_standby_key(session, inst.actor(session, as_user), out, label)
+            recipient = key.recipient
     except MamoriError as exc:
         fail(exc)
         return

@@ -34,12 +34,11 @@ from mamori.clinical.models import MedicationRequest, MedicationRequestStatus
 from mamori.clinical.units import dose_ja, rp_count_ja
 from mamori.errors import Conflict
 from mamori.patients.access import patient_for
-from mamori.patients.models import Coverage, CoverageKind, Patient
+from mamori.patients.models import SEX_JA, Coverage, CoverageKind, Patient
 from mamori.patients.service import list_coverages
 from mamori.pdf import japanese_font
 from mamori.records.versioning import record_checked
 
-SEX_JA = {"male": "男", "female": "女"}
 VALID_DAYS = 4  # 使用期間: 交付の日を含めて4日以内 (療担規則第20条)
 A5_W, A5_H = 148 * mm, 210 * mm
 

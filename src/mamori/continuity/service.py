@@ -52,9 +52,9 @@ from mamori.continuity.models import DowntimeBundle, StandbyKey
 from mamori.continuity.paper import SheetRow, day_sheet_pdf, forms_pdf, numbers_needed
 from mamori.db import utcnow
 from mamori.errors import BreakGlassRequired, InvalidInput, Isolated, MamoriError, NotFound
+from mamori.patients.models import SEX_JA
 
 log = logging.getLogger("mamori.continuity")
-SEX_JA = {"male": "男", "female": "女", "other": "他", "unknown": "不明"}
 MAX_STANDBY_KEYS = 10
 
 
@@ -74,15 +74,24 @@ class Written:
 # --- standby keys ------------------------------------------------------------------------------
 
 
-def keygen(out: Path, label: str, clinic: str) -> str:
-    """A new age identity written to ``out`` (0600, never overwritten); returns its recipient."""
+def make_standby_key(session: Session, actor: Actor, out: Path, label: str) -> StandbyKey:
+    """A new standby key: its recipient recorded first (every check passed), then the age
+    identity written once to ``out`` (0600, never overwritten). A file that cannot be written
+    fails the caller's transaction, so no key is recorded without its file, nor a file left
+    behind for a key that was refused."""
     identity = pyrage.x25519.Identity.generate()
-    recipient = str(identity.to_public())
-    text = (
+    key = add_standby_key(session, actor, str(identity.to_public()), label)
+    _write_identity(
+        out,
         "# mamori downtime standby key — keep on the downtime PC or the reception USB stick\n"
         "# mamori ダウンタイム用の鍵 — 待機用PCまたは受付のUSBメモリに保管（サーバーに置かない）\n"
-        f"# clinic: {clinic}\n# label: {label}\n# public key: {recipient}\n{identity}\n"
+        f"# clinic: {clinic_of(session, actor).name}\n# label: {label}\n"
+        f"# public key: {key.recipient}\n{identity}\n",
     )
+    return key
+
+
+def _write_identity(out: Path, text: str) -> None:
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -101,7 +110,6 @@ def keygen(out: Path, label: str, clinic: str) -> str:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    return recipient
 
 
 def add_standby_key(session: Session, actor: Actor, recipient: str, label: str) -> StandbyKey:

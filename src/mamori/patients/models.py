@@ -78,6 +78,15 @@ class Sex(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+# how a printed page writes the sex (the chart summary, the 処方箋, letters, the day sheet)
+SEX_JA: dict[str, str] = {
+    Sex.MALE.value: "男",
+    Sex.FEMALE.value: "女",
+    Sex.OTHER.value: "その他",
+    Sex.UNKNOWN.value: "不明",
+}
+
+
 class PatientStatus(enum.StrEnum):
     ACTIVE = "active"
     MERGED = "merged"  # a duplicate registration folded into merged_into_id
