@@ -184,8 +184,8 @@ def _record_denial(request: Request, actor: Actor, exc: MamoriError) -> None:
         patients = []
     with request.app.state.db.session(write=True) as w:
         record(w, actor, tag, patients=patients, detail=detail, outcome="failure")
+        _denial_burst(w, actor, str(detail["route"]))
         w.commit()
-    _denial_burst(request, actor, str(detail["route"]))
 
 
 DENIAL_BURST = 5  # refusals of one account within DENIAL_WINDOW raise an alert
@@ -193,48 +193,48 @@ DENIAL_WINDOW = dt.timedelta(minutes=1)
 _REFUSED = (AuditTag.ACCESS_DENIED.value, AuditTag.CROSS_CLINIC.value)
 
 
-def _denial_burst(request: Request, actor: Actor, route: str) -> None:
+def _denial_burst(w: Session, actor: Actor, route: str) -> None:
     """Someone trying door after door (a clerk probing notes, a stolen session walking IDs of
     another clinic): five refusals within a minute raise one alert for the director, not one
-    per refusal. The detection issue scores the rest; this one needs no baseline."""
+    per refusal. Counted in the refusal's own transaction (this refusal, queued, is appended
+    at its commit: one more than the log holds). The detection issue scores the rest."""
     now = utcnow()
-    with request.app.state.db.session(write=True) as w:
-        refused = w.scalar(
-            select(func.count())
-            .select_from(AuditEventUser)
-            .join(AuditEvent, AuditEvent.seq == AuditEventUser.seq)
-            .where(
-                AuditEventUser.user_id == actor.user_id,
-                AuditEvent.recorded_at >= now - DENIAL_WINDOW,
-                AuditEvent.tag.in_(_REFUSED),
-            )
+    earlier = w.scalar(
+        select(func.count())
+        .select_from(AuditEventUser)
+        .join(AuditEvent, AuditEvent.seq == AuditEventUser.seq)
+        .where(
+            AuditEventUser.user_id == actor.user_id,
+            AuditEvent.recorded_at >= now - DENIAL_WINDOW,
+            AuditEvent.tag.in_(_REFUSED),
         )
-        if (refused or 0) < DENIAL_BURST:
-            return
-        raised = w.scalar(
-            select(func.count())
-            .select_from(SecurityAlert)
-            .where(
-                SecurityAlert.user_id == actor.user_id,
-                SecurityAlert.kind == "denied-burst",
-                SecurityAlert.created_at >= now - 10 * DENIAL_WINDOW,
-            )
+    )
+    refused = (earlier or 0) + 1
+    if refused < DENIAL_BURST:
+        return
+    raised = w.scalar(
+        select(func.count())
+        .select_from(SecurityAlert)
+        .where(
+            SecurityAlert.user_id == actor.user_id,
+            SecurityAlert.kind == "denied-burst",
+            SecurityAlert.created_at >= now - 10 * DENIAL_WINDOW,
         )
-        if raised:
-            return  # one alert per burst
-        w.add(
-            SecurityAlert(
-                clinic_id=actor.clinic_id,
-                kind="denied-burst",
-                created_at=now,
-                user_id=actor.user_id,
-                summary=(
-                    f"{actor.display_name} さんの操作が1分間に{refused}回拒否されました"
-                    f"（権限のない画面・他院の記録など。最後: {route}）"
-                )[:300],
-            )
+    )
+    if raised:
+        return  # one alert per burst
+    w.add(
+        SecurityAlert(
+            clinic_id=actor.clinic_id,
+            kind="denied-burst",
+            created_at=now,
+            user_id=actor.user_id,
+            summary=(
+                f"{actor.display_name} さんの操作が1分間に{refused}回拒否されました"
+                f"（権限のない画面・他院の記録など。最後: {route}）"
+            )[:300],
         )
-        w.commit()
+    )
 
 
 def _integrity_incident(
