@@ -222,7 +222,8 @@ def _lifespan(database: Database, settings: Settings) -> Any:
 
             tasks.append(asyncio.create_task(statistics()))
         forwarder = None
-        if settings.syslog is not None:
+        # a read-only copy sends nothing on: its events reach the main log by merge-log
+        if settings.syslog is not None and not database.read_only:
             forwarder = Forwarder(
                 database, settings.syslog, settings.checkpoint_dir / "syslog.cursor"
             )
@@ -238,7 +239,9 @@ def _lifespan(database: Database, settings: Settings) -> Any:
 
             tasks.append(asyncio.create_task(stream()))
 
-        if settings.backup.schedule and configured(settings):
+        if database.read_only:
+            pass  # a copy backs nothing up until promoted (backup.service refuses it too)
+        elif settings.backup.schedule and configured(settings):
 
             async def backups() -> None:
                 # page deltas every interval (the RPO); a full when the base is full_hours old

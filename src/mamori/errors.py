@@ -114,17 +114,19 @@ class RecordIntegrityFailed(Conflict):
 
 
 class ReadOnlyCopy(MamoriError):
-    """A restored or drilled copy before it is promoted (``mamori.copies``)."""
+    """A read-only copy: the standby, or a restored or drilled copy before it is promoted
+    (``mamori.copies``)."""
 
     status = 409
     code = "read_only_copy"
 
     def __init__(self) -> None:
         super().__init__(
-            "これは復元した読み取り専用のコピーです。記録は書けません。本番として使うときは、"
-            "元のサーバーを止めてから mamori promote を実行してください。",
-            "This is a restored, read-only copy: no record can be written. To make it the "
-            "clinic's record, stop the original server and run mamori promote.",
+            "これは参照専用のコピー（待機系、または復元したコピー）です。ここでは記録を書けません。"
+            "停止中の記録は紙の記録用紙に書き、復旧後に事後入力してください。",
+            "This is a read-only copy (the standby, or a restored copy): no record can be "
+            "written here. Write on the paper forms while the server is down and enter them "
+            "after recovery.",
         )
 
 

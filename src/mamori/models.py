@@ -18,6 +18,7 @@ import pkgutil
 from typing import Any
 
 import mamori
+from mamori import copies
 from mamori.audit import trail
 from mamori.crypto import sealed
 from mamori.crypto.sealed import Sealed
@@ -47,6 +48,7 @@ def open_database(url: str, **engine_kwargs: Any) -> Database:
     trail.install()
     sealed.install()
     versioning.install()
+    copies.install()
     return Database(url, **engine_kwargs)
 
 

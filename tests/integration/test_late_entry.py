@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pyrage
+import pytest
 from tests.conftest import SAMPLE_PATIENT, World
 
+from mamori.authz.roles import Role
 from mamori.clinic.calendar import JST
 from mamori.continuity import service
 from mamori.continuity.entries import reconciliation
@@ -89,3 +91,42 @@ def test_paper_records_are_entered_once_each_with_their_time_of_care(
     ).json()
     assert history[0]["content"]["downtime_number"] == 12
     assert history[0]["content"]["paper_ref"] == "12/8 綴り"
+
+
+def test_the_director_closes_what_was_never_used_and_the_list_empties(
+    world: World, patient: dict[str, Any], tmp_path: Path
+) -> None:
+    """Still open = issued, not entered, not closed. A bundle some paper came back from stays
+    pending until the director closes the rest as unused (audited, once); a closed number can
+    no longer be entered; only the continuity roles close, and only their own clinic's."""
+    from sqlalchemy import select
+
+    from mamori.audit.models import AuditEvent
+    from mamori.continuity.entries import close_unused
+    from mamori.errors import Conflict, Forbidden, NotFound
+
+    _bundle(world, tmp_path)
+    pid, h = patient["id"], world.h("dr_aiko")
+    care = (dt.datetime.now(JST) - dt.timedelta(hours=1)).isoformat()
+    note = {"subjective": "紙から", "late": {"downtime_number": 3, "care_at": care}}
+    assert world.http.post(f"/api/v1/patients/{pid}/notes", json=note, headers=h).status_code == 201
+    with world.db.session(write=False) as s:
+        (row,) = reconciliation(s, world.actors["director"])
+    assert row.pending and len(row.open) == 39 and 3 not in row.open
+    with world.db.session(write=True) as s:
+        with pytest.raises(Forbidden):
+            close_unused(s, world.actors["nurse_ben"], row.bundle.id)
+        other = dataclasses.replace(world.actors["dr_chen"], role=Role.DIRECTOR)
+        with pytest.raises(NotFound):
+            close_unused(s, other, row.bundle.id)  # another clinic's director
+        close_unused(s, world.actors["director"], row.bundle.id)
+        s.commit()
+    with world.db.session(write=True) as s, pytest.raises(Conflict):
+        close_unused(s, world.actors["sec_sae"], row.bundle.id)
+    with world.db.session(write=False) as s:
+        (row,) = reconciliation(s, world.actors["director"])
+        tags = [t for t in s.scalars(select(AuditEvent.tag)) if t == "continuity:bundle:closed"]
+    assert not row.pending and row.open == [] and len(tags) == 1
+    late = {"subjective": "後から見つかった用紙", "late": {"downtime_number": 4, "care_at": care}}
+    r = world.http.post(f"/api/v1/patients/{pid}/notes", json=late, headers=h)
+    assert r.status_code == 422 and "閉じられています" in r.json()["error"]["message_ja"]

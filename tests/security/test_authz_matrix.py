@@ -37,6 +37,7 @@ from mamori.authz.roles import Role
 from mamori.clinic.calendar import clinic_today
 from mamori.clinic.models import Clinic
 from mamori.clinic.service import add_staff
+from mamori.continuity.models import DowntimeBundle
 from mamori.db import utcnow
 from mamori.patients import service as patients
 from mamori.patients.schemas import CoverageIn
@@ -272,7 +273,21 @@ def estate(world: World) -> Estate:
             )
             token_ids[clinic_of] = str(row.id)
         s.commit()
+    bundles = {}
+    with world.db.session(write=True) as s:  # a downtime bundle of each clinic (its numbers)
+        for clinic_of, first in (("director", 1), ("dr_chen", 41)):
+            actor = world.actors[clinic_of]
+            bundle = DowntimeBundle(
+                clinic_id=actor.clinic_id, made_by_id=actor.user_id, day=clinic_today(),
+                destinations="[]", file_name="x.tar.age", sha256="0" * 64, size=1, patients=0,
+                first_number=first, last_number=first + 39,
+            )  # fmt: skip
+            s.add(bundle)
+            s.flush()
+            bundles[clinic_of] = str(bundle.id)
+        s.commit()
     shared = {
+        "bundle_id": bundles["director"],
         "window_id": window_id,
         "alert_id": alert_id,
         "duplicate": duplicate,
@@ -286,6 +301,7 @@ def estate(world: World) -> Estate:
         duplicate=duplicate,
         user_id=str(world.actors["dr_chen"].user_id),
         token_id=token_ids["dr_chen"],
+        bundle_id=bundles["dr_chen"],
     )
     return Estate(world=world, ids={"own": own, "restricted": restricted, "other": other})
 
@@ -472,3 +488,73 @@ def test_every_route_every_role_every_scope(estate: Estate) -> None:
                     )
     print(f"authorization matrix: {checked} combinations checked")
     assert not mismatches, "\n".join(mismatches[:40]) + f"\n({len(mismatches)} mismatches)"
+
+
+# Written out here, not read from the code: the only routes that change something and still
+# answer on a read-only copy (the standby, a restored or drilled copy) — the sign-in steps and
+# these: accesses by a person, recorded in the copy's own log, and the isolation switch.
+ANSWERED_ON_A_COPY = {
+    "POST /logout",
+    "POST /reauth",
+    "POST /api/v1/auth/logout",
+    "POST /api/v1/auth/reauth",
+    "POST /api/v1/auth/reauth/webauthn/options",
+    "POST /patients/{patient_id}/break-glass",
+    "POST /api/v1/patients/{patient_id}/break-glass",
+    "POST /admin/continuity/isolation",
+}
+_WRITTEN_ON_A_COPY = {"auth_session", "auth_throttle", "security_alert", "break_glass_grant"}
+_AUDIT_TABLES = {"audit_event", "audit_event_patient", "audit_event_user", "audit_head"}
+
+
+@pytest.mark.one_backend
+def test_a_read_only_copy_refuses_every_write_route(estate: Estate) -> None:
+    """Every route of the pinned table that is not a GET, called as the director on a copy:
+    refused with ``read_only_copy`` before it runs (so before any input is looked at), except
+    the sign-in steps and the few above; afterwards no table but sessions, alerts, grants and
+    the copy's own log has changed. GETs still answer (the standby is for reading)."""
+    from sqlalchemy import text
+
+    from mamori.db import Base
+
+    world = estate.world
+    ids = estate.ids["own"]
+
+    def counts() -> dict[str, int]:
+        with world.db.session(write=False) as s:
+            return {
+                t: int(s.scalar(text(f'SELECT count(*) FROM "{t}"')) or 0)
+                for t in Base.metadata.tables
+            }
+
+    world.db.read_only = True
+    try:
+        before = counts()
+        wrong: list[str] = []
+        refused = 0
+        for key, guard in PINNED.items():
+            method, path = key.split(" ", 1)
+            if method in ("GET", "HEAD"):
+                continue
+            r = world.http.request(
+                method, _url(path, ids), headers=world.h("director"), **_body(key, "own", ids)
+            )
+            code = _json(r).get("error", {}).get("code")
+            answered = guard == "public:sign-in" or key in ANSWERED_ON_A_COPY
+            if answered and code == "read_only_copy":
+                wrong.append(f"{key}: refused, but it must answer on a copy")
+            elif not answered:
+                refused += 1
+                if r.status_code != 409 or code != "read_only_copy":
+                    wrong.append(f"{key}: {r.status_code} {r.text[:120]}")
+        chart = world.http.get(
+            f"/api/v1/patients/{ids['patient_id']}/chart", headers=world.h("dr_aiko")
+        )
+        assert chart.status_code == 200, chart.text
+        changed = {t for t, n in counts().items() if n != before[t]}
+    finally:
+        world.db.read_only = False
+    print(f"read-only copy: {refused} write routes refused")
+    assert not wrong, "\n".join(wrong)
+    assert refused >= 30  # the table is walked, not skipped
+    assert changed <= _WRITTEN_ON_A_COPY | _AUDIT_TABLES, changed

@@ -160,6 +160,7 @@ PINNED_UI = {
     "GET /bookings": "encounter:read",
     "GET /admin/continuity": "continuity:admin",
     "POST /admin/continuity/drills": "continuity:admin",
+    "POST /admin/continuity/bundles/{bundle_id}/close": "continuity:admin",
     "POST /admin/continuity/isolation": "continuity:admin",
     "POST /patients/{patient_id}/bookings": "encounter:write",
     "POST /bookings/{encounter_id}/move": "encounter:write",

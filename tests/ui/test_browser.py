@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 import zxingcpp
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pypdf import PdfReader
@@ -38,7 +38,6 @@ from mamori.db import utcnow
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.ui.support import PASSWORD, give_password
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("MAMORI_ARTIFACTS", "artifacts")) / "screenshots"
 NOTE_SENTENCE = "夜間に胸部圧迫感があり、ニトログリセリン舌下で改善したとのこと"
 
@@ -57,32 +56,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    b = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    )
-    yield b
-    b.close()
 
 
 @pytest.fixture
@@ -1254,7 +1227,14 @@ def test_after_downtime_paper_records_are_entered_and_reconciled(
     row = page.locator("#reconciliation tbody tr").first
     expect(row).to_contain_text("DT-000012（記録）")
     expect(row).to_contain_text("DT-000040（新患登録）")
+    expect(row.locator("td").nth(3)).to_have_text("38")  # still open: 40 issued, 2 entered
     shot(page, "director-reconciliation")
+    # every paper used is in: the rest is closed as unused, after a confirmation
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="未使用として閉じる").click()
+    row = page.locator("#reconciliation tbody tr").first
+    expect(row.locator("td").nth(3)).to_contain_text("閉じた")
+    expect(row.get_by_role("button", name="未使用として閉じる")).to_have_count(0)
 
 
 def test_the_director_records_a_downtime_drill(page: Page, site: Site) -> None:

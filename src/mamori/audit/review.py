@@ -43,6 +43,8 @@ TAG_JA = {
     "patient:chart:printed": "カルテを印刷",
     "patient:prescription:printed": "処方箋を印刷",
     "continuity:bundle:written": "ダウンタイム用資料を作成",
+    "continuity:bundle:closed": "ダウンタイム番号の残りを未使用として閉じる",
+    "continuity:standby-log:merged": "待機系の監査記録を取り込み",
     "continuity:isolation:on": "サーバーを隔離",
     "continuity:isolation:lifted": "隔離を解除",
     "continuity:drill:recorded": "ダウンタイム訓練を記録",

@@ -124,9 +124,11 @@ class AuditTag(enum.StrEnum):
     STANDBY_KEY_ADDED = "continuity:standby-key:added"
     STANDBY_KEY_REVOKED = "continuity:standby-key:revoked"
     DOWNTIME_BUNDLED = "continuity:bundle:written"  # lists the patients it contains
+    DOWNTIME_CLOSED = "continuity:bundle:closed"  # its unused numbers, after downtime
     ISOLATED = "continuity:isolation:on"  # the isolation switch (BCP 3-2)
     ISOLATION_LIFTED = "continuity:isolation:lifted"
     DRILL_RECORDED = "continuity:drill:recorded"
+    STANDBY_LOG_MERGED = "continuity:standby-log:merged"  # one per segment merged
 
 
 class AuditMissing(RuntimeError):
@@ -241,6 +243,26 @@ def record_anonymous(
             "detail": detail,
         }
     )
+
+
+def queue_event(session: Session, ev: dict[str, Any]) -> None:
+    """An event recorded elsewhere in this clinic's log (a standby's, ``continuity.standby``),
+    queued as it was: its tag, actor, patients and outcome; the caller adds where it came from
+    to its detail. Its shape is checked, since the append indexes what it names."""
+    try:
+        ok = (
+            isinstance(ev["tag"], str)
+            and isinstance(ev["actor"], dict)
+            and all(isinstance(p, str) and str(uuid.UUID(p)) == p for p in ev["patients"])
+            and (ev["actor"].get("user") is None or uuid.UUID(ev["actor"]["user"]) is not None)
+            and isinstance(ev.get("outcome"), str)
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError("not an audit event body")
+    session.info.setdefault(QUEUE, []).append(ev)
+    session.info[RECORDED] = True
 
 
 def _chart_logged(session: Session, actor: Actor, patient_ids: Sequence[uuid.UUID]) -> bool:

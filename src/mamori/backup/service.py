@@ -72,6 +72,13 @@ def run_and_record(
             "隔離中のためバックアップは書き出しません（mamori isolate --lift で解除）。",
             "Isolated: no backup is written (mamori isolate --lift ends it).",
         )
+    if db.read_only:
+        # a standby or restored copy must not write generations beside the original's: the
+        # targets would hold two histories of one clinic
+        raise BackupError(
+            "参照専用のコピーはバックアップを書き出しません（本番にするには mamori promote）。",
+            "A read-only copy writes no backups (mamori promote makes it the clinic's record).",
+        )
     kek = db.keyring.kek if db.keyring is not None else None
     try:
         result = engine.run_backup(settings, kek, full=full, only=only, progress=progress)

@@ -1,12 +1,22 @@
-"""Business continuity (BCP): the standby keys downtime bundles are encrypted to, and the
-record of every bundle written (when, for which day, where, which downtime numbers)."""
+"""Business continuity (BCP): the standby keys downtime bundles are encrypted to, the record
+of every bundle written (when, for which day, where, which downtime numbers), late entries,
+drills, and the standby log segments merged back into the main log."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.db import Base, UTCDateTime, new_id, utcnow
@@ -49,6 +59,11 @@ class DowntimeBundle(Base):
     patients: Mapped[int] = mapped_column(Integer)
     first_number: Mapped[int] = mapped_column(Integer)
     last_number: Mapped[int] = mapped_column(Integer)
+    # after downtime: the director closes the numbers never entered (forms left unused)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_by_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("staff_user.id"), nullable=True
+    )
 
 
 class DowntimeEntry(Base):
@@ -86,3 +101,19 @@ class DowntimeDrill(Base):
     improvement: Mapped[str] = mapped_column(Text, default="")
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     recorded_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+
+
+class StandbyMerge(Base):
+    """One standby segment merged into this log (once each; in order within a copy)."""
+
+    __tablename__ = "standby_merge"
+
+    segment_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    copy_id: Mapped[str] = mapped_column(String(36), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    base_seq: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)  # the standby's own numbering
+    head_chain: Mapped[bytes] = mapped_column(LargeBinary(32))
+    events: Mapped[int] = mapped_column(Integer)
+    merged_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    merged_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))

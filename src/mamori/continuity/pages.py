@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,8 +15,7 @@ from mamori import isolation
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import JST
 from mamori.clinic.service import staff_names
-from mamori.continuity import drills, service
-from mamori.continuity.entries import reconciliation
+from mamori.continuity import drills, entries, service
 from mamori.errors import InvalidInput, ReauthRequired
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_fields, parse
@@ -48,13 +48,19 @@ def _page(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Respon
         bundles=written[:10],
         last=sorted(last.items()),
         names=staff_names(ctx.session, ctx.actor),
-        reconciled=reconciliation(ctx.session, ctx.actor)[:10],
+        reconciled=_reconciled(entries.reconciliation(ctx.session, ctx.actor)),
         drills=drills.drills(ctx.session, ctx.actor),
         scenarios=drills.SCENARIOS,
         isolated_since=_isolated(ctx),
         reauth_minutes=ctx.settings.auth.reauth_minutes,
         **extra,
     )
+
+
+def _reconciled(rows: list[entries.Reconciliation]) -> list[entries.Reconciliation]:
+    """Bundles with numbers still to account for first (all of them), then the last few."""
+    pending = [r for r in rows if r.pending]
+    return pending + [r for r in rows if not r.pending][: max(0, 10 - len(pending))]
 
 
 def _isolated(ctx: Ctx) -> dict[str, Any] | None:
@@ -83,6 +89,15 @@ def record_drill(
         start_over(request, ctx.session)
         return _page(request, ctx, 422, drill_error=form_error(exc), drill_form=form)
     return go(request, "/admin/continuity#drills")
+
+
+@router.post("/admin/continuity/bundles/{bundle_id}/close")
+def close_bundle(
+    request: Request, bundle_id: uuid.UUID, ctx: Ctx = Depends(requires(P.CONTINUITY_ADMIN))
+) -> Response:
+    """After downtime: the numbers of this bundle no paper came back for are closed as unused."""
+    entries.close_unused(ctx.session, ctx.actor, bundle_id)
+    return go(request, "/admin/continuity#reconciliation")
 
 
 @router.post("/admin/continuity/isolation")

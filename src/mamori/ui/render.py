@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from mamori import copies
 from mamori.auth import passwords
 from mamori.auth import service as auth
 from mamori.auth.admin import open_alert_count
@@ -209,6 +210,8 @@ def html(
     context.setdefault("actor", getattr(request.state, "actor", None))
     context.setdefault("csrf", csrf_for(request))
     context.setdefault("read_only", request.app.state.db.read_only)
+    if context["read_only"]:  # the standby's banner: how old its data is (its marker, per page)
+        context.setdefault("standby", copies.copy_banner(request.app.state.settings.home))
     context.setdefault("isolated", request.app.state.db.isolated)
     context.setdefault("backups_missing", getattr(request.app.state, "backups_missing", False))
     settings: Settings = request.app.state.settings

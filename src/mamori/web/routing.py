@@ -48,6 +48,7 @@ from mamori.errors import (
     Forbidden,
     Isolated,
     MamoriError,
+    ReadOnlyCopy,
     RecordIntegrityFailed,
     Unauthenticated,
 )
@@ -453,6 +454,32 @@ def _admission(request: Request) -> asyncio.Semaphore:
     return found[1]
 
 
+# The routes that change something and still answer on a read-only copy (a standby, a restored
+# or drilled copy before promotion): signing in and out, re-authenticating, break-the-glass —
+# each an access by a person, recorded in the copy's own log like a read — and the isolation
+# switch, which cuts a suspect machine off and writes no record. Every other route that is not
+# a GET is refused before its endpoint runs, and the ORM refuses the rest (``mamori.copies``).
+ANSWERED_ON_COPY = frozenset(
+    {
+        "/logout",
+        "/reauth",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/reauth",
+        "/api/v1/auth/reauth/webauthn/options",
+        "/patients/{patient_id}/break-glass",
+        "/api/v1/patients/{patient_id}/break-glass",
+        "/admin/continuity/isolation",
+    }
+)
+
+
+def writes_on_copy(route: APIRoute) -> bool:
+    """Whether a read-only copy refuses this route (see ``ANSWERED_ON_COPY``)."""
+    if not (route.methods or set()) - {"GET", "HEAD"}:
+        return False
+    return route_guard(route) != "public:sign-in" and route.path not in ANSWERED_ON_COPY
+
+
 class TransactionalRoute(APIRoute):
     """Admission, then the request's transaction (see the module's note).
 
@@ -467,8 +494,11 @@ class TransactionalRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
+        refused_on_copy = writes_on_copy(self)
 
         async def handler(request: Request) -> Response:
+            if refused_on_copy and request.app.state.db.read_only:
+                raise ReadOnlyCopy()  # a standby, restored or drilled copy: nothing is written
             await request.body()  # kept by the request for the endpoint's own reading
             async with _admission(request):
                 try:
