@@ -16,7 +16,7 @@ from mamori.clinic.models import Clinic
 from mamori.documents.store import DocumentStore
 from mamori.errors import Forbidden
 from mamori.fhir import mapping
-from mamori.fhir.service import RESOURCE_TYPES, export_ndjson
+from mamori.fhir.bulk import RESOURCE_TYPES, export_ndjson
 from mamori.synth.generator import generate
 
 JP = "http://jpfhir.jp/fhir/core/StructureDefinition/"
@@ -71,7 +71,7 @@ def test_bulk_export_parses_with_fhir_resources(synthetic: World, tmp_path: Path
     actor = dataclasses.replace(synthetic.actors["director"], channel="cli")
     with synthetic.db.session(write=False) as s:
         counts = export_ndjson(s, actor, tmp_path, reauth_minutes=5)
-    assert set(counts) == set(RESOURCE_TYPES)
+    assert set(counts) == {*RESOURCE_TYPES, "restricted"} and counts["restricted"] == 0
     assert all(counts[t] > 0 for t in RESOURCE_TYPES), counts
     parsed = 0
     for rtype in RESOURCE_TYPES:
@@ -83,8 +83,55 @@ def test_bulk_export_parses_with_fhir_resources(synthetic: World, tmp_path: Path
             model.model_validate(res)  # raises on any structural error
             _check_jp_core(res)
             parsed += 1
-    assert parsed == sum(counts.values())
+    assert parsed == sum(v for k, v in counts.items() if k != "restricted")
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_bulk_export_in_worker_processes_is_the_same_and_leaves_restricted_patients_out(
+    synthetic: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of patients in two worker processes give byte for byte the files one process
+    writes; a restricted patient (no break-the-glass) is left out and counted; every exported
+    patient is named by one of the chunks' audit events."""
+    from sqlalchemy import select
+
+    from mamori.audit.models import AuditEvent
+    from mamori.fhir import bulk
+
+    monkeypatch.setattr(bulk, "CHUNK", 7)  # several chunks even in a small clinic
+    director = synthetic.actors["director"]
+    with synthetic.db.session(write=False) as s:
+        ids = bulk.patient_ids(s, director)
+    hidden = str(ids[3])
+    r = synthetic.http.put(
+        f"/api/v1/patients/{hidden}/restriction",
+        json={"vip": True, "sensitive": False},
+        headers=synthetic.h("director"),
+    )
+    assert r.status_code == 200, r.text
+    actor = dataclasses.replace(director, channel="cli")
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        with synthetic.db.session(write=False) as s:
+            counts = bulk.export_ndjson(
+                s, actor, out, reauth_minutes=5, home=synthetic.settings.home, workers=workers
+            )
+            s.commit()
+        assert counts["restricted"] == 1
+        outputs[workers] = {t: (out / f"{t}.ndjson").read_bytes() for t in RESOURCE_TYPES}
+    assert outputs[1] == outputs[2]
+    exported = {json.loads(line)["id"] for line in outputs[2]["Patient"].splitlines()}
+    assert hidden not in exported and len(exported) == len(ids) - 1
+    with synthetic.db.session(write=False) as s:
+        events = [
+            json.loads(bytes(b))
+            for b in s.scalars(
+                select(AuditEvent.body).where(AuditEvent.tag == "patient:data:exported")
+            )
+        ]
+    named = {p for e in events if e["detail"]["what"] == "fhir:bulk" for p in e["patients"]}
+    assert named == exported
 
 
 def test_fhir_api_read_search_and_everything(synthetic: World) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -46,7 +47,7 @@ from mamori.clinic import service as clinic_service
 from mamori.clinic.models import StaffUser
 from mamori.documents.store import DocumentStore
 from mamori.errors import InstanceError, MamoriError
-from mamori.fhir.service import export_ndjson
+from mamori.fhir.bulk import export_ndjson
 from mamori.instance import create_instance, open_instance
 from mamori.patients.models import Patient
 from mamori.records.service import verify_all
@@ -471,8 +472,12 @@ def export_fhir(
     out: Annotated[Path, typer.Argument(help="出力先ディレクトリ")],
     as_user: Annotated[str, typer.Option("--as", help="実行する職員のログインID")],
     instance: InstanceOpt = None,
+    workers: Annotated[
+        int, typer.Option(help="並列に処理するプロセス数（既定: CPU 数） / worker processes")
+    ] = 0,
 ) -> None:
     """FHIR R4 (JP Core) NDJSON を一括で書き出す / bulk export as FHIR NDJSON."""
+    workers = workers or os.cpu_count() or 1
 
     try:
         inst = open_instance(instance)
@@ -495,6 +500,8 @@ def export_fhir(
                     out,
                     progress=lambda n: bar.advance(task, n),
                     reauth_minutes=inst.settings.auth.reauth_minutes,
+                    home=inst.settings.home,
+                    workers=workers,
                 )
     except MamoriError as exc:
         fail(exc)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from mamori import __version__
 from mamori.authz.permissions import P
 from mamori.fhir import mapping, service
-from mamori.fhir.service import RESOURCE_TYPES
+from mamori.fhir.bulk import RESOURCE_TYPES
 from mamori.web.routing import Ctx, TransactionalRoute, public, requires
 
 router = APIRouter(prefix="/fhir/r4", tags=["fhir"], route_class=TransactionalRoute)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mamori.authz import restricted
 from mamori.authz.actor import Actor, Intent
-from mamori.authz.permissions import P, permission_for
+from mamori.authz.permissions import permission_for
 from mamori.clinic.service import clinic_of
 from mamori.clinical.models import (
     AllergyIntolerance,
@@ -27,21 +24,11 @@ from mamori.clinical.models import (
 )
 from mamori.errors import InvalidInput, NotFound
 from mamori.fhir import mapping
+from mamori.fhir.bulk import RESOURCE_TYPES
 from mamori.patients.access import patient_for
-from mamori.patients.models import Coverage, Patient, PatientStatus
+from mamori.patients.models import Coverage, Patient
 from mamori.patients.service import search_patients
 from mamori.records.versioning import record_checked
-
-RESOURCE_TYPES = (
-    "Patient",
-    "Coverage",
-    "Encounter",
-    "Condition",
-    "MedicationRequest",
-    "AllergyIntolerance",
-    "Observation",
-    "DocumentReference",
-)
 
 _SCOPED: dict[str, tuple[type[Any], ...]] = {
     "Coverage": (Coverage,),
@@ -194,52 +181,3 @@ def bundle(resource_type: str, resources: list[dict[str, Any]], base: str) -> di
             for r in resources
         ],
     }
-
-
-def iter_patient_ids(session: Session, actor: Actor) -> Iterator[uuid.UUID]:
-    """All patients of the actor's clinic, for bulk export (each then passes the gate)."""
-    stmt = (
-        select(Patient.id)
-        .where(
-            Patient.clinic_id == actor.clinic_id,
-            Patient.status != PatientStatus.ENTERED_IN_ERROR.value,
-        )
-        .order_by(Patient.created_at, Patient.id)  # registration order (患者番号 is sealed)
-    )
-    yield from session.scalars(stmt)
-
-
-def export_ndjson(
-    session: Session,
-    actor: Actor,
-    out_dir: Path,
-    progress: Callable[[int], None] | None = None,
-    *,
-    reauth_minutes: int,
-) -> dict[str, int]:
-    """Bulk export: one ``<ResourceType>.ndjson`` file per type, written to a temporary name and
-    renamed when complete. Returns counts per resource type. Needs ``export:bulk`` (the
-    director: physicians may request an export, the director approves and runs it) and a fresh
-    re-authentication (the CLI's operator holds the instance's secrets)."""
-    actor.require(P.EXPORT_BULK)
-    restricted.require_recent_auth(actor, reauth_minutes)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    files = {
-        t: (out_dir / f".{t}.ndjson.partial").open("w", encoding="utf-8") for t in RESOURCE_TYPES
-    }
-    counts = dict.fromkeys(RESOURCE_TYPES, 0)
-    try:
-        for pid in list(iter_patient_ids(session, actor)):
-            for rtype in RESOURCE_TYPES:
-                for res in resources_for_patient(session, actor, pid, rtype):
-                    files[rtype].write(json.dumps(res, ensure_ascii=False) + "\n")
-                    counts[rtype] += 1
-            session.expunge_all()
-            if progress:
-                progress(1)
-    finally:
-        for fh in files.values():
-            fh.close()
-    for rtype in RESOURCE_TYPES:
-        (out_dir / f".{rtype}.ndjson.partial").replace(out_dir / f"{rtype}.ndjson")
-    return counts
