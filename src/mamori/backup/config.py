@@ -82,6 +82,9 @@ class BackupSettings:
     alarm_floor: float = 0.25  # share of pages changed that always raises the alarm
     alarm_factor: float = 8.0  # … or this many times the usual change
     schedule: bool = True  # run inside `mamori serve`
+    # once a day, a readable copy (FHIR NDJSON and chart PDFs) in the generation
+    readable: bool = True
+    readable_as: str = ""  # the director account it is read under (default: the first one)
 
 
 def backup_settings(raw: dict[str, Any]) -> BackupSettings:
@@ -98,6 +101,8 @@ def backup_settings(raw: dict[str, Any]) -> BackupSettings:
             alarm_floor=float(raw.get("alarm_floor", base.alarm_floor)),
             alarm_factor=float(raw.get("alarm_factor", base.alarm_factor)),
             schedule=bool(raw.get("schedule", base.schedule)),
+            readable=bool(raw.get("readable", base.readable)),
+            readable_as=str(raw.get("readable_as", base.readable_as)),
         )
     except (TypeError, ValueError, KeyError) as exc:
         raise InstanceError(

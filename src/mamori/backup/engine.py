@@ -155,9 +155,12 @@ def run_backup(
     full: bool = False,
     only: str | None = None,
     progress: Progress | None = None,
+    readable: tuple[fmt.Sealed, dict[str, Any]] | None = None,
 ) -> RunResult:
     """Snapshot once and write a generation to each target. Raises only when nothing could be
-    attempted (no recipients, no targets, snapshot failed); a failed target is in the result."""
+    attempted (no recipients, no targets, snapshot failed); a failed target is in the result.
+    ``readable``: today's readable copy (``continuity.escrow``), sealed, and its manifest: put
+    in each generation; once a target holds it, the next one is due tomorrow."""
     t0 = time.monotonic()
     specs = [t for t in settings.backup.targets if only is None or t.name == only]
     if not specs:
@@ -239,7 +242,7 @@ def run_backup(
             result.alarm = change
             writer = GenerationWriter(
                 settings, state, staging, recipients, signer, pages, snap, {**facts, **db_meta},
-                docs, bundle, kek_info, generation, now, full, say, change,
+                docs, bundle, kek_info, generation, now, full, say, change, readable,
             )  # fmt: skip
             try:
                 for spec in specs:
@@ -254,6 +257,15 @@ def run_backup(
                     state["history"] = [*state.get("history", []), share][-HISTORY:]
                 state["counts"] = facts["counts"]
                 state["generation"] = generation
+                if readable is not None:
+                    meta = readable[1]
+                    last = state.get("readable") or {}
+                    state["readable"] = {
+                        "at": now.isoformat(),
+                        "started": meta["started"],  # the next delta: changes after this
+                        "full_at": now.isoformat() if meta["kind"] == "full" else last["full_at"],
+                        "generation": generation,
+                    }
             save_state(settings, state)
         finally:
             scanner.shutdown()  # a failed run waits for the listing before it cleans up

@@ -3,15 +3,17 @@ scheduler inside ``mamori serve``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from mamori import isolation
-from mamori.audit.trail import AuditTag, record_system
-from mamori.backup import engine, writer
+from mamori.audit.trail import AuditTag, record_system, release
+from mamori.backup import engine, fmt, writer
 from mamori.backup.alarm import DatabaseDamaged
 from mamori.backup.fmt import BackupError
-from mamori.backup.identity import RECIPIENTS_FILE
+from mamori.backup.identity import RECIPIENTS_FILE, load_recipients
+from mamori.continuity import escrow
 from mamori.db import Database
 from mamori.errors import MamoriError
 from mamori.settings import Settings
@@ -80,15 +82,49 @@ def run_and_record(
             "A read-only copy writes no backups (mamori promote makes it the clinic's record).",
         )
     kek = db.keyring.kek if db.keyring is not None else None
+    readable = _readable(settings, db, channel) if settings.backup.readable else None
     try:
-        result = engine.run_backup(settings, kek, full=full, only=only, progress=progress)
+        result = engine.run_backup(
+            settings, kek, full=full, only=only, progress=progress, readable=readable
+        )
     except DatabaseDamaged:
         raise  # nothing can be written into the damaged database; the alarm is beside it
     except MamoriError as exc:
         _record(db, [(AuditTag.BACKUP_FAILED, {"error": exc.en[:300]})], channel)
         raise
+    finally:
+        if readable is not None:
+            readable[0].path.unlink(missing_ok=True)
     _record(db, audit_events(result), channel)
     return result
+
+
+def _readable(
+    settings: Settings, db: Database, channel: str
+) -> tuple[fmt.Sealed, dict[str, Any]] | None:
+    """Today's readable copy, sealed to the offline recipients, if one is due (once a day; a
+    full one weekly). A failure is recorded and the backup goes on without it: a missing
+    readable copy must never cost the generation itself."""
+    now = dt.datetime.now(dt.UTC)
+    when = escrow.due(engine.load_state(settings), now)
+    if when is None:
+        return None
+    dest = settings.backup_dir / f"readable-{now:%Y%m%dT%H%M%S}.tar.zst.age"
+    try:
+        recipients = load_recipients(settings.backup_dir)
+        with db.session(write=False) as session:
+            actor = escrow.escrow_actor(session, settings.backup.readable_as or None)
+            sealed, meta = escrow.write(session, actor, dest, recipients, when, now)
+            session.commit()
+        release(session)
+    except MamoriError as exc:
+        dest.unlink(missing_ok=True)
+        log.error("readable copy not made: %s / %s", exc.en, exc.ja)
+        _record(
+            db, [(AuditTag.BACKUP_FAILED, {"error": f"readable copy: {exc.en}"[:300]})], channel
+        )
+        return None
+    return sealed, meta
 
 
 def configured(settings: Settings) -> bool:

@@ -47,6 +47,9 @@ class TargetResult:
     pruned: list[int] = field(default_factory=list)
 
 
+READABLE_OBJECT = "readable.tar.zst.age"  # continuity.escrow
+
+
 class GenerationWriter:
     """Writes one snapshot's generation to media, producing each object at most once."""
 
@@ -68,13 +71,14 @@ class GenerationWriter:
         force_full: bool,
         say: Progress,
         alarm: dict[str, Any] | None,
+        readable: tuple[fmt.Sealed, dict[str, Any]] | None = None,
     ) -> None:
         self.settings, self.state, self.staging = settings, state, staging
         self.recipients, self.signer = recipients, signer
         self.pages, self.snap, self.facts, self.docs = pages, snap, facts, docs
         self.bundle, self.kek_info = bundle, kek_info
         self.generation, self.now, self.force_full = generation, now, force_full
-        self.say, self.alarm = say, alarm
+        self.say, self.alarm, self.readable = say, alarm, readable
         self._sealed: dict[str, fmt.Sealed] = {}
         self._pagemap_saved = False
         self.engine = "sqlite" if pages is not None else "postgresql"  # no page map: a dump
@@ -262,6 +266,11 @@ class GenerationWriter:
         target.put_file(f"{gen_dir}/instance.tar.zst.age", self.bundle.path, retain)
         objects.append(_obj("instance.tar.zst.age", self.bundle))
         res.bytes += self.bundle.size
+        if self.readable is not None:  # the records readable without mamori (once a day)
+            sealed = self.readable[0]
+            target.put_file(f"{gen_dir}/{READABLE_OBJECT}", sealed.path, retain)
+            objects.append(_obj(READABLE_OBJECT, sealed))
+            res.bytes += sealed.size
         index, known, uploaded, up_bytes = self._documents(target, mstate, retain, spec.name)
         res.documents, res.bytes = uploaded, res.bytes + up_bytes
         index_bytes = zstandard.ZstdCompressor(level=3).compress(
@@ -295,6 +304,8 @@ class GenerationWriter:
             "alarm": self.alarm,
             "signer": fmt.public_text(self.signer),
         }
+        if self.readable is not None:
+            manifest["readable"] = {k: v for k, v in self.readable[1].items() if k != "seconds"}
         body, sig = fmt.sign(manifest, self.signer)
         self.flushed()  # the database object, fsynced behind the documents
         target.sync()  # every object (documents were written unsynced) before the manifest

@@ -13,6 +13,7 @@ workers, and every file appears under its final name only when complete.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import os
@@ -89,40 +90,50 @@ def patient_ids(session: Session, actor: Actor) -> list[uuid.UUID]:
     return list(session.scalars(stmt))
 
 
-def _chunks(ids: Sequence[uuid.UUID]) -> Iterator[list[uuid.UUID]]:
+def chunks(ids: Sequence[uuid.UUID]) -> Iterator[list[uuid.UUID]]:
     for i in range(0, len(ids), CHUNK):
         yield list(ids[i : i + CHUNK])
 
 
 def export_chunk(
-    session: Session, actor: Actor, index: int, ids: list[uuid.UUID], parts: Path
+    session: Session,
+    actor: Actor,
+    index: int,
+    ids: list[uuid.UUID],
+    parts: Path,
+    *,
+    since: dt.datetime | None = None,
+    everyone: bool = False,
+    seen: set[uuid.UUID] | None = None,
+    sink: Callable[[str, str, bytes], None] | None = None,
 ) -> dict[str, int]:
-    """One chunk: admitted together, one audit event, each kind in one statement, written to
-    ``parts/<Type>.<index>``. Returns counts per type and ``restricted`` (patients left out)."""
+    """One chunk: admitted together, one audit event naming the patients whose records were
+    written, each kind in one statement, written to ``parts/<Type>.<index>``. Returns counts
+    per type and ``restricted`` (patients left out).
+
+    ``since``: only records changed after it (the readable copy's deltas). ``everyone``: the
+    readable copy in the backup, which holds restricted patients too (the clinic's whole
+    record, for the offline key). ``seen`` collects the patients written. ``sink``: each
+    kind's lines handed over (type, part name, bytes) instead of written to ``parts``."""
     for _model, rtype, _c in KINDS:
         actor.require(permission_for(f"fhir:{rtype}", write=False))
     clinic = clinic_of(session, actor)
     allowed: list[uuid.UUID] = []
     left_out = 0
     for pid in ids:
-        try:
-            restricted.check(session, actor, pid, "fhir:Observation")  # a clinical kind
-        except BreakGlassRequired:
-            left_out += 1
-            continue
+        if not everyone:
+            try:
+                restricted.check(session, actor, pid, "fhir:Observation")  # a clinical kind
+            except BreakGlassRequired:
+                left_out += 1
+                continue
         allowed.append(pid)
     counts = dict.fromkeys(RESOURCE_TYPES, 0)
     counts["restricted"] = left_out
-    if allowed:
-        trail.record(
-            session,
-            actor,
-            trail.AuditTag.DATA_EXPORTED,
-            patients=allowed,
-            detail={"what": "fhir:bulk", "chunk": index},
-        )
     files: dict[str, Any] = {}
     keep = set(allowed)
+    written: set[uuid.UUID] = set()
+    where_since = [("updated_at", ">", since)] if since is not None else []
     try:
         for model, rtype, convert in KINDS:
             key = "id" if model is Patient else "patient_id"
@@ -134,24 +145,41 @@ def export_chunk(
                         ("clinic_id", "=", actor.clinic_id),
                         (key, ">=", ids[0]),
                         (key, "<=", ids[-1]),
+                        *where_since,
                     ],
                     order_by=[(key, False), ("created_at", False), ("id", False)],
                 )
                 if ids
                 else []
             )
-            fh = files.get(rtype)
-            if fh is None:
-                fh = files[rtype] = (parts / f"{rtype}.{index:06d}").open("w", encoding="utf-8")
             lines: list[str] = []
             for row in rows:
-                if getattr(row, key) in keep:  # the range also holds restricted or erroneous
+                pid = getattr(row, key)
+                if pid in keep:  # the range also holds restricted or erroneous patients
                     lines.extend(_json(res) for res in convert(row, clinic))
-            fh.write("".join(lines))
+                    written.add(pid)
+            if sink is not None:
+                sink(rtype, f"{index:06d}-{model.__tablename__}", "".join(lines).encode("utf-8"))
+            else:
+                fh = files.get(rtype)
+                if fh is None:
+                    name = f"{rtype}.{index:06d}"
+                    fh = files[rtype] = (parts / name).open("w", encoding="utf-8")
+                fh.write("".join(lines))
             counts[rtype] += len(lines)
     finally:
         for fh in files.values():
             fh.close()
+    if written:  # in the unit of work that read them: no read goes unrecorded
+        trail.record(
+            session,
+            actor,
+            trail.AuditTag.DATA_EXPORTED,
+            patients=sorted(written),
+            detail={"what": "escrow" if everyone else "fhir:bulk", "chunk": index},
+        )
+    if seen is not None:
+        seen |= written
     return counts
 
 
@@ -181,16 +209,16 @@ def export_ndjson(
     restricted.require_recent_auth(actor, reauth_minutes)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ids = patient_ids(session, actor)
-    chunks = list(_chunks(ids))
+    chunks_ = list(chunks(ids))
     parts = Path(tempfile.mkdtemp(prefix=".fhir-parts-", dir=out_dir))
     totals = dict.fromkeys((*RESOURCE_TYPES, "restricted"), 0)
     try:
-        if workers > 1 and home is not None and len(chunks) > 1:
+        if workers > 1 and home is not None and len(chunks_) > 1:
             context = multiprocessing.get_context("spawn")  # a clean process, no inherited locks
-            with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+            with ProcessPoolExecutor(min(workers, len(chunks_)), mp_context=context) as pool:
                 futures = {
                     pool.submit(_worker_chunk, str(home), actor, i, c, str(parts)): len(c)
-                    for i, c in enumerate(chunks)
+                    for i, c in enumerate(chunks_)
                 }
                 for future in as_completed(futures):
                     for k, v in future.result().items():
@@ -198,7 +226,7 @@ def export_ndjson(
                     if progress:
                         progress(futures[future])
         else:
-            for i, chunk in enumerate(chunks):
+            for i, chunk in enumerate(chunks_):
                 for k, v in export_chunk(session, actor, i, chunk, parts).items():
                     totals[k] += v
                 if progress:
