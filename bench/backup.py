@@ -223,7 +223,10 @@ def main() -> None:
             shutil.rmtree(work / "restic")
             sh(["restic", "init"], renv)
         fulls["mamori full"].append(
-            timed("mamori full", lambda: sh([*mamori, "backup", "run", "--full"], env))
+            timed(
+                "mamori full",
+                lambda: sh([*mamori, "backup", "run", "--full", "--no-readable"], env),
+            )
         )
         fulls["restic full"].append(timed("restic full", restic_backup))
     for name, runs in fulls.items():
@@ -232,7 +235,7 @@ def main() -> None:
     restic_full = du(work / "restic")
     one_percent_change(home)
     add_scans(home, 10, seed=2)
-    timed("mamori incr", lambda: sh([*mamori, "backup", "run"], env))
+    timed("mamori incr", lambda: sh([*mamori, "backup", "run", "--no-readable"], env))
     mamori_incr = du(usb) - mamori_full
     timed("restic incr", restic_backup)
     restic_incr = du(work / "restic") - restic_full

@@ -43,7 +43,7 @@ def main() -> None:
     env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     mamori = [sys.executable, "-m", "mamori"]
     t0 = time.monotonic()
-    sh([*mamori, "backup", "run", "--full"], env)
+    sh([*mamori, "backup", "run", "--full", "--no-readable"], env)
     backup_s = time.monotonic() - t0
     ident = str(work / "keys" / "mamori-backup-primary.age")
     reports = work / "drills"

@@ -4,7 +4,8 @@ plain ``age -d`` of the same bytes in the same run.
     python bench/standby.py                    # generates bench/results/instance-L-1 once (~12 min)
     python bench/standby.py --size S --docs-mb 0
 
-A full backup to a local directory, then:
+A full backup to a local directory (without the readable copy, measured by
+``bench/readable.py``), then:
 
 * ``age -d`` (Debian's binary, the break-glass identity) of every object of that generation —
   the database, the instance files and every document — to /dev/null: the floor any restore
@@ -79,7 +80,7 @@ def main() -> None:
     env, usb, db_bytes, doc_bytes = prepare_backups(home, work, args.docs_mb)
     mamori = [sys.executable, "-m", "mamori"]
     t0 = time.monotonic()
-    sh([*mamori, "backup", "run", "--full"], env)
+    sh([*mamori, "backup", "run", "--full", "--no-readable"], env)
     backup_s = time.monotonic() - t0
     age_s, object_bytes = _age_d(usb, work / "keys" / "mamori-backup-breakglass.txt")
 

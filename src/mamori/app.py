@@ -32,7 +32,7 @@ from mamori.auth.models import SecurityAlert
 from mamori.auth.passwords import warm_up
 from mamori.authz.permissions import P
 from mamori.backup import alarm
-from mamori.backup.service import configured, scheduled_run
+from mamori.backup.service import configured, prepare_readable, scheduled_run
 from mamori.chart import pages as chart_pages
 from mamori.chart.api import router as chart_router
 from mamori.clinic.calendar import JST
@@ -188,6 +188,14 @@ def _no_backup_alert(database: Database) -> None:
 
 
 STATISTICS_SECONDS = 6 * 3600  # the planner's statistics are refreshed this often
+READABLE_CHECK_SECONDS = 30 * 60  # is a readable copy due? (one a day; backup.service)
+
+
+def _prepare_readable(settings: Settings, database: Database) -> None:
+    try:
+        prepare_readable(settings, database)
+    except Exception:  # recorded by the service where it can be; serving goes on
+        logging.getLogger("mamori").exception("readable copy failed")
 
 
 def _refresh_statistics(database: Database) -> None:
@@ -254,6 +262,16 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                         await run_in_threadpool(scheduled_run, settings, database)
 
             tasks.append(asyncio.create_task(backups()))
+
+            async def readable_copies() -> None:
+                # the day's readable copy, made beside the runs that will carry it
+                while not stop.is_set():
+                    await run_in_threadpool(_prepare_readable, settings, database)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=READABLE_CHECK_SECONDS)
+
+            if settings.backup.readable:
+                tasks.append(asyncio.create_task(readable_copies()))
         elif not configured(settings):
             log.warning(
                 "バックアップが未設定です (mamori backup keygen と [[backup.targets]]) / "

@@ -155,3 +155,21 @@ def test_a_failed_readable_copy_never_costs_the_generation(clinic: Any) -> None:
     with inst.transaction(write=False) as s:
         tags = list(s.scalars(select(AuditEvent.tag)))
     assert "system:backup:failed" in tags
+
+
+def test_serve_makes_the_copy_ahead_and_the_next_run_carries_it(clinic: Any) -> None:
+    """The scheduled runs never wait for a readable copy: serve's own task makes it ahead,
+    and the next run carries it (an L clinic's full copy takes tens of minutes)."""
+    from mamori.backup.service import PENDING, prepare_readable, scheduled_run
+
+    inst, _keys_dir, usb = clinic
+    gens = usb / "mamori-backup" / inst.settings.instance_id / "generations"
+    scheduled_run(inst.settings, inst.db)
+    assert not (gens / f"{1:010d}" / "readable.tar.zst.age").exists()
+    assert prepare_readable(inst.settings, inst.db)
+    assert (inst.settings.backup_dir / PENDING).exists()
+    assert not prepare_readable(inst.settings, inst.db)  # one is waiting
+    scheduled_run(inst.settings, inst.db)
+    assert (gens / f"{2:010d}" / "readable.tar.zst.age").exists()
+    assert not (inst.settings.backup_dir / PENDING).exists()
+    assert not prepare_readable(inst.settings, inst.db)  # carried today: not due

@@ -4,7 +4,9 @@ scheduler inside ``mamori serve``."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 from typing import Any
 
 from mamori import isolation
@@ -67,7 +69,11 @@ def run_and_record(
     only: str | None = None,
     progress: writer.Progress | None = None,
     channel: str = "cli",
+    readable: bool = True,
 ) -> engine.RunResult:
+    """One backup run, recorded. A readable copy made ahead (``prepare_readable``) goes into
+    this generation; with ``readable`` a due one is made now if none is waiting (the CLI),
+    without it the run never waits for one (the scheduler: its own task makes them)."""
     if isolation.marker(settings.home) is not None:
         # the backup path is the first thing isolation cuts: malware here must not reach it
         raise BackupError(
@@ -82,34 +88,71 @@ def run_and_record(
             "A read-only copy writes no backups (mamori promote makes it the clinic's record).",
         )
     kek = db.keyring.kek if db.keyring is not None else None
-    readable = _readable(settings, db, channel) if settings.backup.readable else None
+    copy = _pending(settings)
+    if copy is None and readable and settings.backup.readable:
+        copy = _make_readable(settings, db, channel)
     try:
         result = engine.run_backup(
-            settings, kek, full=full, only=only, progress=progress, readable=readable
+            settings, kek, full=full, only=only, progress=progress, readable=copy
         )
     except DatabaseDamaged:
         raise  # nothing can be written into the damaged database; the alarm is beside it
     except MamoriError as exc:
         _record(db, [(AuditTag.BACKUP_FAILED, {"error": exc.en[:300]})], channel)
         raise
-    finally:
-        if readable is not None:
-            readable[0].path.unlink(missing_ok=True)
+    if copy is not None and any(t.ok for t in result.targets):
+        _drop_pending(settings)  # carried; until then it waits for the next run
     _record(db, audit_events(result), channel)
     return result
 
 
-def _readable(
+PENDING = "readable-pending.tar.zst.age"  # made ahead, waiting for the run that carries it
+
+
+def prepare_readable(settings: Settings, db: Database, channel: str = "scheduler") -> bool:
+    """``mamori serve``'s own task: make today's readable copy, if one is due and none is
+    waiting, so that the next backup run carries it without waiting for it (an L clinic's full
+    copy takes tens of minutes; the 15-minute runs go on meanwhile)."""
+    if (
+        not settings.backup.readable
+        or db.read_only
+        or isolation.marker(settings.home) is not None
+        or _pending(settings) is not None
+    ):
+        return False
+    return _make_readable(settings, db, channel) is not None
+
+
+def _pending(settings: Settings) -> tuple[fmt.Sealed, dict[str, Any]] | None:
+    """The readable copy waiting for a run: its object, and the note written after it."""
+    path = settings.backup_dir / PENDING
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        sealed = fmt.Sealed(path, meta.pop("_sha256"), meta.pop("_size"))
+        if path.stat().st_size != sealed.size:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return sealed, meta
+
+
+def _drop_pending(settings: Settings) -> None:
+    path = settings.backup_dir / PENDING
+    path.with_suffix(".json").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def _make_readable(
     settings: Settings, db: Database, channel: str
 ) -> tuple[fmt.Sealed, dict[str, Any]] | None:
     """Today's readable copy, sealed to the offline recipients, if one is due (once a day; a
-    full one weekly). A failure is recorded and the backup goes on without it: a missing
-    readable copy must never cost the generation itself."""
+    full one weekly), left waiting in ``PENDING``. A failure is recorded and the backup goes on
+    without it: a missing readable copy must never cost the generation itself."""
     now = dt.datetime.now(dt.UTC)
     when = escrow.due(engine.load_state(settings), now)
     if when is None:
         return None
-    dest = settings.backup_dir / f"readable-{now:%Y%m%dT%H%M%S}.tar.zst.age"
+    dest = settings.backup_dir / f".{PENDING}.{now:%Y%m%dT%H%M%S}"
     try:
         recipients = load_recipients(settings.backup_dir)
         with db.session(write=False) as session:
@@ -124,7 +167,13 @@ def _readable(
             db, [(AuditTag.BACKUP_FAILED, {"error": f"readable copy: {exc.en}"[:300]})], channel
         )
         return None
-    return sealed, meta
+    final = settings.backup_dir / PENDING
+    os.replace(dest, final)  # the object first, then what says it is complete
+    note = {**meta, "_sha256": sealed.sha256, "_size": sealed.size}
+    tmp = final.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(note, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, final.with_suffix(".json"))
+    return fmt.Sealed(final, sealed.sha256, sealed.size), meta
 
 
 def configured(settings: Settings) -> bool:
@@ -135,7 +184,7 @@ def scheduled_run(settings: Settings, db: Database) -> None:
     """One run from the scheduler: failures are logged loudly and audited, never raised into
     the server (the clinic keeps working; the administrator's status shows the failure)."""
     try:
-        result = run_and_record(settings, db, channel="scheduler")
+        result = run_and_record(settings, db, channel="scheduler", readable=False)
     except MamoriError as exc:
         log.critical("BACKUP FAILED: %s / %s", exc.en, exc.ja)
         return

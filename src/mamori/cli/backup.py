@@ -118,9 +118,11 @@ def backup_keygen(
 
 
 def run_and_record(
-    inst: Instance, *, full: bool, only: str | None, say: Any = None
+    inst: Instance, *, full: bool, only: str | None, say: Any = None, readable: bool = True
 ) -> engine.RunResult:
-    return service.run_and_record(inst.settings, inst.db, full=full, only=only, progress=say)
+    return service.run_and_record(
+        inst.settings, inst.db, full=full, only=only, progress=say, readable=readable
+    )
 
 
 @backup_app.command("run")
@@ -128,12 +130,22 @@ def backup_run(
     instance: InstanceOpt = None,
     full: Annotated[bool, typer.Option("--full", help="差分でなく完全バックアップ")] = False,
     target: Annotated[str | None, typer.Option(help="この保存先だけ")] = None,
+    no_readable: Annotated[
+        bool,
+        typer.Option(
+            "--no-readable",
+            help="読める控えを今は作らない（用意済みのものは載せる） / do not make the readable "
+            "copy now (one made ahead is still carried)",
+        ),
+    ] = False,
 ) -> None:
     """バックアップを取る / snapshot and write a generation to every target."""
     inst = instance_or_fail(instance)
     try:
         with progress() as bars:
-            result = run_and_record(inst, full=full, only=target, say=_Bars(bars))
+            result = run_and_record(
+                inst, full=full, only=target, say=_Bars(bars), readable=not no_readable
+            )
     except MamoriError as exc:
         fail(exc)
     table = Table("target", "kind", "link", "bytes", "documents", "result")
