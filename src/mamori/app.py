@@ -264,11 +264,13 @@ def _lifespan(database: Database, settings: Settings) -> Any:
             tasks.append(asyncio.create_task(backups()))
 
             async def readable_copies() -> None:
-                # the day's readable copy, made beside the runs that will carry it
+                # the day's readable copy, made beside the runs that will carry it; the first
+                # look comes a while after start, not while people start working
                 while not stop.is_set():
-                    await run_in_threadpool(_prepare_readable, settings, database)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=READABLE_CHECK_SECONDS)
+                    if not stop.is_set():
+                        await run_in_threadpool(_prepare_readable, settings, database)
 
             if settings.backup.readable:
                 tasks.append(asyncio.create_task(readable_copies()))
