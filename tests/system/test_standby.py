@@ -296,3 +296,35 @@ def _table_counts(inst: Instance) -> dict[str, int]:
         return {
             t: int(s.scalar(text(f'SELECT count(*) FROM "{t}"')) or 0) for t in Base.metadata.tables
         }
+
+
+def test_two_segments_of_one_copy_merge_in_order_and_a_gap_is_refused(
+    main: Any, tmp_path: Path
+) -> None:
+    """A copy's log written out twice (a merge while it still served, then its stop): the
+    second continues the first. Merged alone, the second is refused — it does not continue
+    anything this log holds — and merged after the first it is accepted."""
+    from mamori.audit.trail import AuditTag, record_system
+
+    inst, keys, usb, _ = main
+    assert _standby_once(tmp_path, keys, usb).exit_code == 0
+    served = standby.current(tmp_path / "sb")
+    assert served is not None
+    log_dir = tmp_path / "sb" / "log"
+    first = standby.export_segment(served.home, log_dir)
+    copy = open_instance(str(served.home))
+    try:
+        with copy.transaction(write=False) as s:  # the copy goes on recording
+            record_system(s, AuditTag.RECORDS_VERIFIED, {"on": "standby"})
+    finally:
+        copy.close()
+    second = standby.export_segment(served.home, log_dir)
+    assert first is not None and second is not None and first != second
+    one, two = (standby.read_segment(p, inst.settings) for p in (first, second))
+    assert two.header["base_seq"] == one.header["last_seq"]
+    with inst.transaction(write=True) as s, pytest.raises(standby.StandbyError):
+        standby.merge_segments(s, inst.actor(s, "admin"), [two])
+    with inst.transaction(write=True) as s:
+        done = standby.merge_segments(s, inst.actor(s, "admin"), [two, one])  # any order
+    assert [d["events"] for d in done] == [len(one.events), len(two.events)]
+    assert _verify(inst).ok

@@ -49,6 +49,7 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
         "alert_id": str(uuid.uuid4()),
         "window_id": str(uuid.uuid4()),
         "token_id": str(uuid.uuid4()),
+        "bundle_id": str(uuid.uuid4()),  # none: a 404 page for the roles allowed
         "name": "app.css",
         "lang": "en",
     }
