@@ -67,7 +67,14 @@ def model_differences(engine: Engine) -> list[Any]:
 
 # Rows of these tables are only ever inserted; the application role gets no UPDATE on them.
 APPEND_ONLY_TABLES = frozenset(
-    {"audit_event", "audit_event_patient", "audit_event_user", "audit_review", "record_version"}
+    {
+        "audit_event",
+        "audit_event_patient",
+        "audit_event_user",
+        "audit_review",
+        "record_version",
+        "standby_merge",  # a standby's log merged: the record that it was, never changed
+    }
 )
 # …except that the ciphertext of a record version may be re-encrypted under a new data key
 # (``mamori keys rotate --reencrypt``); what it decrypts to is fixed by the version's hash.

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,22 +37,19 @@ from mamori.instance import open_instance
 from mamori.patients.schemas import PatientIn, PatientNew
 from mamori.patients.service import register_patient
 from tests.conftest import SAMPLE_PATIENT
-from tests.system.test_backup import PASS, _instance, _keys, _run, _targets
+from tests.system.test_backup import (
+    PASS,
+    _free_port,
+    _instance,
+    _keys,
+    _listening,
+    _run,
+    _targets,
+)
 from tests.ui.support import PASSWORD
 from tests.ui.test_browser import shot
 
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_ransomware_drill_end_to_end(browser: Browser, tmp_path: Path) -> None:

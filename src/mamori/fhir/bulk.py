@@ -45,6 +45,7 @@ from mamori.clinical.models import (
 )
 from mamori.errors import BreakGlassRequired
 from mamori.fhir import mapping
+from mamori.instance import Instance, open_instance
 from mamori.patients.models import Coverage, Patient, PatientStatus
 from mamori.records.reader import read_views
 
@@ -245,23 +246,15 @@ def export_ndjson(
     return totals
 
 
+_INSTANCES: dict[str, Instance] = {}  # a worker's instance, opened once per process
+
+
 def _worker_chunk(
     home: str, actor: Actor, index: int, ids: list[uuid.UUID], parts: str
 ) -> dict[str, int]:
-    """One chunk in a worker process: the instance opened here, one transaction."""
-    from mamori.instance import open_instance
-
-    inst = _worker_instance(home, open_instance)
+    """One chunk in a worker process: the instance opened here (once), one transaction."""
+    inst = _INSTANCES.get(home)
+    if inst is None:
+        inst = _INSTANCES[home] = open_instance(home)
     with inst.transaction(write=False) as session:
         return export_chunk(session, actor, index, ids, Path(parts))
-
-
-_INSTANCES: dict[str, Any] = {}
-
-
-def _worker_instance(home: str, opener: Callable[[str], Any]) -> Any:
-    """The worker's instance, opened once per process (its keys, its pool)."""
-    found = _INSTANCES.get(home)
-    if found is None:
-        found = _INSTANCES[home] = opener(home)
-    return found
