@@ -43,6 +43,9 @@ from mamori.continuity.schedule import next_run
 from mamori.continuity.service import run_scheduled
 from mamori.crypto.startup import open_keys
 from mamori.db import Database
+from mamori.detection import pages as detection_pages
+from mamori.detection.api import router as detection_router
+from mamori.detection.service import run_due as detection_run_due
 from mamori.documents.store import DocumentStore
 from mamori.fhir.api import router as fhir_router
 from mamori.migrate import require_current
@@ -187,6 +190,8 @@ def _no_backup_alert(database: Database) -> None:
         log.exception("could not record the missing-backup alert")
 
 
+DETECTION_SECONDS = 5 * 60  # the immediate tier (bulk export, account misuse): ≤ 15 minutes
+NIGHTLY_HOUR = 2  # the full pass, once a day after 02:00 JST
 STATISTICS_SECONDS = 6 * 3600  # the planner's statistics are refreshed this often
 READABLE_CHECK_SECONDS = 30 * 60  # is a readable copy due? (one a day; backup.service)
 
@@ -196,6 +201,18 @@ def _prepare_readable(settings: Settings, database: Database) -> None:
         prepare_readable(settings, database)
     except Exception:  # recorded by the service where it can be; serving goes on
         logging.getLogger("mamori").exception("readable copy failed")
+
+
+def _detect(database: Database, last_nightly: list[dt.date]) -> None:
+    """The immediate tier every few minutes; the nightly pass once a day after 02:00."""
+    try:
+        detection_run_due(database, tier="immediate")
+        now = dt.datetime.now(JST)
+        if now.hour >= NIGHTLY_HOUR and (not last_nightly or last_nightly[0] != now.date()):
+            detection_run_due(database, tier="nightly")
+            last_nightly[:] = [now.date()]
+    except Exception:  # recorded where it can be; serving goes on
+        logging.getLogger("mamori").exception("detection pass failed")
 
 
 def _refresh_statistics(database: Database) -> None:
@@ -288,6 +305,17 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                         await asyncio.wait_for(stop.wait(), timeout=24 * 3600)
 
             tasks.append(asyncio.create_task(unprotected()))
+        if not database.read_only:  # a copy's reads are judged after its log is merged
+
+            async def detection() -> None:
+                last_nightly: list[dt.date] = []
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=DETECTION_SECONDS)
+                    if not stop.is_set():
+                        await run_in_threadpool(_detect, database, last_nightly)
+
+            tasks.append(asyncio.create_task(detection()))
         if settings.downtime.enabled and not database.read_only:
 
             async def downtime_bundles() -> None:
@@ -323,6 +351,7 @@ ui_routers = (
     auth_admin_pages.router,
     audit_pages.router,
     continuity_pages.router,
+    detection_pages.router,
 )
 
 
@@ -388,6 +417,7 @@ def create_app(
         records_router,
         chart_router,
         audit_router,
+        detection_router,
         fhir_router,
         *ui_routers,
     ):

@@ -51,6 +51,11 @@ TAG_JA = {
     "continuity:standby-key:added": "待機用の鍵を登録",
     "continuity:standby-key:revoked": "待機用の鍵を失効",
     "patient:record:viewed": "記録を閲覧",
+    "detection:pass:completed": "不審アクセス検知の実行",
+    "detection:queue:viewed": "不審アクセスの確認一覧を閲覧",
+    "detection:case:reviewed": "不審アクセスの事例を判定",
+    "admin:roster:changed": "勤務表を変更",
+    "admin:staff-facts:changed": "職員の世帯情報・家族の登録を変更",
     "patient:list:viewed": "一覧・検索結果に表示",
     "patient:data:exported": "データを出力",
     "record:created": "記録を作成",
@@ -104,6 +109,8 @@ WHAT_JA = {  # what an access reached, as a reviewer reads it
     "Encounter:day-list": "受付一覧",
     "Encounter:bookings": "予約一覧",
     "verify": "記録の検証",
+    "ContactLog": "電話・窓口対応",
+    "detection-review": "不審アクセスの確認",
 }
 
 

@@ -129,6 +129,12 @@ class AuditTag(enum.StrEnum):
     ISOLATION_LIFTED = "continuity:isolation:lifted"
     DRILL_RECORDED = "continuity:drill:recorded"
     STANDBY_LOG_MERGED = "continuity:standby-log:merged"  # one per segment merged
+    # detection of abnormal access
+    DETECTION_RUN = "detection:pass:completed"
+    DETECTION_VIEWED = "detection:queue:viewed"
+    DETECTION_REVIEWED = "detection:case:reviewed"
+    ROSTER_CHANGED = "admin:roster:changed"
+    STAFF_FACTS_CHANGED = "admin:staff-facts:changed"
 
 
 class AuditMissing(RuntimeError):

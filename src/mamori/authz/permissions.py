@@ -57,6 +57,7 @@ class Permission(enum.StrEnum):
     VENDOR_WINDOW_ADMIN = "vendor-window:admin"
     SYSTEM_HEALTH = "system:health"
     CONTINUITY_ADMIN = "continuity:admin"  # downtime bundles and their standby keys
+    DETECTION_REVIEW = "detection:review"  # the abnormal-access review queue
     # every signed-in account: its own profile, sessions and second factors
     SELF = "self:manage"
 
@@ -111,6 +112,7 @@ PERMISSION_LABELS_JA = {
     P.VENDOR_WINDOW_ADMIN: "保守作業枠の管理",
     P.SYSTEM_HEALTH: "システム状態の確認",
     P.CONTINUITY_ADMIN: "業務継続（ダウンタイム資料・待機用の鍵）の管理",
+    P.DETECTION_REVIEW: "不審アクセスの確認と判定",
     P.SELF: "自分のアカウント管理",
 }
 
@@ -216,6 +218,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.VENDOR_WINDOW_ADMIN,
             P.SYSTEM_HEALTH,
             P.CONTINUITY_ADMIN,
+            P.DETECTION_REVIEW,
         }
     ),
     # 安全管理者: runs the security programme (log review, accounts' sessions and lockouts,
@@ -229,6 +232,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.VENDOR_WINDOW_ADMIN,
             P.SYSTEM_HEALTH,
             P.CONTINUITY_ADMIN,  # isolates the server in an incident; cannot print charts
+            P.DETECTION_REVIEW,
             P.SELF,
         }
     ),
@@ -270,6 +274,8 @@ _VIEWS: dict[str, RecordAccess] = {
     "chart": RecordAccess(P.CHART_READ, P.CHART_READ),
     "verify": RecordAccess(P.RECORD_VERIFY, P.RECORD_VERIFY),
     "audit-review": RecordAccess(P.AUDIT_READ, P.AUDIT_REVIEW, demographic=True),
+    # the detection queue names the patient of each case (to its two reviewers only)
+    "detection-review": RecordAccess(P.DETECTION_REVIEW, P.DETECTION_REVIEW, demographic=True),
 }
 _KINDS: dict[str, RecordAccess] = dict(_VIEWS)
 

@@ -217,6 +217,7 @@ def html(
     settings: Settings = request.app.state.settings
     context.setdefault("reauth_minutes", settings.auth.reauth_minutes)
     context.setdefault("alerts_waiting", _alerts_waiting(request, context["actor"]))
+    context.setdefault("cases_waiting", _cases_waiting(request, context["actor"]))
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
     )
@@ -234,6 +235,16 @@ def _alerts_waiting(request: Request, actor: Any) -> int:
         return 0
     with request.app.state.db.session(write=False) as session:
         return open_alert_count(session, actor)
+
+
+def _cases_waiting(request: Request, actor: Any) -> int:
+    """Open detection cases, for the menu of their two reviewers (a count, no patient)."""
+    if actor is None or not actor.can(Permission.DETECTION_REVIEW):
+        return 0
+    from mamori.detection.service import open_case_count
+
+    with request.app.state.db.session(write=False) as session:
+        return open_case_count(session, actor)
 
 
 def go(request: Request, url: str) -> Response:
