@@ -39,6 +39,7 @@ from mamori.clinic.models import Clinic
 from mamori.clinic.service import add_staff
 from mamori.continuity.models import DowntimeBundle
 from mamori.db import utcnow
+from mamori.detection.models import DetectionCase
 from mamori.patients import service as patients
 from mamori.patients.schemas import CoverageIn
 
@@ -83,17 +84,17 @@ POLICY: dict[Role, set[str]] = {
     Role.DIRECTOR: _PHYSICIAN | {
         "patient:merge", "insurance:write", "export:bulk", "audit:read", "audit:review",
         "staff:read", "staff:admin", "session:admin", "restriction:admin",
-        "vendor-window:admin", "system:health", "continuity:admin",
+        "vendor-window:admin", "system:health", "continuity:admin", "detection:review",
     },
     Role.SECURITY_OFFICER: {
         "audit:read", "audit:review", "staff:read", "session:admin", "vendor-window:admin",
-        "system:health", "continuity:admin", "self:manage",
+        "system:health", "continuity:admin", "detection:review", "self:manage",
     },
     Role.VENDOR: {"system:health", "self:manage"},
     Role.AUDITOR: {"audit:read", "audit:review", "staff:read", "self:manage"},
 }  # fmt: skip
 # record kinds a restricted patient's desk work needs (registration, insurance, visits)
-DEMOGRAPHIC = {"Coverage", "Encounter"}
+DEMOGRAPHIC = {"Coverage", "Encounter", "ContactLog"}
 
 COVERAGE = {"kind": "shaho", "insurer_number": "01130012", "symbol": "ミツ", "number": "187"}
 NOTE = {"kind": "nursing", "subjective": "夜間の咳"}
@@ -133,6 +134,7 @@ KIND = {
     "/api/v1/medication-requests/{request_id}/prescription.pdf": "MedicationRequest",
     "/api/v1/patients/{patient_id}/referrals/draft": "chart",
     "/api/v1/patients/{patient_id}/bookings": "Encounter",
+    "/api/v1/patients/{patient_id}/contacts": "ContactLog",
     "/api/v1/bookings/{encounter_id}": "Encounter",
     "/api/v1/patients/{patient_id}/referrals": "Document",
     "/api/v1/patients/{patient_id}/observations": "Observation",
@@ -150,6 +152,7 @@ KIND = {
 GATE_PERMISSION = {
     "Coverage": ("insurance:read", "insurance:write"),
     "Encounter": ("encounter:read", "encounter:write"),
+    "ContactLog": ("encounter:read", "encounter:write"),
     "ProgressNote": ("note:read", "note:write"),
     "Condition": ("condition:read", "condition:write"),
     "AllergyIntolerance": ("allergy:read", "allergy:write"),
@@ -273,6 +276,20 @@ def estate(world: World) -> Estate:
             )
             token_ids[clinic_of] = str(row.id)
         s.commit()
+    cases = {}
+    with world.db.session(write=True) as s:  # a detection case of each clinic
+        for clinic_of in ("director", "dr_chen"):
+            actor = world.actors[clinic_of]
+            at = utcnow()
+            case = DetectionCase(
+                clinic_id=actor.clinic_id, user_id=actor.user_id, patient_id=None,
+                tier="daily", score=4, rules=["B1"], facts={"patients": 9}, first_seq=1,
+                last_seq=1, first_at=at, last_at=at, status="open", reason="",
+            )  # fmt: skip
+            s.add(case)
+            s.flush()
+            cases[clinic_of] = str(case.id)
+        s.commit()
     bundles = {}
     with world.db.session(write=True) as s:  # a downtime bundle of each clinic (its numbers)
         for clinic_of, first in (("director", 1), ("dr_chen", 41)):
@@ -288,6 +305,7 @@ def estate(world: World) -> Estate:
         s.commit()
     shared = {
         "bundle_id": bundles["director"],
+        "case_id": cases["director"],
         "window_id": window_id,
         "alert_id": alert_id,
         "duplicate": duplicate,
@@ -302,6 +320,7 @@ def estate(world: World) -> Estate:
         user_id=str(world.actors["dr_chen"].user_id),
         token_id=token_ids["dr_chen"],
         bundle_id=bundles["dr_chen"],
+        case_id=cases["dr_chen"],
     )
     return Estate(world=world, ids={"own": own, "restricted": restricted, "other": other})
 
@@ -394,6 +413,10 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
             "json": {"reason": "誤入力", **stale}
         },
         "POST /api/v1/audit/reviews": lambda: {"json": {"scope": "period", "outcome": "no-issue"}},
+        "POST /api/v1/detection/cases/{case_id}/review": lambda: {
+            "json": {"outcome": "appropriate", "reason": "業務上の確認"}
+        },
+        "POST /api/v1/patients/{patient_id}/contacts": lambda: {"json": {"topic": "予約"}},
     }
     return bodies.get(key, dict)()
 

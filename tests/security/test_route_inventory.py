@@ -36,6 +36,9 @@ PINNED = {
     "POST /api/v1/auth/sessions/revoke": "self:manage",
     "POST /api/v1/patients/{patient_id}/break-glass": "break-glass:use",
     "PUT /api/v1/patients/{patient_id}/restriction": "restriction:admin",
+    "GET /api/v1/detection/cases": "detection:review",
+    "POST /api/v1/detection/cases/{case_id}/review": "detection:review",
+    "POST /api/v1/patients/{patient_id}/contacts": "encounter:write",
     "GET /api/v1/admin/staff": "staff:read",
     "POST /api/v1/admin/staff": "staff:admin",
     "PUT /api/v1/admin/staff/{user_id}": "staff:admin",
@@ -191,6 +194,18 @@ PINNED_UI = {
     "GET /admin/reviews/patients/{patient_id}": "audit:read",
     "GET /admin/reviews/users/{user_id}": "audit:read",
     "GET /admin/settings": "system:health",
+    "GET /admin/detection": "detection:review",
+    "GET /admin/detection/cases/{case_id}": "detection:review",
+    "POST /admin/detection/cases/{case_id}/review": "detection:review",
+    "POST /admin/detection/cases/{case_id}/restrict": "restriction:admin",
+    "POST /admin/detection/run": "detection:review",
+    "GET /admin/detection/report.pdf": "detection:review",
+    "GET /admin/roster": "staff:admin",
+    "POST /admin/roster": "staff:admin",
+    "GET /admin/staff/{user_id}/facts": "staff:admin",
+    "POST /admin/staff/{user_id}/facts": "staff:admin",
+    "POST /admin/staff/{user_id}/links": "staff:admin",
+    "POST /patients/{patient_id}/contacts": "encounter:write",
 }
 EXPECTED = PINNED | PINNED_UI
 

@@ -50,6 +50,7 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
         "window_id": str(uuid.uuid4()),
         "token_id": str(uuid.uuid4()),
         "bundle_id": str(uuid.uuid4()),  # none: a 404 page for the roles allowed
+        "case_id": str(uuid.uuid4()),
         "name": "app.css",
         "lang": "en",
     }

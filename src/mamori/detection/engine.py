@@ -67,7 +67,7 @@ POINTS = {
     "R3": 3,  # restricted: VIP or staff
     "R4": 2,  # sensitive category
     "R5": 1,  # no visit for half a year, none booked
-    "R6": 2,  # data the role does not work with
+    "R6": 3,  # data the role does not work with, or refused again and again
     "B1": 4,
     "B2": 5,
     "B3": 3,
@@ -575,6 +575,13 @@ def run(world: World, events: Sequence[Event], context: Sequence[Event] = ()) ->
         per_user_day[(a.user, a.day)].append(a)
         hits.append(_score_pair(world, a))
 
+    # a pattern is not cleared by a booking: repeated unexplained opens of one patient, now
+    # again just before their appointment (the 四日市 technician), is still B5
+    for a in weak:
+        hit = _repeated(world, a)
+        if hit is not None:
+            hits.append(hit)
+
     hits += _volume(world, per_user_day)
     hits += _harvest(world, unexplained)
     hits += _crowd(world, hits, unexplained, weak)
@@ -771,14 +778,39 @@ def _score_pair(world: World, a: Access) -> Hit:
     if a.off:
         rules.add("B7")
         facts["off"] = a.off
-    prior = world.prior_days.get((a.user, a.patient), set())
-    window = {d for d in prior if a.day - dt.timedelta(days=REPEAT_DAYS) <= d < a.day}
-    facts["prior_days"] = len(window)
-    if len(window) + 1 >= REPEAT_TIMES:
+    prior = _prior_days(world, a)
+    facts["prior_days"] = prior
+    if prior + 1 >= REPEAT_TIMES:
         rules.add("B5")
-        upcoming = [
-            day for day, _att, pl in visits if pl and a.day <= day <= a.day + dt.timedelta(days=2)
-        ]
-        if upcoming:
+        if _booked_soon(world, a):
             facts["before_booking"] = True
     return Hit(a.user, a.patient, rules, a.first_seq, a.last_seq, a.first_at, a.last_at, facts)
+
+
+def _prior_days(world: World, a: Access) -> int:
+    """Days within REPEAT_DAYS before this one on which the user opened this patient
+    without explanation."""
+    prior = world.prior_days.get((a.user, a.patient), set())
+    return len({d for d in prior if a.day - dt.timedelta(days=REPEAT_DAYS) <= d < a.day})
+
+
+def _booked_soon(world: World, a: Access) -> bool:
+    soon = a.day + dt.timedelta(days=2)
+    return any(pl and a.day <= day <= soon for day, _att, pl in world.visits.get(a.patient, ()))
+
+
+def _repeated(world: World, a: Access) -> Hit | None:
+    """B5 for an access explained only by being on duty on the patient's visit day."""
+    prior = _prior_days(world, a)
+    if prior + 1 < REPEAT_TIMES:
+        return None
+    facts: dict[str, object] = {
+        "opens": a.opens,
+        "kinds": sorted(a.kinds),
+        "clinical": any(is_clinical(k) for k in a.kinds),
+        "prior_days": prior,
+        "visit_day": True,
+    }
+    if _booked_soon(world, a):
+        facts["before_booking"] = True
+    return Hit(a.user, a.patient, {"B5"}, a.first_seq, a.last_seq, a.first_at, a.last_at, facts)
