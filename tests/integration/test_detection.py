@@ -149,7 +149,7 @@ def test_the_household_match_needs_the_surname_and_an_address_or_phone(world: Wo
     _run(world)
     by_patient = {c["patient_id"]: c for c in _cases(world)}
     assert "R2" in by_patient[same_home]["rules"]
-    assert "同じ世帯と思われる" in by_patient[same_home]["sentence"]
+    assert "同じ世帯と思われる患者" in by_patient[same_home]["sentence"]
     assert namesake not in by_patient  # a shared surname alone is never enough
 
 

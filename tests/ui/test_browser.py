@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from sqlalchemy import select, update
 
 from mamori.app import create_app
 from mamori.auth.models import AuthSession
-from mamori.authz.models import BreakGlassGrant
+from mamori.authz.models import BreakGlassGrant, PatientRestriction
 from mamori.clinic.calendar import clinic_today
 from mamori.db import utcnow
+from mamori.detection.models import ContactLog
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.ui.support import PASSWORD, give_password
 
@@ -1281,3 +1283,105 @@ def test_the_director_isolates_the_server_and_lifts_it(page: Page, site: Site) -
     expect(page.locator("#isolated")).to_have_count(0)
     expect(page.get_by_text("サーバーを隔離する")).to_be_visible()
     assert site.world.http.get("/healthz").status_code == 200
+
+
+def test_the_director_reviews_the_access_cases_quiets_a_pair_and_restricts(
+    page: Page, site: Site
+) -> None:
+    """The insider review: the roster and a colleague's registration as a patient entered on
+    their screens, a receptionist's unexplained look at that colleague's record found by the
+    pass, read as one sentence, the patient restricted from the queue, the case judged
+    appropriate with a reason and the pair quieted; the queue printed."""
+    world = site.world
+    nurse = str(world.actors["nurse_ben"].user_id)
+    clerk = world.actors["clerk_chika"]
+    pid = api(site, "POST", "/api/v1/patients", "director", json={
+        **SAMPLE_PATIENT, "family_name": "鈴木", "given_name": "勉", "family_kana": "スズキ",
+        "given_kana": "ツトム", "birth_date": "1985-05-05",
+    })["id"]  # fmt: skip
+    sign_in(page, site, "director")
+    # the roster: the receptionist works all day today (whatever weekday the test runs on)
+    page.goto(f"/admin/roster?week={clinic_today().isoformat()}")
+    cell = page.locator(
+        f"form.roster-cell:has(input[name=user_id][value='{clerk.user_id}'])"
+        f":has(input[name=day][value='{clinic_today().isoformat()}'])"
+    )
+    cell.locator("select[name=kind]").select_option("work")
+    cell.locator("input[name=start]").fill("0:00")
+    cell.locator("input[name=end]").fill("23:59")
+    cell.get_by_role("button", name="保存").click()
+    expect(
+        page.locator(
+            f"td.entered:has(input[name=user_id][value='{clerk.user_id}'])"
+            f":has(input[name=day][value='{clinic_today().isoformat()}'])"
+        )
+    ).to_be_visible()
+    shot(page, "director-roster")
+    # the nurse's household facts (the notice first) and their own registration as a patient
+    page.goto(f"/admin/staff/{nurse}/facts")
+    expect(page.locator("#notice")).to_contain_text("職員への通知")
+    page.get_by_label("姓（カナ）").fill("スズキ")
+    page.get_by_label("電話番号").fill("03-1111-2222")
+    page.get_by_role("button", name="保存").click()
+    expect(page.locator("#facts-form .alert.error, .alert.error").first).to_contain_text("通知")
+    # what was typed is still there after the refusal
+    expect(page.get_by_label("姓（カナ）")).to_have_value("スズキ")
+    page.get_by_label("上の通知を本人に渡した（必須）").check()
+    page.get_by_role("button", name="保存").click()
+    expect(page.get_by_text("通知済み")).to_be_visible()
+    expect(page.get_by_label("電話番号")).to_have_value("03-1111-2222")
+    number = world.http.get(f"/api/v1/patients/{pid}", headers=world.h("director")).json()[
+        "patient_number"
+    ]
+    page.get_by_label("患者番号", exact=False).fill(str(number))
+    page.get_by_label("続柄").select_option("self")
+    page.get_by_role("button", name="登録").click()
+    expect(page.locator("#links")).to_contain_text(f"本人 · No.{number} 鈴木 勉")
+    shot(page, "director-staff-facts")
+    # the receptionist looks the colleague up with no booking, visit or call to explain it
+    r = world.http.get(f"/api/v1/patients/{pid}", headers=world.h("clerk_chika"))
+    assert r.status_code == 200
+    page.goto("/admin/detection")
+    page.get_by_role("button", name="今すぐ検知を実行").click()
+    case = page.locator("#open-cases li.case").first
+    expect(case).to_contain_text("医療事務・受付 田中 千佳 が 職員 鈴木 勉（看護師）本人")
+    expect(case).to_contain_text("前後1日の予約・受診・記録・電話対応なし")
+    expect(page.locator("nav [data-cases-waiting]")).to_have_text("1")
+    shot(page, "director-detection-queue")
+    pdf = page.request.get("/admin/detection/report.pdf")
+    assert pdf.status == 200
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.body())).pages)
+    assert "不審アクセス確認一覧" in text and "鈴木" in text, text[:300]
+    case.get_by_role("link", name="確認・判定する").click()
+    expect(page.locator("#case-sentence")).to_contain_text("職員 鈴木 勉（看護師）")
+    shot(page, "director-detection-case")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="閲覧制限にする").click()
+    expect(page.locator("#case-sentence")).to_be_visible()
+    page.get_by_label("問題なし（業務上の理由がある）").check()
+    page.get_by_label("理由・確認した内容").fill(
+        "本人の依頼で予約確認の電話を受けた（受付簿で確認）"
+    )
+    page.get_by_label("「問題なし」のとき", exact=False).fill("30")
+    page.get_by_role("button", name="判定を記録する").click()
+    page.wait_for_url("**/admin/detection", timeout=30_000)
+    expect(page.locator("#no-cases")).to_be_visible()
+    expect(page.locator("#decided")).to_contain_text("本人の依頼で予約確認の電話を受けた")
+    expect(page.locator("#decided")).to_contain_text("抑止")
+    shot(page, "director-detection-decided")
+    with world.db.session(write=False) as s:
+        restriction = s.get(PatientRestriction, uuid.UUID(pid))
+        assert restriction is not None and restriction.vip
+
+
+def test_reception_logs_a_phone_call_in_two_clicks(page: Page, site: Site) -> None:
+    pid = api(site, "POST", "/api/v1/patients", "clerk_chika", json=SAMPLE_PATIENT)["id"]
+    sign_in(page, site, "clerk_chika")
+    page.goto(f"/patients/{pid}")
+    page.get_by_text("電話・窓口対応を記録").click()
+    page.locator("#contact-form").get_by_role("button", name="検査結果").click()
+    expect(page.locator("#contact-logged")).to_be_visible()
+    shot(page, "reception-contact-logged")
+    with site.world.db.session(write=False) as s:
+        rows = s.scalars(select(ContactLog).where(ContactLog.patient_id == uuid.UUID(pid))).all()
+        assert [(r.channel, r.topic) for r in rows] == [("phone", "検査結果")]

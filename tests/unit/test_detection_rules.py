@@ -379,9 +379,9 @@ NAMES = {U["clerk"]: ("山田", Role.RECEPTION), U["nurse"]: ("佐藤", Role.NUR
     ("rules", "facts", "patient", "want"),
     [
         (["R1"], {"staff_of": str(U["nurse"]), "kinds": ["Observation"], "opens": 3}, P[0],
-         "山田 が 職員 佐藤（看護師）（No.5 佐藤 花子） のカルテ（検査結果）を3回閲覧"),
+         "山田 が 職員 佐藤（看護師）本人（No.5 佐藤 花子）のカルテ（検査結果）を3回閲覧"),
         (["R2"], {"household": True, "opens": 1, "kinds": ["Patient"]}, P[0],
-         "同じ世帯と思われる No.5 佐藤 花子 の基本情報・連絡先を1回閲覧"),
+         "同じ世帯と思われる患者 No.5 佐藤 花子の基本情報・連絡先を1回閲覧"),
         (["B5"], {"prior_days": 4, "before_booking": True, "opens": 1}, P[0],
          "過去90日に同じ患者を4日閲覧（今回を除く）。予約日の直前"),
         (["B7", "R5"], {"off": "leave", "opens": 2, "kinds": ["chart"]}, P[0], "休暇中"),

@@ -697,27 +697,32 @@ def _browse(
     per_user_day: dict[tuple[uuid.UUID, dt.date], list[Access]],
     hits: list[Hit],
 ) -> None:
-    """B3 name browsing: several patient searches, then unexplained opens of several patients."""
-    searches: dict[uuid.UUID, list[dt.datetime]] = defaultdict(list)
+    """B3 name browsing: several patient searches, then unexplained opens of two or more of
+    the patients one search showed (same-name patients, none of them anybody's work). A desk
+    that searches all day and opens the one patient it needs raises nothing."""
+    searches: dict[uuid.UUID, list[Event]] = defaultdict(list)
     for ev in events:
         if ev.tag == SEARCH_TAG and ev.user is not None and ev.what == "Patient:search":
-            searches[ev.user].append(ev.at)
+            searches[ev.user].append(ev)
+    window = dt.timedelta(minutes=BROWSE_MINUTES)
     for (user, _day), items in per_user_day.items():
-        times = searches.get(user, [])
-        if len(times) < BROWSE_SEARCHES:
+        found = searches.get(user, [])
+        if len(found) < BROWSE_SEARCHES:
             continue
-        window = dt.timedelta(minutes=BROWSE_MINUTES)
-        browsed = {
-            a.patient
-            for a in items
-            if sum(1 for t in times if dt.timedelta(0) <= a.first_at - t <= window)
-            >= BROWSE_SEARCHES
-        }
-        if len(browsed) >= 2:
-            for h in hits:
-                if h.user == user and h.patient in browsed:
-                    h.rules.add("B3")
-                    h.facts["browsed"] = len(browsed)
+        browsed: set[uuid.UUID] = set()
+        for s in found:
+            opened = {
+                a.patient
+                for a in items
+                if a.patient in s.patients and dt.timedelta(0) <= a.first_at - s.at <= window
+            }
+            near = sum(1 for t in found if abs(t.at - s.at) <= window)
+            if len(opened) >= 2 and near >= BROWSE_SEARCHES:
+                browsed |= opened
+        for h in hits:
+            if h.user == user and h.patient in browsed:
+                h.rules.add("B3")
+                h.facts["browsed"] = len(browsed)
 
 
 def _attempts(events: Sequence[Event]) -> list[Hit]:

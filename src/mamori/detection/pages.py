@@ -25,7 +25,9 @@ from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
+_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 LABELS = {
+    "patient_number": ("患者番号", "patient number"),
     "outcome": ("判定", "outcome"),
     "reason": ("理由", "reason"),
     "suppress_days": ("抑止する日数", "days to quiet"),
@@ -229,8 +231,9 @@ def _facts(
     staff = {s.id: s for s in admin.list_staff(ctx.session, ctx.actor)}
     if user_id not in staff:
         raise NotFound("staff")
-    links = [link for link in service.links_of(ctx.session, ctx.actor) if link.user_id == user_id]
+    links = service.labelled_links(ctx.session, ctx.actor, user_id)
     extra.setdefault("error", None)
+    extra.setdefault("form", {})
     return html(
         request,
         "detection_facts.html",
@@ -270,7 +273,7 @@ def save_facts(
             left_on=_monday(left) if left else None,
         )
     except InvalidInput as exc:
-        return _facts(request, ctx, user_id, 422, error=form_error(exc, LABELS))
+        return _facts(request, ctx, user_id, 422, error=form_error(exc, LABELS), form=form)
     return go(request, f"/admin/staff/{user_id}/facts")
 
 
@@ -282,11 +285,16 @@ def add_link(
     form: Form = Depends(form_fields),
 ) -> Response:
     try:
-        pid = uuid.UUID(form.get("patient_id", "").strip())
+        number = int(form.get("patient_number", "").strip().translate(_DIGITS))
     except ValueError:
-        exc = InvalidInput("患者IDが正しくありません。", "Invalid patient ID.", field="patient_id")
+        exc = InvalidInput(
+            "患者番号を数字で入力してください。",
+            "Enter the patient number.",
+            field="patient_number",
+        )
         return _facts(request, ctx, user_id, 422, error=form_error(exc, LABELS))
     try:
+        pid = service.patient_by_number(ctx.session, ctx.actor, number)
         service.link_patient(ctx.session, ctx.actor, user_id, pid, form.get("relation", ""))
     except (InvalidInput, Conflict) as exc:
         return _facts(request, ctx, user_id, 422, error=form_error(exc, LABELS))

@@ -145,27 +145,56 @@ def _address(value: str) -> str:
 
 
 def load_world(
-    session: Session, clinic_id: uuid.UUID, events: Sequence[Event], today: dt.date
+    session: Session,
+    clinic_id: uuid.UUID,
+    events: Sequence[Event],
+    today: dt.date,
+    *,
+    accounts_only: bool = False,
 ) -> World:
+    """What explains and flags the accesses in ``events``. ``accounts_only``: the staff and
+    the maintenance windows, all the immediate tier reads (every few minutes)."""
     staff: dict[uuid.UUID, Staff] = {}
-    profiles = {
-        p.user_id: p
-        for p in session.scalars(select(StaffProfile).where(StaffProfile.clinic_id == clinic_id))
-    }
-    for u in session.scalars(select(StaffUser).where(StaffUser.clinic_id == clinic_id)):
-        prof = profiles.get(u.id)
-        staff[u.id] = Staff(
-            role=str(u.role),
-            name=u.display_name,
-            active=u.active,
-            disabled_at=u.disabled_at,
-            expires_at=u.expires_at,
-            family_kana=prof.family_kana if prof else "",
-            address=_address(prof.address) if prof else "",
-            phone=_digits(prof.phone) if prof else "",
-            integration=u.kind == "integration",
-            left_on=prof.left_on if prof else None,
+    for uid, role, name, active, disabled, expires, kind in session.execute(
+        select(
+            StaffUser.id,
+            StaffUser.role,
+            StaffUser.display_name,
+            StaffUser.active,
+            StaffUser.disabled_at,
+            StaffUser.expires_at,
+            StaffUser.kind,
+        ).where(StaffUser.clinic_id == clinic_id)
+    ):
+        staff[uid] = Staff(
+            role=str(role),
+            name=name,
+            active=active,
+            disabled_at=disabled,
+            expires_at=expires,
+            integration=kind == "integration",
         )
+    for uid, left in session.execute(
+        select(StaffProfile.user_id, StaffProfile.left_on).where(
+            StaffProfile.clinic_id == clinic_id, StaffProfile.left_on.is_not(None)
+        )
+    ):
+        if uid in staff:
+            staff[uid].left_on = left
+    if not accounts_only:  # the household facts: opened for the nightly pass only
+        for prof in session.scalars(
+            select(StaffProfile).where(StaffProfile.clinic_id == clinic_id)
+        ):
+            if prof.user_id in staff:
+                st = staff[prof.user_id]
+                st.family_kana = prof.family_kana
+                st.address = _address(prof.address)
+                st.phone = _digits(prof.phone)
+    windows: dict[uuid.UUID, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    for w in session.scalars(select(VendorWindow).where(VendorWindow.clinic_id == clinic_id)):
+        windows[w.vendor_user_id].append((w.starts_at, w.closed_at or w.ends_at))
+    if accounts_only:
+        return World(staff, {}, {}, {}, windows, {})
     days = {engine.jst_day(e.at) for e in events} or {today}
     first, last = min(days), max(days)
     roster = {
@@ -196,9 +225,6 @@ def load_world(
         select(StaffPatientLink).where(StaffPatientLink.clinic_id == clinic_id)
     ):
         links[link.patient_id].append((link.user_id, link.relation))
-    windows: dict[uuid.UUID, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
-    for w in session.scalars(select(VendorWindow).where(VendorWindow.clinic_id == clinic_id)):
-        windows[w.vendor_user_id].append((w.starts_at, w.closed_at or w.ends_at))
     suppressed = {
         (c.user_id, c.patient_id): c.suppress_until
         for c in session.scalars(
@@ -223,23 +249,30 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 def _load_ledger(session: Session, clinic_id: uuid.UUID, world: World, first: dt.date) -> None:
     since = first - dt.timedelta(days=max(engine.REPEAT_DAYS, engine.HARVEST_DAYS, 56))
     counts: dict[tuple[uuid.UUID, dt.date], set[uuid.UUID]] = defaultdict(set)
-    for row in session.scalars(
-        select(DetectionAccess).where(
+    harvest_from = first - dt.timedelta(days=engine.HARVEST_DAYS)
+    baseline_from = first - dt.timedelta(days=56)
+    rows = session.execute(
+        select(
+            DetectionAccess.user_id,
+            DetectionAccess.patient_id,
+            DetectionAccess.day,
+            DetectionAccess.weak,
+            DetectionAccess.kinds,
+        ).where(
             DetectionAccess.clinic_id == clinic_id,
             DetectionAccess.day >= since,
             DetectionAccess.day < first,
         )
-    ):
-        world.prior_by_patient.setdefault(row.patient_id, []).append((row.day, row.user_id))
-        if row.weak:
+    )
+    for user, patient, day, weak, kinds in rows:
+        world.prior_by_patient.setdefault(patient, []).append((day, user))
+        if weak:
             continue
-        world.prior_days.setdefault((row.user_id, row.patient_id), set()).add(row.day)
-        if row.day >= first - dt.timedelta(days=56):
-            counts[(row.user_id, row.day)].add(row.patient_id)
-        if row.day >= first - dt.timedelta(days=engine.HARVEST_DAYS) and not any(
-            engine.is_clinical(k) for k in row.kinds
-        ):
-            world.prior_demographic.setdefault(row.user_id, set()).add(row.patient_id)
+        world.prior_days.setdefault((user, patient), set()).add(day)
+        if day >= baseline_from:
+            counts[(user, day)].add(patient)
+        if day >= harvest_from and not any(engine.is_clinical(k) for k in kinds):
+            world.prior_demographic.setdefault(user, set()).add(patient)
     # the baseline counts every working day of the last eight weeks, the quiet ones as 0
     for user, staff in world.staff.items():
         values = []
@@ -328,7 +361,7 @@ def run(
         start = watermark(session, clinic_id, family)
     events = read_events(session, clinic_id, start, end)
     today = clinic_today()
-    world = load_world(session, clinic_id, events, today)
+    world = load_world(session, clinic_id, events, today, accounts_only=tier == "immediate")
     if tier == "immediate":
         hits = engine.immediate(world, events)
         outcome = engine.Outcome([], hits, 0, 0)
@@ -676,23 +709,23 @@ def sentence(
         target = f"本人または家族（{patient}）"
     elif "R1" in rules and f.get("staff_of"):
         other = names.get(uuid.UUID(str(f["staff_of"])))
-        rel = "の家族" if f.get("staff_relation") == "family" else ""
-        target = (
-            f"職員 {other[0]}（{other[1].label_ja}）{rel}（{patient}）"
-            if other
-            else f"職員（{patient}）"
-        )
+        if other and f.get("staff_relation") == "family":
+            target = f"職員 {other[0]}（{other[1].label_ja}）の家族 {patient}"
+        elif other:
+            target = f"職員 {other[0]}（{other[1].label_ja}）本人（{patient}）"
+        else:
+            target = f"職員（{patient}）"
     elif "R1" in rules:
         target = f"職員（{patient}）"
     elif f.get("household"):
-        target = f"同じ世帯と思われる {patient}"
+        target = f"同じ世帯と思われる患者 {patient}"
     else:
         target = patient
     kinds = [engine.CLINICAL_LABELS[k] for k in f.get("kinds", []) if k in engine.CLINICAL_LABELS]
     what = "カルテ" + (f"（{'・'.join(kinds)}）" if kinds and kinds != ["カルテ"] else "")
     if not kinds:
         what = "基本情報・連絡先"
-    parts.append(f"{who} が {target} の{what}を{f.get('opens', 1)}回閲覧")
+    parts.append(f"{who} が {target}の{what}を{f.get('opens', 1)}回閲覧")
     if f.get("visit_day"):
         parts.append("受診日だが担当・記録なし")
     else:
@@ -862,6 +895,7 @@ def roster_week(
                 StaffUser.clinic_id == actor.clinic_id,
                 StaffUser.active.is_(True),
                 StaffUser.kind == "person",
+                StaffUser.role.not_in((Role.VENDOR.value, Role.AUDITOR.value)),
             )
             .order_by(StaffUser.role, StaffUser.display_kana)
         )
@@ -1053,6 +1087,32 @@ def link_patient(
     )
     session.flush()
     return link
+
+
+def patient_by_number(session: Session, actor: Actor, number: int) -> uuid.UUID:
+    """The patient with this 患者番号 (the number on the 診察券), through the search service."""
+    from mamori.patients.service import search_patients
+
+    found = search_patients(session, actor, patient_number=number, include_inactive=True, limit=2)
+    if not found:
+        raise InvalidInput(
+            "この患者番号の患者は見つかりません。",
+            "No patient has this number.",
+            field="patient_number",
+        )
+    return found[0].id
+
+
+def labelled_links(
+    session: Session, actor: Actor, user_id: uuid.UUID
+) -> list[tuple[StaffPatientLink, str]]:
+    """A staff member's links with each patient as the director reads it (No. and name)."""
+    out = []
+    for link in links_of(session, actor):
+        if link.user_id == user_id:
+            p = patient_for(session, actor, link.patient_id, Intent.READ, "Patient")
+            out.append((link, f"No.{p.patient_number} {p.full_name}"))
+    return out
 
 
 def links_of(session: Session, actor: Actor) -> list[StaffPatientLink]:
