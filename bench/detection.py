@@ -34,9 +34,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from detection_sim import IMMEDIATE, PROFILES, SCENARIOS, VARIANTS, Clinic, Incident  # noqa: E402
 from sqlalchemy import event, func, select  # noqa: E402
 
+from detection_sim import IMMEDIATE, PROFILES, SCENARIOS, VARIANTS, Clinic, Incident  # noqa: E402
 from mamori.clinic import service as clinic_service  # noqa: E402
 from mamori.detection import service  # noqa: E402
 from mamori.detection.models import DetectionAccess, DetectionCase, DetectionRun  # noqa: E402
@@ -135,7 +135,7 @@ def score(
     ttd: dict[str, list[float]] = defaultdict(list)
     in_time: dict[str, list[int]] = defaultdict(list)
     true_cases: set[uuid.UUID] = set()
-    for inc_id, parts in by_id.items():
+    for _inc_id, parts in by_id.items():
         scenario = parts[0].scenario
         first = min(dt.datetime.fromisoformat(p.first_at) for p in parts)
         hits = [c for c in cases for p in parts if _matches(c, p)]
@@ -248,7 +248,8 @@ def main() -> None:
         it = statistics.mean(r["in_time"][sc] for r in runs if sc in r["in_time"])
         ttd = [r["ttd_hours_median"][sc] for r in runs if sc in r["ttd_hours_median"]]
         print(
-            f"{sc:<10}{n:>10}{m:>10.2f} ±{h:.2f}{it:>10.2f}{(statistics.median(ttd) if ttd else float('nan')):>16.1f}"
+            f"{sc:<10}{n:>10}{m:>10.2f} ±{h:.2f}{it:>10.2f}"
+            f"{(statistics.median(ttd) if ttd else float('nan')):>16.1f}"
         )
     report: dict[str, Any] = {"profile": args.profile, "variant": args.variant, "runs": runs}
     for key in (

@@ -358,7 +358,7 @@ class Clinic:
                         actor=actor,
                         ws_ip=f"10.0.0.{10 + i}",
                         ws_ua=f"ws-{i}",
-                    )  # fmt: skip
+                    )
                 )
             s.commit()
         self._register_patients()
@@ -704,7 +704,7 @@ class Clinic:
                     self.login(
                         te - dt.timedelta(minutes=2),
                         doc,
-                        ip="203.0.113.%d" % (20 + docs.index(doc) if doc in docs else 20),
+                        ip=f"203.0.113.{20 + docs.index(doc) if doc in docs else 20}",
                         ua=f"home-{doc.key}",
                     )
                 self.read(te, doc, row.id)
@@ -758,7 +758,7 @@ class Clinic:
                     reason="定期保守",
                     starts_at=starts,
                     ends_at=ends,
-                )  # fmt: skip
+                )
             )
             s.commit()
         self.vendor_windows.append((starts, ends))
@@ -825,7 +825,7 @@ class Clinic:
             pid = other.self_patient or rng.choice(other.family)
             inc = add(actor, [pid])
             d = open_day(monday)
-            for k in range(rng.randint(1, 4)):
+            for _k in range(rng.randint(1, 4)):
                 at = (
                     shift_time(d + dt.timedelta(days=rng.randint(0, 1)))
                     if is_open(d + dt.timedelta(days=1))
@@ -844,7 +844,7 @@ class Clinic:
             actor = rng.choice(cands)
             pid = rng.choice(actor.family)
             inc = add(actor, [pid])
-            for k in range(rng.randint(1, 6)):
+            for _k in range(rng.randint(1, 6)):
                 d = open_day(monday + dt.timedelta(days=rng.randint(0, 7 * rng.randint(2, 8))), 3)
                 what = "Patient" if actor.kind in ("reception", "manager") else "chart"
                 at = shift_time(d)
@@ -940,7 +940,7 @@ class Clinic:
             d, n, k = monday, 0, 5
             while d < last and n < len(pool):
                 if is_open(d):
-                    for j in range(min(30, k)):
+                    for _j in range(min(30, k)):
                         if n >= len(pool):
                             break
                         at = shift_time(d)
@@ -1000,7 +1000,7 @@ class Clinic:
             )
             if is_open(d) and not night:
                 self.leave.add((actor.key, d))
-            ip, ua = "198.51.100.%d" % rng.randint(2, 200), f"home-{actor.key}"
+            ip, ua = f"198.51.100.{rng.randint(2, 200)}", f"home-{actor.key}"
             self.schedule(
                 at - dt.timedelta(minutes=1),
                 wrap(inc, lambda: self.login(at - dt.timedelta(minutes=1), actor, ip=ip, ua=ua)),
@@ -1013,7 +1013,7 @@ class Clinic:
             d = open_day(monday)
             ghost = Person(
                 key=victim.key, role=victim.role, kind=victim.kind, user_id=victim.user_id,
-                actor=victim.actor, ws_ip="192.0.2.%d" % rng.randint(2, 200), ws_ua="attacker",
+                actor=victim.actor, ws_ip=f"192.0.2.{rng.randint(2, 200)}", ws_ua="attacker",
             )  # fmt: skip
             pids = [r.id for r in rng.sample(self.patients, rng.randint(3, 12))]
             inc = add(victim, pids, user_level=True)
@@ -1080,8 +1080,9 @@ class Clinic:
                 assert self.director is not None
                 with self.db.session(write=True) as s:
                     prof = detection.profile_of(s, self.director, actor.user_id)
+                    kana = prof.family_kana if prof else ""
                     detection.set_profile(
-                        s, self.director, actor.user_id, family_kana=prof.family_kana if prof else "",
+                        s, self.director, actor.user_id, family_kana=kana,
                         postal_code="", address=prof.address if prof else "",
                         phone=prof.phone if prof else "", notice_given=True, left_on=left,
                     )  # fmt: skip

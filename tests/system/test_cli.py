@@ -443,3 +443,57 @@ def test_the_demo_is_reused_not_made_again(tmp_path: Path, monkeypatch: pytest.M
         "demo-offline-keys",
         "demo-usb",
     ]
+
+
+def test_detect_run_and_cases_on_an_instance(tmp_path: Path) -> None:
+    """`mamori detect run` reads the log since the last pass and says how much it explained;
+    `detect cases` lists the queue for a reviewer only."""
+    from mamori.authz.roles import Role
+    from mamori.clinic import service as clinic_service
+    from mamori.clinic.calendar import clinic_today
+    from mamori.detection import service as detection
+    from mamori.instance import open_instance
+    from mamori.patients.schemas import PatientIn
+    from mamori.patients.service import get_patient, register_patient
+
+    home = tmp_path / "i"
+    _init(home)
+    inst = open_instance(home)
+    try:
+        with inst.transaction(write=True) as s:
+            director = inst.actor(s, "admin")
+            clinic = clinic_service.the_clinic(s)
+            nurse = clinic_service.add_staff(
+                s, clinic, login_id="ns", display_name="看護 花子", role=Role.NURSE
+            )
+            clerk = clinic_service.add_staff(
+                s, clinic, login_id="uk", display_name="受付 一郎", role=Role.RECEPTION
+            )
+            pt = register_patient(
+                s,
+                director,
+                PatientIn(
+                    family_name="看護",
+                    given_name="花子",
+                    family_kana="カンゴ",
+                    given_kana="ハナコ",
+                    birth_date="1980-01-01",
+                    sex="female",
+                ),
+            )
+            detection.link_patient(s, director, nurse.id, pt.id, "self")
+            detection.set_roster_day(s, director, clerk.id, clinic_today(), "work", "0:00", "23:59")
+        with inst.transaction(write=True) as s:
+            get_patient(s, inst.actor(s, "uk"), pt.id)
+    finally:
+        inst.db.dispose()
+    r = runner.invoke(app, ["detect", "run", "--instance", str(home)])
+    assert r.exit_code == 0, r.output
+    assert "新しい事例 1 件" in r.output and "1 new cases" in r.output, r.output
+    r = runner.invoke(app, ["detect", "cases", "--open", "--as", "admin", "--instance", str(home)])
+    assert r.exit_code == 0, r.output
+    assert "受付 一郎 が 職員 看護 花子（看護師）本人" in r.output and "1 件" in r.output
+    r = runner.invoke(app, ["detect", "cases", "--as", "uk", "--instance", str(home)])
+    assert r.exit_code != 0 and "detection:review" in r.output
+    r = runner.invoke(app, ["detect", "run", "--since", "yesterday", "--instance", str(home)])
+    assert r.exit_code == 2 and "YYYY-MM-DD" in r.output
