@@ -119,6 +119,7 @@ class Incident:
     last_seq: int = 0
     first_at: str = ""
     user_level: bool = False  # a volume, export or account incident (no one patient)
+    days: list[str] = field(default_factory=list)  # the days it happened on (JST)
 
 
 @dataclass
@@ -170,7 +171,7 @@ class Clinic:
         weeks: int = 26,
         variant: Variant = VARIANTS["standard"],
         on_night: Callable[[dt.date, dt.datetime], None] | None = None,
-        on_quarter: Callable[[dt.datetime], None] | None = None,
+        on_tick: Callable[[dt.datetime], None] | None = None,
     ) -> None:
         self.inst = instance
         self.db = instance.db
@@ -181,7 +182,7 @@ class Clinic:
         self.clock = Clock()
         self.start = dt.date(2026, 1, 5)  # a Monday
         self.on_night = on_night
-        self.on_quarter = on_quarter
+        self.on_tick = on_tick
         self.people: list[Person] = []
         self.patients: list[PatientRow] = []
         self.by_surname: dict[str, list[PatientRow]] = {}
@@ -227,6 +228,9 @@ class Clinic:
             inc.first_seq = inc.first_seq or seq
             inc.last_seq = seq
             inc.first_at = inc.first_at or at.isoformat()
+            day = at.astimezone(JST).date().isoformat()
+            if day not in inc.days:
+                inc.days.append(day)
             self.incident_reads += 1
         return out
 
@@ -553,13 +557,13 @@ class Clinic:
         quarter = None
         while self.pending and self.pending[0][0] < until:
             at, _n, fn = self.pending.pop(0)
-            q = at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
-            if quarter is not None and q != quarter and self.on_quarter is not None:
-                self.on_quarter(q)
+            q = at.replace(minute=at.minute - at.minute % 5, second=0, microsecond=0)
+            if quarter is not None and q != quarter and self.on_tick is not None:
+                self.on_tick(q)
             quarter = q
             fn()
-        if quarter is not None and self.on_quarter is not None:
-            self.on_quarter(quarter + dt.timedelta(minutes=15))
+        if quarter is not None and self.on_tick is not None:
+            self.on_tick(quarter + dt.timedelta(minutes=5))
 
     def _clinic_day(self, day: dt.date) -> None:
         rng = self.rng
@@ -596,9 +600,13 @@ class Clinic:
                     lambda c=clerk, r=row, n=nxt, d=doc, at=at: self._phone_booking(at, c, r, n, d),
                 )
         # phone and desk questions: 70 % logged as 電話対応, 30 % not
+        recent = [r for d in list(self.visits_by_day)[-60:] for r, _ in self.visits_by_day[d]]
         for _ in range(max(2, want // 12)):
             clerk = rng.choice(clerks)
-            row = rng.choice(self.patients)
+            # who calls: mostly the clinic's current patients, now and then an old one
+            row = (
+                rng.choice(recent) if recent and rng.random() < 0.85 else rng.choice(self.patients)
+            )
             at = jst(day, rng.randint(9 * 60, close))
             logged = rng.random() < 0.7
             self.schedule(at, lambda c=clerk, r=row, at=at, lg=logged: self._question(at, c, r, lg))
@@ -998,8 +1006,12 @@ class Clinic:
                 if night
                 else jst(d, rng.randint(10 * 60, 16 * 60))
             )
-            if is_open(d) and not night:
+            if is_open(d) and not night:  # on a day of leave the roster shows
                 self.leave.add((actor.key, d))
+                assert self.director is not None
+                with self.db.session(write=True) as s:
+                    detection.set_roster_day(s, self.director, actor.user_id, d, "leave")
+                    s.commit()
             ip, ua = f"198.51.100.{rng.randint(2, 200)}", f"home-{actor.key}"
             self.schedule(
                 at - dt.timedelta(minutes=1),
@@ -1059,11 +1071,11 @@ class Clinic:
             inc = add(actor, [r.id for r in opened])
             d = open_day(monday)
             at = shift_time(d)
+            # a partial name: the list shows the same-name patients, those opened among them
+            shown = [r.id for r in opened] + [r.id for r in rows if r not in opened][:6]
             for j in range(rng.randint(3, 10)):
                 t = at + dt.timedelta(minutes=j)
-                self.schedule(
-                    t, wrap(inc, lambda t=t: self.search(t, actor, [r.id for r in rows[:10]]))
-                )
+                self.schedule(t, wrap(inc, lambda t=t: self.search(t, actor, shown)))
             for j, r in enumerate(opened):
                 t = at + dt.timedelta(minutes=11 + j)
                 self.schedule(t, wrap(inc, lambda t=t, r=r: self.read(t, actor, r.id, "Patient")))

@@ -247,7 +247,7 @@ def test_b4_a_crowd_on_one_patient_and_not_the_treating_team() -> None:
     w = world(visits={P[0]: [(DAY, U["doc"], False)]})
     log = Log()
     log.read("doc", P[0], at(9))  # the attending
-    for who in ("nurse", "clerk", "tech"):
+    for who in ("nurse", "clerk", "tech", "clerk2"):
         log.read(who, P[0], at(11))  # on duty, but neither treating nor writing
     found = cases(w, log)
     assert {"B4"} <= found[(U["tech"], P[0])].rules
@@ -256,7 +256,8 @@ def test_b4_a_crowd_on_one_patient_and_not_the_treating_team() -> None:
     log.read("doc", P[0], at(9))
     log.write("nurse", P[0], at(9, 30))
     log.read("nurse", P[0], at(9, 31))
-    log.read("clerk", P[0], at(12))
+    log.read("tech", P[0], at(8, 45))  # chart prep
+    log.read("clerk", P[0], at(12))  # 会計
     assert cases(w, log) == {}  # a visit's ordinary team
 
 
@@ -275,14 +276,36 @@ def test_b5_repeated_opens_of_one_patient_over_weeks() -> None:
 
 def test_b6_contact_harvesting_against_the_peers() -> None:
     w = world(prior_demographic={U["tech"]: set(P[20:25]), U["nurse"]: {P[50]}})
-    w.visits = {p: [(DAY - dt.timedelta(days=40), None, False)] for p in P}
+    w.visits = {p: [(DAY - dt.timedelta(days=200), None, False)] for p in P}  # not in care now
     log = Log()
     log.read("tech", P[30], at(10), what="Patient")
     log.read("tech", P[31], at(10, 5), what="Patient")
     hit = cases(w, log)[(U["tech"], None)]
     assert "B6" in hit.rules and hit.facts["patients"] == 7
     w.prior_demographic = {U["tech"]: set(P[20:25]), U["nurse"]: set(P[60:70])}
-    assert (U["tech"], None) not in cases(w, log)  # peers do this much too
+    assert "B6" not in {r for h in cases(w, log).values() for r in h.rules}  # peers do too
+    # patients in the clinic's care just now (the desk's calls): not harvesting
+    w.prior_demographic = {U["tech"]: set(P[20:25]), U["nurse"]: {P[50]}}
+    w.visits = {p: [(DAY - dt.timedelta(days=20), None, False)] for p in P}
+    assert cases(w, log) == {}
+
+
+def test_several_lesser_hits_of_one_user_are_one_case_and_a_colleague_stays_apart() -> None:
+    w = world(links={P[9]: [(U["doc"], "self")]})
+    w.visits = {p: [(DAY - dt.timedelta(days=300), None, False)] for p in P}
+    w.roster = {(U["nurse"], DAY): Shift("leave")}
+    log = Log()
+    for i in range(3):
+        log.read("nurse", P[i], at(20, i))  # on leave, patients not seen for long: B7 + R5
+    log.read("nurse", P[9], at(20, 30))  # and a colleague's record
+    found = cases(w, log)
+    assert set(found) == {(U["nurse"], None), (U["nurse"], P[9])}
+    folded = found[(U["nurse"], None)]
+    assert folded.facts["folded"] == 3 and {"B7", "R5"} <= folded.rules
+    text = sentence(_case(sorted(folded.rules), dict(folded.facts), None), NAMES, {})
+    assert "予約・受診・記録・電話対応のない患者3人のカルテ" in text and "休暇中を含む" in text, (
+        text
+    )
 
 
 def test_b7_off_roster_and_its_hard_negatives() -> None:

@@ -49,12 +49,18 @@ NO_VISIT_DAYS = 180  # R5: no visit this long before (and none booked within 30 
 CARE_DAYS = 365  # E5: the physician who saw the patient within a year
 RECEIPT_DAYS = 10  # E3: レセプト work, days 1–10 of the month, on last month's visits
 VOLUME_FLOOR = 4  # B1: unexplained distinct patients in one day, at least
+VOLUME_MADS = 4  # B1: above the median by this many median absolute deviations
 HARVEST_DAYS = 60  # B6: window for demographics-only unexplained patients
 HARVEST_FLOOR = 6
+DORMANT_DAYS = 90  # B6 counts patients with no visit this long before (nor booked soon)
+FOLD_PAIRS = 3  # a user's lesser pair hits in one pass from this many: one case, not many
+STRONG_PAIR_RULES = frozenset({"R1", "R2", "R3", "B4", "B5"})  # always a case of their own
 REPEAT_DAYS = 90  # B5: the same unexplained patient on this many distinct days…
 REPEAT_TIMES = 3  # …this often
 CROWD_HOURS = 72  # B4: distinct unexplained users on one patient within…
-CROWD_USERS = 3
+CROWD_USERS = 4  # a visit's own prep nurse and 会計 clerk are two…
+SMALL_CROWD = 3  # …and in a clinic of fewer than ten people, fewer
+SMALL_CLINIC = 10
 BROWSE_MINUTES = 30  # B3: searches then unexplained opens of several patients
 BROWSE_SEARCHES = 3
 EXPORT_PATIENTS = 100  # B2: one export of this many patients, or…
@@ -238,6 +244,7 @@ class Access:
     kinds: set[str] = field(default_factory=set)
     explained_by: str | None = None
     off: str | None = None  # off-roster reason at the first read
+    dormant: bool = False  # no visit for three months before, none booked a month ahead
 
 
 @dataclass
@@ -338,7 +345,8 @@ class Explainer:
             windows = self.world.vendor_windows.get(a.user, ())
             return "E7" if any(s <= a.first_at <= e for s, e in windows) else None
         visits = self.world.visits.get(a.patient, ())
-        on_duty = self.on_duty(a.user, a.day)
+        # at work that day and at that hour (a read at 23:00 is not the day's work)
+        on_duty = self.on_duty(a.user, a.day) and a.off not in ("night", "outside")
         for day, attending, _planned in visits:
             if near[0] <= day <= near[1]:
                 if attending == a.user:
@@ -424,7 +432,7 @@ def volume_threshold(world: World, user: uuid.UUID) -> float:
     for values in (own, peers):
         if len(values) >= 10:
             med, mad = _median_mad(values)
-            limits.append(med + 6 * max(mad, 1.0))
+            limits.append(med + VOLUME_MADS * max(mad, 1.0))
     return max(float(VOLUME_FLOOR), min(limits) if limits else 0.0)
 
 
@@ -572,6 +580,7 @@ def run(world: World, events: Sequence[Event], context: Sequence[Event] = ()) ->
 
     per_user_day: dict[tuple[uuid.UUID, dt.date], list[Access]] = defaultdict(list)
     for a in unexplained:
+        a.dormant = dormant(world, a.patient, a.day)
         per_user_day[(a.user, a.day)].append(a)
         hits.append(_score_pair(world, a))
 
@@ -597,7 +606,62 @@ def run(world: World, events: Sequence[Event], context: Sequence[Event] = ()) ->
         and (h.score >= CASE_SCORE or h.rules & IMMEDIATE_RULES)
         and not _suppressed(world, h)
     ]
-    return Outcome(accesses, kept, reads, explained)
+    return Outcome(accesses, fold(kept), reads, explained)
+
+
+def dormant(world: World, patient: uuid.UUID, day: dt.date) -> bool:
+    """No visit in the last three months and none booked within a month: not in the clinic's
+    care just now (whose contact details nobody at the desk has a reason to look up)."""
+    since = day - dt.timedelta(days=DORMANT_DAYS)
+    until = day + dt.timedelta(days=30)
+    return not any(since <= d <= until for d, _a, _p in world.visits.get(patient, ()))
+
+
+def fold(hits: list[Hit]) -> list[Hit]:
+    """One user's lesser pair hits (no colleague, household, VIP, crowd or repetition) are one
+    case when there are several, or when the user has a case of their own already in this
+    pass: the reviewer reads one line about the person, not one per patient."""
+    by_user: dict[uuid.UUID, list[Hit]] = defaultdict(list)
+    for h in hits:
+        by_user[h.user].append(h)
+    out: list[Hit] = []
+    for user, mine in by_user.items():
+        lesser = [h for h in mine if h.patient is not None and not h.rules & STRONG_PAIR_RULES]
+        own = [h for h in mine if h.patient is None]
+        if len(lesser) < FOLD_PAIRS and not own:
+            out += mine
+            continue
+        out += [h for h in mine if h not in lesser and h.patient is not None]
+        merged = _merge_hits(own) if own else []
+        head = merged[0] if merged else Hit(
+            user, None, set(), lesser[0].first_seq, lesser[0].last_seq, lesser[0].first_at,
+            lesser[0].last_at, {},
+        )  # fmt: skip
+        for h in lesser:
+            head.rules |= h.rules
+            head.first_seq, head.first_at = (
+                min(head.first_seq, h.first_seq),
+                min(head.first_at, h.first_at),
+            )
+            head.last_seq, head.last_at = (
+                max(head.last_seq, h.last_seq),
+                max(head.last_at, h.last_at),
+            )
+            head.facts["clinical"] = bool(head.facts.get("clinical")) or bool(
+                h.facts.get("clinical")
+            )
+            if h.facts.get("off"):
+                head.facts["off"] = h.facts["off"]
+        if lesser:
+            folded = head.facts.get("folded", 0)
+            head.facts["folded"] = (folded if isinstance(folded, int) else 0) + len(lesser)
+            kinds: set[str] = set()
+            for h in (head, *lesser):
+                listed = h.facts.get("kinds", [])
+                kinds |= set(listed) if isinstance(listed, list) else set()
+            head.facts["kinds"] = sorted(kinds)
+        out.append(head)
+    return out
 
 
 def _span(
@@ -634,10 +698,11 @@ def harvest_threshold(world: World, user: uuid.UUID) -> int:
 
 
 def _harvest(world: World, unexplained: Sequence[Access]) -> list[Hit]:
-    """B6 contact harvesting: the patients' details only, never their care, many patients."""
+    """B6 contact harvesting: the details only, never the care, of many patients the clinic is
+    not treating just now (the desk's unlogged calls come from patients who are)."""
     demo: dict[uuid.UUID, list[Access]] = defaultdict(list)
     for a in unexplained:
-        if not any(is_clinical(k) for k in a.kinds):
+        if a.dormant and not any(is_clinical(k) for k in a.kinds):
             demo[a.user].append(a)
     out = []
     for user, items in demo.items():
@@ -663,7 +728,9 @@ def _crowd(
         for day, user in world.prior_by_patient.get(a.patient, ()):
             if since <= day <= a.day:
                 users[a.patient].add(user)
-    crowds = {p: u for p, u in users.items() if len(u) >= CROWD_USERS}
+    people = sum(1 for st in world.staff.values() if st.active and st.role != "vendor")
+    least = SMALL_CROWD if people < SMALL_CLINIC else CROWD_USERS
+    crowds = {p: u for p, u in users.items() if len(u) >= least}
     out = []
     for h in hits:
         if h.patient in crowds:

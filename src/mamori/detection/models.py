@@ -121,6 +121,8 @@ class DetectionAccess(Base):
     kinds: Mapped[list[str]] = mapped_column(JSON, default=list)
     # explained only by being on duty on the patient's visit day: counted for a crowd (B4)
     weak: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the patient had no visit for three months and none booked (B6 counts these)
+    dormant: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class DetectionCase(Base):

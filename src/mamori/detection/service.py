@@ -258,20 +258,21 @@ def _load_ledger(session: Session, clinic_id: uuid.UUID, world: World, first: dt
             DetectionAccess.day,
             DetectionAccess.weak,
             DetectionAccess.kinds,
+            DetectionAccess.dormant,
         ).where(
             DetectionAccess.clinic_id == clinic_id,
             DetectionAccess.day >= since,
             DetectionAccess.day < first,
         )
     )
-    for user, patient, day, weak, kinds in rows:
+    for user, patient, day, weak, kinds, dormant in rows:
         world.prior_by_patient.setdefault(patient, []).append((day, user))
         if weak:
             continue
         world.prior_days.setdefault((user, patient), set()).add(day)
         if day >= baseline_from:
             counts[(user, day)].add(patient)
-        if day >= harvest_from and not any(engine.is_clinical(k) for k in kinds):
+        if dormant and day >= harvest_from and not any(engine.is_clinical(k) for k in kinds):
             world.prior_demographic.setdefault(user, set()).add(patient)
     # the baseline counts every working day of the last eight weeks, the quiet ones as 0
     for user, staff in world.staff.items():
@@ -451,6 +452,7 @@ def _store_ledger(
                     opens=a.opens,
                     kinds=sorted(a.kinds),
                     weak=a.explained_by == engine.WEAK,
+                    dormant=a.dormant,
                 )
             )
         else:
@@ -699,10 +701,21 @@ def sentence(
                 f"{who} が{engine.HARVEST_DAYS}日間に受診・予約・電話対応のない患者"
                 f"{f.get('patients', 0)}人の基本情報・連絡先だけを閲覧"
             )
-        if "R6" in rules:
+        if "R6" in rules and f.get("denied"):
             parts.append(
                 f"{who} が権限のない患者記録を{f.get('denied', 0)}回開こうとして拒否された"
             )
+        if f.get("folded"):
+            kinds = [
+                engine.CLINICAL_LABELS[k] for k in f.get("kinds", []) if k in engine.CLINICAL_LABELS
+            ]
+            what = "カルテ（" + "・".join(kinds) + "）" if kinds else "基本情報・連絡先"
+            line = f"{who} が予約・受診・記録・電話対応のない患者{f['folded']}人の{what}を閲覧"
+            if f.get("off"):
+                line += f"（{OFF_JA.get(str(f['off']), '勤務時間外')}を含む）"
+            parts.append(line)
+        if not parts:
+            parts.append(f"{who}：" + "・".join(engine.RULE_JA.get(r, r) for r in sorted(rules)))
         return "。".join(parts) + "。"
     patient = labels.get(case.patient_id, "患者")
     if f.get("own"):

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("opens", sa.Integer(), nullable=False),
         sa.Column("kinds", sa.JSON(), nullable=False),
         sa.Column("weak", sa.Boolean(), nullable=False),
+        sa.Column("dormant", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["clinic_id"], ["clinic.id"], name=op.f("fk_detection_access_clinic_id_clinic")
         ),
