@@ -298,3 +298,25 @@ def test_leaving_date_makes_any_use_of_the_account_an_immediate_case(world: Worl
     with world.db.session(write=False) as s:
         cases = list(s.scalars(select(DetectionCase)))
     assert cases[0].patient_id is None
+
+
+def test_the_first_pass_reads_the_last_eight_weeks_of_an_existing_log(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clinic that turns detection on after years of use: its first pass starts eight weeks
+    before the newest event, not at the first event ever written."""
+    from mamori.audit import trail
+    from mamori.db import utcnow
+
+    pid = _register(world)
+    old = utcnow() - dt.timedelta(days=100)
+    monkeypatch.setattr(trail, "utcnow", lambda: old)
+    world.http.get(f"/api/v1/patients/{pid}", headers=world.h("clerk_chika"))
+    monkeypatch.undo()
+    world.http.get(f"/api/v1/patients/{pid}", headers=world.h("nurse_ben"))
+    with world.db.session(write=True) as s:
+        first_old = s.scalar(select(AuditEvent.seq).where(AuditEvent.recorded_at <= old))
+        summary = service.run(s, the_clinic(s).id, tier="on-demand")
+        s.commit()
+    assert first_old is not None and summary.from_seq >= first_old
+    assert summary.accesses == 1  # the nurse's read only; the clerk's is 100 days old

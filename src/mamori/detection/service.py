@@ -53,6 +53,7 @@ from mamori.records.versioning import ChangeKind, write_version
 
 FULL = ("nightly", "on-demand")  # the passes that read everything; "immediate" reads for B2/B8
 MERGE_DAYS = 30  # a new hit joins an open case of the same user and patient this recent
+FIRST_PASS = dt.timedelta(days=56)  # how far back the very first pass reads
 LOOKBACK = dt.timedelta(days=1)  # writes and calls this long before the pass explain its reads
 PREFETCH_DAYS = 90
 _ROUTE_PATIENT = re.compile(r"/patients/([0-9a-f-]{36})")
@@ -360,6 +361,12 @@ def run(
         start = seq_at(session, dt.datetime.combine(since, dt.time(), JST))
     else:
         start = watermark(session, clinic_id, family)
+        if start == 0 and end > 0:
+            # the first pass on a clinic's existing log reads its last eight weeks (the
+            # baselines' window), not years: measured from the log's newest event
+            newest = session.scalar(select(AuditEvent.recorded_at).where(AuditEvent.seq == end))
+            if newest is not None:
+                start = seq_at(session, newest - FIRST_PASS)
     events = read_events(session, clinic_id, start, end)
     today = clinic_today()
     world = load_world(session, clinic_id, events, today, accounts_only=tier == "immediate")
