@@ -315,7 +315,9 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                 while not stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=DETECTION_SECONDS)
-                    if not stop.is_set():
+                    # paused while isolated: the record takes no writes then; the pass after
+                    # the isolation is lifted reads what came in meanwhile
+                    if not stop.is_set() and isolation.marker(settings.home) is None:
                         await run_in_threadpool(_detect, database, last_nightly)
 
             tasks.append(asyncio.create_task(detection()))
