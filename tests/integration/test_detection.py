@@ -320,3 +320,20 @@ def test_the_first_pass_reads_the_last_eight_weeks_of_an_existing_log(
         s.commit()
     assert first_old is not None and summary.from_seq >= first_old
     assert summary.accesses == 1  # the nurse's read only; the clerk's is 100 days old
+
+
+def test_the_servers_task_runs_the_immediate_tier_and_the_nightly_pass_once_a_day(
+    world: World,
+) -> None:
+    from mamori.app import _detect
+    from mamori.detection.models import DetectionRun
+
+    done: list[dt.date] = []
+    _detect(world.db, done)
+    _detect(world.db, done)
+    with world.db.session(write=False) as s:
+        tiers = sorted(r.tier for r in s.scalars(select(DetectionRun)))
+    # two clinics, twice the immediate tier; the nightly pass once (after 02:00 JST)
+    hour = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).hour
+    nightly = 2 if hour >= 2 else 0
+    assert tiers.count("immediate") == 4 and tiers.count("nightly") == nightly
