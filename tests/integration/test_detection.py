@@ -337,3 +337,24 @@ def test_the_servers_task_runs_the_immediate_tier_and_the_nightly_pass_once_a_da
     hour = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).hour
     nightly = 2 if hour >= 2 else 0
     assert tiers.count("immediate") == 4 and tiers.count("nightly") == nightly
+
+
+def test_a_week_of_the_roster_is_copied_from_the_one_before(world: World) -> None:
+    monday = dt.date(2027, 1, 4)
+    with world.db.session(write=True) as s:
+        d = world.actors["director"]
+        service.set_roster_day(s, d, world.actors["nurse_ben"].user_id, monday, "leave")
+        service.set_roster_day(
+            s, d, world.actors["dr_aiko"].user_id, monday + dt.timedelta(days=6), "oncall",
+            "0:00", "23:59",
+        )  # fmt: skip
+        assert service.copy_previous_week(s, d, monday + dt.timedelta(days=9)) == 2
+        week = service.roster_week(s, d, monday + dt.timedelta(days=7))
+        s.commit()
+    nurse = week[world.actors["nurse_ben"].user_id]
+    doc = week[world.actors["dr_aiko"].user_id]
+    assert nurse[0].kind == "leave" and nurse[0].entered
+    assert doc[6].kind == "oncall" and (doc[6].start, doc[6].end) == (0, 23 * 60 + 59)
+    assert not nurse[1].entered and nurse[1].kind == "work"  # the default stays the default
+    with world.db.session(write=True) as s, pytest.raises(Forbidden):
+        service.copy_previous_week(s, world.actors["clerk_chika"], monday)

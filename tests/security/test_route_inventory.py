@@ -202,6 +202,7 @@ PINNED_UI = {
     "GET /admin/detection/report.pdf": "detection:review",
     "GET /admin/roster": "staff:admin",
     "POST /admin/roster": "staff:admin",
+    "POST /admin/roster/copy": "staff:admin",
     "GET /admin/staff/{user_id}/facts": "staff:admin",
     "POST /admin/staff/{user_id}/facts": "staff:admin",
     "POST /admin/staff/{user_id}/links": "staff:admin",

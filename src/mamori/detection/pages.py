@@ -220,6 +220,16 @@ def roster_day(
     return go(request, f"/admin/roster?week={day - dt.timedelta(days=day.weekday())}")
 
 
+@router.post("/admin/roster/copy")
+def roster_copy(
+    request: Request, ctx: Ctx = Depends(requires(P.STAFF_ADMIN)), form: Form = Depends(form_fields)
+) -> Response:
+    """This week as last week was entered (one click for a clinic whose weeks repeat)."""
+    monday = _monday(form.get("week", ""))
+    service.copy_previous_week(ctx.session, ctx.actor, monday)
+    return go(request, f"/admin/roster?week={monday - dt.timedelta(days=monday.weekday())}")
+
+
 # --- household facts ------------------------------------------------------------------------
 
 

@@ -1001,6 +1001,34 @@ def set_roster_day(
     return row
 
 
+def copy_previous_week(session: Session, actor: Actor, monday: dt.date) -> int:
+    """The week starting ``monday`` as the one before it was entered (leave, on-call, changed
+    hours); days the week before left at the default are left as they are. Returns how many
+    days were copied."""
+    actor.require(Permission.STAFF_ADMIN)
+    monday = monday - dt.timedelta(days=monday.weekday())
+    before = monday - dt.timedelta(days=7)
+    rows = list(
+        session.scalars(
+            select(StaffRoster).where(
+                StaffRoster.clinic_id == actor.clinic_id,
+                StaffRoster.day >= before,
+                StaffRoster.day < monday,
+            )
+        )
+    )
+    for r in rows:
+        day = r.day + dt.timedelta(days=7)
+        start = (
+            f"{r.start_minute // 60}:{r.start_minute % 60:02d}"
+            if r.start_minute is not None
+            else ""
+        )
+        end = f"{r.end_minute // 60}:{r.end_minute % 60:02d}" if r.end_minute is not None else ""
+        set_roster_day(session, actor, r.user_id, day, r.kind, start, end)
+    return len(rows)
+
+
 def profile_of(session: Session, actor: Actor, user_id: uuid.UUID) -> StaffProfile | None:
     actor.require(Permission.STAFF_ADMIN)
     return session.scalar(
