@@ -425,3 +425,19 @@ def test_every_case_type_has_a_sentence_of_facts(
     assert text.endswith("。") and "None" not in text and "{" not in text
     en = sentence(_case(rules, facts, patient), NAMES, {P[0]: "No.5 佐藤 花子"}, lang="en")
     assert en and not any("\u3040" <= ch <= "\u30ff" for ch in en.replace("佐藤 花子", ""))
+
+
+def test_break_the_glass_and_a_maintenance_window_explain_and_a_night_read_does_not() -> None:
+    w = world(
+        visits={P[0]: [(DAY, U["doc"], False)]},
+        vendor_windows={U["vendor"]: [(at(13), at(15))]},
+    )
+    log = Log()
+    log.add("nurse", "access:break-glass:granted", [P[5]], at(10))
+    log.read("nurse", P[5], at(10, 1))  # E6
+    log.read("vendor", P[6], at(14), what="Patient")  # E7: inside the window
+    log.read("vendor", P[7], at(16), what="Patient")  # after it: not explained
+    log.read("nurse", P[0], at(23, 30))  # the visit day, but at 23:30: not the day's work
+    by = {(a.user, a.patient): a.explained_by for a in engine.run(w, log.events).accesses}
+    assert by[(U["nurse"], P[5])] == "E6" and by[(U["vendor"], P[6])] == "E7"
+    assert by[(U["vendor"], P[7])] is None and by[(U["nurse"], P[0])] is None
