@@ -205,6 +205,9 @@ class Clinic:
 
     def request(self, at: dt.datetime, person: Person, fn: Callable[[Any, Actor], Any]) -> Any:
         """One request at ``at``: its own transaction, as the web edge runs it."""
+        week = (at.astimezone(JST).date() - self.start).days // 7
+        if person.joined_week > week and self.open_incident is None:
+            return None  # not yet hired, or gone: work planned for them does not happen
         self.clock.now = at
         with self.db.session(write=True) as s:
             try:
