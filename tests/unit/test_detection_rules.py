@@ -441,3 +441,22 @@ def test_break_the_glass_and_a_maintenance_window_explain_and_a_night_read_does_
     by = {(a.user, a.patient): a.explained_by for a in engine.run(w, log.events).accesses}
     assert by[(U["nurse"], P[5])] == "E6" and by[(U["vendor"], P[6])] == "E7"
     assert by[(U["vendor"], P[7])] is None and by[(U["nurse"], P[0])] is None
+
+
+def test_a_weak_explanation_does_not_clear_ones_own_family() -> None:
+    w = world(
+        links={P[0]: [(U["clerk"], "family")], P[1]: [(U["nurse"], "self")]},
+        visits={P[0]: [(DAY, U["doc"], False)], P[1]: [(DAY, U["doc"], False)]},
+    )
+    log = Log()
+    log.read("clerk", P[0], at(12), what="Patient")  # on duty on the mother's visit day
+    log.read("clerk", P[1], at(12, 5), what="Patient")  # a colleague's visit: everyday work
+    found = cases(w, log)
+    assert found[(U["clerk"], P[0])].rules == {"R2"}
+    assert (U["clerk"], P[1]) not in found
+
+
+def test_a_bigger_clinic_needs_a_bigger_crowd() -> None:
+    small = world()
+    big = world(staff={uuid.UUID(int=500 + i): Staff("nurse", f"n{i}") for i in range(30)})
+    assert engine.crowd_threshold(small) == 3 and engine.crowd_threshold(big) == 5

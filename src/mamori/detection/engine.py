@@ -59,8 +59,10 @@ REPEAT_DAYS = 90  # B5: the same unexplained patient on this many distinct days�
 REPEAT_TIMES = 3  # …this often
 CROWD_HOURS = 72  # B4: distinct unexplained users on one patient within…
 CROWD_USERS = 4  # a visit's own prep nurse and 会計 clerk are two…
-SMALL_CROWD = 3  # …and in a clinic of fewer than ten people, fewer
+SMALL_CROWD = 3  # …and in a clinic of fewer than ten people, fewer;
 SMALL_CLINIC = 10
+LARGE_CROWD = 5  # in one of 25 or more, more
+LARGE_CLINIC = 25
 BROWSE_MINUTES = 30  # B3: searches then unexplained opens of several patients
 BROWSE_SEARCHES = 3
 EXPORT_PATIENTS = 100  # B2: one export of this many patients, or…
@@ -590,6 +592,9 @@ def run(world: World, events: Sequence[Event], context: Sequence[Event] = ()) ->
         hit = _repeated(world, a)
         if hit is not None:
             hits.append(hit)
+        own = _own_household(world, a)
+        if own is not None:
+            hits.append(own)
 
     hits += _volume(world, per_user_day)
     hits += _harvest(world, unexplained)
@@ -715,6 +720,15 @@ def _harvest(world: World, unexplained: Sequence[Access]) -> list[Hit]:
     return out
 
 
+def crowd_threshold(world: World) -> int:
+    """How many non-treating people on one patient make a crowd: a visit's own prep nurse and
+    会計 clerk are already two, and a bigger clinic has more hands per visit."""
+    people = sum(1 for st in world.staff.values() if st.active and st.role != "vendor")
+    if people < SMALL_CLINIC:
+        return SMALL_CROWD
+    return CROWD_USERS if people < LARGE_CLINIC else LARGE_CROWD
+
+
 def _crowd(
     world: World, hits: list[Hit], unexplained: Sequence[Access], weak: Sequence[Access]
 ) -> list[Hit]:
@@ -728,8 +742,7 @@ def _crowd(
         for day, user in world.prior_by_patient.get(a.patient, ()):
             if since <= day <= a.day:
                 users[a.patient].add(user)
-    people = sum(1 for st in world.staff.values() if st.active and st.role != "vendor")
-    least = SMALL_CROWD if people < SMALL_CLINIC else CROWD_USERS
+    least = crowd_threshold(world)
     crowds = {p: u for p, u in users.items() if len(u) >= least}
     out = []
     for h in hits:
@@ -869,6 +882,27 @@ def _prior_days(world: World, a: Access) -> int:
 def _booked_soon(world: World, a: Access) -> bool:
     soon = a.day + dt.timedelta(days=2)
     return any(pl and a.day <= day <= soon for day, _att, pl in world.visits.get(a.patient, ()))
+
+
+def _own_household(world: World, a: Access) -> Hit | None:
+    """R2 for an access explained only by being on duty on the visit day: a staff member
+    reading their own family's record around its visit, writing nothing for it, is still
+    reading their family's record (a colleague's visit, in turn, is everyday work)."""
+    staff = world.staff.get(a.user) or Staff("", "")
+    own = [rel for user, rel in world.links.get(a.patient, ()) if user == a.user]
+    if not own and not household(staff, world.facts.get(a.patient, PatientFacts())):
+        return None
+    facts: dict[str, object] = {
+        "opens": a.opens,
+        "kinds": sorted(a.kinds),
+        "clinical": any(is_clinical(k) for k in a.kinds),
+        "visit_day": True,
+    }
+    if own:
+        facts["own"] = own[0]
+    else:
+        facts["household"] = True
+    return Hit(a.user, a.patient, {"R2"}, a.first_seq, a.last_seq, a.first_at, a.last_at, facts)
 
 
 def _repeated(world: World, a: Access) -> Hit | None:
