@@ -198,8 +198,21 @@ def score(
         "share_explained": 1 - legit_unexplained / legit_reads,
         "cases": len(scored),
         "false_cases_by_rules": _by_rules(false),
+        "false_examples": [
+            {
+                "rules": c.rules,
+                "role": sim_role(sim, c.user_id),
+                "facts": c.facts,
+                "at": detected_at.get(c.id, c.last_at).isoformat(),
+            }
+            for c in false[:6]
+        ],
         "reads": total_reads,
     }
+
+
+def sim_role(sim: Clinic, user: uuid.UUID) -> str:
+    return next((p.kind for p in sim.people if p.user_id == user), "?")
 
 
 def _open(day: dt.date) -> bool:
