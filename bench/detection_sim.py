@@ -484,7 +484,12 @@ class Clinic:
                     day = monday + dt.timedelta(days=i)
                     if not is_open(day):
                         continue
-                    if rng.random() < 0.05:  # about a day of leave a month
+                    others = [
+                        q for q in self.people
+                        if q.kind == p.kind and q is not p and (q.key, day) not in self.leave
+                    ]  # fmt: skip
+                    # about a day of leave a month, when a colleague of the same kind is in
+                    if rng.random() < 0.05 and others:
                         self.leave.add((p.key, day))
                         detection.set_roster_day(s, self.director, p.user_id, day, "leave")
                     elif rng.random() < self.variant.roster_error:
