@@ -358,3 +358,33 @@ def test_a_week_of_the_roster_is_copied_from_the_one_before(world: World) -> Non
     assert not nurse[1].entered and nurse[1].kind == "work"  # the default stays the default
     with world.db.session(write=True) as s, pytest.raises(Forbidden):
         service.copy_previous_week(s, world.actors["clerk_chika"], monday)
+
+
+def test_a_print_burst_across_two_immediate_passes_is_still_one_burst(world: World) -> None:
+    """Twenty chart printouts within a quarter of an hour, split by a pass of the immediate
+    tier (every 5 minutes in serve): the second pass still sees the burst."""
+    from mamori.detection import engine
+
+    _on_duty(world, "nurse_ben")
+    pids = [
+        _register(world, given_name=f"花子{i}", birth_date=f"19{40 + i}-01-01") for i in range(3)
+    ]
+    half = engine.PRINT_BURST // 2
+    for i in range(half):
+        r = world.http.get(
+            f"/api/v1/patients/{pids[i % 3]}/chart.pdf", headers=world.h("nurse_ben")
+        )
+        assert r.status_code == 200, r.text
+    with world.db.session(write=True) as s:
+        first = service.run(s, the_clinic(s).id, tier="immediate")
+        s.commit()
+    assert first.opened == 0
+    for i in range(engine.PRINT_BURST - half):
+        world.http.get(f"/api/v1/patients/{pids[i % 3]}/chart.pdf", headers=world.h("nurse_ben"))
+    with world.db.session(write=True) as s:
+        second = service.run(s, the_clinic(s).id, tier="immediate")
+        s.commit()
+    assert second.opened == 1
+    (case,) = _cases(world)
+    assert case["rules"] == ["B2"] and case["tier"] == "immediate"
+    assert f"{engine.PRINT_MINUTES}分間に{engine.PRINT_BURST}件を印刷" in case["sentence"]

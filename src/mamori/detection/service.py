@@ -371,7 +371,13 @@ def run(
     today = clinic_today()
     world = load_world(session, clinic_id, events, today, accounts_only=tier == "immediate")
     if tier == "immediate":
-        hits = engine.immediate(world, events)
+        # a print burst may straddle two passes: the quarter of an hour before this pass's
+        # first event is read again, and only hits that reach a new event are kept
+        before: list[Event] = []
+        if events:
+            window = dt.timedelta(minutes=engine.PRINT_MINUTES)
+            before = read_events(session, clinic_id, seq_at(session, events[0].at - window), start)
+        hits = [h for h in engine.immediate(world, [*before, *events]) if h.last_seq > start]
         outcome = engine.Outcome([], hits, 0, 0)
         opened: list[uuid.UUID] = []
     else:
