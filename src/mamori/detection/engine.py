@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mamori.clinic.calendar import JST
+from mamori.patients.kana import search_key
 
 # what an access reached: the patient's own details (demographics, contact) or clinical data
 DEMOGRAPHIC = frozenset(
@@ -372,13 +373,9 @@ class Explainer:
 # --- the pass -----------------------------------------------------------------------------------
 
 
-def _norm_kana(value: str) -> str:
-    return value.replace(" ", "").replace("\u3000", "")
-
-
 def household(staff: Staff, p: PatientFacts) -> bool:
     """R2: the same kana surname and the same address or phone. A surname alone never is."""
-    if not staff.family_kana or _norm_kana(staff.family_kana) != _norm_kana(p.family_kana):
+    if not staff.family_kana or search_key(staff.family_kana) != search_key(p.family_kana):
         return False
     return bool(staff.address and staff.address == p.address) or bool(
         staff.phone and staff.phone == p.phone

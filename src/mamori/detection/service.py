@@ -47,6 +47,7 @@ from mamori.detection.models import (
 )
 from mamori.errors import Conflict, InvalidInput, NotFound
 from mamori.patients.access import patient_for
+from mamori.patients.kana import search_key, to_katakana
 from mamori.patients.models import Patient
 from mamori.patients.service import active_patient
 from mamori.records.versioning import ChangeKind, write_version
@@ -300,12 +301,12 @@ def _patient_facts(
         ):
             f = world.facts.setdefault(r.patient_id, PatientFacts())
             f.restricted_staff, f.vip, f.sensitive = r.staff, r.vip, r.sensitive
-    kana = {s.family_kana for s in world.staff.values() if s.family_kana}
+    kana = {search_key(s.family_kana) for s in world.staff.values() if s.family_kana}
     if not kana:
         return opened
     for chunk in _chunks(wanted, 200):
         for p in session.scalars(select(Patient).where(Patient.id.in_(chunk))):
-            if p.family_kana not in kana:
+            if search_key(p.family_kana) not in kana:
                 continue
             f = world.facts.setdefault(p.id, PatientFacts())
             f.family_kana = p.family_kana
@@ -1081,11 +1082,7 @@ def set_profile(
         session.add(prof)
     else:
         prof.version += 1
-    import jaconv
-
-    prof.family_kana = jaconv.hira2kata(family_kana.strip().replace(" ", "").replace("\u3000", ""))[
-        :40
-    ]
+    prof.family_kana = to_katakana(family_kana.strip())[:40]
     prof.postal_code = postal_code.strip()[:8]
     prof.address = address.strip()[:200]
     prof.phone = phone.strip()[:20]
