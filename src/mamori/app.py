@@ -49,6 +49,9 @@ from mamori.detection.api import router as detection_router
 from mamori.detection.service import run_due as detection_run_due
 from mamori.documents.store import DocumentStore
 from mamori.fhir.api import router as fhir_router
+from mamori.incidents import pages as incident_pages
+from mamori.incidents.api import router as incident_router
+from mamori.incidents.service import remind_due as incident_remind_due
 from mamori.migrate import require_current
 from mamori.models import open_database
 from mamori.patients import pages as patients_pages
@@ -216,6 +219,10 @@ def _detect(database: Database, last_nightly: list[dt.date]) -> None:
             last_nightly[:] = [now.date()]
     except Exception:  # recorded where it can be; serving goes on
         logging.getLogger("mamori").exception("detection pass failed")
+    try:  # the APPI deadlines: an alert a day from two days before, until marked sent
+        incident_remind_due(database)
+    except Exception:
+        logging.getLogger("mamori").exception("incident reminders failed")
 
 
 def _refresh_statistics(database: Database) -> None:
@@ -357,6 +364,7 @@ ui_routers = (
     audit_pages.router,
     continuity_pages.router,
     detection_pages.router,
+    incident_pages.router,
 )
 
 
@@ -423,6 +431,7 @@ def create_app(
         chart_router,
         audit_router,
         detection_router,
+        incident_router,
         fhir_router,
         *ui_routers,
     ):

@@ -57,7 +57,11 @@ def test_every_patient_table_is_counted_by_the_backup_and_moved_by_a_merge() -> 
     with_patient = _tables_with("patient_id") & _tables_with("content_hash")
     scoped = {m.__tablename__ for m in patient_scoped_models()}  # type: ignore[attr-defined]
     assert scoped == with_patient - {"record_version"}
-    assert set(patient_data_tables()) == scoped | {"patient"}
+    # the clinic's own versioned records (an incident and its timeline) are counted with the
+    # patient data: their free text can name a patient, and a mass change is a mass change
+    clinic_records = _tables_with("content_hash") - _tables_with("patient_id") - {"patient"}
+    assert clinic_records == {"incident", "incident_entry"}
+    assert set(patient_data_tables()) == scoped | {"patient"} | clinic_records
     assert set(patient_data_tables()) <= set(counted_tables())
 
 
@@ -74,7 +78,8 @@ def test_the_patient_comes_first_in_foreign_key_order() -> None:
 
 def test_demographic_kinds_are_the_desks_and_unknown_kinds_fail_closed() -> None:
     desk = {"Patient", "Coverage", "Encounter", "ContactLog"}  # 電話対応: the desk's own log
-    assert {k for k in record_types() if is_demographic(k)} == desk
+    # a notice to an affected patient reaches a restricted patient too (their address only)
+    assert {k for k in record_types() if is_demographic(k)} == desk | {"IncidentNotice"}
     assert not is_demographic("ProgressNote") and not is_demographic("no-such-kind")
     with pytest.raises(NotAllowed):
         permission_for("no-such-kind", write=False)

@@ -40,6 +40,7 @@ from mamori.clinic.service import add_staff
 from mamori.continuity.models import DowntimeBundle
 from mamori.db import utcnow
 from mamori.detection.models import DetectionCase
+from mamori.incidents.service import open_incident
 from mamori.patients import service as patients
 from mamori.patients.schemas import CoverageIn
 
@@ -61,6 +62,7 @@ _PHYSICIAN = _CLINICAL_READ | {
     "patient:write", "encounter:write", "chart:print", "note:write", "note:sign",
     "condition:write", "allergy:write", "prescription:write", "observation:write",
     "document:write", "record:retract", "record:verify", "break-glass:use", "self:manage",
+    "incident:report",
 }  # fmt: skip
 # The default policy of clinic-domain.md §6, written out independently of the code: the code's
 # table must equal it, and every expectation below is computed from it.
@@ -68,30 +70,35 @@ POLICY: dict[Role, set[str]] = {
     Role.PHYSICIAN: _PHYSICIAN,
     Role.NURSE: _CLINICAL_READ | {
         "encounter:write", "chart:print", "note:write", "allergy:write", "prescription:write",
-        "observation:write", "break-glass:use", "self:manage",
+        "observation:write", "break-glass:use", "self:manage", "incident:report",
     },
     Role.RECEPTION: {
         "patient:read", "patient:write", "insurance:read", "insurance:write", "encounter:read",
         "encounter:write", "condition:read", "allergy:read", "prescription:read",
-        "document:write", "self:manage",
+        "document:write", "self:manage", "incident:report",
     },
     Role.SCRIBE: {
         "patient:read", "encounter:read", "chart:read", "note:read", "note:write",
         "condition:read", "condition:write", "allergy:read", "allergy:write",
         "prescription:read", "prescription:write", "observation:read", "observation:write",
-        "document:read", "document:write", "self:manage",
+        "document:read", "document:write", "self:manage", "incident:report",
     },
     Role.DIRECTOR: _PHYSICIAN | {
         "patient:merge", "insurance:write", "export:bulk", "audit:read", "audit:review",
         "staff:read", "staff:admin", "session:admin", "restriction:admin",
         "vendor-window:admin", "system:health", "continuity:admin", "detection:review",
+        "incident:read", "incident:manage", "incident:decide",
     },
     Role.SECURITY_OFFICER: {
         "audit:read", "audit:review", "staff:read", "session:admin", "vendor-window:admin",
         "system:health", "continuity:admin", "detection:review", "self:manage",
+        "incident:report", "incident:read", "incident:manage",
     },
-    Role.VENDOR: {"system:health", "self:manage"},
-    Role.AUDITOR: {"audit:read", "audit:review", "staff:read", "self:manage"},
+    Role.VENDOR: {"system:health", "self:manage", "incident:report"},
+    Role.AUDITOR: {
+        "audit:read", "audit:review", "staff:read", "self:manage", "incident:report",
+        "incident:read",
+    },
 }  # fmt: skip
 # record kinds a restricted patient's desk work needs (registration, insurance, visits)
 DEMOGRAPHIC = {"Coverage", "Encounter", "ContactLog"}
@@ -290,6 +297,14 @@ def estate(world: World) -> Estate:
             s.flush()
             cases[clinic_of] = str(case.id)
         s.commit()
+    incidents = {}
+    with world.db.session(write=True) as s:  # an incident of each clinic
+        for clinic_of, manager in (("director", world.actors["director"]), ("dr_chen", b_director)):
+            incident = open_incident(
+                s, manager, kind="device", title="端末紛失", seen="", knew_on=clinic_today()
+            )
+            incidents[clinic_of] = str(incident.id)
+        s.commit()
     bundles = {}
     with world.db.session(write=True) as s:  # a downtime bundle of each clinic (its numbers)
         for clinic_of, first in (("director", 1), ("dr_chen", 41)):
@@ -306,6 +321,8 @@ def estate(world: World) -> Estate:
     shared = {
         "bundle_id": bundles["director"],
         "case_id": cases["director"],
+        "incident_id": incidents["director"],
+        "step_no": "1",
         "window_id": window_id,
         "alert_id": alert_id,
         "duplicate": duplicate,
@@ -321,6 +338,8 @@ def estate(world: World) -> Estate:
         token_id=token_ids["dr_chen"],
         bundle_id=bundles["dr_chen"],
         case_id=cases["dr_chen"],
+        incident_id=incidents["dr_chen"],
+        step_no="1",
     )
     return Estate(world=world, ids={"own": own, "restricted": restricted, "other": other})
 
@@ -417,6 +436,22 @@ def _body(key: str, scope: str, ids: dict[str, str]) -> dict[str, Any]:
             "json": {"outcome": "appropriate", "reason": "業務上の確認"}
         },
         "POST /api/v1/patients/{patient_id}/contacts": lambda: {"json": {"topic": "予約"}},
+        "POST /api/v1/incidents/report": lambda: {"json": {"seen": "不審なメール"}},
+        "POST /api/v1/incidents": lambda: {
+            "json": {"kind": "phishing", "title": "不審メール", "knew_on": str(clinic_today())}
+        },
+        "POST /api/v1/incidents/{incident_id}/steps/{step_no}": lambda: {
+            "json": {"outcome": "done"}
+        },
+        "POST /api/v1/incidents/{incident_id}/decision": lambda: {
+            "json": {"reportable": False, "reason": "暗号化済みの端末", "malicious": False}
+        },
+        "POST /api/v1/incidents/{incident_id}/sent": lambda: {
+            "json": {"which": "public", "on": str(clinic_today())}
+        },
+        "PUT /api/v1/incidents/{incident_id}/affected": lambda: {
+            "json": {"user_id": ids["user_id"]}
+        },
     }
     return bodies.get(key, dict)()
 

@@ -497,3 +497,76 @@ def test_detect_run_and_cases_on_an_instance(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "detection:review" in r.output
     r = runner.invoke(app, ["detect", "run", "--since", "yesterday", "--instance", str(home)])
     assert r.exit_code == 2 and "YYYY-MM-DD" in r.output
+
+
+def test_incident_open_affected_and_report_folder(tmp_path: Path) -> None:
+    """`mamori incident open|list|show|affected|report`: the affected patients of an account
+    from the log, the drafts as PDFs, and evidence an outsider verifies without mamori."""
+    import subprocess
+    import sys
+
+    from pypdf import PdfReader
+
+    from mamori.authz.roles import Role
+    from mamori.clinic import service as clinic_service
+    from mamori.instance import open_instance
+    from mamori.patients.schemas import PatientIn
+    from mamori.patients.service import get_patient, register_patient
+
+    home = tmp_path / "i"
+    _init(home)
+    inst = open_instance(home)
+    try:
+        with inst.transaction(write=True) as s:
+            director = inst.actor(s, "admin")
+            clinic = clinic_service.the_clinic(s)
+            clinic_service.add_staff(
+                s, clinic, login_id="ns", display_name="看護 花子", role=Role.NURSE
+            )
+            pts = [
+                register_patient(s, director, PatientIn(
+                    family_name="漏洩", given_name=g, family_kana="ロウエイ", given_kana=k,
+                    birth_date="1970-01-01", sex="male", postal_code="113-0033",
+                    prefecture="東京都", city="文京区", address_line="本郷1-2-3",
+                ))
+                for g, k in (("一郎", "イチロウ"), ("二郎", "ジロウ"))
+            ]  # fmt: skip
+        with inst.transaction(write=True) as s:
+            for p in pts:
+                get_patient(s, inst.actor(s, "ns"), p.id)
+    finally:
+        inst.db.dispose()
+    at = ["--instance", str(home)]
+    r = runner.invoke(app, ["incident", "open", "--as", "admin", "--kind", "unauthorised",
+                            "--title", "看護師アカウントの不正使用", *at])  # fmt: skip
+    assert r.exit_code == 0 and "No.1 を登録しました" in r.output, r.output
+    r = runner.invoke(app, ["incident", "open", "--as", "admin", "--kind", "device", "--title",
+                            "x", "--knew-on", "2999-01-01", *at])  # fmt: skip
+    assert r.exit_code != 0 and "未来" in r.output, r.output
+    r = runner.invoke(app, ["incident", "affected", "1", "--as", "admin", "--user", "ns", "--save",
+                            *at])  # fmt: skip
+    assert r.exit_code == 0 and "2 人" in r.output and "漏洩 一郎" in r.output, r.output
+    r = runner.invoke(app, ["incident", "list", "--as", "admin", *at])
+    assert r.exit_code == 0 and "不正アクセス" in r.output, r.output
+    r = runner.invoke(app, ["incident", "show", "1", "--as", "admin", *at])
+    assert r.exit_code == 0 and "速報" in r.output and "[ ]  1." in r.output, r.output
+    r = runner.invoke(app, ["incident", "list", "--as", "ns", *at])
+    assert r.exit_code != 0 and "incident:read" in r.output, r.output
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["incident", "report", "1", "--as", "admin", "--out", str(out), *at])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "1_漏えい等報告_ppc.pdf" in names and "affected.csv" in names, names
+    letters = "".join(
+        page.extract_text() or "" for page in PdfReader(out / "2_本人への通知_letters.pdf").pages
+    )
+    assert "漏洩 一郎 様" in letters and "漏洩 二郎 様" in letters
+    ppc = "".join(
+        page.extract_text() or "" for page in PdfReader(out / "1_漏えい等報告_ppc.pdf").pages
+    )
+    assert "2人" in ppc and "不正アクセス" in ppc
+    verified = subprocess.run(
+        [sys.executable, str(out / "evidence" / "verify_bundle.py"), str(out / "evidence")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0 and "OK: 2 events" in verified.stdout, verified.stdout

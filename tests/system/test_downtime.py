@@ -136,6 +136,8 @@ def test_the_days_bundle_opens_with_age_alone_and_holds_every_booked_patient(
     first, last = forms.pages[0].extract_text(), forms.pages[39].extract_text()
     assert "DT-000001" in first and "受付票" in first
     assert "DT-000040" in last and "新患登録票" in last
+    contacts = _pdf_text(files["30_連絡体制図.pdf"])  # whom to call, with mamori down
+    assert "連絡体制図" in contacts and "03-6812-7837" in contacts
     # the audit event lists every patient in the bundle
     inst = open_instance(str(home))
     with inst.transaction(write=False) as s:

@@ -12,94 +12,34 @@ import datetime as dt
 import io
 import os
 import re
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 import zxingcpp
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
-from mamori.app import create_app
 from mamori.auth.models import AuthSession
 from mamori.authz.models import BreakGlassGrant, PatientRestriction
 from mamori.clinic.calendar import clinic_today
 from mamori.db import utcnow
 from mamori.detection.models import ContactLog
-from tests.conftest import SAMPLE_PATIENT, World
+from tests.conftest import SAMPLE_PATIENT
+from tests.ui.conftest import Site
 from tests.ui.support import PASSWORD, give_password
 
 ARTIFACTS = Path(os.environ.get("MAMORI_ARTIFACTS", "artifacts")) / "screenshots"
 NOTE_SENTENCE = "夜間に胸部圧迫感があり、ニトログリセリン舌下で改善したとのこと"
 
 pytestmark = [pytest.mark.one_backend]
-
-
-@dataclasses.dataclass
-class Site:
-    world: World
-    url: str
-    seeds: dict[str, str]
-    recovery: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def site(world: World) -> Iterator[Site]:
-    port = _free_port()
-    url = f"http://localhost:{port}"
-    s = world.settings
-    settings = dataclasses.replace(
-        s, auth=dataclasses.replace(s.auth, secure_cookies=False, origins=(url,), rp_id="localhost")
-    )
-    app = create_app(settings, world.db)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    for login in (
-        "clerk_chika",
-        "nurse_ben",
-        "dr_aiko",
-        "director",
-        "scribe_dai",
-        "sec_sae",
-        "audit_aki",
-    ):
-        give_password(world, login)
-    yield Site(world, url, {})
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def page(browser: Browser, site: Site) -> Iterator[Page]:
-    context = browser.new_context(base_url=site.url, locale="ja-JP")
-    p = context.new_page()
-    p.set_default_timeout(10_000)
-    yield p
-    context.close()
 
 
 def _capture(page: Page, path: Path) -> None:

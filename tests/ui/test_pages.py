@@ -16,9 +16,11 @@ from mamori.audit.models import AuditEvent
 from mamori.auth.models import AuthSession, VendorWindow
 from mamori.authz.permissions import Permission, role_permissions
 from mamori.authz.roles import Role
-from mamori.clinic.calendar import wareki
+from mamori.clinic.calendar import clinic_today, wareki
 from mamori.clinical.models import Observation
 from mamori.db import utcnow
+from mamori.incidents import service as incidents
+from mamori.incidents.affected import Scope
 from mamori.patients.models import Coverage
 from tests.conftest import SAMPLE_PATIENT, World
 from tests.security.test_authz_matrix import ROLE_OF
@@ -39,7 +41,22 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
     enc = world.http.post(
         f"/api/v1/patients/{pid}/encounters", json={}, headers=world.h("clerk_chika")
     ).json()
+    with world.db.session(write=True) as s:  # a real incident: every page of it renders
+        incident = incidents.open_incident(
+            s,
+            world.actors["sec_sae"],
+            kind="insider",
+            title="不審な閲覧",
+            seen="",
+            knew_on=clinic_today(),
+        )
+        incidents.save_scope(
+            s, world.actors["sec_sae"], incident.id, Scope(user_id=world.actors["dr_aiko"].user_id)
+        )
+        s.commit()
     return {
+        "incident_id": str(incident.id),
+        "step_no": "1",
         "patient_id": pid,
         "note_id": note["id"],
         "encounter_id": enc["id"],

@@ -22,6 +22,7 @@ import itertools
 import json
 import shutil
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 from sqlalchemy import select
@@ -142,8 +143,11 @@ def write_bundle(
     verifier: NoteVerifier,
     log_origin: str,
     patient: uuid.UUID | None = None,
+    seqs: Collection[int] | None = None,
 ) -> dict[str, int]:
-    """Write the bundle; refuses if the log does not verify against its checkpoints."""
+    """Write the bundle; refuses if the log does not verify against its checkpoints. With
+    ``patient`` or ``seqs`` (an incident's evidence: the events its affected-patient list is
+    made of) it holds only those events, each with its inclusion proof."""
     checkpoints, bad = load_checkpoints(checkpoint_dir, [verifier], log_origin)
     report = verify_log(session, checkpoints)
     if bad or not report.ok:
@@ -177,6 +181,8 @@ def write_bundle(
     leaves: list[bytes] = []
     selected: list[int] = []
     needle = f'"{patient}"'.encode() if patient else None
+    wanted = set(seqs) if seqs is not None else None
+    selection = patient is not None or wanted is not None
     with (out / "events.jsonl").open("wb") as fh:
         stmt = (
             select(AuditEvent.seq, AuditEvent.body)
@@ -187,15 +193,21 @@ def write_bundle(
         for seq, raw in session.execute(stmt):
             body = bytes(raw)
             leaves.append(merkle.leaf_hash(body))
-            if needle is None or (needle in body and str(patient) in json.loads(body)["patients"]):
+            if wanted is not None:
+                chosen = seq in wanted
+            else:
+                chosen = needle is None or (
+                    needle in body and str(patient) in json.loads(body)["patients"]
+                )
+            if chosen:
                 fh.write(body + b"\n")
                 selected.append(seq)
     tree = merkle.Tree(leaves)
     proofs = {
         "tree_size": latest.size,
-        "complete": patient is None,
+        "complete": not selection,
         "inclusion": {}
-        if patient is None
+        if not selection
         else {str(seq): [h.hex() for h in tree.inclusion_proof(seq - 1)] for seq in selected},
         "consistency": [
             {

@@ -135,6 +135,12 @@ class AuditTag(enum.StrEnum):
     DETECTION_REVIEWED = "detection:case:reviewed"
     ROSTER_CHANGED = "admin:roster:changed"
     STAFF_FACTS_CHANGED = "admin:staff-facts:changed"
+    # incidents (the register's writes are record versions; these are the rest)
+    INCIDENT_VIEWED = "incident:register:viewed"
+    INCIDENT_PRINTED = "incident:draft:printed"  # a report, letter or chart drafted (patients)
+    INCIDENT_REMINDED = "incident:deadline:reminded"
+    PLAYBOOK_CHANGED = "admin:incident-playbook:changed"
+    CONTACTS_CHANGED = "admin:contact-chart:changed"
 
 
 class AuditMissing(RuntimeError):

@@ -58,6 +58,10 @@ class Permission(enum.StrEnum):
     SYSTEM_HEALTH = "system:health"
     CONTINUITY_ADMIN = "continuity:admin"  # downtime bundles and their standby keys
     DETECTION_REVIEW = "detection:review"  # the abnormal-access review queue
+    INCIDENT_REPORT = "incident:report"  # 「インシデントかも？」: every account
+    INCIDENT_READ = "incident:read"  # the incident register, its affected patients and drafts
+    INCIDENT_MANAGE = "incident:manage"  # open, run the steps, list affected patients, notices
+    INCIDENT_DECIDE = "incident:decide"  # whether an incident is reportable (院長 only)
     # every signed-in account: its own profile, sessions and second factors
     SELF = "self:manage"
 
@@ -113,8 +117,15 @@ PERMISSION_LABELS_JA = {
     P.SYSTEM_HEALTH: "システム状態の確認",
     P.CONTINUITY_ADMIN: "業務継続（ダウンタイム資料・待機用の鍵）の管理",
     P.DETECTION_REVIEW: "不審アクセスの確認と判定",
+    P.INCIDENT_REPORT: "インシデントの報告（インシデントかも？）",
+    P.INCIDENT_READ: "インシデント台帳の閲覧",
+    P.INCIDENT_MANAGE: "インシデント対応の管理",
+    P.INCIDENT_DECIDE: "個人情報保護委員会への報告要否の判断",
     P.SELF: "自分のアカウント管理",
 }
+
+# every signed-in account: its own profile and factors, and 「インシデントかも？」 (BCP 2-1)
+_EVERYONE = frozenset({P.SELF, P.INCIDENT_REPORT})
 
 _CLINICAL_READ = frozenset(
     {
@@ -145,7 +156,7 @@ _PHYSICIAN = _CLINICAL_READ | {
     P.RECORD_RETRACT,
     P.RECORD_VERIFY,
     P.BREAK_GLASS,
-    P.SELF,
+    *_EVERYONE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -162,7 +173,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.PRESCRIPTION_WRITE,
             P.OBSERVATION_WRITE,
             P.BREAK_GLASS,
-            P.SELF,
+            *_EVERYONE,
         }
     ),
     # Registration, insurance, visits; diagnosis names and Rx lines for レセプト; scans uploaded
@@ -179,7 +190,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.ALLERGY_READ,
             P.PRESCRIPTION_READ,
             P.DOCUMENT_WRITE,
-            P.SELF,
+            *_EVERYONE,
         }
     ),
     # Drafts notes, diagnoses, orders and letters; all stay unconfirmed until a physician signs.
@@ -200,7 +211,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.OBSERVATION_WRITE,
             P.DOCUMENT_READ,
             P.DOCUMENT_WRITE,
-            P.SELF,
+            *_EVERYONE,
         }
     ),
     Role.DIRECTOR: frozenset(
@@ -219,6 +230,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.SYSTEM_HEALTH,
             P.CONTINUITY_ADMIN,
             P.DETECTION_REVIEW,
+            P.INCIDENT_READ,
+            P.INCIDENT_MANAGE,
+            P.INCIDENT_DECIDE,  # 報告要否の判断は院長
         }
     ),
     # 安全管理者: runs the security programme (log review, accounts' sessions and lockouts,
@@ -233,13 +247,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.SYSTEM_HEALTH,
             P.CONTINUITY_ADMIN,  # isolates the server in an incident; cannot print charts
             P.DETECTION_REVIEW,
-            P.SELF,
+            P.INCIDENT_READ,
+            P.INCIDENT_MANAGE,  # runs the response; the director decides reportability
+            *_EVERYONE,
         }
     ),
     # No patient data by default: system health only. See VENDOR_WINDOW_PERMISSIONS.
-    Role.VENDOR: frozenset({P.SYSTEM_HEALTH, P.SELF}),
+    Role.VENDOR: frozenset({P.SYSTEM_HEALTH, *_EVERYONE}),
     # Reads audit and compliance evidence, never charts.
-    Role.AUDITOR: frozenset({P.AUDIT_READ, P.AUDIT_REVIEW, P.STAFF_READ, P.SELF}),
+    Role.AUDITOR: frozenset(
+        {P.AUDIT_READ, P.AUDIT_REVIEW, P.STAFF_READ, P.INCIDENT_READ, *_EVERYONE}
+    ),
 }
 
 # What a vendor account may do inside an open maintenance window: read, never write or sign.
@@ -276,6 +294,8 @@ _VIEWS: dict[str, RecordAccess] = {
     "audit-review": RecordAccess(P.AUDIT_READ, P.AUDIT_REVIEW, demographic=True),
     # the detection queue names the patient of each case (to its two reviewers only)
     "detection-review": RecordAccess(P.DETECTION_REVIEW, P.DETECTION_REVIEW, demographic=True),
+    # an incident's affected-patient list names patients (read like a list, audited as one)
+    "incident-affected": RecordAccess(P.INCIDENT_READ, P.INCIDENT_MANAGE, demographic=True),
 }
 _KINDS: dict[str, RecordAccess] = dict(_VIEWS)
 

@@ -26,6 +26,7 @@ from mamori.cli import backup as _backup  # noqa: F401 - registers `backup …`,
 from mamori.cli import demo as _demo  # noqa: F401 - registers `demo`
 from mamori.cli import detect as _detect  # noqa: F401 - registers `detect …`
 from mamori.cli import downtime as _downtime  # noqa: F401 - registers `downtime …`
+from mamori.cli import incident as _incident  # noqa: F401 - registers `incident …`
 from mamori.cli import keys as _keys  # noqa: F401 - registers `keys …`
 from mamori.cli import standby as _standby  # noqa: F401 - registers `standby …`
 from mamori.cli.backup import ask_passphrase

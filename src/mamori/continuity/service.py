@@ -52,6 +52,8 @@ from mamori.continuity.models import DowntimeBundle, StandbyKey
 from mamori.continuity.paper import SheetRow, day_sheet_pdf, forms_pdf, numbers_needed
 from mamori.db import utcnow
 from mamori.errors import BreakGlassRequired, InvalidInput, Isolated, MamoriError, NotFound
+from mamori.incidents import service as incidents
+from mamori.incidents.drafts import contact_chart as contact_chart_pdf
 from mamori.patients.models import SEX_JA
 
 log = logging.getLogger("mamori.continuity")
@@ -187,6 +189,7 @@ README = """mamori ダウンタイム資料 / downtime bundle
   00_受付一覧.pdf          その日の予約・受付の一覧
   10_カルテ要約/*.pdf       患者ごとのカルテ要約（病名・処方・アレルギー・最近の記録と検査）
   20_記録用紙.pdf           受付票・経過記録・処方控え・バイタル記録・新患登録票（番号入り）
+  30_連絡体制図.pdf         インシデント発生時の連絡先（院内・ベンダー・厚労省・警察など）
 
 閲覧制限のある患者（職員・VIP・要配慮）の要約は入っていません。院長に確認してください。
 復旧後は用紙のダウンタイム番号を添えて「事後入力」してください。
@@ -336,6 +339,10 @@ def write_bundle(
         "00_受付一覧.pdf": day_sheet_pdf(clinic.name, day, rows, made_at),
         **summaries,
         "20_記録用紙.pdf": forms_pdf(clinic.name, day, first),
+        # whom to call is needed most when mamori is down (BCP 1-2a)
+        "30_連絡体制図.pdf": contact_chart_pdf(
+            incidents.contact_chart(session, actor), clinic, actor.display_name
+        ),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

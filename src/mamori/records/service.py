@@ -33,8 +33,10 @@ RETRACTED = "entered-in-error"
 
 
 def _model(record_type: str) -> type[Versioned]:
+    """A patient's record kind; the clinic's own versioned records (an incident, its
+    timeline) have their own domain's routes and checks, never these generic ones."""
     model = record_types().get(record_type)
-    if model is None:
+    if model is None or not (model is Patient or model in patient_scoped_models()):
         raise NotFound("record type")
     return model
 

@@ -647,4 +647,8 @@ def versioned_models() -> tuple[type[Versioned], ...]:
         for mapper in Base.registry.mappers
         if issubclass(mapper.class_, Versioned)
     }
-    return tuple(kinds[t.name] for t in Base.metadata.sorted_tables if t.name in kinds)
+    ordered = [kinds[t.name] for t in Base.metadata.sorted_tables if t.name in kinds]
+    # the patient first: a clinic's own record kind (an incident) refers to no patient and
+    # may sort before it; nothing the patient table refers to is a record kind
+    ordered.sort(key=lambda m: m.__record_type__ != "Patient")
+    return tuple(ordered)

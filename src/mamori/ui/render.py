@@ -218,6 +218,9 @@ def html(
     context.setdefault("reauth_minutes", settings.auth.reauth_minutes)
     context.setdefault("alerts_waiting", _alerts_waiting(request, context["actor"]))
     context.setdefault("cases_waiting", _cases_waiting(request, context["actor"]))
+    incidents_open, incident_dues = _incidents(request, context["actor"])
+    context.setdefault("incidents_open", incidents_open)
+    context.setdefault("incident_dues", incident_dues)
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
     )
@@ -245,6 +248,17 @@ def _cases_waiting(request: Request, actor: Any) -> int:
 
     with request.app.state.db.session(write=False) as session:
         return open_case_count(session, actor)
+
+
+def _incidents(request: Request, actor: Any) -> tuple[int, list[Any]]:
+    """Incidents not closed and the APPI deadlines coming or missed, for the menu and the
+    banner of those who run incidents (numbers and dates, no patient)."""
+    if actor is None or not actor.can(Permission.INCIDENT_READ):
+        return 0, []
+    from mamori.incidents.service import due_soon, open_count
+
+    with request.app.state.db.session(write=False) as session:
+        return open_count(session, actor), due_soon(session, actor)
 
 
 def go(request: Request, url: str) -> Response:

@@ -1,0 +1,1 @@
+"""Incidents: the register, the response steps, APPI deadlines, affected patients, drafts."""
