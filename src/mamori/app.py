@@ -57,6 +57,7 @@ from mamori.models import open_database
 from mamori.patients import pages as patients_pages
 from mamori.patients.api import router as patients_router
 from mamori.patients.indexes import backfill as backfill_search_indexes
+from mamori.programme import pages as programme_pages
 from mamori.records.api import router as records_router
 from mamori.settings import Settings
 from mamori.ui import static as ui_static
@@ -365,6 +366,7 @@ ui_routers = (
     continuity_pages.router,
     detection_pages.router,
     incident_pages.router,
+    programme_pages.router,
 )
 
 

@@ -57,10 +57,11 @@ def test_every_patient_table_is_counted_by_the_backup_and_moved_by_a_merge() -> 
     with_patient = _tables_with("patient_id") & _tables_with("content_hash")
     scoped = {m.__tablename__ for m in patient_scoped_models()}  # type: ignore[attr-defined]
     assert scoped == with_patient - {"record_version"}
-    # the clinic's own versioned records (an incident and its timeline) are counted with the
-    # patient data: their free text can name a patient, and a mass change is a mass change
+    # the clinic's own versioned records (an incident and its timeline, the checklist's
+    # answers) are counted with the patient data: their free text can name a patient, and a
+    # mass change is a mass change
     clinic_records = _tables_with("content_hash") - _tables_with("patient_id") - {"patient"}
-    assert clinic_records == {"incident", "incident_entry"}
+    assert clinic_records == {"incident", "incident_entry", "checklist_answer"}
     assert set(patient_data_tables()) == scoped | {"patient"} | clinic_records
     assert set(patient_data_tables()) <= set(counted_tables())
 

@@ -87,17 +87,19 @@ POLICY: dict[Role, set[str]] = {
         "patient:merge", "insurance:write", "export:bulk", "audit:read", "audit:review",
         "staff:read", "staff:admin", "session:admin", "restriction:admin",
         "vendor-window:admin", "system:health", "continuity:admin", "detection:review",
-        "incident:read", "incident:manage", "incident:decide",
+        "incident:read", "incident:manage", "incident:decide", "programme:read",
+        "programme:manage",
     },
     Role.SECURITY_OFFICER: {
         "audit:read", "audit:review", "staff:read", "session:admin", "vendor-window:admin",
         "system:health", "continuity:admin", "detection:review", "self:manage",
-        "incident:report", "incident:read", "incident:manage",
+        "incident:report", "incident:read", "incident:manage", "programme:read",
+        "programme:manage",
     },
     Role.VENDOR: {"system:health", "self:manage", "incident:report"},
     Role.AUDITOR: {
         "audit:read", "audit:review", "staff:read", "self:manage", "incident:report",
-        "incident:read",
+        "incident:read", "programme:read",
     },
 }  # fmt: skip
 # record kinds a restricted patient's desk work needs (registration, insurance, visits)

@@ -243,6 +243,15 @@ PINNED_UI = {
     "GET /admin/incidents/{incident_id}/public.pdf": "incident:read",
     "GET /admin/incidents/{incident_id}/mhlw.pdf": "incident:read",
     "GET /admin/incidents/{incident_id}/review.pdf": "incident:read",
+    "GET /admin/checklist": "programme:read",
+    "POST /admin/checklist": "programme:manage",
+    "GET /admin/checklist/report.pdf": "programme:read",
+    "GET /admin/accounts/review": "programme:read",
+    "POST /admin/accounts/review": "programme:manage",
+    "GET /admin/duties": "programme:read",
+    "POST /admin/duties": "programme:manage",
+    "GET /admin/training": "programme:read",
+    "POST /admin/training": "programme:manage",
 }
 EXPECTED = PINNED | PINNED_UI
 

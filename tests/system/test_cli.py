@@ -570,3 +570,24 @@ def test_incident_open_affected_and_report_folder(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert verified.returncode == 0 and "OK: 2 events" in verified.stdout, verified.stdout
+
+
+def test_checklist_status_and_report(tmp_path: Path) -> None:
+    """`mamori checklist status|report`: the year's items with mamori's proposals and the
+    printout; a fiscal year before any edition is refused clearly."""
+    from pypdf import PdfReader
+
+    home = tmp_path / "i"
+    _init(home)
+    at = ["--instance", str(home)]
+    r = runner.invoke(app, ["checklist", "status", "--as", "admin", *at])
+    assert r.exit_code == 0, r.output
+    assert "CL" not in r.output.split("\n", 1)[0] and "2-⑩" in r.output and "案:" in r.output
+    out = tmp_path / "checklist.pdf"
+    r = runner.invoke(app, ["checklist", "report", "--as", "admin", "--year", "2025",
+                            "--out", str(out), *at])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    text = "".join(p.extract_text() or "" for p in PdfReader(out).pages)
+    assert "令和7年度" in text and "二要素認証" in text
+    r = runner.invoke(app, ["checklist", "status", "--as", "admin", "--year", "2024", *at])
+    assert r.exit_code != 0

@@ -141,6 +141,11 @@ class AuditTag(enum.StrEnum):
     INCIDENT_REMINDED = "incident:deadline:reminded"
     PLAYBOOK_CHANGED = "admin:incident-playbook:changed"
     CONTACTS_CHANGED = "admin:contact-chart:changed"
+    # the clinic's programme (answers are record versions)
+    CHECKLIST_VIEWED = "programme:checklist:viewed"
+    ACCOUNTS_REVIEWED = "programme:accounts:reviewed"
+    DUTY_DONE = "programme:duty:done"
+    TRAINING_RECORDED = "programme:training:recorded"
 
 
 class AuditMissing(RuntimeError):

@@ -62,6 +62,8 @@ class Permission(enum.StrEnum):
     INCIDENT_READ = "incident:read"  # the incident register, its affected patients and drafts
     INCIDENT_MANAGE = "incident:manage"  # open, run the steps, list affected patients, notices
     INCIDENT_DECIDE = "incident:decide"  # whether an incident is reportable (院長 only)
+    PROGRAMME_READ = "programme:read"  # the checklist and its evidence (the auditor too)
+    PROGRAMME_MANAGE = "programme:manage"  # answering the checklist
     # every signed-in account: its own profile, sessions and second factors
     SELF = "self:manage"
 
@@ -121,6 +123,8 @@ PERMISSION_LABELS_JA = {
     P.INCIDENT_READ: "インシデント台帳の閲覧",
     P.INCIDENT_MANAGE: "インシデント対応の管理",
     P.INCIDENT_DECIDE: "個人情報保護委員会への報告要否の判断",
+    P.PROGRAMME_READ: "チェックリストと根拠の閲覧",
+    P.PROGRAMME_MANAGE: "チェックリストへの回答",
     P.SELF: "自分のアカウント管理",
 }
 
@@ -233,6 +237,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.INCIDENT_READ,
             P.INCIDENT_MANAGE,
             P.INCIDENT_DECIDE,  # 報告要否の判断は院長
+            P.PROGRAMME_READ,
+            P.PROGRAMME_MANAGE,
         }
     ),
     # 安全管理者: runs the security programme (log review, accounts' sessions and lockouts,
@@ -249,6 +255,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.DETECTION_REVIEW,
             P.INCIDENT_READ,
             P.INCIDENT_MANAGE,  # runs the response; the director decides reportability
+            P.PROGRAMME_READ,
+            P.PROGRAMME_MANAGE,
             *_EVERYONE,
         }
     ),
@@ -256,7 +264,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VENDOR: frozenset({P.SYSTEM_HEALTH, *_EVERYONE}),
     # Reads audit and compliance evidence, never charts.
     Role.AUDITOR: frozenset(
-        {P.AUDIT_READ, P.AUDIT_REVIEW, P.STAFF_READ, P.INCIDENT_READ, *_EVERYONE}
+        {
+            P.AUDIT_READ,
+            P.AUDIT_REVIEW,
+            P.STAFF_READ,
+            P.INCIDENT_READ,
+            P.PROGRAMME_READ,
+            *_EVERYONE,
+        }
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import os
@@ -464,8 +465,11 @@ def drill_cmd(
                     session,
                     AuditTag.BACKUP_DRILLED,
                     {
-                        k: report[k]
-                        for k in ("generation", "manifest", "rto_seconds", "rpo_seconds")
+                        **{
+                            k: report[k]
+                            for k in ("generation", "manifest", "rto_seconds", "rpo_seconds")
+                        },
+                        "ok": True,
                     },
                 )
             shutil.copy2(path, live.settings.backup_dir / path.name)
@@ -473,6 +477,14 @@ def drill_cmd(
                 path.with_suffix(".sig"), live.settings.backup_dir / path.with_suffix(".sig").name
             )
     except MamoriError as exc:
+        if instance or os.environ.get("MAMORI_HOME"):
+            # a failed drill is evidence too (the checklist's backup item reads it)
+            with contextlib.suppress(MamoriError):
+                live = instance_or_fail(instance)
+                with live.transaction(write=True) as session:
+                    record_system(
+                        session, AuditTag.BACKUP_DRILLED, {"ok": False, "error": exc.en[:300]}
+                    )
         fail(exc)
     finally:
         if not keep:

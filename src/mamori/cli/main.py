@@ -23,6 +23,7 @@ from mamori.backup.service import configured as backup_configured
 from mamori.backup.setup import configure as configure_backup
 from mamori.cli import audit as _audit  # noqa: F401 - registers `audit …`
 from mamori.cli import backup as _backup  # noqa: F401 - registers `backup …`, `restore`, `drill`
+from mamori.cli import checklist as _checklist  # noqa: F401 - registers `checklist …`
 from mamori.cli import demo as _demo  # noqa: F401 - registers `demo`
 from mamori.cli import detect as _detect  # noqa: F401 - registers `detect …`
 from mamori.cli import downtime as _downtime  # noqa: F401 - registers `downtime …`

@@ -221,6 +221,9 @@ def html(
     incidents_open, incident_dues = _incidents(request, context["actor"])
     context.setdefault("incidents_open", incidents_open)
     context.setdefault("incident_dues", incident_dues)
+    changed, overdue = _programme(request, context["actor"])
+    context.setdefault("checklist_changed", changed)
+    context.setdefault("duties_overdue", overdue)
     context.setdefault(
         "idle_seconds", getattr(request.state, "idle_seconds", settings.auth.idle_minutes * 60)
     )
@@ -259,6 +262,22 @@ def _incidents(request: Request, actor: Any) -> tuple[int, list[Any]]:
 
     with request.app.state.db.session(write=False) as session:
         return open_count(session, actor), due_soon(session, actor)
+
+
+def _programme(request: Request, actor: Any) -> tuple[int, list[tuple[str, str]]]:
+    """This year's checklist answers mamori's evidence no longer supports, and the duties
+    overdue: on the start pages only (they read accounts, backups and the log), for those who
+    read the programme."""
+    if actor is None or not actor.can(Permission.PROGRAMME_READ):
+        return 0, []
+    if request.url.path not in ("/today", "/admin/reviews", "/admin/checklist"):
+        return 0, []
+    from mamori.programme.checklist import changed_count
+    from mamori.programme.duties import status
+
+    with request.app.state.db.session(write=False) as session:
+        changed = changed_count(session, actor, request.app.state.settings)
+        return changed, status(session, actor)["names"]
 
 
 def go(request: Request, url: str) -> Response:

@@ -1,0 +1,1 @@
+"""The clinic's security programme: the MHLW checklist answered from mamori's own state."""

@@ -1,0 +1,106 @@
+"""The checklist's answers (MHLW サイバーセキュリティ対策チェックリスト), one per fiscal year,
+form and item: a versioned record of the clinic, so every change of an answer is kept,
+hash-chained and audited — the history of every fiscal year for the 立入検査."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mamori.authz.permissions import Permission, RecordAccess
+from mamori.crypto.sealed import sealed_str
+from mamori.db import Base, UTCDateTime, new_id, utcnow
+from mamori.records.versioning import Versioned
+
+
+class ChecklistAnswer(Versioned, Base):
+    """はい / いいえ / 該当なし for one item of one fiscal year's form, who checked it and when,
+    the target date of a いいえ, and the evidence as it stood when a person signed it off."""
+
+    __tablename__ = "checklist_answer"
+    __record_type__ = "ChecklistAnswer"
+    __access__ = RecordAccess(Permission.PROGRAMME_READ, Permission.PROGRAMME_MANAGE)
+    __content_fields__ = (
+        "fiscal_year",
+        "form",
+        "item_id",
+        "edition",
+        "item_set_sha256",
+        "answer",
+        "checked_on",
+        "checked_by_id",
+        "target_on",
+        "proposed",
+        "evidence",
+        "note",
+    )
+    __table_args__ = (UniqueConstraint("clinic_id", "fiscal_year", "form", "item_id"),)
+    __clinic_index__ = False  # the unique (clinic_id, fiscal_year, …) serves
+
+    fiscal_year: Mapped[int] = mapped_column(Integer)  # 2025 = 令和7年度 (April–March)
+    form: Mapped[str] = mapped_column(String(12))  # clinic | vendor
+    item_id: Mapped[str] = mapped_column(String(16))  # CL-2-10 …
+    edition: Mapped[str] = mapped_column(String(40))  # the item set answered (令和7年度版)
+    item_set_sha256: Mapped[str] = mapped_column(String(64))  # that data file, exactly
+    answer: Mapped[str] = mapped_column(String(8))  # yes | no | na
+    checked_on: Mapped[dt.date] = mapped_column(Date)  # 確認日
+    checked_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    target_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)  # いいえ: 目標日
+    proposed: Mapped[str] = mapped_column(String(8), default="")  # mamori's proposal then
+    evidence = sealed_str()  # the dated evidence snapshot signed off
+    note = sealed_str()
+
+
+class AccountReview(Base):
+    """An account review (アカウントの棚卸し, CL-2-5): who reviewed, when, and what was decided
+    for each account flagged then. Insert-only; the checklist and the duties read the latest."""
+
+    __tablename__ = "account_review"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    reviewer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    reviewed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    accounts: Mapped[int] = mapped_column(Integer)  # active accounts looked at
+    # [{user, name, flags, decision: keep | disabled, reason}]
+    decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    finding: Mapped[str] = mapped_column(String(1000), default="")
+
+
+class DutyDone(Base):
+    """A recurring duty recorded as done (週1回のログ確認, 年1回の BCP 見直し …): who, when, a
+    note. Insert-only; duties that mamori can see done by itself are read from its records."""
+
+    __tablename__ = "duty_done"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    duty: Mapped[str] = mapped_column(String(24))
+    done_on: Mapped[dt.date] = mapped_column(Date)
+    done_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class TrainingSession(Base):
+    """A security training session or a phishing drill (seeds 000, 004): when, what, who took
+    part; a drill's results as entered from the service that ran it (mamori sends no mail)."""
+
+    __tablename__ = "training_session"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    held_on: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16))  # lecture | phishing-drill
+    topic: Mapped[str] = mapped_column(String(200))
+    material: Mapped[str] = mapped_column(String(300), default="")
+    attendees: Mapped[list[str]] = mapped_column(JSON)  # staff user IDs
+    sent: Mapped[int | None] = mapped_column(Integer, nullable=True)  # a drill: mails sent
+    clicked: Mapped[int | None] = mapped_column(Integer, nullable=True)  # … links opened
+    reported: Mapped[int | None] = mapped_column(Integer, nullable=True)  # … reported
+    recorded_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,356 @@
+"""The MHLW checklist answered from mamori's own state: each automatic item flips with what it
+reads, a いいえ needs a target date inside the fiscal year, answers keep their history, a
+proposal that changes after sign-off is flagged, and the auditor reads but never answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import select
+from tests.conftest import World
+
+from mamori.audit.models import AuditReview
+from mamori.auth.models import AuthFactor
+from mamori.authz.roles import Role
+from mamori.clinic import service as clinic_service
+from mamori.clinic.models import StaffUser
+from mamori.db import new_id, utcnow
+from mamori.detection.models import StaffProfile
+from mamori.errors import Forbidden, InvalidInput
+from mamori.incidents import service as incidents
+from mamori.programme import checklist, evidence
+from mamori.programme.models import ChecklistAnswer
+from mamori.records.versioning import list_versions
+
+YEAR = checklist.fiscal_year_of(checklist.today())
+
+
+def _propose(world: World, kind: str, who: str = "director") -> evidence.Proposal:
+    with world.db.session(write=True) as s:
+        p = evidence.propose(s, world.actors[who], world.settings, kind)
+        s.commit()
+    assert p is not None
+    return p
+
+
+def _answer(world: World, who: str = "sec_sae", **over: Any) -> ChecklistAnswer:
+    args: dict[str, Any] = {
+        "year": YEAR, "form": "clinic", "item_id": "CL-3-1", "value": "yes",
+        "checked_on": checklist.today(), "target_on": None, **over,
+    }  # fmt: skip
+    with world.db.session(write=True) as s:
+        row = checklist.answer(s, world.actors[who], world.settings, **args)
+        s.commit()
+        return row
+
+
+def _factor_for_everyone(world: World, clinic_of: str = "director") -> None:
+    with world.db.session(write=True) as s:
+        users = s.scalars(
+            select(StaffUser).where(StaffUser.clinic_id == world.actors[clinic_of].clinic_id)
+        )
+        for u in users:
+            s.add(AuthFactor(id=new_id(), user_id=u.id, kind="totp", secret=b"x"))
+        s.commit()
+
+
+def test_two_factor_counts_every_way_in(world: World) -> None:
+    p = _propose(world, "2fa")
+    assert p.answer == "no" and p.facts["with_2fa"] == 0 and "未登録" in p.ja
+    assert "二要素認証 0/9" in p.ja, p.ja  # nine people, none with a factor
+    _factor_for_everyone(world)
+    assert _propose(world, "2fa").answer == "yes"
+    # an integration account reads with a token alone: a way in without a second factor
+    with world.db.session(write=True) as s:
+        clinic = s.get(clinic_service.Clinic, world.actors["director"].clinic_id)
+        assert clinic is not None
+        lab = clinic_service.add_staff(
+            s, clinic, login_id="lab", display_name="検査連携", role=Role.NURSE
+        )
+        lab.kind = "integration"  # no password: it reads with a token alone
+        s.commit()
+    p = _propose(world, "2fa")
+    assert p.answer == "no" and "検査連携" in p.ja, p.ja
+
+
+def test_an_administrator_added_is_named(world: World) -> None:
+    before = _propose(world, "access")
+    assert before.answer == "yes" and any("院長 守" in a for a in before.facts["admins"])
+    with world.db.session(write=True) as s:
+        clinic = s.get(clinic_service.Clinic, world.actors["director"].clinic_id)
+        assert clinic is not None
+        clinic_service.add_staff(
+            s, clinic, login_id="dir2", display_name="副院長 新", role=Role.DIRECTOR
+        )
+        s.commit()
+    after = _propose(world, "access")
+    assert len(after.facts["admins"]) == len(before.facts["admins"]) + 1
+    assert "副院長 新" in after.ja
+
+
+def test_a_departed_staff_member_still_active_is_a_no(world: World) -> None:
+    assert _propose(world, "accounts").answer == "yes"
+    with world.db.session(write=True) as s:
+        nurse = world.actors["nurse_ben"]
+        prof = StaffProfile(
+            id=new_id(), clinic_id=nurse.clinic_id, user_id=nurse.user_id, version=1,
+            updated_by_id=world.actors["director"].user_id,
+            left_on=checklist.today() - dt.timedelta(days=3),
+        )  # fmt: skip
+        s.add(prof)
+        s.commit()
+    p = _propose(world, "accounts")
+    assert p.answer == "no" and "鈴木 勉" in p.ja and "退職日" in p.ja
+
+
+def test_log_reviews_and_the_contact_chart(world: World) -> None:
+    assert _propose(world, "log").answer == "no"
+    with world.db.session(write=True) as s:
+        s.add(
+            AuditReview(
+                clinic_id=world.actors["sec_sae"].clinic_id,
+                reviewer_id=world.actors["sec_sae"].user_id,
+                reviewed_at=utcnow(),
+                scope="period",
+                through_seq=1,
+                outcome="no-issue",
+            )
+        )
+        s.commit()
+    assert _propose(world, "log").answer == "yes"
+    assert _propose(world, "contacts").answer == "no"
+    with world.db.session(write=True) as s:
+        for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
+            incidents.set_contact(
+                s, world.actors["sec_sae"], contact_id=None, duty=duty, organisation="連絡先",
+                name="担当", deputy="", phone="03-0000-0000", when_to_call="", active=True,
+            )  # fmt: skip
+        s.commit()
+    assert _propose(world, "contacts").answer == "yes"
+
+
+def test_backups_missing_and_a_failed_drill(world: World) -> None:
+    p = _propose(world, "backup")
+    assert p.answer == "no" and "設定されていません" in p.ja
+    with world.db.session(write=True) as s:
+        from mamori.audit.trail import AuditTag, record_system
+
+        record_system(s, AuditTag.BACKUP_DRILLED, {"ok": False, "error": "hash mismatch"})
+        s.commit()
+    p = _propose(world, "backup")
+    assert "失敗" in p.ja and "直近の復元訓練が失敗" in p.ja
+
+
+def test_a_no_needs_a_target_date_inside_the_fiscal_year(world: World) -> None:
+    _, last = checklist.fiscal_range(YEAR)
+    with pytest.raises(InvalidInput) as e:
+        _answer(world, value="no")
+    assert e.value.field == "target_on" and "目標日" in e.value.ja and "target" in e.value.en
+    with pytest.raises(InvalidInput):
+        _answer(world, value="no", target_on=last + dt.timedelta(days=1))
+    with pytest.raises(InvalidInput):
+        _answer(world, checked_on=checklist.today() + dt.timedelta(days=1))
+    row = _answer(world, value="no", target_on=last)
+    assert row.target_on == last
+    # two-factor authentication: the official target is 令和9年度
+    row = _answer(world, item_id="CL-2-10", value="no", target_on=dt.date(2028, 3, 31))
+    assert row.target_on == dt.date(2028, 3, 31)
+    with pytest.raises(InvalidInput):
+        _answer(world, item_id="CL-2-10", value="no", target_on=dt.date(2028, 4, 1))
+
+
+def test_answers_keep_their_history_and_a_changed_proposal_is_flagged(world: World) -> None:
+    row = _answer(world, value="no", target_on=checklist.fiscal_range(YEAR)[1])
+    assert row.proposed == "no" and "連絡体制図" in row.evidence
+    with world.db.session(write=True) as s:
+        v = checklist.view(s, world.actors["director"], world.settings, YEAR, "clinic")
+        assert not v.changed
+        for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
+            incidents.set_contact(
+                s, world.actors["director"], contact_id=None, duty=duty, organisation="連絡先",
+                name="担当", deputy="", phone="03-0000-0000", when_to_call="", active=True,
+            )  # fmt: skip
+        s.commit()
+    with world.db.session(write=True) as s:
+        v = checklist.view(s, world.actors["director"], world.settings, YEAR, "clinic")
+        assert [r.item.id for r in v.changed] == ["CL-3-1"]
+        assert checklist.changed_count(s, world.actors["director"], world.settings) == 1
+        s.commit()
+    row = _answer(world, value="yes")
+    with world.db.session(write=True) as s:
+        versions = list_versions(s, "ChecklistAnswer", row.id)
+        assert [v.version for v in versions] == [1, 2]
+        assert checklist.changed_count(s, world.actors["director"], world.settings) == 0
+
+
+def test_the_auditor_reads_and_nobody_else_answers(world: World) -> None:
+    with world.db.session(write=True) as s:
+        v = checklist.view(s, world.actors["audit_aki"], world.settings, YEAR, "clinic")
+        assert len(v.rows) == 19
+        with pytest.raises(Forbidden):
+            checklist.view(s, world.actors["nurse_ben"], world.settings, YEAR, "clinic")
+    for who in ("audit_aki", "dr_aiko", "clerk_chika"):
+        with pytest.raises(Forbidden):
+            _answer(world, who=who)
+    assert world.http.get("/admin/checklist", headers=world.h("audit_aki")).status_code == 200
+    r = world.http.post(
+        "/admin/checklist",
+        data={"year": str(YEAR), "form": "clinic", "item_id": "CL-0", "value": "yes"},
+        headers=world.h("audit_aki"),
+    )
+    assert r.status_code == 403
+
+
+def test_the_printout_carries_the_answers_and_the_evidence(world: World) -> None:
+    _answer(world, item_id="CL-0")
+    _answer(world, item_id="CL-3-1", value="no", target_on=checklist.fiscal_range(YEAR)[1])
+    r = world.http.get(
+        f"/admin/checklist/report.pdf?year={YEAR}&form=clinic", headers=world.h("director")
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(r.content)).pages)
+    for expected in ("サイバーセキュリティ対策チェックリスト", checklist.nendo(YEAR), "目標日",
+                     "いいえ", "未回答", "別紙", "連絡体制図", "まもり内科"):  # fmt: skip
+        assert expected in text, expected
+    vendor = world.http.get(
+        f"/admin/checklist/report.pdf?year={YEAR}&form=vendor", headers=world.h("audit_aki")
+    )
+    assert vendor.status_code == 200
+
+
+def test_fiscal_years_and_editions() -> None:
+    assert checklist.fiscal_year_of(dt.date(2026, 3, 31)) == 2025
+    assert checklist.fiscal_year_of(dt.date(2026, 4, 1)) == 2026
+    assert checklist.fiscal_range(2025) == (dt.date(2025, 4, 1), dt.date(2026, 3, 31))
+    assert checklist.nendo(2025) == "令和7年度" and checklist.nendo(2019) == "令和元年度"
+    items, carried = checklist.item_set_for(2025, "clinic")
+    assert items.edition == "令和7年度版" and not carried and len(items.items) == 19
+    items, carried = checklist.item_set_for(2026, "vendor")
+    assert carried and items.fiscal_year == 2025
+    assert len({i.id for i in items.items}) == len(items.items)
+
+
+def test_the_account_review_disables_or_keeps_each_flagged_account(world: World) -> None:
+    from mamori.errors import ReauthRequired
+    from mamori.programme import accounts
+
+    with world.db.session(write=True) as s:
+        nurse = world.actors["nurse_ben"]
+        s.add(
+            StaffProfile(
+                id=new_id(), clinic_id=nurse.clinic_id, user_id=nurse.user_id, version=1,
+                updated_by_id=world.actors["director"].user_id,
+                left_on=checklist.today() - dt.timedelta(days=1),
+            )
+        )  # fmt: skip
+        user = s.get(StaffUser, world.actors["scribe_dai"].user_id)
+        assert user is not None
+        user.expires_at = utcnow() - dt.timedelta(days=1)
+        s.commit()
+    with world.db.session(write=True) as s:
+        rows = {r.login_id: r for r in accounts.review_list(s, world.actors["audit_aki"])}
+        assert "left" in rows["nurse_ben"].flags and rows["nurse_ben"].needs_decision
+        assert "expired" in rows["scribe_dai"].flags
+        assert "admin" in rows["director"].flags and "vendor" in rows["vendor_vic"].flags
+    nurse_id, scribe_id = world.actors["nurse_ben"].user_id, world.actors["scribe_dai"].user_id
+    with world.db.session(write=True) as s:
+        with pytest.raises(InvalidInput):  # every flagged account needs a decision
+            accounts.record_review(
+                s, world.actors["director"], decisions={}, finding="", reauth_minutes=5
+            )
+        with pytest.raises(InvalidInput):  # keeping one needs a reason
+            accounts.record_review(
+                s, world.actors["director"],
+                decisions={nurse_id: ("keep", ""), scribe_id: ("keep", "契約延長中")},
+                finding="", reauth_minutes=5,
+            )  # fmt: skip
+        with pytest.raises(Forbidden):  # the auditor reads, never records
+            accounts.record_review(
+                s, world.actors["audit_aki"], decisions={}, finding="", reauth_minutes=5
+            )
+        # disabling needs the director's fresh re-authentication (a token is not one)
+        with pytest.raises(ReauthRequired):
+            accounts.record_review(
+                s, world.actors["director"],
+                decisions={nurse_id: ("disable", ""), scribe_id: ("keep", "契約延長中")},
+                finding="", reauth_minutes=5,
+            )  # fmt: skip
+    fresh = dataclasses.replace(world.actors["director"], reauth_at=utcnow())
+    with world.db.session(write=True) as s:
+        review = accounts.record_review(
+            s, fresh,
+            decisions={nurse_id: ("disable", ""), scribe_id: ("keep", "契約延長中")},
+            finding="四半期の棚卸し", reauth_minutes=5,
+        )  # fmt: skip
+        s.commit()
+        decided = {d["name"]: d["decision"] for d in review.decisions}
+        assert decided["鈴木 勉"] == "disabled" and decided["高橋 大"] == "keep"
+    with world.db.session(write=True) as s:
+        user = s.get(StaffUser, nurse_id)
+        assert user is not None and not user.active
+    assert "最後のアカウント棚卸し" in _propose(world, "accounts").ja
+
+
+def test_duties_are_done_from_records_or_by_hand_and_overdue_otherwise(world: World) -> None:
+    from mamori.programme import duties
+
+    with world.db.session(write=True) as s:
+        views = {v.duty.key: v for v in duties.calendar(s, world.actors["audit_aki"])}
+        assert all(v.overdue for v in views.values())  # nothing done yet
+        s.add(
+            AuditReview(
+                clinic_id=world.actors["sec_sae"].clinic_id,
+                reviewer_id=world.actors["sec_sae"].user_id,
+                reviewed_at=utcnow(), scope="period", through_seq=1, outcome="no-issue",
+            )
+        )  # fmt: skip
+        duties.mark_done(
+            s, world.actors["sec_sae"], "patch-check", checklist.today(), "ベンダー確認"
+        )
+        with pytest.raises(InvalidInput):
+            duties.mark_done(s, world.actors["sec_sae"], "no-such", checklist.today())
+        with pytest.raises(Forbidden):
+            duties.mark_done(s, world.actors["audit_aki"], "bcp-review", checklist.today())
+        s.commit()
+    with world.db.session(write=True) as s:
+        views = {v.duty.key: v for v in duties.calendar(s, world.actors["director"])}
+        assert not views["log-review"].overdue and views["log-review"].by_record
+        assert views["log-review"].due == checklist.today() + dt.timedelta(days=7)
+        assert not views["patch-check"].overdue and not views["patch-check"].by_record
+        assert views["bcp-review"].overdue
+        names = duties.status(s, world.actors["director"])["names"]
+        assert ("BCP（事業継続計画）の見直し", "Review the BCP") in names
+
+
+def test_training_and_phishing_drills_are_recorded_with_who_is_overdue(world: World) -> None:
+    from mamori.programme import duties
+
+    people = [world.actors[w].user_id for w in ("dr_aiko", "nurse_ben", "clerk_chika")]
+    with world.db.session(write=True) as s:
+        duties.record_training(
+            s, world.actors["director"], held_on=checklist.today(), kind="lecture",
+            topic="ランサムウェアと不審メール", material="教育支援ポータル", attendees=people,
+        )  # fmt: skip
+        with pytest.raises(InvalidInput):  # a drill needs its numbers, and sane ones
+            duties.record_training(
+                s, world.actors["director"], held_on=checklist.today(), kind="phishing-drill",
+                topic="訓練メール", material="", attendees=[], sent=10, clicked=11, reported=0,
+            )  # fmt: skip
+        duties.record_training(
+            s, world.actors["director"], held_on=checklist.today(), kind="phishing-drill",
+            topic="訓練メール", material="", attendees=[], sent=10, clicked=2, reported=6,
+        )  # fmt: skip
+        s.commit()
+    with world.db.session(write=True) as s:
+        view = duties.training(s, world.actors["audit_aki"])
+        assert len(view.sessions) == 2
+        assert "山本 愛子" not in view.overdue and "院長 守" in view.overdue
+        views = {v.duty.key: v for v in duties.calendar(s, world.actors["director"])}
+        assert not views["training"].overdue
+    r = world.http.get("/admin/training", headers=world.h("audit_aki"))
+    assert r.status_code == 200 and "標的型メール訓練" in r.text and "20%" in r.text
