@@ -354,3 +354,53 @@ def test_training_and_phishing_drills_are_recorded_with_who_is_overdue(world: Wo
         assert not views["training"].overdue
     r = world.http.get("/admin/training", headers=world.h("audit_aki"))
     assert r.status_code == 200 and "標的型メール訓練" in r.text and "20%" in r.text
+
+
+def test_the_bcp_is_made_from_the_clinics_state_approved_and_read(world: World) -> None:
+    from mamori.errors import NotAllowed
+    from mamori.programme import bcp, duties
+
+    with world.db.session(write=True) as s:
+        doc = bcp.document(s, world.actors["clerk_chika"], world.settings)  # everyone reads it
+        assert doc.approval is None and any("バックアップ" in m for m in doc.missing)
+        assert doc.playbook[1]["action"] == "isolate"  # the clinic's own ransomware steps
+        with pytest.raises(NotAllowed):  # the security officer runs it; the director approves
+            bcp.approve(s, world.actors["sec_sae"], world.settings)
+        with pytest.raises(Forbidden):
+            bcp.approve(s, world.actors["audit_aki"], world.settings)
+        with pytest.raises(InvalidInput):  # nothing approved yet to acknowledge
+            bcp.acknowledge(s, world.actors["nurse_ben"])
+        first = bcp.approve(s, world.actors["director"], world.settings, "初版")
+        s.commit()
+        assert first.version == 1 and first.review_on > first.approved_on
+    with world.db.session(write=True) as s:
+        bcp.acknowledge(s, world.actors["nurse_ben"])
+        bcp.acknowledge(s, world.actors["nurse_ben"])  # once is enough
+        s.commit()
+    with world.db.session(write=True) as s:
+        unread = bcp.unread(s, world.actors["director"])
+        assert "鈴木 勉" not in unread and "田中 千佳" in unread
+        views = {v.duty.key: v for v in duties.calendar(s, world.actors["director"])}
+        assert not views["bcp-review"].overdue and views["bcp-review"].by_record
+        # a contact changes: the plan no longer matches what the director approved
+        incidents.set_contact(
+            s, world.actors["director"], contact_id=None, duty="vendor", organisation="保守",
+            name="担当", deputy="", phone="03-1111-2222", when_to_call="", active=True,
+        )  # fmt: skip
+        assert bcp.document(s, world.actors["director"], world.settings).sha256 != first.text_sha256
+        s.commit()
+    page = world.http.get("/bcp", headers=world.h("clerk_chika"))
+    assert (
+        page.status_code == 200
+        and "読みました" in page.text
+        and "承認後に内容が変わっています" in page.text
+    )
+    pdf = world.http.get("/bcp.pdf", headers=world.h("clerk_chika"))
+    text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "事業継続計画" in text and "バックアップへの経路" in text and "03-1111-2222" in text
+    assert world.http.post("/bcp/approve", headers=world.h("clerk_chika")).status_code == 403
+    with world.db.session(write=True) as s:
+        v = checklist.view(s, world.actors["director"], world.settings, YEAR, "bcp")
+        assert not v.carried and len(v.rows) == 23
+        rows = {r.item.id: r for r in v.rows}
+        assert rows["BCP-2-1"].proposal is not None and rows["BCP-2-1"].proposal.answer == "yes"

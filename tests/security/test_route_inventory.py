@@ -252,6 +252,10 @@ PINNED_UI = {
     "POST /admin/duties": "programme:manage",
     "GET /admin/training": "programme:read",
     "POST /admin/training": "programme:manage",
+    "GET /bcp": "incident:report",
+    "POST /bcp/acknowledge": "incident:report",
+    "POST /bcp/approve": "programme:manage",
+    "GET /bcp.pdf": "incident:report",
 }
 EXPECTED = PINNED | PINNED_UI
 

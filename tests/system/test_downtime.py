@@ -138,6 +138,8 @@ def test_the_days_bundle_opens_with_age_alone_and_holds_every_booked_patient(
     assert "DT-000040" in last and "新患登録票" in last
     contacts = _pdf_text(files["30_連絡体制図.pdf"])  # whom to call, with mamori down
     assert "連絡体制図" in contacts and "03-6812-7837" in contacts
+    plan = _pdf_text(files["40_BCP.pdf"])  # the plan itself, with the backups it names
+    assert "事業継続計画" in plan and "紙運用" in plan
     # the audit event lists every patient in the bundle
     inst = open_instance(str(home))
     with inst.transaction(write=False) as s:

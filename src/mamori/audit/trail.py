@@ -146,6 +146,8 @@ class AuditTag(enum.StrEnum):
     ACCOUNTS_REVIEWED = "programme:accounts:reviewed"
     DUTY_DONE = "programme:duty:done"
     TRAINING_RECORDED = "programme:training:recorded"
+    BCP_APPROVED = "programme:bcp:approved"
+    BCP_READ = "programme:bcp:acknowledged"
 
 
 class AuditMissing(RuntimeError):

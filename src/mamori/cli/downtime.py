@@ -103,6 +103,7 @@ def bundle(
                 out,
                 day,
                 service.SftpAccess(key_file, known_hosts),
+                settings=inst.settings,
             )
             b = written.bundle
             summary = (

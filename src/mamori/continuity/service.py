@@ -55,6 +55,8 @@ from mamori.errors import BreakGlassRequired, InvalidInput, Isolated, MamoriErro
 from mamori.incidents import service as incidents
 from mamori.incidents.drafts import contact_chart as contact_chart_pdf
 from mamori.patients.models import SEX_JA
+from mamori.programme.bcp import document as bcp_document
+from mamori.programme.report_pdf import render_bcp
 
 log = logging.getLogger("mamori.continuity")
 MAX_STANDBY_KEYS = 10
@@ -190,6 +192,7 @@ README = """mamori ダウンタイム資料 / downtime bundle
   10_カルテ要約/*.pdf       患者ごとのカルテ要約（病名・処方・アレルギー・最近の記録と検査）
   20_記録用紙.pdf           受付票・経過記録・処方控え・バイタル記録・新患登録票（番号入り）
   30_連絡体制図.pdf         インシデント発生時の連絡先（院内・ベンダー・厚労省・警察など）
+  40_BCP.pdf                事業継続計画（想定・初動・紙運用・バックアップ・復旧の優先順位）
 
 閲覧制限のある患者（職員・VIP・要配慮）の要約は入っていません。院長に確認してください。
 復旧後は用紙のダウンタイム番号を添えて「事後入力」してください。
@@ -271,8 +274,10 @@ def write_bundle(
     destinations: Sequence[Path | str],
     day: dt.date | None = None,
     sftp: SftpAccess | None = None,
+    settings: Any = None,
 ) -> Written:
-    """The day's bundle, encrypted to every live standby key, written to each destination."""
+    """The day's bundle, encrypted to every live standby key, written to each destination
+    (with the BCP when the instance's settings are given: it names the backups)."""
     actor.require(P.CONTINUITY_ADMIN)
     actor.require(P.CHART_PRINT)
     db = session.info.get("mamori_db")
@@ -344,6 +349,8 @@ def write_bundle(
             incidents.contact_chart(session, actor), clinic, actor.display_name
         ),
     }
+    if settings is not None:
+        files["40_BCP.pdf"] = render_bcp(bcp_document(session, actor, settings), actor.display_name)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, data in files.items():
@@ -432,6 +439,7 @@ def run_scheduled(database: Any, settings: Any, day: dt.date) -> Written | None:
                 list(conf.destinations),
                 day,
                 SftpAccess(conf.sftp_key_file, conf.sftp_known_hosts),
+                settings=settings,
             )
             session.commit()
             return written

@@ -28,7 +28,11 @@ from mamori.programme import evidence
 from mamori.programme.models import ChecklistAnswer
 from mamori.records.versioning import ChangeKind, RecordStatus, check_heads, write_version
 
-FORMS = {"clinic": ("医療機関確認用", "clinic form"), "vendor": ("事業者確認用", "vendor form")}
+FORMS = {
+    "clinic": ("医療機関確認用", "clinic form"),
+    "vendor": ("事業者確認用", "vendor form"),
+    "bcp": ("BCP確認表", "BCP checklist"),
+}
 ANSWERS = {"yes": ("はい", "yes"), "no": ("いいえ", "no"), "na": ("該当なし", "n/a")}
 REIWA = 2018  # 令和N年度 = fiscal year 2018 + N
 
@@ -74,6 +78,7 @@ class ItemSet:
     note: str
     items: tuple[Item, ...]
     sha256: str
+    yearly: bool = True  # a new edition each fiscal year (the BCP 確認表 is not)
 
 
 def item_sets() -> list[ItemSet]:
@@ -95,6 +100,7 @@ def item_sets() -> list[ItemSet]:
                 note=data.get("note", ""),
                 items=tuple(Item(**i) for i in data["items"]),
                 sha256=hashlib.sha256(raw).hexdigest(),
+                yearly=bool(data.get("yearly", True)),
             )
         )
     return out
@@ -118,7 +124,7 @@ def item_set_for(year: int, form: str) -> tuple[ItemSet, bool]:
             field="year",
         )
     chosen = sets[-1]
-    return chosen, chosen.fiscal_year != year
+    return chosen, chosen.yearly and chosen.fiscal_year != year
 
 
 @dataclass

@@ -30,6 +30,7 @@ from mamori.errors import InvalidInput
 from mamori.programme.evidence import LOG_SCOPES, last_event
 from mamori.programme.models import (
     AccountReview,
+    BcpApproval,
     ChecklistAnswer,
     DutyDone,
     TrainingSession,
@@ -77,6 +78,12 @@ def _downtime_drill(session: Session, actor: Actor) -> dt.date | None:
     )
 
 
+def _bcp_approved(session: Session, actor: Actor) -> dt.date | None:
+    return session.scalar(
+        select(func.max(BcpApproval.approved_on)).where(BcpApproval.clinic_id == actor.clinic_id)
+    )
+
+
 def _training(session: Session, actor: Actor) -> dt.date | None:
     return session.scalar(
         select(func.max(TrainingSession.held_on)).where(
@@ -115,7 +122,8 @@ DUTIES: tuple[Duty, ...] = (
          _training, "/admin/training"),
     Duty("checklist", "サイバーセキュリティ対策チェックリストの確認", "The MHLW checklist", 365,
          "director", _checklist, "/admin/checklist"),
-    Duty("bcp-review", "BCP（事業継続計画）の見直し", "Review the BCP", 365, "director", None, ""),
+    Duty("bcp-review", "BCP（事業継続計画）の見直し", "Review the BCP", 365, "director",
+         _bcp_approved, "/bcp"),
 )  # fmt: skip
 ROLES = {"director": ("院長・管理者", "director"), "security_officer": ("安全管理者", "officer")}
 

@@ -23,7 +23,7 @@ from mamori.authz.permissions import ROLE_PERMISSIONS, Permission
 from mamori.authz.roles import Role
 from mamori.backup import service as backups
 from mamori.clinic.calendar import JST
-from mamori.continuity.models import DowntimeDrill
+from mamori.continuity.models import DowntimeBundle, DowntimeDrill
 from mamori.db import utcnow
 from mamori.detection.models import StaffProfile
 from mamori.detection.service import seq_at
@@ -355,7 +355,79 @@ def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
     )
 
 
+def _downtime_drill(session: Session, actor: Actor, settings: Any) -> Proposal:
+    drill = session.scalar(
+        select(DowntimeDrill)
+        .where(DowntimeDrill.clinic_id == actor.clinic_id)
+        .order_by(DowntimeDrill.held_on.desc())
+        .limit(1)
+    )
+    recent = drill is not None and drill.held_on > utcnow().astimezone(JST).date() - dt.timedelta(
+        days=365
+    )
+    held = f"{drill.held_on:%Y-%m-%d}" if drill else "なし"
+    return Proposal(
+        "yes" if recent else "no",
+        f"{_on()}: 最後のダウンタイム訓練 {held}（1年以内に必要）。紙の記録用紙は"
+        "ダウンタイム資料に番号入りで入っています。",
+        f"Last downtime drill: {held}.",
+        {"drill": held},
+    )
+
+
+def _report_button(session: Session, actor: Actor, settings: Any) -> Proposal:
+    return Proposal(
+        "yes",
+        f"{_on()}: 全職員の画面右上に「インシデントかも？」（見たこと・場所・端末・いつを記録し、"
+        "安全管理者と院長にすぐ通知）。",
+        "Every screen has the report button (what, where, which device, when).",
+    )
+
+
+def _isolation(session: Session, actor: Actor, settings: Any) -> Proposal:
+    return Proposal(
+        "yes",
+        f"{_on()}: 隔離スイッチ（業務継続の画面・mamori isolate）はバックアップ経路→外部連携の順に"
+        "遮断し、記録を読み取り専用にします。ネットワーク機器での遮断手順は別に確認してください。",
+        "The isolation switch cuts the backup path, then the external links.",
+    )
+
+
+def _downtime(session: Session, actor: Actor, settings: Any) -> Proposal:
+    last = session.scalar(
+        select(DowntimeBundle.made_at)
+        .where(DowntimeBundle.clinic_id == actor.clinic_id)
+        .order_by(DowntimeBundle.made_at.desc())
+        .limit(1)
+    )
+    ok = last is not None and last > utcnow() - dt.timedelta(days=2)
+    when = f"{last.astimezone(JST):%Y-%m-%d %H:%M}" if last else "なし"
+    return Proposal(
+        "yes" if ok else "no",
+        f"{_on()}: 代替運用 — ダウンタイム資料"
+        f"（受付一覧・カルテ要約・番号入り記録用紙、最新 {when}）、"
+        "参照専用の待機系、事後入力。"
+        + ("" if ok else "直近2日にダウンタイム資料が作られていません。"),
+        f"Paper fallback and standby; last downtime bundle {when}.",
+        {"bundle": when},
+    )
+
+
+def _evidence(session: Session, actor: Actor, settings: Any) -> Proposal:
+    return Proposal(
+        "yes",
+        f"{_on()}: 監査証跡の検証可能なバンドル（mamori incident report・mamori audit bundle）と、"
+        "影響を受けた患者の一覧（インシデント台帳）で、診療を止めずに証拠を保全できます。",
+        "Verifiable audit bundles and the affected-patient list preserve the evidence.",
+    )
+
+
 _KINDS = {
+    "downtime-drill": _downtime_drill,
+    "report-button": _report_button,
+    "isolation": _isolation,
+    "downtime": _downtime,
+    "evidence": _evidence,
     "system": _system,
     "manager": _manager,
     "access": _access,

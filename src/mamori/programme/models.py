@@ -104,3 +104,32 @@ class TrainingSession(Base):
     reported: Mapped[int | None] = mapped_column(Integer, nullable=True)  # … reported
     recorded_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class BcpApproval(Base):
+    """The director approved the cyber-BCP as generated then (its text's SHA-256), with the
+    date it is next reviewed."""
+
+    __tablename__ = "bcp_approval"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    approved_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    approved_on: Mapped[dt.date] = mapped_column(Date)
+    review_on: Mapped[dt.date] = mapped_column(Date)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class BcpAcknowledgement(Base):
+    """A staff member has read an approved version of the BCP (周知)."""
+
+    __tablename__ = "bcp_acknowledgement"
+    __table_args__ = (UniqueConstraint("approval_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    approval_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bcp_approval.id"))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    read_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -12,10 +12,12 @@ from fastapi.responses import Response
 
 from mamori.auth import admin
 from mamori.authz.permissions import P
+from mamori.authz.roles import Role
 from mamori.clinic.service import clinic_of, staff_names
-from mamori.errors import InvalidInput, NotFound, ReauthRequired
-from mamori.programme import accounts, checklist, duties
-from mamori.programme.report_pdf import render_checklist
+from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound, ReauthRequired
+from mamori.incidents.service import ROLES as INCIDENT_ROLES
+from mamori.programme import accounts, bcp, checklist, duties
+from mamori.programme.report_pdf import render_bcp, render_checklist
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_fields
 from mamori.ui.render import go, html
@@ -321,3 +323,66 @@ def record_training(
     except InvalidInput as exc:
         return _training(request, ctx, 422, error=form_error(exc, LABELS), form_values=form)
     return go(request, "/admin/training")
+
+
+# --- the BCP ------------------------------------------------------------------------------------
+
+
+def _bcp(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Response:
+    if status >= 400:
+        start_over(request, ctx.session)
+    doc = bcp.document(ctx.session, ctx.actor, ctx.settings)
+    extra.setdefault("error", None)
+    overseer = ctx.actor.can(P.PROGRAMME_READ)
+    return html(
+        request,
+        "bcp.html",
+        status,
+        doc=doc,
+        scenarios=bcp.SCENARIOS,
+        fallback=bcp.FALLBACK,
+        priority=bcp.PRIORITY,
+        roles=INCIDENT_ROLES,
+        read=bcp.has_read(ctx.session, ctx.actor),
+        unread=bcp.unread(ctx.session, ctx.actor) if overseer else [],
+        overseer=overseer,
+        can_approve=ctx.actor.can(P.PROGRAMME_MANAGE) and ctx.actor.role is Role.DIRECTOR,
+        **extra,
+    )
+
+
+@router.get("/bcp")
+def bcp_page(request: Request, ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
+    return _bcp(request, ctx)
+
+
+@router.post("/bcp/acknowledge")
+def bcp_acknowledge(request: Request, ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
+    try:
+        bcp.acknowledge(ctx.session, ctx.actor)
+    except InvalidInput as exc:
+        return _bcp(request, ctx, 422, error=form_error(exc, LABELS))
+    return go(request, "/bcp")
+
+
+@router.post("/bcp/approve")
+def bcp_approve(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.PROGRAMME_MANAGE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        bcp.approve(ctx.session, ctx.actor, ctx.settings, form.get("note", "")[:500])
+    except (Conflict, NotAllowed) as exc:
+        return _bcp(request, ctx, 422, error=form_error(exc, LABELS))
+    return go(request, "/bcp")
+
+
+@router.get("/bcp.pdf")
+def bcp_pdf(ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
+    doc = bcp.document(ctx.session, ctx.actor, ctx.settings)
+    return Response(
+        render_bcp(doc, ctx.actor.display_name),
+        media_type="application/pdf",
+        headers={"Content-Disposition": 'inline; filename="bcp.pdf"', "Cache-Control": "no-store"},
+    )

@@ -1,5 +1,5 @@
 """The clinic's programme: the MHLW checklist's answers (a versioned record), account reviews,
-duties done and training sessions
+duties done, training sessions, BCP approvals and staff acknowledgements
 
 Revision ID: 0017
 Revises: 0016
@@ -43,6 +43,29 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_account_review_clinic_id"), ["clinic_id"], unique=False
         )
+
+    op.create_table(
+        "bcp_approval",
+        sa.Column("id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("approved_by_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("approved_on", sa.Date(), nullable=False),
+        sa.Column("review_on", sa.Date(), nullable=False),
+        sa.Column("text_sha256", sa.String(length=64), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["approved_by_id"],
+            ["staff_user.id"],
+            name=op.f("fk_bcp_approval_approved_by_id_staff_user"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinic.id"], name=op.f("fk_bcp_approval_clinic_id_clinic")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bcp_approval")),
+    )
+    with op.batch_alter_table("bcp_approval", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_bcp_approval_clinic_id"), ["clinic_id"], unique=False)
 
     op.create_table(
         "checklist_answer",
@@ -142,8 +165,40 @@ def upgrade() -> None:
             batch_op.f("ix_training_session_clinic_id"), ["clinic_id"], unique=False
         )
 
+    op.create_table(
+        "bcp_acknowledgement",
+        sa.Column("id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("approval_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("user_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("read_at", mamori.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["approval_id"],
+            ["bcp_approval.id"],
+            name=op.f("fk_bcp_acknowledgement_approval_id_bcp_approval"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinic.id"], name=op.f("fk_bcp_acknowledgement_clinic_id_clinic")
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["staff_user.id"], name=op.f("fk_bcp_acknowledgement_user_id_staff_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_bcp_acknowledgement")),
+        sa.UniqueConstraint(
+            "approval_id", "user_id", name=op.f("uq_bcp_acknowledgement_approval_id")
+        ),
+    )
+    with op.batch_alter_table("bcp_acknowledgement", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_bcp_acknowledgement_clinic_id"), ["clinic_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("bcp_acknowledgement", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bcp_acknowledgement_clinic_id"))
+
+    op.drop_table("bcp_acknowledgement")
     with op.batch_alter_table("training_session", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_training_session_clinic_id"))
 
@@ -153,6 +208,10 @@ def downgrade() -> None:
 
     op.drop_table("duty_done")
     op.drop_table("checklist_answer")
+    with op.batch_alter_table("bcp_approval", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bcp_approval_clinic_id"))
+
+    op.drop_table("bcp_approval")
     with op.batch_alter_table("account_review", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_review_clinic_id"))
 
