@@ -58,6 +58,7 @@ from mamori.patients import pages as patients_pages
 from mamori.patients.api import router as patients_router
 from mamori.patients.indexes import backfill as backfill_search_indexes
 from mamori.programme import pages as programme_pages
+from mamori.programme.accounts import disable_unused_due
 from mamori.records.api import router as records_router
 from mamori.settings import Settings
 from mamori.ui import static as ui_static
@@ -226,6 +227,14 @@ def _detect(database: Database, last_nightly: list[dt.date]) -> None:
         logging.getLogger("mamori").exception("incident reminders failed")
 
 
+def _disable_unused(database: Database, days: int) -> None:
+    """``[auth] disable_unused_days`` (off by default): accounts unused that long disabled."""
+    try:
+        disable_unused_due(database, days)
+    except Exception:
+        logging.getLogger("mamori").exception("disabling unused accounts failed")
+
+
 def _refresh_statistics(database: Database) -> None:
     try:
         database.refresh_statistics()
@@ -327,6 +336,10 @@ def _lifespan(database: Database, settings: Settings) -> Any:
                     # the isolation is lifted reads what came in meanwhile
                     if not stop.is_set() and isolation.marker(settings.home) is None:
                         await run_in_threadpool(_detect, database, last_nightly)
+                        if settings.auth.disable_unused_days:
+                            await run_in_threadpool(
+                                _disable_unused, database, settings.auth.disable_unused_days
+                            )
 
             tasks.append(asyncio.create_task(detection()))
         if settings.downtime.enabled and not database.read_only:

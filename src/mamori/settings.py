@@ -134,6 +134,9 @@ class AuthSettings:
     # cookies carry the Secure flag; only a development instance served over plain HTTP on
     # loopback may turn this off
     secure_cookies: bool = True
+    # accounts not signed in for this many days are disabled by `mamori serve` (0: off, the
+    # default — the account review screen asks a person instead); at least 30 when on
+    disable_unused_days: int = 0
 
 
 def resolve_home(option: str | os.PathLike[str] | None) -> Path:
@@ -347,12 +350,18 @@ def _auth_settings(raw: dict[str, object]) -> AuthSettings:
             rp_id=str(raw.get("rp_id", base.rp_id)),
             origins=tuple(str(o) for o in raw.get("origins", base.origins)),  # type: ignore[attr-defined]
             secure_cookies=bool(raw.get("secure_cookies", base.secure_cookies)),
+            disable_unused_days=int(str(raw.get("disable_unused_days", base.disable_unused_days))),
         )
     except (TypeError, ValueError) as exc:
         raise InstanceError(
             f"{SETTINGS_FILE} の [auth] が正しくありません: {exc}",
             f"Invalid [auth] section in {SETTINGS_FILE}: {exc}",
         ) from exc
+    if out.disable_unused_days and not 30 <= out.disable_unused_days <= 3650:
+        raise InstanceError(
+            "[auth] disable_unused_days は 0（使わない）か 30〜3650 日にしてください。",
+            "[auth] disable_unused_days is 0 (off) or 30-3650 days.",
+        )
     if not (1 <= out.shared_idle_minutes <= out.idle_minutes <= 60) or not (
         1 <= out.absolute_hours <= 24
     ):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from tests.conftest import World
 
 from mamori.audit.models import AuditReview
-from mamori.auth.models import AuthFactor
+from mamori.auth.models import AuthFactor, SecurityAlert
 from mamori.authz.roles import Role
 from mamori.clinic import service as clinic_service
 from mamori.clinic.models import StaffUser
@@ -47,6 +47,15 @@ def _answer(world: World, who: str = "sec_sae", **over: Any) -> ChecklistAnswer:
         row = checklist.answer(s, world.actors[who], world.settings, **args)
         s.commit()
         return row
+
+
+def fill_contact_chart(session: Any, actor: Any) -> None:
+    """Someone with a number for every duty the chart must answer."""
+    for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
+        incidents.set_contact(
+            session, actor, contact_id=None, duty=duty, organisation="連絡先", name="担当",
+            deputy="", phone="03-0000-0000", when_to_call="", active=True,
+        )  # fmt: skip
 
 
 def _factor_for_everyone(world: World, clinic_of: str = "director") -> None:
@@ -106,6 +115,13 @@ def test_a_departed_staff_member_still_active_is_a_no(world: World) -> None:
         s.commit()
     p = _propose(world, "accounts")
     assert p.answer == "no" and "鈴木 勉" in p.ja and "退職日" in p.ja
+    with world.db.session(write=True) as s:  # an account past its end date, still there
+        user = s.get(StaffUser, world.actors["scribe_dai"].user_id)
+        assert user is not None
+        user.expires_at = utcnow() - dt.timedelta(days=1)
+        s.commit()
+    p = _propose(world, "accounts")
+    assert "利用期限を過ぎても残っている: 高橋 大" in p.ja, p.ja
 
 
 def test_log_reviews_and_the_contact_chart(world: World) -> None:
@@ -125,11 +141,7 @@ def test_log_reviews_and_the_contact_chart(world: World) -> None:
     assert _propose(world, "log").answer == "yes"
     assert _propose(world, "contacts").answer == "no"
     with world.db.session(write=True) as s:
-        for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
-            incidents.set_contact(
-                s, world.actors["sec_sae"], contact_id=None, duty=duty, organisation="連絡先",
-                name="担当", deputy="", phone="03-0000-0000", when_to_call="", active=True,
-            )  # fmt: skip
+        fill_contact_chart(s, world.actors["sec_sae"])
         s.commit()
     assert _propose(world, "contacts").answer == "yes"
 
@@ -170,11 +182,7 @@ def test_answers_keep_their_history_and_a_changed_proposal_is_flagged(world: Wor
     with world.db.session(write=True) as s:
         v = checklist.view(s, world.actors["director"], world.settings, YEAR, "clinic")
         assert not v.changed
-        for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
-            incidents.set_contact(
-                s, world.actors["director"], contact_id=None, duty=duty, organisation="連絡先",
-                name="担当", deputy="", phone="03-0000-0000", when_to_call="", active=True,
-            )  # fmt: skip
+        fill_contact_chart(s, world.actors["director"])
         s.commit()
     with world.db.session(write=True) as s:
         v = checklist.view(s, world.actors["director"], world.settings, YEAR, "clinic")
@@ -404,3 +412,112 @@ def test_the_bcp_is_made_from_the_clinics_state_approved_and_read(world: World) 
         assert not v.carried and len(v.rows) == 23
         rows = {r.item.id: r for r in v.rows}
         assert rows["BCP-2-1"].proposal is not None and rows["BCP-2-1"].proposal.answer == "yes"
+
+
+def test_the_equipment_and_vendor_ledgers_round_trip_as_csv(world: World) -> None:
+    from mamori.programme import ledgers
+
+    # a device that signed in is offered for the ledger
+    r = world.http.get("/admin/ledgers", headers=world.h("director"))
+    assert r.status_code == 200
+    with world.db.session(write=True) as s:
+        from mamori.auth.models import AuthSession
+
+        s.add(
+            AuthSession(
+                id=new_id(), token_hash="x" * 64, user_id=world.actors["clerk_chika"].user_id,
+                clinic_id=world.actors["clerk_chika"].clinic_id, device_id="d" * 64,
+                stage="full", idle_seconds=900, expires_at=utcnow(), source_ip="192.168.1.20",
+                user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/130.0",
+            )
+        )  # fmt: skip
+        s.commit()
+    with world.db.session(write=True) as s:
+        seen = ledgers.seen_devices(s, world.actors["sec_sae"])
+        assert [d.name for d in seen] == ["Windows 10/11 / Chrome"] and seen[0].ip == "192.168.1.20"
+        ledgers.add_seen(s, world.actors["sec_sae"], "d" * 64)
+        s.commit()
+    with world.db.session(write=True) as s:
+        assert ledgers.seen_devices(s, world.actors["sec_sae"]) == []
+        csv_text = (
+            "種別,名称,OS・ファームウェア,IPアドレス,設置場所,管理者,パッチ適用状況,"
+            "ウイルス対策,リモート保守,棚卸日,備考\n"
+            "サーバ,電子カルテサーバ,Debian 12,192.168.1.2,事務室,院長,毎月,なし,あり,2026-11-30,\n"
+            "ネットワーク機器,UTM,FortiOS 7.4,192.168.1.1,事務室,ベンダー,最新,—,あり,,VPN\n"
+        )
+        assert ledgers.import_assets(s, world.actors["sec_sae"], csv_text) == 2
+        with pytest.raises(InvalidInput):  # an unknown kind: nothing half-written
+            ledgers.import_assets(s, world.actors["sec_sae"], "種別,名称\n冷蔵庫,x\n")
+        with pytest.raises(Forbidden):
+            ledgers.import_assets(s, world.actors["audit_aki"], csv_text)
+        s.commit()
+    with world.db.session(write=True) as s:
+        out = ledgers.export_assets(s, world.actors["audit_aki"])
+        assert "電子カルテサーバ" in out and "ネットワーク機器" in out and "あり" in out
+        assert len(ledgers.assets(s, world.actors["audit_aki"])) == 3
+        # the same CSV again updates, never duplicates
+        assert ledgers.import_assets(s, world.actors["sec_sae"], out) == 3
+        assert len(ledgers.assets(s, world.actors["sec_sae"])) == 3
+        ledgers.save_vendor(
+            s, world.actors["sec_sae"], None,
+            {"name": "まもり保守株式会社", "maintains": "電子カルテ", "remote_route": "VPN",
+             "sds_received_on": "2026-04-01",
+             "accounts": [str(world.actors["vendor_vic"].user_id)]},
+        )  # fmt: skip
+        with pytest.raises(InvalidInput):
+            ledgers.save_vendor(
+                s, world.actors["sec_sae"], None, {"name": "x", "reviewed_on": "昨日"}
+            )
+        s.commit()
+    r = world.http.get("/admin/ledgers/vendors.csv", headers=world.h("audit_aki"))
+    assert r.status_code == 200 and "まもり保守株式会社" in r.text and "2026-04-01" in r.text
+    up = world.http.post(
+        "/admin/ledgers/vendors/import",
+        files={"file": ("v.csv", "事業者名,保守対象\n検査連携株式会社,検査結果\n".encode("cp932"))},
+        headers=world.h("director"),
+    )
+    assert up.status_code == 200 and "1 行を取り込みました" in up.text
+
+
+def test_the_draft_rules_and_the_inventory_are_written_from_the_settings(world: World) -> None:
+    r = world.http.get("/admin/rules.md", headers=world.h("audit_aki"))
+    assert r.status_code == 200
+    assert "運用管理規程（案）" in r.text and "13文字以上" in r.text and "15分" in r.text
+    assert "医療事務・受付" in r.text  # the roles table from the code's own policy
+    assert "別表（取り扱う情報の一覧）" in r.text and "| 監査証跡" in r.text  # to edit too
+    page = world.http.get("/admin/rules", headers=world.h("director"))
+    assert "要配慮個人情報" in page.text and "監査証跡" in page.text
+    pdf = world.http.get("/admin/rules.pdf", headers=world.h("director"))
+    text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "第5条" in text and "取り扱う情報の一覧" in text
+    assert world.http.get("/admin/rules", headers=world.h("nurse_ben")).status_code == 403
+
+
+def test_unused_accounts_are_disabled_only_when_the_clinic_turns_it_on(world: World) -> None:
+    from mamori.auth.models import AuthSession
+    from mamori.programme import accounts
+
+    old = utcnow() - dt.timedelta(days=200)
+    with world.db.session(write=True) as s:
+        for login in ("nurse_ben", "director", "sec_sae"):
+            actor = world.actors[login]
+            s.add(
+                AuthSession(
+                    id=new_id(), token_hash=login.ljust(64, "x"), user_id=actor.user_id,
+                    clinic_id=actor.clinic_id, device_id=login, stage="full", idle_seconds=900,
+                    expires_at=old, last_seen_at=old, created_at=old,
+                )
+            )  # fmt: skip
+        s.commit()
+    with world.db.session(write=True) as s:
+        clinic = world.actors["director"].clinic_id
+        assert accounts.disable_unused(s, clinic, 0) == []  # off: nothing
+        done = accounts.disable_unused(s, clinic, 90)
+        s.commit()
+    # the nurse went; the director and the only security officer never do
+    assert "鈴木 勉" in done and "院長 守" not in done and "伊藤 冴" not in done
+    with world.db.session(write=True) as s:
+        user = s.get(StaffUser, world.actors["nurse_ben"].user_id)
+        assert user is not None and not user.active
+        alert = s.scalar(select(SecurityAlert).where(SecurityAlert.kind == "account-disabled"))
+        assert alert is not None and "鈴木 勉" in alert.summary

@@ -256,6 +256,14 @@ PINNED_UI = {
     "POST /bcp/acknowledge": "incident:report",
     "POST /bcp/approve": "programme:manage",
     "GET /bcp.pdf": "incident:report",
+    "GET /admin/ledgers": "programme:read",
+    "POST /admin/ledgers/assets": "programme:manage",
+    "POST /admin/ledgers/vendors": "programme:manage",
+    "GET /admin/ledgers/{which}.csv": "programme:read",
+    "POST /admin/ledgers/{which}/import": "programme:manage",
+    "GET /admin/rules": "programme:read",
+    "GET /admin/rules.md": "programme:read",
+    "GET /admin/rules.pdf": "programme:read",
 }
 EXPECTED = PINNED | PINNED_UI
 

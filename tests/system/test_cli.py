@@ -591,3 +591,36 @@ def test_checklist_status_and_report(tmp_path: Path) -> None:
     assert "令和7年度" in text and "二要素認証" in text
     r = runner.invoke(app, ["checklist", "status", "--as", "admin", "--year", "2024", *at])
     assert r.exit_code != 0
+
+
+def test_ledgers_as_csv_and_the_account_review_from_the_command_line(tmp_path: Path) -> None:
+    home = tmp_path / "i"
+    _init(home)
+    at = ["--instance", str(home)]
+    src = tmp_path / "assets.csv"
+    src.write_bytes("種別,名称,IPアドレス\nサーバ,カルテサーバ,192.168.1.2\n".encode("cp932"))
+    r = runner.invoke(app, ["ledger", "import", "assets", str(src), "--as", "admin", *at])
+    assert r.exit_code == 0 and "1 行を取り込みました" in r.output, r.output
+    out = tmp_path / "out.csv"
+    r = runner.invoke(app, ["ledger", "export", "assets", "--as", "admin", "--out", str(out), *at])
+    assert r.exit_code == 0, r.output
+    assert "カルテサーバ" in out.read_text(encoding="utf-8-sig")
+    r = runner.invoke(
+        app, ["ledger", "export", "printers", "--as", "admin", "--out", str(out), *at]
+    )
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["accounts", "review", "--as", "admin", *at])
+    assert r.exit_code == 0 and "管理者権限" in r.output and "前回の棚卸し なし" in r.output
+
+
+def test_bcp_report_from_the_command_line(tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    home = tmp_path / "i"
+    _init(home)
+    out = tmp_path / "bcp.pdf"
+    r = runner.invoke(app, ["bcp", "report", "--as", "admin", "--out", str(out),
+                            "--instance", str(home)])  # fmt: skip
+    assert r.exit_code == 0 and "未承認" in r.output, r.output
+    text = "".join(p.extract_text() or "" for p in PdfReader(out).pages)
+    assert "事業継続計画" in text and "復旧の優先順位" in text

@@ -11,6 +11,7 @@ from playwright.sync_api import Page, expect
 
 from mamori.incidents import service as incidents
 from mamori.programme import checklist
+from tests.integration.test_checklist import fill_contact_chart
 from tests.ui.conftest import Site
 from tests.ui.test_browser import shot, sign_in
 
@@ -42,11 +43,7 @@ def test_the_director_answers_the_checklist_and_sees_a_changed_answer(
     shot(page, "checklist")
     # the clinic fills in the contact chart: the signed-off いいえ no longer matches
     with world.db.session(write=True) as s:
-        for duty in ("director", "security_officer", "vendor", "police", "hokenjo"):
-            incidents.set_contact(
-                s, world.actors["director"], contact_id=None, duty=duty, organisation="連絡先",
-                name="担当", deputy="", phone="03-0000-0000", when_to_call="", active=True,
-            )  # fmt: skip
+        fill_contact_chart(s, world.actors["director"])
         s.commit()
     # and an incident whose prompt report is due tomorrow
     with world.db.session(write=True) as s:
@@ -58,7 +55,7 @@ def test_the_director_answers_the_checklist_and_sees_a_changed_answer(
     page.goto("/today")
     # the director's start page at a glance: the APPI deadline, the changed answer, the duties
     expect(page.locator("#incident-deadlines")).to_contain_text("速報")
-    expect(page.locator("#duties-overdue")).to_contain_text("アカウントの棚卸し")
+    expect(page.locator("#duties-overdue")).to_contain_text("監査証跡（アクセスログ）の確認")
     expect(page.locator("#checklist-changed")).to_contain_text("1 件")
     expect(page.locator("[data-checklist-changed]")).to_have_text("1")
     shot(page, "director-start-checklist")
@@ -82,3 +79,18 @@ def test_the_director_answers_the_checklist_and_sees_a_changed_answer(
     page.get_by_role("button", name="記録する").click()
     expect(page.locator("#sessions")).to_contain_text("ランサムウェアと不審メール")
     shot(page, "training")
+    # the BCP: approved by the director, then read
+    page.get_by_role("link", name="BCP").first.click()
+    page.get_by_role("button", name="院長としてこの内容を承認する").click()
+    expect(page.locator("#bcp-approval")).to_contain_text("第1版")
+    page.locator("#bcp-ack").click()
+    expect(page.locator("#bcp-read")).to_be_visible()
+    shot(page, "bcp")
+    page.get_by_role("link", name="機器・委託先の台帳").first.click()
+    expect(page.locator("#seen-devices")).to_contain_text("Chrome")  # this very browser
+    page.locator("#seen-devices").get_by_role("button", name="台帳に追加").first.click()
+    expect(page.locator("#assets")).to_contain_text("Chrome")
+    shot(page, "ledgers")
+    page.get_by_role("link", name="運用管理規程・情報の一覧").first.click()
+    expect(page.locator("#rules-text")).to_contain_text("第5条（認証）")
+    shot(page, "rules")

@@ -57,6 +57,7 @@ def _ids(world: World, patient: dict[str, Any]) -> dict[str, str]:
     return {
         "incident_id": str(incident.id),
         "step_no": "1",
+        "which": "assets",
         "patient_id": pid,
         "note_id": note["id"],
         "encounter_id": enc["id"],

@@ -36,6 +36,7 @@ ALERT_KINDS = {
     "detection": ("不審アクセス（即時）", "Abnormal access (immediate)"),
     "standby-failed": ("待機系の更新失敗", "Standby refresh failed"),
     "incident": ("インシデントの報告", "Incident reported"),
+    "account-disabled": ("未使用アカウントの自動無効化", "Unused accounts disabled"),
     "incident-deadline": ("報告期限（個人情報保護委員会）", "APPI reporting deadline"),
     "backup-missing": ("バックアップ未設定で稼働中", "Running without backups"),
     "denied-burst": ("短時間に繰り返し拒否された操作", "Repeated refused requests"),

@@ -148,6 +148,7 @@ class AuditTag(enum.StrEnum):
     TRAINING_RECORDED = "programme:training:recorded"
     BCP_APPROVED = "programme:bcp:approved"
     BCP_READ = "programme:bcp:acknowledged"
+    LEDGER_CHANGED = "programme:ledger:changed"  # the asset or vendor ledger
 
 
 class AuditMissing(RuntimeError):

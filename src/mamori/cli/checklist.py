@@ -12,8 +12,8 @@ from mamori.cli.common import InstanceOpt, app, close_when_done, console, fail
 from mamori.clinic.service import clinic_of, staff_names
 from mamori.errors import MamoriError
 from mamori.instance import open_instance
-from mamori.programme import accounts, checklist
-from mamori.programme.report_pdf import render_checklist
+from mamori.programme import accounts, bcp, checklist, ledgers
+from mamori.programme.report_pdf import render_bcp, render_checklist
 
 checklist_app = typer.Typer(
     help="サイバーセキュリティ対策チェックリスト / the MHLW checklist", no_args_is_help=True
@@ -121,5 +121,116 @@ def accounts_review(as_user: AsUser, instance: InstanceOpt = None) -> None:
     console.print(
         f"{len(rows)} 件、要判断 {need} 件、前回の棚卸し {when}"
         "（記録は画面「アカウント棚卸し」で）",
+        markup=False,
+    )
+
+
+ledger_app = typer.Typer(
+    help="機器台帳・委託先台帳の CSV / the equipment and vendor ledgers as CSV",
+    no_args_is_help=True,
+)
+app.add_typer(ledger_app, name="ledger")
+Which = Annotated[str, typer.Argument(help="assets（機器台帳）| vendors（委託先台帳）")]
+
+
+def _which(which: str) -> str:
+    if which not in ("assets", "vendors"):
+        console.print("assets か vendors を指定してください / assets or vendors", markup=False)
+        raise typer.Exit(2)
+    return which
+
+
+@ledger_app.command("export")
+def ledger_export(
+    which: Which,
+    as_user: AsUser,
+    out: Annotated[Path, typer.Option(help="出力する CSV（UTF-8、Excel で開ける BOM 付き）")],
+    instance: InstanceOpt = None,
+) -> None:
+    """台帳を CSV に書き出す / write a ledger as CSV."""
+    _which(which)
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=False) as session:
+            actor = inst.actor(session, as_user)
+            text = (
+                ledgers.export_assets(session, actor)
+                if which == "assets"
+                else ledgers.export_vendors(session, actor)
+            )
+        out.write_text("\ufeff" + text, encoding="utf-8")
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"{out}（{text.count(chr(10)) - 1} 行）", markup=False)
+
+
+@ledger_app.command("import")
+def ledger_import(
+    which: Which,
+    file: Annotated[Path, typer.Argument(help="取り込む CSV（UTF-8 または Shift_JIS）")],
+    as_user: AsUser,
+    instance: InstanceOpt = None,
+) -> None:
+    """CSV を台帳に取り込む（同じ名称は上書き、全部か何もしないか）/ import a CSV."""
+    _which(which)
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp932")  # Excel's Japanese CSV
+        except UnicodeDecodeError:
+            console.print(
+                "文字コードが読めません（UTF-8 または Shift_JIS の CSV）/ unreadable encoding",
+                markup=False,
+            )
+            raise typer.Exit(2) from None
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=True) as session:
+            actor = inst.actor(session, as_user)
+            count = (
+                ledgers.import_assets(session, actor, text)
+                if which == "assets"
+                else ledgers.import_vendors(session, actor, text)
+            )
+    except MamoriError as exc:
+        fail(exc)
+        return
+    console.print(f"{count} 行を取り込みました / {count} rows imported", markup=False)
+
+
+bcp_app = typer.Typer(help="事業継続計画 / the cyber-BCP", no_args_is_help=True)
+app.add_typer(bcp_app, name="bcp")
+
+
+@bcp_app.command("report")
+def bcp_report(
+    as_user: AsUser,
+    out: Annotated[Path, typer.Option(help="出力する PDF ファイル")],
+    instance: InstanceOpt = None,
+) -> None:
+    """BCP を現在の設定と記録から作って印刷する / print the BCP as it stands."""
+    try:
+        inst = open_instance(instance)
+        close_when_done(inst)
+        with inst.transaction(write=False) as session:
+            actor = inst.actor(session, as_user)
+            doc = bcp.document(session, actor, inst.settings)
+            body = render_bcp(doc, actor.display_name)
+        out.write_bytes(body)
+    except MamoriError as exc:
+        fail(exc)
+        return
+    state = (
+        f"第{doc.approval.version}版（承認 {doc.approval.approved_on}）"
+        if doc.approval
+        else "未承認"
+    )
+    console.print(
+        f"{out}  {state}" + ("  不足: " + "、".join(doc.missing) if doc.missing else ""),
         markup=False,
     )

@@ -20,8 +20,8 @@ from mamori.errors import Conflict, InvalidInput, NotFound
 from mamori.incidents import drafts, rules, service
 from mamori.incidents.affected import ITEMS, ITEMS_SHORT, Scope, describe
 from mamori.ui.errors import form_error
-from mamori.ui.forms import Form, form_fields
-from mamori.ui.render import go, html, local_path
+from mamori.ui.forms import Form, form_date, form_fields
+from mamori.ui.render import go, html, local_path, pdf
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
@@ -60,27 +60,11 @@ LABELS = {
 }
 
 
-def _pdf(body: bytes, name: str) -> Response:
-    return Response(
-        body,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": f'inline; filename="{name}"',
-            "Cache-Control": "no-store",
-        },
-    )
-
-
 def _date(raw: str, field: str, *, required: bool = True) -> dt.date | None:
-    raw = (raw or "").strip()
-    if not raw:
-        if required:
-            raise InvalidInput("日付を入力してください。", "Enter a date.", field=field)
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput("日付が正しくありません。", "Invalid date.", field=field) from None
+    day = form_date(raw, field)
+    if day is None and required:
+        raise InvalidInput("日付を入力してください。", "Enter a date.", field=field)
+    return day
 
 
 def _when(raw: str, field: str) -> dt.datetime | None:
@@ -214,10 +198,10 @@ def save_contact(
 
 
 @router.get("/incidents/contacts.pdf")
-def contacts_pdf(request: Request, ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
+def contactspdf(request: Request, ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
     lines = service.contact_chart(ctx.session, ctx.actor)
     clinic = clinic_of(ctx.session, ctx.actor)
-    return _pdf(drafts.contact_chart(lines, clinic, ctx.actor.display_name), "contacts.pdf")
+    return pdf(drafts.contact_chart(lines, clinic, ctx.actor.display_name), "contacts.pdf")
 
 
 # --- the register ---------------------------------------------------------------------------
@@ -685,15 +669,15 @@ def _draft_inputs(ctx: Ctx, incident_id: uuid.UUID) -> tuple[service.View, Any, 
 
 
 @router.get("/admin/incidents/{incident_id}/ppc.pdf")
-def ppc_pdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
+def ppcpdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
     view, found, clinic = _draft_inputs(ctx, incident_id)
     names = staff_names(ctx.session, ctx.actor)
     body = drafts.ppc_report(view, found, clinic, ctx.actor.display_name, names)
-    return _pdf(body, f"ppc-report-{view.incident.number}.pdf")
+    return pdf(body, f"ppc-report-{view.incident.number}.pdf")
 
 
 @router.get("/admin/incidents/{incident_id}/letters.pdf")
-def letters_pdf(
+def letterspdf(
     incident_id: uuid.UUID, patient: str = "", ctx: Ctx = Depends(requires(P.INCIDENT_READ))
 ) -> Response:
     view, found, clinic = _draft_inputs(ctx, incident_id)
@@ -702,28 +686,28 @@ def letters_pdf(
         rows = [r for r in rows if str(r.patient_id) == patient]
     service.letters_printed(ctx.session, ctx.actor, view.incident, [r.patient_id for r in rows])
     body = drafts.letters(view, rows, clinic, ctx.actor.display_name)
-    return _pdf(body, f"notice-letters-{view.incident.number}.pdf")
+    return pdf(body, f"notice-letters-{view.incident.number}.pdf")
 
 
 @router.get("/admin/incidents/{incident_id}/public.pdf")
-def public_pdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
+def publicpdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
     view, found, clinic = _draft_inputs(ctx, incident_id)
     body = drafts.public_notice(view, found, clinic, ctx.actor.display_name)
-    return _pdf(body, f"public-notice-{view.incident.number}.pdf")
+    return pdf(body, f"public-notice-{view.incident.number}.pdf")
 
 
 @router.get("/admin/incidents/{incident_id}/mhlw.pdf")
-def mhlw_pdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
+def mhlwpdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
     view, found, clinic = _draft_inputs(ctx, incident_id)
     body = drafts.mhlw_report(view, found, clinic, ctx.actor.display_name)
-    return _pdf(body, f"mhlw-report-{view.incident.number}.pdf")
+    return pdf(body, f"mhlw-report-{view.incident.number}.pdf")
 
 
 @router.get("/admin/incidents/{incident_id}/review.pdf")
-def review_pdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
+def reviewpdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
     view = service.get(ctx.session, ctx.actor, incident_id)
     names = staff_names(ctx.session, ctx.actor)
     body = drafts.review_report(
         view, clinic_of(ctx.session, ctx.actor), ctx.actor.display_name, names
     )
-    return _pdf(body, f"review-{view.incident.number}.pdf")
+    return pdf(body, f"review-{view.incident.number}.pdf")

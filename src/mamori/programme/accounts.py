@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from mamori.audit.trail import AuditTag, record
+from mamori.audit.trail import AuditTag, record, record_system
 from mamori.auth import admin, integrations
+from mamori.auth.models import AuthSession, SecurityAlert
+from mamori.auth.tokens import revoke_tokens
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import ROLE_PERMISSIONS, Permission
 from mamori.authz.roles import Role
@@ -182,3 +185,74 @@ def last_review(session: Session, actor: Actor) -> AccountReview | None:
         .order_by(AccountReview.reviewed_at.desc())
         .limit(1)
     )
+
+
+def disable_unused(session: Session, clinic_id: uuid.UUID, days: int) -> list[str]:
+    """``[auth] disable_unused_days``: disable the accounts nobody has signed in with for
+    ``days`` (never a director's — the clinic must not lock itself out — and never the last
+    active security officer); their sessions and tokens end, an alert says who."""
+    if days <= 0:
+        return []
+    now = utcnow()
+    cutoff = now - dt.timedelta(days=days)
+    last = dict(
+        session.execute(
+            select(AuthSession.user_id, func.max(AuthSession.last_seen_at))
+            .where(AuthSession.clinic_id == clinic_id)
+            .group_by(AuthSession.user_id)
+        ).all()
+    )
+    users = list(
+        session.scalars(
+            select(StaffUser).where(StaffUser.clinic_id == clinic_id, StaffUser.active.is_(True))
+        )
+    )
+    officers = [u for u in users if u.role == Role.SECURITY_OFFICER.value]
+    done: list[str] = []
+    for u in users:
+        if u.role == Role.DIRECTOR.value or u.kind != "person":
+            continue
+        if u.role == Role.SECURITY_OFFICER.value and len(officers) <= 1:
+            continue
+        seen = last.get(u.id) or u.created_at
+        if seen is None or seen >= cutoff:
+            continue
+        u.active, u.disabled_at = False, now
+        session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == u.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason="unused")
+        )
+        revoke_tokens(session, u)
+        if u in officers:
+            officers.remove(u)
+        done.append(u.display_name)
+        record_system(
+            session,
+            AuditTag.STAFF_DISABLED,
+            {"user": str(u.id), "reason": f"unused for {days} days"},
+            channel="serve",
+        )
+    if done:
+        session.add(
+            SecurityAlert(
+                clinic_id=clinic_id,
+                kind="account-disabled",
+                summary=f"{days}日以上使われていないアカウントを無効化: {'、'.join(done)}"[:300],
+            )
+        )
+    return done
+
+
+def disable_unused_due(database: Any, days: int) -> int:
+    """``mamori serve``'s task, for every clinic of the instance."""
+    from mamori.clinic.models import Clinic
+
+    if days <= 0:
+        return 0
+    count = 0
+    with database.session(write=True) as session:
+        for clinic_id in session.scalars(select(Clinic.id)):
+            count += len(disable_unused(session, clinic_id, days))
+        session.commit()
+    return count

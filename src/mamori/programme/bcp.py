@@ -28,7 +28,7 @@ from mamori.continuity.models import DowntimeDrill
 from mamori.db import new_id
 from mamori.errors import Conflict, InvalidInput, NotAllowed
 from mamori.incidents import service as incidents
-from mamori.programme.evidence import last_event
+from mamori.programme.logquery import last_event
 from mamori.programme.models import BcpAcknowledgement, BcpApproval
 
 REVIEW_MONTHS = 12
@@ -131,7 +131,7 @@ def document(session: Session, actor: Actor, settings: Any) -> Document:
         backups=backups,
         last_drill=last_drill,
         standby="ダウンタイム資料の送り先: "
-        + ("、".join(settings.downtime.destinations) or "未設定")
+        + ("、".join(str(d) for d in settings.downtime.destinations) or "未設定")
         + "。待機系: mamori standby（別の PC）",
         downtime=f"最後のダウンタイム訓練: {dt_drill:%Y-%m-%d}" if dt_drill else "訓練の記録なし",
         approval=_latest(session, actor),

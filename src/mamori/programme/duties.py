@@ -27,7 +27,8 @@ from mamori.clinic.calendar import JST, clinic_today
 from mamori.continuity.models import DowntimeDrill
 from mamori.db import new_id
 from mamori.errors import InvalidInput
-from mamori.programme.evidence import LOG_SCOPES, last_event
+from mamori.programme.evidence import LOG_SCOPES
+from mamori.programme.logquery import last_event
 from mamori.programme.models import (
     AccountReview,
     BcpApproval,

@@ -8,7 +8,6 @@ or None where mamori cannot know (a person answers)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,18 +15,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mamori import __version__
-from mamori.audit.models import AuditEvent, AuditReview
+from mamori.audit.models import AuditReview
 from mamori.auth import admin, passwords
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import ROLE_PERMISSIONS, Permission
 from mamori.authz.roles import Role
 from mamori.backup import service as backups
 from mamori.clinic.calendar import JST
+from mamori.clinic.models import StaffUser
 from mamori.continuity.models import DowntimeBundle, DowntimeDrill
 from mamori.db import utcnow
 from mamori.detection.models import StaffProfile
-from mamori.detection.service import seq_at
 from mamori.incidents import service as incidents
+from mamori.programme import bcp
+from mamori.programme.logquery import last_event
 from mamori.programme.models import AccountReview
 
 UNUSED_DAYS = 90  # an account not signed in for this long is "unused" (CL-2-5)
@@ -56,21 +57,6 @@ def _admins(session: Session, actor: Actor) -> list[admin.StaffView]:
         for v in admin.list_staff(session, actor)
         if v.active and Permission.STAFF_ADMIN in ROLE_PERMISSIONS.get(Role(v.role), frozenset())
     ]
-
-
-def last_event(session: Session, tag: str, days: int) -> tuple[dt.datetime, dict[str, Any]] | None:
-    """The newest event of one kind within ``days`` (the log's time rises with its sequence:
-    only that stretch is read)."""
-    since = seq_at(session, utcnow() - dt.timedelta(days=days))
-    row = session.execute(
-        select(AuditEvent.recorded_at, AuditEvent.body)
-        .where(AuditEvent.seq > since, AuditEvent.tag == tag)
-        .order_by(AuditEvent.seq.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    return row[0], json.loads(bytes(row[1]))
 
 
 def propose(session: Session, actor: Actor, settings: Any, kind: str) -> Proposal | None:
@@ -161,18 +147,39 @@ def _accounts(session: Session, actor: Actor, settings: Any) -> Proposal:
         if reviewed
         else "アカウント棚卸しの記録はまだありません（「アカウント棚卸し」画面）。"
     )
+    # past the end date but never disabled: it cannot sign in, yet the account is still there
+    expired = [
+        u.display_name
+        for u in session.scalars(
+            select(StaffUser).where(
+                StaffUser.clinic_id == actor.clinic_id,
+                StaffUser.active.is_(True),
+                StaffUser.expires_at.is_not(None),
+                StaffUser.expires_at < now,
+            )
+        )
+    ]
     problems = []
+    if expired:
+        problems.append(f"利用期限を過ぎても残っている: {'、'.join(expired)}")
     if unused:
         problems.append(f"{UNUSED_DAYS}日以上使われていない: {'、'.join(unused)}")
     if left:
         problems.append(f"退職日を過ぎても有効: {'、'.join(left)}")
-    facts = {"unused": unused, "left": left, "never": never, "active": len(views)}
+    facts = {
+        "unused": unused,
+        "left": left,
+        "never": never,
+        "expired": expired,
+        "active": len(views),
+    }
     if problems:
         return Proposal(
             "no",
             f"{_on()}: "
             + "。".join(problems)
-            + "。「職員」で無効化するか、理由を記録してください。",
+            + "。「アカウント棚卸し」で無効化するか、継続の理由を記録してください。"
+            + review_text,
             "Unneeded accounts remain: " + "; ".join(problems),
             facts,
         )
@@ -336,6 +343,7 @@ def _backup(session: Session, actor: Actor, settings: Any) -> Proposal:
 
 
 def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
+    doc = bcp.document(session, actor, settings)
     drill = session.scalar(
         select(DowntimeDrill)
         .where(DowntimeDrill.clinic_id == actor.clinic_id)
@@ -343,16 +351,29 @@ def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
         .limit(1)
     )
     held = f"{drill.held_on:%Y-%m-%d}" if drill else "なし"
-    return Proposal(
-        None,
-        f"{_on()}: mamori が備えるもの — ダウンタイム資料"
-        "（受付一覧・カルテ要約・番号入り記録用紙）、"
-        f"参照専用の待機系、隔離スイッチ、事後入力、連絡体制図。最後のダウンタイム訓練: {held}。"
-        "BCP 文書そのものは院内で策定・承認してください。",
-        f"Downtime bundle, standby, isolation, late entry; last downtime drill {held}. "
-        "The BCP document itself is the clinic's.",
-        {"drill": held},
+    a = doc.approval
+    today = utcnow().astimezone(JST).date()
+    if a is None:
+        return Proposal(
+            "no",
+            f"{_on()}: BCP（事業継続計画）が承認されていません（「BCP」画面で院長が承認）。"
+            f"最後のダウンタイム訓練: {held}。",
+            "No approved BCP.",
+            {"drill": held},
+        )
+    problems = []
+    if a.text_sha256 != doc.sha256:
+        problems.append("承認後に内容（連絡先・バックアップ等）が変わっています")
+    if a.review_on < today:
+        problems.append(f"見直し期限 {a.review_on:%Y-%m-%d} を過ぎています")
+    text = (
+        f"{_on()}: BCP 第{a.version}版（{a.approved_on:%Y-%m-%d} 院長承認、職員の既読 "
+        f"{doc.acknowledged} 人、次回見直し {a.review_on:%Y-%m-%d}）。"
+        f"最後のダウンタイム訓練: {held}。"
     )
+    if problems:
+        return Proposal("no", text + "。".join(problems) + "。", "; ".join(problems), {})
+    return Proposal("yes", text, f"BCP version {a.version} approved {a.approved_on}.", {})
 
 
 def _downtime_drill(session: Session, actor: Actor, settings: Any) -> Proposal:

@@ -8,7 +8,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.authz.permissions import Permission, RecordAccess
@@ -133,3 +133,56 @@ class BcpAcknowledgement(Base):
     approval_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("bcp_approval.id"))
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     read_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Asset(Base):
+    """One line of the equipment ledger (CL-2-1, BCP 1-1a): a server, PC, tablet or network
+    device, with what the checklist asks of it; a device mamori saw sign in can be added from
+    its sessions and is then confirmed by a person."""
+
+    __tablename__ = "asset"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    kind: Mapped[str] = mapped_column(
+        String(16)
+    )  # server | pc | tablet | network | printer | other
+    name: Mapped[str] = mapped_column(String(100))
+    os: Mapped[str] = mapped_column(String(100), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    location: Mapped[str] = mapped_column(String(100), default="")
+    owner: Mapped[str] = mapped_column(String(100), default="")
+    patch_state: Mapped[str] = mapped_column(String(200), default="")
+    antivirus: Mapped[str] = mapped_column(String(100), default="")
+    remote_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    device_id: Mapped[str] = mapped_column(String(64), default="")  # seen signing in to mamori
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    stocktaken_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    updated_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Vendor(Base):
+    """One line of the vendor (委託先) ledger: the contract, what they maintain and how they
+    reach it, the documents received (MDS/SDS, the vendor checklist), the contact, the last
+    review; linked to the vendor accounts and maintenance windows mamori keeps."""
+
+    __tablename__ = "vendor"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    contract: Mapped[str] = mapped_column(String(200), default="")
+    maintains: Mapped[str] = mapped_column(String(300), default="")
+    remote_route: Mapped[str] = mapped_column(String(200), default="")  # VPN, 保守回線 …
+    sds_received_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    checklist_received_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    contact: Mapped[str] = mapped_column(String(200), default="")
+    reviewed_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    accounts: Mapped[list[str]] = mapped_column(JSON, default=list)  # vendor staff accounts
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -3,11 +3,10 @@ sign-off of each, earlier years, and the printout for the 立入検査."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.responses import Response
 
 from mamori.auth import admin
@@ -16,17 +15,21 @@ from mamori.authz.roles import Role
 from mamori.clinic.service import clinic_of, staff_names
 from mamori.errors import Conflict, InvalidInput, NotAllowed, NotFound, ReauthRequired
 from mamori.incidents.service import ROLES as INCIDENT_ROLES
-from mamori.programme import accounts, bcp, checklist, duties
-from mamori.programme.report_pdf import render_bcp, render_checklist
+from mamori.programme import accounts, bcp, checklist, documents, duties, ledgers
+from mamori.programme.report_pdf import render_bcp, render_checklist, render_rules
 from mamori.ui.errors import form_error
-from mamori.ui.forms import Form, form_fields
-from mamori.ui.render import go, html
+from mamori.ui.forms import Form, form_date, form_fields
+from mamori.ui.render import go, html, pdf
 from mamori.web.routing import Ctx, TransactionalRoute, requires, start_over
 
 router = APIRouter(route_class=TransactionalRoute, include_in_schema=False)
 
 LABELS = {
     "duty": ("業務", "duty"),
+    "file": ("CSV", "CSV"),
+    "name": ("名称", "name"),
+    "accounts": ("保守アカウント", "vendor accounts"),
+    "stocktaken_on": ("棚卸日", "stocktaking date"),
     "done_on": ("実施日", "date done"),
     "held_on": ("実施日", "date held"),
     "kind": ("種類", "kind"),
@@ -95,16 +98,6 @@ def checklist_page(
     return _page(request, ctx, _year(year), form if form in checklist.FORMS else "clinic")
 
 
-def _date(raw: str, field: str) -> dt.date | None:
-    raw = (raw or "").strip()
-    if not raw:
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput("日付が正しくありません。", "Invalid date.", field=field) from None
-
-
 @router.post("/admin/checklist")
 def answer(
     request: Request,
@@ -122,8 +115,8 @@ def answer(
             form=which,
             item_id=form.get("item_id", ""),
             value=form.get("value", ""),
-            checked_on=_date(form.get("checked_on", ""), "checked_on") or checklist.today(),
-            target_on=_date(form.get("target_on", ""), "target_on"),
+            checked_on=form_date(form.get("checked_on", ""), "checked_on") or checklist.today(),
+            target_on=form_date(form.get("target_on", ""), "target_on"),
             note=form.get("note", "")[:1000],
         )
     except (InvalidInput, NotFound) as exc:
@@ -150,14 +143,7 @@ def report(
         ctx.actor.display_name,
         staff_names(ctx.session, ctx.actor),
     )
-    return Response(
-        body,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": f'inline; filename="checklist-{v.year}-{v.form}.pdf"',
-            "Cache-Control": "no-store",
-        },
-    )
+    return pdf(body, f"checklist-{v.year}-{v.form}.pdf")
 
 
 # --- the account review -------------------------------------------------------------------------
@@ -251,7 +237,7 @@ def duty_done(
             ctx.session,
             ctx.actor,
             form.get("duty", ""),
-            _date(form.get("done_on", ""), "done_on") or checklist.today(),
+            form_date(form.get("done_on", ""), "done_on") or checklist.today(),
             form.get("note", "")[:500],
         )
     except InvalidInput as exc:
@@ -311,7 +297,7 @@ def record_training(
         duties.record_training(
             ctx.session,
             ctx.actor,
-            held_on=_date(form.get("held_on", ""), "held_on") or checklist.today(),
+            held_on=form_date(form.get("held_on", ""), "held_on") or checklist.today(),
             kind=form.get("kind", ""),
             topic=form.get("topic", "")[:200],
             material=form.get("material", "")[:300],
@@ -381,8 +367,170 @@ def bcp_approve(
 @router.get("/bcp.pdf")
 def bcp_pdf(ctx: Ctx = Depends(requires(P.INCIDENT_REPORT))) -> Response:
     doc = bcp.document(ctx.session, ctx.actor, ctx.settings)
-    return Response(
-        render_bcp(doc, ctx.actor.display_name),
-        media_type="application/pdf",
-        headers={"Content-Disposition": 'inline; filename="bcp.pdf"', "Cache-Control": "no-store"},
+    return pdf(render_bcp(doc, ctx.actor.display_name), "bcp.pdf")
+
+
+# --- ledgers ------------------------------------------------------------------------------------
+
+
+def _ledgers(request: Request, ctx: Ctx, status: int = 200, **extra: Any) -> Response:
+    if status >= 400:
+        start_over(request, ctx.session)
+    extra.setdefault("error", None)
+    extra.setdefault("notice", None)
+    return html(
+        request,
+        "ledgers.html",
+        status,
+        assets=ledgers.assets(ctx.session, ctx.actor),
+        seen=ledgers.seen_devices(ctx.session, ctx.actor),
+        vendors=ledgers.vendors(ctx.session, ctx.actor),
+        kinds=ledgers.ASSET_KINDS,
+        vendor_accounts=[
+            s for s in admin.list_staff(ctx.session, ctx.actor) if s.role == Role.VENDOR.value
+        ],
+        account_names={str(k): v for k, v in staff_names(ctx.session, ctx.actor).items()},
+        can_edit=ctx.actor.can(P.PROGRAMME_MANAGE),
+        **extra,
     )
+
+
+@router.get("/admin/ledgers")
+def ledgers_page(request: Request, ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
+    return _ledgers(request, ctx)
+
+
+def _ledger_id(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        raise InvalidInput("選択が正しくありません。", "Invalid choice.", field="name") from None
+
+
+@router.post("/admin/ledgers/assets")
+def save_asset(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.PROGRAMME_MANAGE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        if form.get("seen_device"):
+            ledgers.add_seen(ctx.session, ctx.actor, form["seen_device"][:64])
+        elif form.get("stocktake") == "on":
+            ledgers.stocktake(ctx.session, ctx.actor)
+        else:
+            values: dict[str, Any] = {
+                k: form.get(k, "") for k, _ in ledgers.ASSET_COLUMNS if k != "stocktaken_on"
+            }
+            values["remote_maintenance"] = "yes" if form.get("remote_maintenance") else ""
+            if form.get("retire") == "on":
+                values["active"] = False
+            ledgers.save_asset(ctx.session, ctx.actor, _ledger_id(form.get("asset_id", "")), values)
+    except InvalidInput as exc:
+        return _ledgers(request, ctx, 422, error=form_error(exc, LABELS))
+    return go(request, "/admin/ledgers")
+
+
+@router.post("/admin/ledgers/vendors")
+def save_vendor(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.PROGRAMME_MANAGE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        values: dict[str, Any] = {k: form.get(k, "") for k, _ in ledgers.VENDOR_COLUMNS}
+        values["accounts"] = [k.removeprefix("account-") for k in form if k.startswith("account-")]
+        ledgers.save_vendor(ctx.session, ctx.actor, _ledger_id(form.get("vendor_id", "")), values)
+    except (InvalidInput, ValueError) as exc:
+        if not isinstance(exc, InvalidInput):
+            exc = InvalidInput("選択が正しくありません。", "Invalid choice.", field="accounts")
+        return _ledgers(request, ctx, 422, error=form_error(exc, LABELS))
+    return go(request, "/admin/ledgers")
+
+
+@router.get("/admin/ledgers/{which}.csv")
+def ledger_csv(which: str, ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
+    if which not in ("assets", "vendors"):
+        raise NotFound("ledger")
+    text = (
+        ledgers.export_assets(ctx.session, ctx.actor)
+        if which == "assets"
+        else ledgers.export_vendors(ctx.session, ctx.actor)
+    )
+    return Response(
+        "\ufeff" + text,  # Excel opens UTF-8 with a BOM as Japanese
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{which}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/admin/ledgers/{which}/import")
+def ledger_import(
+    request: Request,
+    which: str,
+    ctx: Ctx = Depends(requires(P.PROGRAMME_MANAGE)),
+    file: UploadFile = File(...),
+) -> Response:
+    if which not in ("assets", "vendors"):
+        raise NotFound("ledger")
+    raw = file.file.read(512 * 1024 + 1)
+    try:
+        if len(raw) > 512 * 1024:
+            raise InvalidInput("CSV が大きすぎます（512KB まで）。", "CSV too large.", field="file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp932", errors="strict")  # Excel's Japanese CSV
+        count = (
+            ledgers.import_assets(ctx.session, ctx.actor, text)
+            if which == "assets"
+            else ledgers.import_vendors(ctx.session, ctx.actor, text)
+        )
+    except (InvalidInput, UnicodeDecodeError) as exc:
+        if not isinstance(exc, InvalidInput):
+            exc = InvalidInput(
+                "文字コードが読めません（UTF-8 または Shift_JIS の CSV）。",
+                "Unreadable encoding (UTF-8 or Shift_JIS CSV).",
+                field="file",
+            )
+        return _ledgers(request, ctx, 422, error=form_error(exc, LABELS))
+    return _ledgers(request, ctx, notice=f"{count} 行を取り込みました。 / {count} rows imported.")
+
+
+# --- generated documents ------------------------------------------------------------------------
+
+
+@router.get("/admin/rules")
+def rules_page(request: Request, ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
+    return html(
+        request,
+        "rules.html",
+        text=documents.rules_text(ctx.session, ctx.actor, ctx.settings),
+        inventory=documents.inventory(ctx.session, ctx.actor),
+    )
+
+
+@router.get("/admin/rules.md")
+def rules_markdown(ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
+    text = documents.rules_text(ctx.session, ctx.actor, ctx.settings)
+    text += "\n\n" + documents.inventory_text(documents.inventory(ctx.session, ctx.actor))
+    return Response(
+        text,
+        media_type="text/markdown; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="unyou-kanri-kitei.md"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/admin/rules.pdf")
+def rules_pdf(ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
+    body = render_rules(
+        documents.rules_text(ctx.session, ctx.actor, ctx.settings),
+        documents.inventory(ctx.session, ctx.actor),
+    )
+    return pdf(body, "rules.pdf")

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reportlab.lib import colors
 from reportlab.lib.units import mm
-from reportlab.platypus import PageBreak, Spacer
+from reportlab.platypus import PageBreak, Spacer, TableStyle
 
 from mamori.clinic.calendar import JST
 from mamori.clinic.models import Clinic
@@ -16,6 +17,7 @@ from mamori.pdf import render, styled_table, styles
 from mamori.pdf import text as paragraph
 from mamori.programme.bcp import FALLBACK, PRIORITY, SCENARIOS, Document
 from mamori.programme.checklist import ANSWERS, View, nendo
+from mamori.programme.documents import InfoKind
 
 
 def render_checklist(v: View, clinic: Clinic, issued_by: str, names: Mapping[Any, str]) -> bytes:
@@ -41,9 +43,11 @@ def render_checklist(v: View, clinic: Clinic, issued_by: str, names: Mapping[Any
     head = ("番号", "確認項目", "確認日", "回答", "目標日（いいえの場合）")
     rows = [[paragraph(h, st.base) for h in head]]
     section = ""
+    spans: list[int] = []
     for r in v.rows:
         if r.item.section != section:
             section = r.item.section
+            spans.append(len(rows))  # a section heading across the whole row
             rows.append([paragraph(section, st.h2), "", "", "", ""])
         a = r.answer
         text = r.item.text + (f"（{r.item.scope}）" if r.item.scope else "")
@@ -56,7 +60,14 @@ def render_checklist(v: View, clinic: Clinic, issued_by: str, names: Mapping[Any
                 paragraph(f"{a.target_on:%Y/%m/%d}" if a and a.target_on else "", st.base),
             ]
         )
-    story.append(styled_table(rows, (13 * mm, 100 * mm, 22 * mm, 18 * mm, 27 * mm)))
+    table = styled_table(rows, (13 * mm, 100 * mm, 22 * mm, 18 * mm, 27 * mm))
+    table.setStyle(
+        TableStyle(
+            [("SPAN", (0, i), (-1, i)) for i in spans]
+            + [("BACKGROUND", (0, i), (-1, i), colors.HexColor("#f3f5f8")) for i in spans]
+        )
+    )
+    story.append(table)
     story.append(PageBreak())
     story.append(paragraph("別紙　確認の根拠（mamori の記録から）", st.h1))
     story.append(
@@ -222,3 +233,41 @@ def render_bcp(doc: Document, issued_by: str) -> bytes:
     return render(
         story, title="サイバー攻撃を想定した事業継続計画", running_head=f"{doc.clinic} BCP"
     )
+
+
+def render_rules(text: str, inventory: Sequence[InfoKind]) -> bytes:
+    """The draft 運用管理規程 (Markdown headings and tables read plainly) and the information
+    inventory as its annex."""
+    st = styles()
+    story: list[object] = []
+    table: list[list[object]] = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            table.append([paragraph(c, st.small) for c in cells])
+            continue
+        if table:
+            story.append(styled_table(table, (35 * mm, 145 * mm)))
+            table = []
+        if line.startswith("# "):
+            story.append(paragraph(line[2:], st.h1))
+        elif line.startswith("## "):
+            story.append(paragraph(line[3:], st.h2))
+        elif line.startswith("| ---"):
+            continue
+        elif line.strip():
+            story.append(paragraph(line, st.base))
+    if table:
+        story.append(styled_table(table, (35 * mm, 145 * mm)))
+    story.append(PageBreak())
+    story.append(paragraph("別表　取り扱う情報の一覧（情報資産の把握）", st.h1))
+    rows = [[paragraph(h, st.base) for h in ("情報", "分類", "保存場所", "保護", "保存")]]
+    for k in inventory:
+        rows.append(
+            [
+                paragraph(x, st.small)
+                for x in (k.name, k.classification, k.where, k.protection, k.keep)
+            ]
+        )
+    story.append(styled_table(rows, (34 * mm, 30 * mm, 40 * mm, 50 * mm, 26 * mm)))
+    return render(story, title="医療情報システム運用管理規程（案）")

@@ -7,6 +7,7 @@ messages in Japanese and English; nothing is written.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -59,3 +60,15 @@ def expected_version(form: Mapping[str, str]) -> int:
             "Missing version; reload the page.",
             field="expected_version",
         ) from None
+
+
+def form_date(raw: str | None, field: str) -> dt.date | None:
+    """A date field (``YYYY-MM-DD`` as a date input sends it); empty is None; anything else
+    is refused naming the field."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInput("日付が正しくありません。", "Invalid date.", field=field) from None

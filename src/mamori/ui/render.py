@@ -295,3 +295,16 @@ def local_path(raw: str | None, default: str = "/") -> str:
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
         return default
     return raw
+
+
+def pdf(body: bytes, filename: str) -> Response:
+    """A printed page for the browser's viewer: shown inline, never cached (it may name
+    patients), with an ASCII file name for the download."""
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1,5 +1,6 @@
 """The clinic's programme: the MHLW checklist's answers (a versioned record), account reviews,
-duties done, training sessions, BCP approvals and staff acknowledgements
+duties done, training sessions, BCP approvals and acknowledgements, the equipment and vendor
+ledgers
 
 Revision ID: 0017
 Revises: 0016
@@ -43,6 +44,38 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_account_review_clinic_id"), ["clinic_id"], unique=False
         )
+
+    op.create_table(
+        "asset",
+        sa.Column("id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("os", sa.String(length=100), nullable=False),
+        sa.Column("ip", sa.String(length=64), nullable=False),
+        sa.Column("location", sa.String(length=100), nullable=False),
+        sa.Column("owner", sa.String(length=100), nullable=False),
+        sa.Column("patch_state", sa.String(length=200), nullable=False),
+        sa.Column("antivirus", sa.String(length=100), nullable=False),
+        sa.Column("remote_maintenance", sa.Boolean(), nullable=False),
+        sa.Column("device_id", sa.String(length=64), nullable=False),
+        sa.Column("last_seen_at", mamori.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("confirmed", sa.Boolean(), nullable=False),
+        sa.Column("stocktaken_on", sa.Date(), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("note", sa.String(length=500), nullable=False),
+        sa.Column("updated_by_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("updated_at", mamori.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinic.id"], name=op.f("fk_asset_clinic_id_clinic")
+        ),
+        sa.ForeignKeyConstraint(
+            ["updated_by_id"], ["staff_user.id"], name=op.f("fk_asset_updated_by_id_staff_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_asset")),
+    )
+    with op.batch_alter_table("asset", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_asset_clinic_id"), ["clinic_id"], unique=False)
 
     op.create_table(
         "bcp_approval",
@@ -166,6 +199,33 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "vendor",
+        sa.Column("id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("contract", sa.String(length=200), nullable=False),
+        sa.Column("maintains", sa.String(length=300), nullable=False),
+        sa.Column("remote_route", sa.String(length=200), nullable=False),
+        sa.Column("sds_received_on", sa.Date(), nullable=True),
+        sa.Column("checklist_received_on", sa.Date(), nullable=True),
+        sa.Column("contact", sa.String(length=200), nullable=False),
+        sa.Column("reviewed_on", sa.Date(), nullable=True),
+        sa.Column("accounts", sa.JSON(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("updated_by_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("updated_at", mamori.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinic.id"], name=op.f("fk_vendor_clinic_id_clinic")
+        ),
+        sa.ForeignKeyConstraint(
+            ["updated_by_id"], ["staff_user.id"], name=op.f("fk_vendor_updated_by_id_staff_user")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_vendor")),
+    )
+    with op.batch_alter_table("vendor", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_vendor_clinic_id"), ["clinic_id"], unique=False)
+
+    op.create_table(
         "bcp_acknowledgement",
         sa.Column("id", mamori.db.CachedUuid(), nullable=False),
         sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
@@ -199,6 +259,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_bcp_acknowledgement_clinic_id"))
 
     op.drop_table("bcp_acknowledgement")
+    with op.batch_alter_table("vendor", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_vendor_clinic_id"))
+
+    op.drop_table("vendor")
     with op.batch_alter_table("training_session", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_training_session_clinic_id"))
 
@@ -212,6 +276,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_bcp_approval_clinic_id"))
 
     op.drop_table("bcp_approval")
+    with op.batch_alter_table("asset", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_asset_clinic_id"))
+
+    op.drop_table("asset")
     with op.batch_alter_table("account_review", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_account_review_clinic_id"))
 
