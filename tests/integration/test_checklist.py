@@ -491,6 +491,31 @@ def test_the_draft_rules_and_the_inventory_are_written_from_the_settings(world: 
     text = "".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf.content)).pages)
     assert "第5条" in text and "取り扱う情報の一覧" in text
     assert world.http.get("/admin/rules", headers=world.h("nurse_ben")).status_code == 403
+    # the clinic corrects a line, adds what mamori does not hold, drops what it does not keep
+    from mamori.programme import documents
+
+    with world.db.session(write=True) as s:
+        documents.edit_inventory(
+            s, world.actors["sec_sae"], name="紙カルテ（2019年以前）",
+            classification="要配慮個人情報", location="書庫（施錠）", protection="鍵の管理簿",
+            keep="5年",
+        )  # fmt: skip
+        documents.edit_inventory(
+            s, world.actors["sec_sae"], name="職員の世帯情報（不審アクセスの照合用）", hidden=True
+        )
+        documents.edit_inventory(
+            s, world.actors["director"], name="監査証跡（誰がいつ何を見たか・書いたか）",
+            keep="永年（院内規程による）",
+        )  # fmt: skip
+        with pytest.raises(Forbidden):
+            documents.edit_inventory(s, world.actors["audit_aki"], name="x")
+        s.commit()
+    with world.db.session(write=True) as s:
+        rows = {k.name: k for k in documents.inventory(s, world.actors["audit_aki"])}
+        assert rows["紙カルテ（2019年以前）"].where == "書庫（施錠）"
+        assert "職員の世帯情報（不審アクセスの照合用）" not in rows
+        audit = rows["監査証跡（誰がいつ何を見たか・書いたか）"]
+        assert audit.keep == "永年（院内規程による）" and audit.classification.startswith("機密")
 
 
 def test_unused_accounts_are_disabled_only_when_the_clinic_turns_it_on(world: World) -> None:

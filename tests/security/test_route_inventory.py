@@ -264,6 +264,7 @@ PINNED_UI = {
     "GET /admin/rules": "programme:read",
     "GET /admin/rules.md": "programme:read",
     "GET /admin/rules.pdf": "programme:read",
+    "POST /admin/rules/inventory": "programme:manage",
 }
 EXPECTED = PINNED | PINNED_UI
 

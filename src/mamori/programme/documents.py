@@ -9,14 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mamori.audit.trail import AuditTag, record
 from mamori.auth import passwords
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import PERMISSION_LABELS_JA, ROLE_PERMISSIONS, Permission
 from mamori.authz.roles import ROLE_LABELS_JA
 from mamori.clinic.service import clinic_of
+from mamori.db import new_id, utcnow
+from mamori.errors import InvalidInput
 from mamori.models import record_types
+from mamori.programme.models import InventoryEntry
 from mamori.records.versioning import PatientRecord
 
 _SENSITIVE = {
@@ -43,10 +48,85 @@ class InfoKind:
     where: str
     protection: str
     keep: str
+    edited: bool = False  # the clinic's own line
 
 
 def inventory(session: Session, actor: Actor) -> list[InfoKind]:
+    """The generated inventory with the clinic's own lines applied (a correction replaces the
+    generated line of the same name, a hidden one is left out, a new one is added)."""
     actor.require(Permission.PROGRAMME_READ)
+    own = {
+        e.name: e
+        for e in session.scalars(
+            select(InventoryEntry).where(InventoryEntry.clinic_id == actor.clinic_id)
+        )
+    }
+    out: list[InfoKind] = []
+    for k in _generated():
+        e = own.pop(k.name, None)
+        if e is None:
+            out.append(k)
+        elif not e.hidden:
+            out.append(_merged(k, e))
+    out += [_merged(None, e) for e in own.values() if not e.hidden]
+    return out
+
+
+def _merged(k: InfoKind | None, e: InventoryEntry) -> InfoKind:
+    return InfoKind(
+        e.name,
+        e.classification or (k.classification if k else ""),
+        e.location or (k.where if k else ""),
+        e.protection or (k.protection if k else ""),
+        e.keep or (k.keep if k else ""),
+        edited=True,
+    )
+
+
+def edit_inventory(
+    session: Session,
+    actor: Actor,
+    *,
+    name: str,
+    classification: str = "",
+    location: str = "",
+    protection: str = "",
+    keep: str = "",
+    hidden: bool = False,
+) -> InventoryEntry:
+    """Correct a line, add one mamori does not know of (紙カルテ, レセコン), or mark one as
+    not held here."""
+    actor.require(Permission.PROGRAMME_MANAGE)
+    name = name.strip()[:120]
+    if not name:
+        raise InvalidInput("情報の名前を入力してください。", "Name the information.", field="name")
+    row = session.scalar(
+        select(InventoryEntry).where(
+            InventoryEntry.clinic_id == actor.clinic_id, InventoryEntry.name == name
+        )
+    )
+    if row is None:
+        row = InventoryEntry(
+            id=new_id(), clinic_id=actor.clinic_id, name=name, updated_by_id=actor.user_id
+        )
+        session.add(row)
+    row.classification = classification.strip()[:120]
+    row.location = location.strip()[:300]
+    row.protection = protection.strip()[:300]
+    row.keep = keep.strip()[:200]
+    row.hidden = hidden
+    row.updated_by_id, row.updated_at = actor.user_id, utcnow()
+    record(
+        session,
+        actor,
+        AuditTag.LEDGER_CHANGED,
+        detail={"ledger": "inventory", "name": name, "hidden": hidden},
+    )
+    session.flush()
+    return row
+
+
+def _generated() -> list[InfoKind]:
     out: list[InfoKind] = []
     kinds = record_types()
     for name, model in kinds.items():

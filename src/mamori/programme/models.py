@@ -186,3 +186,22 @@ class Vendor(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class InventoryEntry(Base):
+    """The clinic's own line of the information inventory: a correction of a generated line
+    (same name) or a kind of information mamori does not hold (paper charts, the レセコン)."""
+
+    __tablename__ = "inventory_entry"
+    __table_args__ = (UniqueConstraint("clinic_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    clinic_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clinic.id"))
+    name: Mapped[str] = mapped_column(String(120))
+    classification: Mapped[str] = mapped_column(String(120), default="")
+    location: Mapped[str] = mapped_column(String(300), default="")
+    protection: Mapped[str] = mapped_column(String(300), default="")
+    keep: Mapped[str] = mapped_column(String(200), default="")
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # not held at this clinic
+    updated_by_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("staff_user.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

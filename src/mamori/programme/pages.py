@@ -510,6 +510,8 @@ def rules_page(request: Request, ctx: Ctx = Depends(requires(P.PROGRAMME_READ)))
         "rules.html",
         text=documents.rules_text(ctx.session, ctx.actor, ctx.settings),
         inventory=documents.inventory(ctx.session, ctx.actor),
+        can_edit=ctx.actor.can(P.PROGRAMME_MANAGE),
+        error=None,
     )
 
 
@@ -534,3 +536,34 @@ def rules_pdf(ctx: Ctx = Depends(requires(P.PROGRAMME_READ))) -> Response:
         documents.inventory(ctx.session, ctx.actor),
     )
     return pdf(body, "rules.pdf")
+
+
+@router.post("/admin/rules/inventory")
+def edit_inventory(
+    request: Request,
+    ctx: Ctx = Depends(requires(P.PROGRAMME_MANAGE)),
+    form: Form = Depends(form_fields),
+) -> Response:
+    try:
+        documents.edit_inventory(
+            ctx.session,
+            ctx.actor,
+            name=form.get("name", ""),
+            classification=form.get("classification", ""),
+            location=form.get("location", ""),
+            protection=form.get("protection", ""),
+            keep=form.get("keep", ""),
+            hidden=form.get("hidden") == "on",
+        )
+    except InvalidInput as exc:
+        start_over(request, ctx.session)
+        return html(
+            request,
+            "rules.html",
+            422,
+            text=documents.rules_text(ctx.session, ctx.actor, ctx.settings),
+            inventory=documents.inventory(ctx.session, ctx.actor),
+            can_edit=True,
+            error=form_error(exc, LABELS),
+        )
+    return go(request, "/admin/rules#inventory")

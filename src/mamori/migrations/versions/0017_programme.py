@@ -1,6 +1,6 @@
 """The clinic's programme: the MHLW checklist's answers (a versioned record), account reviews,
 duties done, training sessions, BCP approvals and acknowledgements, the equipment and vendor
-ledgers
+ledgers, the clinic's own lines of the information inventory
 
 Revision ID: 0017
 Revises: 0016
@@ -170,6 +170,29 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_duty_done_clinic_id"), ["clinic_id"], unique=False)
 
     op.create_table(
+        "inventory_entry",
+        sa.Column("id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("classification", sa.String(length=120), nullable=False),
+        sa.Column("location", sa.String(length=300), nullable=False),
+        sa.Column("protection", sa.String(length=300), nullable=False),
+        sa.Column("keep", sa.String(length=200), nullable=False),
+        sa.Column("hidden", sa.Boolean(), nullable=False),
+        sa.Column("updated_by_id", mamori.db.CachedUuid(), nullable=False),
+        sa.Column("updated_at", mamori.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinic.id"], name=op.f("fk_inventory_entry_clinic_id_clinic")
+        ),
+        sa.ForeignKeyConstraint(
+            ["updated_by_id"],
+            ["staff_user.id"],
+            name=op.f("fk_inventory_entry_updated_by_id_staff_user"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inventory_entry")),
+        sa.UniqueConstraint("clinic_id", "name", name=op.f("uq_inventory_entry_clinic_id")),
+    )
+    op.create_table(
         "training_session",
         sa.Column("id", mamori.db.CachedUuid(), nullable=False),
         sa.Column("clinic_id", mamori.db.CachedUuid(), nullable=False),
@@ -267,6 +290,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_training_session_clinic_id"))
 
     op.drop_table("training_session")
+    op.drop_table("inventory_entry")
     with op.batch_alter_table("duty_done", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_duty_done_clinic_id"))
 
