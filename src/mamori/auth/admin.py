@@ -229,12 +229,7 @@ def update_staff(
     )
     if "role" in changes or changes.get("active") is False:
         # a changed role or a disabled account ends every session and token at once
-        session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
-            .values(revoked_at=utcnow(), revoked_reason="account-changed")
-        )
-        tokens.revoke_tokens(session, user)
+        end_access(session, user, "account-changed")
     tag = (
         AuditTag.ROLE_CHANGED
         if "role" in changes
@@ -244,6 +239,16 @@ def update_staff(
     )
     record(session, actor, tag, detail={"user": str(user.id), "changes": changes})
     return user
+
+
+def end_access(session: Session, user: StaffUser, reason: str) -> None:
+    """Every live session and API token of the account ends now."""
+    session.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    tokens.revoke_tokens(session, user)
 
 
 def unlock(session: Session, actor: Actor, user_id: uuid.UUID) -> bool:

@@ -11,13 +11,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mamori.audit.trail import AuditTag, record, record_system
 from mamori.auth import admin, integrations
 from mamori.auth.models import AuthSession, SecurityAlert
-from mamori.auth.tokens import revoke_tokens
 from mamori.authz.actor import Actor
 from mamori.authz.permissions import ROLE_PERMISSIONS, Permission
 from mamori.authz.roles import Role
@@ -218,12 +217,7 @@ def disable_unused(session: Session, clinic_id: uuid.UUID, days: int) -> list[st
         if seen is None or seen >= cutoff:
             continue
         u.active, u.disabled_at = False, now
-        session.execute(
-            update(AuthSession)
-            .where(AuthSession.user_id == u.id, AuthSession.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason="unused")
-        )
-        revoke_tokens(session, u)
+        admin.end_access(session, u, "unused")
         if u in officers:
             officers.remove(u)
         done.append(u.display_name)

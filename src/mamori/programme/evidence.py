@@ -342,14 +342,18 @@ def _backup(session: Session, actor: Actor, settings: Any) -> Proposal:
     return Proposal("yes", text, "Backups with generations, an offline copy and a drill.", facts)
 
 
-def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
-    doc = bcp.document(session, actor, settings)
-    drill = session.scalar(
+def _last_downtime_drill(session: Session, actor: Actor) -> DowntimeDrill | None:
+    return session.scalar(
         select(DowntimeDrill)
         .where(DowntimeDrill.clinic_id == actor.clinic_id)
         .order_by(DowntimeDrill.held_on.desc())
         .limit(1)
     )
+
+
+def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
+    doc = bcp.document(session, actor, settings)
+    drill = _last_downtime_drill(session, actor)
     held = f"{drill.held_on:%Y-%m-%d}" if drill else "なし"
     a = doc.approval
     today = utcnow().astimezone(JST).date()
@@ -377,12 +381,7 @@ def _bcp(session: Session, actor: Actor, settings: Any) -> Proposal:
 
 
 def _downtime_drill(session: Session, actor: Actor, settings: Any) -> Proposal:
-    drill = session.scalar(
-        select(DowntimeDrill)
-        .where(DowntimeDrill.clinic_id == actor.clinic_id)
-        .order_by(DowntimeDrill.held_on.desc())
-        .limit(1)
-    )
+    drill = _last_downtime_drill(session, actor)
     recent = drill is not None and drill.held_on > utcnow().astimezone(JST).date() - dt.timedelta(
         days=365
     )
