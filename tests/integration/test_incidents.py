@@ -381,3 +381,14 @@ def test_the_incident_pages_read_in_english_and_japanese(world: World) -> None:
                 assert raw not in r.text, (lang, url, raw)
         assert all(w in seen for w in words), (lang, words)
     world.http.cookies.clear()
+
+
+def test_a_playbook_is_edited_in_the_words_the_screen_shows() -> None:
+    steps = service.shipped_playbooks()["ransomware"]
+    text = service.playbook_text(steps)
+    assert text.splitlines()[1].startswith("安全管理者 | バックアップへの経路を遮断する")
+    assert service.parse_playbook(text) == steps  # what the form shows reads back the same
+    assert service.parse_playbook("security_officer | 確認 | isolate")[0]["action"] == "isolate"
+    with pytest.raises(InvalidInput) as e:
+        service.parse_playbook("受付係 | 確認する")
+    assert "役割「受付係」はありません" in e.value.ja and "安全管理者" in e.value.ja

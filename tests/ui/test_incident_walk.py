@@ -123,6 +123,13 @@ def test_a_ransomware_incident_from_report_to_the_ppc_draft(
     expect(page.locator("#affected-list")).not_to_contain_text("無関係")
     expect(page.locator("#affected-list")).to_contain_text("検査")
     shot(page, "incident-affected")
+    # the officer's other screens: the playbooks and the contact chart
+    page.goto("/admin/incidents/playbooks?kind=ransomware")
+    expect(page.locator("#playbook-steps li")).to_have_count(14)
+    shot(page, "incident-playbooks")
+    page.goto("/incidents/contacts")
+    expect(page.locator("#contact-gaps")).to_contain_text("保守ベンダー")
+    shot(page, "incident-contacts")
     page.goto("/logout")
     page.context.clear_cookies()
 

@@ -70,6 +70,8 @@ ACTIONS = {
     "notices": ("本人への通知", "notices to patients"),
     "review": ("事後対応", "post-incident review"),
 }
+_ROLE_BY_LABEL = {ja: key for key, (ja, _) in ROLES.items()}
+_ACTION_BY_LABEL = {ja: key for key, (ja, _) in ACTIONS.items() if key}
 METHODS = {
     "mail": ("郵送", "post"),
     "hand": ("手渡し", "by hand"),
@@ -146,7 +148,16 @@ def playbook(session: Session, clinic_id: uuid.UUID, kind: str) -> list[dict[str
 def playbook_text(steps: list[dict[str, str]]) -> str:
     """One step per line: ``役割 | 手順 | 操作`` (the edit form's text)."""
     return "\n".join(
-        " | ".join(x for x in (s["role"], s["title"], s.get("action", "")) if x) for s in steps
+        " | ".join(
+            x
+            for x in (
+                ROLES.get(s["role"], (s["role"],))[0],
+                s["title"],
+                ACTIONS.get(s.get("action", ""), ("",))[0],
+            )
+            if x
+        )
+        for s in steps
     )
 
 
@@ -162,17 +173,22 @@ def parse_playbook(text: str) -> list[dict[str, str]]:
                 f"Line {n}: write 'role | step | action (optional)'.",
                 field="steps",
             )
-        role, title = parts[0], parts[1]
+        # the Japanese labels the form shows, or the codes
+        role = _ROLE_BY_LABEL.get(parts[0], parts[0])
+        title = parts[1]
         action = parts[2] if len(parts) > 2 else ""
+        action = _ACTION_BY_LABEL.get(action, action)
         if role not in ROLES:
             raise InvalidInput(
-                f"{n}行目: 役割 {role!r} はありません（{'、'.join(ROLES)}）。",
+                f"{n}行目: 役割「{parts[0]}」はありません"
+                f"（{'、'.join(r[0] for r in ROLES.values())}）。",
                 f"Line {n}: no role {role!r} ({', '.join(ROLES)}).",
                 field="steps",
             )
         if action not in ACTIONS:
             raise InvalidInput(
-                f"{n}行目: 操作 {action!r} はありません（{'、'.join(a for a in ACTIONS if a)}）。",
+                f"{n}行目: 操作「{action}」はありません"
+                f"（{'、'.join(a[0] for k, a in ACTIONS.items() if k)}）。",
                 f"Line {n}: no action {action!r}.",
                 field="steps",
             )
