@@ -21,6 +21,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from mamori import copies
@@ -184,6 +186,66 @@ def _restore_into(
             assert database_url is not None
             return _restore_postgres(job, database_url)
         return _restore_sqlite(job, base)
+
+
+def restore_files(
+    spec: TargetSpec,
+    ident: Identity,
+    dest: Path,
+    *,
+    key_dir: Path | None = None,
+    progress: Say | None = None,
+) -> Generation:
+    """The instance files (settings, secrets, checkpoints, TLS, the KEK into ``key_dir``) and
+    the documents of the newest PostgreSQL generation that verifies, into an empty ``dest``
+    whose settings keep the main server's database URL without its password — and no
+    database: the PostgreSQL standby
+    (``continuity.replica``) takes its rows from a streaming replica instead. Every object
+    read is decrypted and checked against the signed manifest as in :func:`restore`; a failure
+    leaves nothing behind."""
+    say = progress or (lambda _w, _d, _t: None)
+    if dest.exists() and any(dest.iterdir()):
+        raise BackupError(f"{dest} は空ではありません。", f"{dest} is not empty.")
+    target = open_target(spec, ident.instance_id)
+    created: list[Path] = []
+    try:
+        say("verify", 0, 1)
+        report = verify_target(
+            target, fmt.public_from_text(ident.signer), ident.instance_id, deep=False
+        )
+        chosen = choose_generation(report, None)
+        if chosen.manifest.get("engine") != "postgresql":
+            raise BackupError(
+                "SQLite の世代です。レプリカの待機系は PostgreSQL の診療所のためのものです。",
+                "This is a SQLite generation: the replica standby is for PostgreSQL clinics.",
+            )
+        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work = Path(tempfile.mkdtemp(prefix=".restore-", dir=dest))
+        try:
+            say("instance", 0, 1)
+            tar_path = work / "instance.tar"
+            decrypt_to(target, chosen, "instance.tar.zst.age", tar_path, ident, work)
+            with tarfile.open(tar_path) as tar:
+                member = tar.extractfile("mamori.toml")
+                assert member is not None
+                found = tomllib.loads(member.read().decode("utf-8"))
+            url = str(found.get("database", {}).get("url", ""))
+            if not url.startswith("postgresql"):
+                raise invalid("世代の設定にデータベースがありません。", "No database URL.")
+            plain = make_url(url).set(password=None).render_as_string(hide_password=False)
+            _unpack_instance(tar_path, dest, ident.instance_id, key_dir, created, plain)
+            with ExitStack() as stack:
+                start_documents(target, chosen, dest, work, ident, say, {}, stack)()
+        except BaseException:
+            for path in created:
+                path.unlink(missing_ok=True)
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        target.close()
+    return chosen
 
 
 @dataclass(frozen=True)

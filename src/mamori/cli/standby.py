@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +58,14 @@ def run_cmd(
             "--once", help="準備・更新だけして終了（配信しない） / prepare or refresh, then exit"
         ),
     ] = False,
+    replica: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL の本番から複製を受ける（postgresql://replicator@本番:5432/mamori、"
+            "パスワードは環境変数 MAMORI_REPLICA_PASSWORD） / stream from a PostgreSQL main "
+            "server"
+        ),
+    ] = None,
 ) -> None:
     """最新の検証済み世代を復元し、参照専用で配信・定期更新 / restore the newest verified
     generation, serve it read-only, refresh it."""
@@ -71,6 +80,11 @@ def run_cmd(
     try:
         ident = load_identity(identity, _identity_passphrase(identity))
         src = standby.Source(spec, ident, key_dir)
+        primary = (
+            standby.Primary(replica, os.environ.get("MAMORI_REPLICA_PASSWORD") or None)
+            if replica
+            else None
+        )
         root.resolve().mkdir(parents=True, exist_ok=True, mode=0o700)
         # this PC's certificate, kept across refreshes
         tls.local_certificate(root.resolve(), [] if host in ("0.0.0.0", "::") else [host])  # noqa: S104
@@ -78,7 +92,7 @@ def run_cmd(
             standby.run(
                 root.resolve(), src, host=host, port=port, every_minutes=every,
                 say=lambda line: console.print(line, markup=False), progress=_Bars(bars),
-                once=True,
+                once=True, primary=primary,
             )  # fmt: skip
         served = standby.current(root.resolve())
         assert served is not None
@@ -93,7 +107,7 @@ def run_cmd(
         console.print(f"mamori standby: https://{host}:{port}/ （参照専用 / read-only）")
         standby.run(
             root.resolve(), src, host=host, port=port, every_minutes=every,
-            say=lambda line: console.print(line, markup=False),
+            say=lambda line: console.print(line, markup=False), primary=primary,
         )  # fmt: skip
     except MamoriError as exc:
         fail(exc)

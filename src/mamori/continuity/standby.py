@@ -94,6 +94,16 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Primary:
+    """The main server to stream from: a libpq URI of a role with REPLICATION
+    (``postgresql://replicator@192.168.1.10:5432/mamori``; the database named is mamori's)
+    and its password (``MAMORI_REPLICA_PASSWORD``), never on a command line."""
+
+    uri: str
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class Copy:
     home: Path
     generation: int
@@ -257,16 +267,12 @@ def note_attempt(root: Path, error: MamoriError | None) -> None:
 
 def _alert(home: Path, summary: str) -> None:
 
-    inst = open_instance(str(home))
-    try:
-        with inst.transaction(write=True) as session:
-            clinic = session.scalars(select(Clinic).order_by(Clinic.created_at)).first()
-            if clinic is not None:
-                session.add(
-                    SecurityAlert(clinic_id=clinic.id, kind="standby-failed", summary=summary[:300])
-                )
-    finally:
-        inst.close()
+    with _opened(home) as inst, inst.transaction(write=True) as session:
+        clinic = session.scalars(select(Clinic).order_by(Clinic.created_at)).first()
+        if clinic is not None:
+            session.add(
+                SecurityAlert(clinic_id=clinic.id, kind="standby-failed", summary=summary[:300])
+            )
 
 
 def switch(root: Path, old: Copy | None, new: Copy) -> Path | None:
@@ -278,6 +284,9 @@ def switch(root: Path, old: Copy | None, new: Copy) -> Path | None:
         _carry_sessions(old.home, new.home)
     _serve_from(root, new)
     if old is not None:
+        from mamori.continuity import replica  # a PostgreSQL standby's snapshot server
+
+        replica.retire(root, old.home)
         shutil.rmtree(old.home, ignore_errors=True)
     return segment
 
@@ -301,6 +310,9 @@ def _carry_sessions(old: Path, new: Path) -> None:
 
 @contextmanager
 def _opened(home: Path) -> Iterator[Instance]:
+    from mamori.continuity import replica  # a PostgreSQL standby's snapshot server
+
+    replica.ensure_up(home.parent.parent, home)
     inst = open_instance(str(home))
     try:
         yield inst
@@ -318,16 +330,28 @@ def run(
     say: Callable[[str], None],
     progress: Say | None = None,
     once: bool = False,
+    primary: Primary | None = None,
 ) -> None:
     """``mamori standby``: make (or refresh) the copy, serve it read-only with ``mamori serve``
     in a child process, and every ``every_minutes`` look for a newer generation. A new one is
     restored beside the served copy while it keeps serving; only then is the server restarted
     on it (a few seconds; sessions carry over). A generation that fails verification leaves the
     served copy as it is, with the failure in its banner and an alert. ``once``: make or refresh
-    the copy and return (a drill, a benchmark, a cron job)."""
+    the copy and return (a drill, a benchmark, a cron job).
+
+    ``primary``: a PostgreSQL clinic's main server to stream from (``continuity.replica``):
+    each refresh serves a new snapshot of the replica instead of a restored generation."""
+    from mamori.continuity import replica
+
+    def make() -> Copy | None:
+        origins = standby_origins(host, port)
+        if primary is not None:
+            return replica.refresh(root, source, primary, progress=progress, origins=origins)
+        return refresh(root, source, progress=progress, origins=origins)
+
     served = current(root)
     try:
-        fresh = refresh(root, source, progress=progress, origins=standby_origins(host, port))
+        fresh = make()
     except MamoriError as exc:
         if served is None:
             raise  # nothing verified to serve: say so, serve nothing
@@ -347,7 +371,10 @@ def run(
         note_attempt(root, None)
     assert served is not None
     if once:
+        if primary is not None:
+            replica.stop_all(root)
         return
+    replica.ensure_up(root, served.home)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -362,9 +389,7 @@ def run(
                 continue
             checked = time.monotonic()
             try:
-                fresh = refresh(
-                    root, source, progress=progress, origins=standby_origins(host, port)
-                )
+                fresh = make()
             except MamoriError as exc:
                 say(f"更新できません（前のデータで続けます） / refresh failed: {exc.en}")
                 note_attempt(root, exc)
@@ -383,6 +408,8 @@ def run(
     finally:
         _stop(child)
         export_segment(served.home, root / "log")  # its own log, ready for merge-log
+        if primary is not None:
+            replica.stop_all(root)
 
 
 def _serve(home: Path, host: str, port: int) -> subprocess.Popen[bytes]:
