@@ -339,6 +339,12 @@ def main() -> None:
         "--before", type=Path, help="another mamori source tree (its src/) served beside, A/B"
     )
     ap.add_argument(
+        "--detection-seconds",
+        type=int,
+        help="also serve this tree with the detector's immediate pass every N s (issue 27: what"
+        " detection costs a chart open); the plain mamori target then runs none during the run",
+    )
+    ap.add_argument(
         "--before-instance",
         type=Path,
         help="a copy of the instance at the other tree's schema (default: the same instance)",
@@ -373,6 +379,7 @@ def main() -> None:
 
     mp = free_port()
     mamori_cmd = [sys.executable, "-m", "mamori", "serve", "--instance", str(home)]
+    quiet = {**os.environ, "MAMORI_DETECTION_SECONDS": "86400"} if args.detection_seconds else None
     targets = [
         plain("baseline"),
         plain("framework", "--framework"),
@@ -382,8 +389,21 @@ def main() -> None:
             "/api/v1/patients/{pid}/chart",
             {},
             home,
+            quiet,
         ),
     ]
+    detect: Target | None = None
+    if args.detection_seconds:
+        # the same tree and instance with the immediate pass every N seconds; started only for
+        # its own cells, so its passes never run beside another target's
+        detect = Target(
+            "detect",
+            [*mamori_cmd, "--port", str(free_port()), "--without-backups"],
+            "/api/v1/patients/{pid}/chart",
+            {},
+            home,
+            {**os.environ, "MAMORI_DETECTION_SECONDS": str(args.detection_seconds)},
+        )
     if args.before is not None:
         # the same instance served by the other tree: alternating cells, one run, one machine
         bp = free_port()
@@ -403,6 +423,12 @@ def main() -> None:
     for t in targets:
         t.start()
     targets[-1].headers = sign_in(home, mp, login, password)
+    if detect is not None:
+        results["detect"] = {}
+        detect.start()
+        login3, password3 = add_physician(home, f"bench-{os.getpid()}-detect", None)
+        detect.headers = sign_in(home, detect.port, login3, password3)
+        detect.stop()
     if args.before is not None:
         # a second physician: the first one's TOTP step is spent in this 30-second window
         login2, password2 = add_physician(before_home, f"bench-{os.getpid()}-before", env)
@@ -418,6 +444,13 @@ def main() -> None:
         for c in (int(x) for x in args.concurrency.split(",")):
             for t in targets:
                 results[t.name][c] = run_load(t, ids, c, args.seconds)
+            if detect is not None:
+                detect.start()
+                try:
+                    run_load(detect, ids, 2, 2.0)
+                    results["detect"][c] = run_load(detect, ids, c, args.seconds)
+                finally:
+                    detect.stop()
     finally:
         for t in targets:
             t.stop()
@@ -474,6 +507,22 @@ def main() -> None:
             )
             rows_by_c = next(r for r in rows if r["concurrency"] == c)
             rows_by_c["before"] = old
+    if detect is not None:
+        print(
+            f"\nthe detector's immediate pass every {args.detection_seconds} s (detect) against"
+            " none during the run (mamori), same tree and data:"
+        )
+        print(
+            f"{'conc':>4} | {'mamori p50':>10} {'detect p50':>10} {'detect ÷ mamori':>15} |"
+            f" {'mamori req/s':>12} {'detect req/s':>12}"
+        )
+        for c in results["mamori"]:
+            old, new = results["mamori"][c], results["detect"][c]
+            print(
+                f"{c:>4} | {old['p50_ms']:>8.1f}ms {new['p50_ms']:>8.1f}ms "
+                f"{new['p50_ms'] / old['p50_ms']:>15.2f} | {old['rps']:>12.0f} {new['rps']:>12.0f}"
+            )
+            next(r for r in rows if r["concurrency"] == c)["detect"] = new
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chart_open-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"size": args.size, "dataset": counts, "rows": rows}, indent=2))
