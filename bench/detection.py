@@ -93,10 +93,11 @@ def one_run(profile: str, seed: int, weeks: int, variant: str) -> dict[str, Any]
         elapsed = time.perf_counter() - t0
         with inst.db.session(write=False) as s:
             cases = list(s.scalars(select(DetectionCase)))
-            ledger = list(s.scalars(select(DetectionAccess).where(DetectionAccess.weak.is_(False))))
+            everything = list(s.scalars(select(DetectionAccess)))
+            ledger = [r for r in everything if not r.weak]
             runs = list(s.scalars(select(DetectionRun).where(DetectionRun.tier == "nightly")))
             events = int(s.scalar(select(func.max(DetectionRun.through_seq))) or 0)
-        return score(sim, cases, ledger, runs, detected_at, weeks) | {
+        return score(sim, cases, ledger, runs, detected_at, weeks, everything) | {
             "seed": seed,
             "events": events,
             "simulate_s": round(elapsed, 1),
@@ -125,6 +126,7 @@ def score(
     runs: list[DetectionRun],
     detected_at: dict[uuid.UUID, dt.datetime],
     weeks: int,
+    everything: list[DetectionAccess] | None = None,
 ) -> dict[str, Any]:
     scored_from = sim.start + dt.timedelta(days=7 * BURN_IN)
     start_at = dt.datetime.combine(scored_from, dt.time(), dt.UTC)
@@ -137,6 +139,10 @@ def score(
     ttd: dict[str, list[float]] = defaultdict(list)
     in_time: dict[str, list[int]] = defaultdict(list)
     true_cases: set[uuid.UUID] = set()
+    missed: list[dict[str, Any]] = []  # what a missed incident looked like to the detector
+    unexplained: dict[tuple[str, str], list[DetectionAccess]] = defaultdict(list)
+    for r in everything or ledger:
+        unexplained[(str(r.user_id), str(r.patient_id))].append(r)
     for _inc_id, parts in by_id.items():
         scenario = parts[0].scenario
         first = min(dt.datetime.fromisoformat(p.first_at) for p in parts)
@@ -145,6 +151,22 @@ def score(
         if first < start_at and not sim.variant.contaminated:
             continue
         per_type[scenario].append(int(bool(hits)))
+        if not hits:
+            rows = [
+                r for p in parts for pid in p.patients for r in unexplained.get((p.user, pid), [])
+            ]
+            missed.append(
+                {
+                    "scenario": scenario,
+                    "role": sim_role(sim, uuid.UUID(parts[0].user)),
+                    "first": first.isoformat(),
+                    "days": len({d for p in parts for d in p.days}),
+                    "patients": len({pid for p in parts for pid in p.patients}),
+                    "unexplained": sum(not r.weak for r in rows),
+                    "weak": sum(r.weak for r in rows),
+                    "dormant": sum(r.dormant for r in rows),
+                }
+            )
         if hits:
             when = min(detected_at.get(c.id, first) for c in hits)
             hours = max(0.0, (when - first).total_seconds() / 3600)
@@ -208,6 +230,7 @@ def score(
             for c in false[:6]
         ],
         "reads": total_reads,
+        "missed": missed,
     }
 
 

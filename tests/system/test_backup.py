@@ -902,6 +902,8 @@ def test_cli_keygen_run_verify_restore_and_drill(tmp_path: Path) -> None:
     report = next((tmp_path / "drills").glob("drill-*.json"))
     body = json.loads(report.read_bytes())
     assert body["result"] == "passed" and body["rto_seconds"] > 0
+    # the monthly drill still runs the check itself, even on an attested generation
+    assert "PRAGMA integrity_check" in body["checks"] and "integrity" in body["steps_seconds"]
     signer = fmt.public_from_text(body["signer"])
     import base64
 
@@ -976,3 +978,58 @@ def test_the_restore_integrity_check_finds_what_either_half_alone_would_miss(
     damaged.write_bytes(bytes(raw))
     with pytest.raises(BackupInvalid):
         integrity_check(damaged)
+
+
+def test_a_generation_attests_its_integrity_check_and_the_restore_proves_the_same_bytes(
+    setup: tuple[Instance, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full integrity check moves to the moment the copy is made: every SQLite
+    generation's signed manifest carries that its snapshot passed it, with that snapshot's
+    SHA-256; a restore whose file has that hash (a full, or a delta's result) does not run it
+    again, ``check=True`` (``--check``, every drill) does, and a generation without a passing
+    attestation (an older mamori, or a check that failed) is checked as before."""
+    inst, keys, usb = setup
+    assert _run(inst).ok
+    _write_a_note(inst)
+    assert _run(inst).ok  # a delta: its attestation is of the database the delta rebuilds
+    for g in (1, 2):
+        m = json.loads((_gen_dir(usb, inst, g) / "manifest.json").read_bytes())
+        attested = m["db"]["attested"]
+        assert attested["integrity_check"] == "ok" and attested["sha256"] == m["db"]["sha256"]
+        assert attested["page_count"] == m["db"]["page_count"]
+    spec = spec_from_url(f"dir:{usb}")
+
+    done = restore(spec, _ident(keys), tmp_path / "a", key_dir=tmp_path / "rk")
+    assert done.kind == "delta" and done.integrity == "attested"
+    assert "integrity" not in done.timings
+    checked = restore(spec, _ident(keys), tmp_path / "b", key_dir=tmp_path / "rk", check=True)
+    assert checked.integrity == "checked" and checked.timings["integrity"] >= 0
+    for home in (done.home, checked.home):
+        back = open_instance(str(home))
+        try:
+            with back.transaction(write=False) as s:
+                body = bytes(
+                    s.scalars(select(AuditEvent.body).order_by(AuditEvent.seq.desc())).first()
+                    or b""
+                )
+            assert b"system:backup:restored" in body
+            assert f'"integrity":"{"attested" if home == done.home else "checked"}"'.encode() in (
+                body
+            )
+        finally:
+            back.db.dispose()
+
+    # a snapshot that failed the check at backup time: recorded as it was; restores check
+    from mamori.backup import engine as backup_engine
+
+    monkeypatch.setattr(
+        backup_engine,
+        "attest",
+        lambda db, sha, pages: {"integrity_check": "[('row 5 missing',)]", "sha256": sha},
+    )
+    _write_a_note(inst)
+    assert _run(inst).ok
+    m = json.loads((_gen_dir(usb, inst, 3) / "manifest.json").read_bytes())
+    assert m["db"]["attested"]["integrity_check"] != "ok"
+    again = restore(spec, _ident(keys), tmp_path / "c", key_dir=tmp_path / "rk")
+    assert again.generation == 3 and again.integrity == "checked"

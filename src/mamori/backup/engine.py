@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +42,7 @@ from typing import Any
 from mamori.backup import alarm, fmt
 from mamori.backup.fmt import BackupError, PageMap
 from mamori.backup.identity import load_recipients
+from mamori.backup.integrity import attest
 from mamori.backup.sources import (
     database_engine,
     documents_on_disk,
@@ -178,6 +179,8 @@ def run_backup(
         now = dt.datetime.now(dt.UTC)
         staging = Path(tempfile.mkdtemp(prefix="staging-", dir=settings.backup_dir))
         scanner = ThreadPoolExecutor(1, thread_name_prefix="mamori-backup-scan")
+        checker = ThreadPoolExecutor(1, thread_name_prefix="mamori-backup-attest")
+        attestation: Future[dict[str, Any]] | None = None
         try:
             say("instance", 0, 1)
             bundle_tar = staging / "instance.tar"
@@ -209,6 +212,10 @@ def run_backup(
                     else pages.page_count
                 )
                 share = changed_since_last / max(pages.page_count, 1)
+                # the full integrity check of this snapshot, beside the writing (SQLite runs
+                # it off the GIL); the manifest carries the result, and a restore that proves
+                # the same SHA-256 need not run it again
+                attestation = checker.submit(attest, snap, pages.sha256, pages.page_count)
                 db_meta: dict[str, Any] = {
                     "sha256": pages.sha256,
                     "size": pages.size,
@@ -243,6 +250,7 @@ def run_backup(
             writer = GenerationWriter(
                 settings, state, staging, recipients, signer, pages, snap, {**facts, **db_meta},
                 docs, bundle, kek_info, generation, now, full, say, change, readable,
+                attestation,
             )  # fmt: skip
             try:
                 for spec in specs:
@@ -269,6 +277,7 @@ def run_backup(
             save_state(settings, state)
         finally:
             scanner.shutdown()  # a failed run waits for the listing before it cleans up
+            checker.shutdown()  # and for the check reading the snapshot
             shutil.rmtree(staging, ignore_errors=True)
     result.seconds = time.monotonic() - t0
     return result

@@ -37,6 +37,10 @@ class Restored:
     app_role: str | None = None  # PostgreSQL: the login role given least privilege afterwards
     # documents left out (a partial restore a person allowed): path in documents/, digest, why
     missing_documents: list[dict[str, str]] = field(default_factory=list)
+    # how the database's own check was proven: "checked" (PRAGMA integrity_check run on the
+    # restored file), "attested" (bit-identical to a snapshot that passed it at backup time),
+    # "pg_restore" (every index, key and constraint rebuilt)
+    integrity: str = "checked"
 
 
 def invalid(ja: str, en: str) -> BackupInvalid:

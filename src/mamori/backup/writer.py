@@ -72,8 +72,10 @@ class GenerationWriter:
         say: Progress,
         alarm: dict[str, Any] | None,
         readable: tuple[fmt.Sealed, dict[str, Any]] | None = None,
+        attestation: Future[dict[str, Any]] | None = None,
     ) -> None:
         self.settings, self.state, self.staging = settings, state, staging
+        self.attestation = attestation  # the snapshot's integrity check, running beside
         self.recipients, self.signer = recipients, signer
         self.pages, self.snap, self.facts, self.docs = pages, snap, facts, docs
         self.bundle, self.kek_info = bundle, kek_info
@@ -297,7 +299,11 @@ class GenerationWriter:
             "base": manifest_base,
             "created": self.now.isoformat(timespec="seconds"),
             "engine": self.engine,
-            "db": {**self.facts, **({"changed_pages": changed_pages} if self.pages else {})},
+            "db": {
+                **self.facts,
+                **({"changed_pages": changed_pages} if self.pages else {}),
+                **({"attested": self.attestation.result()} if self.attestation else {}),
+            },
             "objects": objects,
             "documents": {"count": len(index["files"]), "objects": len(index["objects"])},
             "kek": self.kek_info,

@@ -359,6 +359,14 @@ def restore_cmd(
             "missing or damaged documents, and list them",
         ),
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="バックアップ時に検査済みの世代でも、復元したデータベースの整合性検査を"
+            "もう一度行う / run SQLite's integrity check even on an attested generation",
+        ),
+    ] = False,
 ) -> None:
     """バックアップから新しいディレクトリへ復元 / restore into a new directory, verified."""
 
@@ -376,6 +384,7 @@ def restore_cmd(
                 database_url=database_url,
                 app_role=app_role,
                 partial=allow_missing_documents,
+                check=check,
             )
     except MamoriError as exc:
         fail(exc)
@@ -398,6 +407,12 @@ def restore_cmd(
     )
     steps = ", ".join(f"{k} {v:.1f}" for k, v in done.timings.items())
     console.print(f"steps (s) / 所要時間（秒）: {steps}")
+    if done.integrity == "attested":
+        console.print(
+            "整合性検査: バックアップ時に合格した状態とビット単位で同一（--check で再検査）"
+            " / integrity: bit-identical to the snapshot that passed integrity_check at backup"
+            " time (--check runs it again)"
+        )
     if done.key_file:
         console.print(f"KEK / 鍵ファイル: {done.key_file}")
     if done.app_role:
@@ -453,6 +468,7 @@ def drill_cmd(
                 key_dir=keys,
                 progress=_Bars(bars),
                 database_url=database_url,
+                check=True,  # the drill proves the check itself still works
             )
         filled = done.engine == "postgresql"
         seconds = time.monotonic() - t0
