@@ -29,6 +29,7 @@ EXPECTED_PROFILE = {
     "AllergyIntolerance": {JP + "JP_AllergyIntolerance"},
     "Observation": {JP + "JP_Observation_LabResult", JP + "JP_Observation_VitalSigns"},
     "DocumentReference": {JP + "JP_DocumentReference"},
+    "Communication": set(),  # 電話対応: JP Core has no Communication profile
 }
 
 
@@ -46,7 +47,10 @@ def synthetic(world: World) -> World:
 
 def _check_jp_core(res: dict[str, Any]) -> None:
     rtype = res["resourceType"]
-    assert set(res["meta"]["profile"]) <= EXPECTED_PROFILE[rtype]
+    assert set(res["meta"].get("profile", [])) <= EXPECTED_PROFILE[rtype]
+    if rtype == "Communication":
+        assert res["subject"]["reference"].startswith("Patient/") and res["topic"]["text"]
+        assert res["medium"][0]["coding"][0]["code"] in ("PHONE", "FACE", "WRITTEN")
     if rtype == "Patient":
         reps = [n["extension"][0]["valueCode"] for n in res["name"]]
         assert reps == ["IDE", "SYL"]

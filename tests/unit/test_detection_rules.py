@@ -112,6 +112,14 @@ def test_visits_records_calls_care_and_receipts_explain_and_share_is_counted() -
     log.read("clerk", P[3], at(10, day=early), what="Condition")
     out = engine.run(w, log.events)
     assert out.accesses[0].explained_by == "E3"
+    # … also when the patient comes again that day: レセプト work, not one more of a crowd
+    # (the weak visit-day reason gives way to the stronger one; B4 counts only weak reads)
+    w.visits[P[3]] = [*w.visits[P[3]], (early, U["doc"], False)]
+    log = Log()
+    log.read("clerk", P[3], at(10, day=early), what="Condition")
+    log.read("nurse", P[3], at(10, day=early))
+    by = {a.user: a.explained_by for a in engine.run(w, log.events).accesses}
+    assert by == {U["clerk"]: "E3", U["nurse"]: engine.WEAK}
     log = Log()
     log.read("clerk", P[3], at(10, day=dt.date(2026, 6, 20)), what="Condition")
     assert engine.run(w, log.events).accesses[0].explained_by is None  # not in レセプト days

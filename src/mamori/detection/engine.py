@@ -350,14 +350,16 @@ class Explainer:
         visits = self.world.visits.get(a.patient, ())
         # at work that day and at that hour (a read at 23:00 is not the day's work)
         on_duty = self.on_duty(a.user, a.day) and a.off not in ("night", "outside")
+        weak = False
         for day, attending, _planned in visits:
             if near[0] <= day <= near[1]:
                 if attending == a.user:
                     return "E1"  # the attending physician of a visit or booking
-                if on_duty:
-                    # someone on duty on a visit day (prep, check-in, 会計): explained, but
-                    # weakly — a crowd of such reads on one patient is still a crowd (B4)
-                    return WEAK
+                # someone on duty on a visit day (prep, check-in, 会計): explained, but weakly
+                # — a crowd of such reads on one patient is still a crowd (B4) — unless a
+                # stronger reason below holds as well (the desk's レセプト on a patient who
+                # also comes today is レセプト work, not one more of a crowd)
+                weak = weak or on_duty
         if role in ("physician", "director"):
             year = a.day - dt.timedelta(days=CARE_DAYS)
             if any(year <= day <= a.day and att == a.user for day, att, pl in visits if not pl):
@@ -367,7 +369,7 @@ class Explainer:
             last_month = (first - dt.timedelta(days=1)).replace(day=1)
             if any(last_month <= day < first and not pl for day, _a, pl in visits):
                 return "E3"  # レセプト: last month's visits, in the first days of the month
-        return None
+        return WEAK if weak else None
 
 
 # --- the pass -----------------------------------------------------------------------------------

@@ -90,7 +90,10 @@ class ContactLog(PatientRecord, Base):
     __tablename__ = "contact_log"
     __record_type__ = "ContactLog"
     __access__ = RecordAccess(
-        Permission.ENCOUNTER_READ, Permission.ENCOUNTER_WRITE, demographic=True
+        Permission.ENCOUNTER_READ,
+        Permission.ENCOUNTER_WRITE,
+        demographic=True,
+        aliases=("Communication",),  # its FHIR resource
     )
     __content_fields__ = ("patient_id", "channel", "topic", "note")
     __table_args__ = (Index("ix_contact_log_patient_created", "patient_id", "created_at"),)

@@ -43,6 +43,7 @@ from mamori.clinical.models import (
     Observation,
     ProgressNote,
 )
+from mamori.detection.models import ContactLog
 from mamori.errors import BreakGlassRequired
 from mamori.fhir import mapping
 from mamori.instance import Instance, open_instance
@@ -60,6 +61,7 @@ RESOURCE_TYPES = (
     "AllergyIntolerance",
     "Observation",
     "DocumentReference",
+    "Communication",
 )
 
 Convert = Callable[[Any, Clinic], list[dict[str, Any]]]
@@ -74,6 +76,7 @@ KINDS: tuple[tuple[type[Any], str, Convert], ...] = (
     (Observation, "Observation", lambda r, c: [mapping.observation(r)]),
     (Document, "DocumentReference", lambda r, c: [mapping.document(r)]),
     (ProgressNote, "DocumentReference", lambda r, c: [mapping.note(r)]),
+    (ContactLog, "Communication", lambda r, c: [mapping.contact(r)]),
 )
 
 

@@ -23,6 +23,7 @@ from mamori.clinical.models import (
     Observation,
     ProgressNote,
 )
+from mamori.detection.models import ContactLog
 from mamori.patients.models import Coverage, Patient
 
 JP = "http://jpfhir.jp/fhir/core/StructureDefinition/"
@@ -517,4 +518,30 @@ def note(n: ProgressNote) -> dict[str, Any]:
             if n.encounter_id
             else {}
         ),
+    }
+
+
+PARTICIPATION_MODE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode"
+_MEDIUM = {"phone": ("PHONE", "電話"), "desk": ("FACE", "窓口"), "message": ("WRITTEN", "伝言")}
+
+
+def contact(c: ContactLog) -> dict[str, Any]:
+    """電話対応 (a call, desk question or message about the patient, logged at the desk) as a
+    Communication: when, how (v3 ParticipationMode), the topic and the note. JP Core has no
+    Communication profile, so none is claimed."""
+    code, label = _MEDIUM.get(c.channel, ("", c.channel))
+    return {
+        "resourceType": "Communication",
+        "id": str(c.id),
+        "meta": {"versionId": str(c.version)},
+        "status": "entered-in-error" if c.status == "entered-in-error" else "completed",
+        "subject": _ref("Patient", c.patient_id),
+        "sent": _ts(c.created_at),
+        "medium": [
+            {"coding": [_coding(PARTICIPATION_MODE, code, label)], "text": label}
+            if code
+            else {"text": label}
+        ],
+        "topic": {"text": c.topic},
+        **({"payload": [{"contentString": c.note}]} if c.note else {}),
     }

@@ -22,6 +22,7 @@ from mamori.clinical.models import (
     Observation,
     ProgressNote,
 )
+from mamori.detection.models import ContactLog
 from mamori.errors import InvalidInput, NotFound
 from mamori.fhir import mapping
 from mamori.fhir.bulk import RESOURCE_TYPES
@@ -38,6 +39,7 @@ _SCOPED: dict[str, tuple[type[Any], ...]] = {
     "AllergyIntolerance": (AllergyIntolerance,),
     "Observation": (Observation,),
     "DocumentReference": (Document, ProgressNote),
+    "Communication": (ContactLog,),
 }
 
 
@@ -53,6 +55,7 @@ def _to_fhir(session: Session, actor: Actor, row: Any) -> list[dict[str, Any]]:
         Observation: lambda r: [mapping.observation(r)],
         Document: lambda r: [mapping.document(r)],
         ProgressNote: lambda r: [mapping.note(r)],
+        ContactLog: lambda r: [mapping.contact(r)],
     }
     return converters[type(row)](row)
 

@@ -25,6 +25,8 @@ from mamori.clinical.models import (
     Condition,
     Encounter,
 )
+from mamori.detection.models import ContactLog
+from mamori.detection.service import TOPICS
 from mamori.documents.store import DocumentStore
 from mamori.patients.insurance import with_check_digit
 from mamori.patients.models import Coverage, Patient
@@ -55,6 +57,7 @@ class Generator(ClinicalEntries):
         self.clinic = clinic
         self.size = size
         self.rng = random.Random(seed)
+        self.seed = seed
         self.end = end
         self.start = end - dt.timedelta(days=size.days - 1)
         self.store = store
@@ -398,6 +401,7 @@ class Generator(ClinicalEntries):
                     self._commit()
             if self.progress:
                 self.progress(1)
+        self._contacts(open_days)
         self.bulk.flush()
         self.session.execute(
             update(Clinic)
@@ -407,6 +411,42 @@ class Generator(ClinicalEntries):
         stats.counts = dict(self.bulk.counts)
         stats.versions = self.bulk.version_count
         return stats
+
+    def _contacts(self, open_days: list[dt.date]) -> None:
+        """電話対応: calls, desk questions and messages logged in the last 60 open days, about
+        one for every twentieth visit. Drawn from a stream of their own (and made last), so
+        the rest of the clinic is the same as without them."""
+        r = random.Random(f"contacts-{self.seed}")
+        seen = [st for st in self.patients if st.visits]
+        days = open_days[-60:]
+        if not seen or not days:
+            return
+        notes = (
+            "",
+            "検査結果の問い合わせ。次回受診時に説明と伝えた。",
+            "予約日の変更希望。",
+            "薬の飲み方の確認。",
+            "診断書の受け取り日の確認。",
+            "家族からの問い合わせ。本人確認のうえ対応。",
+        )
+        for _ in range(max(5, len(days) * self.size.per_day // 20)):
+            st = r.choice(seen)
+            minute = r.randint(9 * 60, 17 * 60)
+            at = dt.datetime.combine(
+                r.choice(days), dt.time(minute // 60, minute % 60), tzinfo=JST
+            ).astimezone(dt.UTC)
+            self.bulk.add(
+                ContactLog,
+                {
+                    "patient_id": st.row["id"],
+                    "channel": r.choices(("phone", "desk", "message"), (7, 2, 1))[0],
+                    "topic": r.choice(TOPICS),
+                    "note": r.choice(notes),
+                    "status": "final",
+                },
+                by=r.choice(self.staff.nurses),
+                at=at,
+            )
 
     def _commit(self) -> None:
         self.session.execute(
