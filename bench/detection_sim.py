@@ -577,10 +577,22 @@ class Clinic:
         rng = self.rng
         half = day.weekday() in (3, 5)
         close = 13 * 60 if half else 18 * 60
-        docs = self.staff_of("physician", day=day) or self.staff_of("physician")
-        nurses = self.staff_of("nurse", "tech", day=day) or self.staff_of("nurse")
-        clerks = self.staff_of("reception", "manager", day=day) or self.staff_of("reception")
         week = (day - self.start).days // 7
+
+        def employed(*kinds: str) -> list[Person]:
+            # the fallback when nobody of a kind is rostered: someone still on the staff, never
+            # a leaver (a leaver's requests do nothing, so the day's visits would be in this
+            # generator's own list of who came but not in the record — and next month's
+            # レセプト would read patients the clinic never saw)
+            return [p for p in self.staff_of(*kinds) if p.joined_week <= week]
+
+        docs = self.staff_of("physician", day=day) or employed("physician")
+        nurses = self.staff_of("nurse", "tech", day=day) or employed("nurse")
+        clerks = (
+            self.staff_of("reception", "manager", day=day)
+            or employed("reception", "manager")
+            or employed("nurse")  # every clerk gone: a nurse takes the desk
+        )
         for p in self.people:
             if p.kind != "vendor" and p.joined_week <= week and self.at_work(p, day):
                 self.schedule(
