@@ -235,6 +235,60 @@ def test_affected_patients_come_from_the_audit_trail(world: World) -> None:
         assert view.affected_count == 2
 
 
+def test_the_evidence_downloads_from_the_incident_page_and_verifies_without_mamori(
+    world: World, tmp_path: Any
+) -> None:
+    """The affected-patient list as CSV and the audit events it is made of, each proven against
+    a checkpoint signed at the download, in one ZIP — for the incident's readers only, the
+    download itself audited; its verifier runs with Python alone."""
+    import io
+    import subprocess
+    import sys
+    import zipfile
+
+    seen = [_register(world, given_name=f"証拠{i}") for i in range(2)]
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    for pid in seen:
+        r = world.http.get(f"/api/v1/patients/{pid}/chart", headers=world.h("nurse_ben"))
+        assert r.status_code == 200
+    iid = _open(world, kind="unauthorised", title="看護師アカウントの不正使用")
+    with world.db.session(write=True) as s:
+        service.save_scope(
+            s, world.actors["sec_sae"], iid, Scope(user_id=world.actors["nurse_ben"].user_id,
+                                                   start=start)
+        )  # fmt: skip
+        s.commit()
+    url = f"/admin/incidents/{iid}/evidence.zip"
+    for who in ("nurse_ben", "clerk_chika", "dr_aiko"):
+        assert world.http.get(url, headers=world.h(who)).status_code == 403
+    page = world.http.get(f"/admin/incidents/{iid}", headers=world.h("sec_sae"))
+    assert url in page.text and "証拠一式をダウンロード" in page.text
+    r = world.http.get(url, headers=world.h("audit_aki"))
+    assert r.status_code == 200, r.text
+    assert (
+        r.headers["content-type"] == "application/zip"
+        and "attachment" in (r.headers["content-disposition"])
+    )
+    assert r.headers["cache-control"] == "no-store"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        names = set(zf.namelist())
+        assert {"README.txt", "affected.csv", "evidence/verify_bundle.py"} <= names
+        listed = zf.read("affected.csv").decode("utf-8-sig")
+        assert listed.count("証拠") == 2 and listed.startswith("患者番号,氏名")
+        zf.extractall(tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "evidence" / "verify_bundle.py"),
+         str(tmp_path / "evidence")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with world.db.session(write=False) as s:
+        bodies = [json.loads(b) for b in s.scalars(select(AuditEvent.body))]
+    exported = [b for b in bodies if b["tag"] == "system:audit:exported"]
+    assert exported and exported[-1]["detail"]["incident"] == str(iid)
+    assert exported[-1]["actor"]["role"] == "auditor"
+
+
 def test_a_device_and_a_backup_generation_as_the_scope(world: World) -> None:
     pid = _register(world)
     world.http.get(f"/api/v1/patients/{pid}", headers=world.h("clerk_chika"))

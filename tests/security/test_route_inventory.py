@@ -243,6 +243,7 @@ PINNED_UI = {
     "GET /admin/incidents/{incident_id}/public.pdf": "incident:read",
     "GET /admin/incidents/{incident_id}/mhlw.pdf": "incident:read",
     "GET /admin/incidents/{incident_id}/review.pdf": "incident:read",
+    "GET /admin/incidents/{incident_id}/evidence.zip": "incident:read",
     "GET /admin/checklist": "programme:read",
     "POST /admin/checklist": "programme:manage",
     "GET /admin/checklist/report.pdf": "programme:read",

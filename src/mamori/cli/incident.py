@@ -4,7 +4,6 @@ a verifiable audit bundle of the events the list is made of)."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -12,15 +11,14 @@ from typing import Annotated
 
 import typer
 
-from mamori.audit.bundle import BundleRefused, write_bundle
-from mamori.audit.checkpointer import make_checkpoint, origin, signer
-from mamori.audit.trail import AuditTag, record
+from mamori.audit.bundle import BundleRefused
+from mamori.audit.checkpointer import make_checkpoint
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, fail
 from mamori.clinic.calendar import JST
 from mamori.clinic.models import StaffUser
 from mamori.clinic.service import clinic_of, staff_names
 from mamori.errors import InvalidInput, MamoriError
-from mamori.incidents import drafts, rules, service
+from mamori.incidents import drafts, evidence, rules, service
 from mamori.incidents.affected import ITEMS, Scope, describe
 from mamori.instance import open_instance
 
@@ -286,60 +284,27 @@ def report_cmd(
             for name, body in files.items():
                 (out / name).write_bytes(body)
             if rows:
-                with (out / "affected.csv").open("w", encoding="utf-8-sig", newline="") as fh:
-                    w = csv.writer(fh)
-                    w.writerow(
-                        [
-                            "患者番号",
-                            "氏名",
-                            "カナ",
-                            "住所",
-                            "閲覧",
-                            "変更",
-                            "最初",
-                            "最後",
-                            "情報項目",
-                            "通知日",
-                        ]
-                    )
-                    for r in rows:
-                        w.writerow(
-                            [r.number, r.name, r.kana, r.address, r.opens, r.writes,
-                             r.first.isoformat() if r.first else "",
-                             r.last.isoformat() if r.last else "",
-                             "、".join(ITEMS[k][0] for k in r.items), r.noticed or ""]
-                        )  # fmt: skip
-            seqs = found.seqs if found else []
+                (out / "affected.csv").write_bytes(evidence.affected_csv(found))
         # the evidence: the events the list is made of, each proven to be in the signed log
-        evidence = "—"
-        if seqs:
+        shown = "—"
+        if found and found.seqs:
             make_checkpoint(inst.db, inst.settings)
             try:
-                with inst.transaction(write=False) as session:
-                    stats = write_bundle(
-                        session,
+                with inst.transaction(write=False) as session:  # its record: a read's event
+                    stats = evidence.write_evidence(
+                        session, inst.actor(session, as_user), inst.settings, iid, found,
                         out / "evidence",
-                        inst.settings.checkpoint_dir,
-                        signer(inst.settings).verifier(),
-                        origin(inst.settings),
-                        seqs=seqs,
+                    )  # fmt: skip
+                if stats is not None:
+                    shown = (
+                        f"evidence/（{stats['events']} events; "
+                        f"python evidence/verify_bundle.py evidence）"
                     )
-                with inst.transaction(write=True) as session:
-                    record(
-                        session,
-                        inst.actor(session, as_user),
-                        AuditTag.AUDIT_EXPORTED,
-                        detail={**stats, "incident": str(iid)},
-                    )
-                evidence = (
-                    f"evidence/（{stats['events']} events; "
-                    f"python evidence/verify_bundle.py evidence）"
-                )
             except BundleRefused as exc:
-                evidence = f"作成できません / not written: {exc.ja}"
+                shown = f"作成できません / not written: {exc.ja}"
     except MamoriError as exc:
         fail(exc)
         return
     for name in sorted(p.name for p in out.iterdir()):
         console.print(f"  {name}", markup=False)
-    console.print(f"→ {out}  証拠 / evidence: {evidence}", markup=False)
+    console.print(f"→ {out}  証拠 / evidence: {shown}", markup=False)

@@ -4,6 +4,7 @@ notices, the review) with its drafts as PDFs."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -12,12 +13,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from mamori.audit.checkpointer import make_checkpoint
 from mamori.auth import admin
 from mamori.authz.permissions import P
 from mamori.clinic.calendar import JST
 from mamori.clinic.service import clinic_of, staff_names
-from mamori.errors import Conflict, InvalidInput, NotFound
-from mamori.incidents import drafts, rules, service
+from mamori.errors import Conflict, InvalidInput, MamoriError, NotFound
+from mamori.incidents import drafts, evidence, rules, service
 from mamori.incidents.affected import ITEMS, ITEMS_SHORT, Scope, describe
 from mamori.ui.errors import form_error
 from mamori.ui.forms import Form, form_date, form_fields
@@ -711,3 +713,22 @@ def reviewpdf(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_REA
         view, clinic_of(ctx.session, ctx.actor), ctx.actor.display_name, names
     )
     return pdf(body, f"review-{view.incident.number}.pdf")
+
+
+@router.get("/admin/incidents/{incident_id}/evidence.zip")
+def evidence_zip(incident_id: uuid.UUID, ctx: Ctx = Depends(requires(P.INCIDENT_READ))) -> Response:
+    """The affected-patient list and the audit events it is made of, each proven against a
+    checkpoint signed just now (``incidents.evidence``; the CLI's ``incident report`` writes
+    the same)."""
+    # a copy, or a refusal already alarmed: the newest checkpoint there is covers what it can
+    with contextlib.suppress(MamoriError):
+        make_checkpoint(ctx.session.info["mamori_db"], ctx.settings)
+    body, number = evidence.package(ctx.session, ctx.actor, ctx.settings, incident_id)
+    return Response(
+        body,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="incident-{number}-evidence.zip"',
+            "Cache-Control": "no-store",
+        },
+    )
