@@ -146,6 +146,16 @@ def test_a_ransomware_incident_from_report_to_the_ppc_draft(
         f"{knew + dt.timedelta(days=2):%Y/%m/%d} 〜 {knew + dt.timedelta(days=4):%Y/%m/%d}"
     )
     shot(page, "incident-director")
+    # the evidence, downloaded as a person would: the list and the audit events behind it
+    with page.expect_download() as dl:
+        page.locator("#evidence-zip").click()
+    saved = dl.value.path()
+    assert dl.value.suggested_filename.endswith("-evidence.zip")
+    import zipfile
+
+    with zipfile.ZipFile(saved) as zf:
+        assert "evidence/verify_bundle.py" in zf.namelist()
+        assert zf.read("affected.csv").decode("utf-8-sig").count("\n") == 4  # header + 3
 
     # the clock moves on three days: every page carries the 速報's deadline, and the reminder
     monkeypatch.setattr(incidents, "today", lambda: knew + dt.timedelta(days=3))
