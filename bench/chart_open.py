@@ -328,6 +328,30 @@ def _plain(value: object) -> object:
     return value
 
 
+def side_by_side(
+    results: dict[str, dict[int, dict[str, float]]],
+    rows: list[dict[str, Any]],
+    old_name: str,
+    new_name: str,
+    labels: tuple[str, str],
+) -> None:
+    """Two targets' cells, p50 and throughput, one line per concurrency; the one that is not
+    the plain ``mamori`` target is kept in the saved rows under its name."""
+    a, b = labels
+    print(
+        f"{'conc':>4} | {a + ' p50':>10} {b + ' p50':>10} {b + ' ÷ ' + a:>15} |"
+        f" {a + ' req/s':>12} {b + ' req/s':>12}"
+    )
+    for c in results["mamori"]:
+        old, new = results[old_name][c], results[new_name][c]
+        print(
+            f"{c:>4} | {old['p50_ms']:>8.1f}ms {new['p50_ms']:>8.1f}ms "
+            f"{new['p50_ms'] / old['p50_ms']:>15.2f} | {old['rps']:>12.0f} {new['rps']:>12.0f}"
+        )
+        other = new_name if old_name == "mamori" else old_name
+        next(r for r in rows if r["concurrency"] == c)[other] = results[other][c]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", default="M")
@@ -495,34 +519,13 @@ def main() -> None:
             print(f"     errors: {errors}")
     if args.before is not None:
         print(f"\nbefore ({args.before}) vs this tree, same data, alternating cells:")
-        print(
-            f"{'conc':>4} | {'before p50':>10} {'after p50':>10} {'after ÷ before':>15} |"
-            f" {'before req/s':>12} {'after req/s':>12}"
-        )
-        for c in results["mamori"]:
-            old, new = results["before"][c], results["mamori"][c]
-            print(
-                f"{c:>4} | {old['p50_ms']:>8.1f}ms {new['p50_ms']:>8.1f}ms "
-                f"{new['p50_ms'] / old['p50_ms']:>15.2f} | {old['rps']:>12.0f} {new['rps']:>12.0f}"
-            )
-            rows_by_c = next(r for r in rows if r["concurrency"] == c)
-            rows_by_c["before"] = old
+        side_by_side(results, rows, "before", "mamori", ("before", "after"))
     if detect is not None:
         print(
             f"\nthe detector's immediate pass every {args.detection_seconds} s (detect) against"
             " none during the run (mamori), same tree and data:"
         )
-        print(
-            f"{'conc':>4} | {'mamori p50':>10} {'detect p50':>10} {'detect ÷ mamori':>15} |"
-            f" {'mamori req/s':>12} {'detect req/s':>12}"
-        )
-        for c in results["mamori"]:
-            old, new = results["mamori"][c], results["detect"][c]
-            print(
-                f"{c:>4} | {old['p50_ms']:>8.1f}ms {new['p50_ms']:>8.1f}ms "
-                f"{new['p50_ms'] / old['p50_ms']:>15.2f} | {old['rps']:>12.0f} {new['rps']:>12.0f}"
-            )
-            next(r for r in rows if r["concurrency"] == c)["detect"] = new
+        side_by_side(results, rows, "mamori", "detect", ("mamori", "detect"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"chart_open-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"size": args.size, "dataset": counts, "rows": rows}, indent=2))
