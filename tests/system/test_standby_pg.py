@@ -175,7 +175,25 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     served = standby.current(root)
     assert served is not None and served.home != old.home and not old.home.exists()
     assert not (root / "pg" / old.home.name).exists()
-    (_segment,) = (root / "log").glob("standby-*.jsonl")
+    assert len(list((root / "log").glob("standby-*.jsonl"))) == 1
+    replica.ensure_up(root, served.home)
+    copy = open_instance(str(served.home))
+    try:
+        assert _count(copy, Patient) == _count(inst, Patient)
+    finally:
+        copy.close()
+
+    # the backups out of reach (the NAS went down with the server): the records still come
+    # from the replica, with the settings and documents already held
+    usb.rename(usb.with_name("usb-gone"))
+    with TestClient(create_app(inst.settings, inst.db), base_url="https://testserver") as http:
+        third = dict(SAMPLE_PATIENT, family_kana="サンバン", family_name="三番")
+        assert http.post("/api/v1/patients", json=third, headers=bearer).status_code == 201
+    out = _standby_once(tmp_path, keys, usb, primary_server.port)
+    assert out.exit_code == 0, out.output
+    usb.with_name("usb-gone").rename(usb)
+    served = standby.current(root)
+    assert served is not None
     replica.ensure_up(root, served.home)
     copy = open_instance(str(served.home))
     try:

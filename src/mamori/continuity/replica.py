@@ -61,6 +61,7 @@ from mamori.continuity.standby import (
     current,
     newest_generation,
 )
+from mamori.errors import MamoriError
 from mamori.instance import open_instance
 
 REPLICA_PORT = 54320
@@ -333,7 +334,14 @@ def refresh(
     it). Raises, leaving nothing half-made, when the snapshot fails a proof."""
     from mamori.continuity.standby import _allow_origins, _own_certificate
 
-    files = ensure_files(root, source, progress=progress)
+    try:
+        files = ensure_files(root, source, progress=progress)
+    except MamoriError:
+        held = _files(root)
+        if held is None:
+            raise  # nothing to serve the records with: say why
+        files = held  # the backups are out of reach (the NAS went down with the server): the
+        # records still come from the replica, with the settings and documents already held
     ensure_replica(root, primary)
     caught_up(root, primary)
     pg = root / "pg"
