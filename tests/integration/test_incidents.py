@@ -289,6 +289,46 @@ def test_the_evidence_downloads_from_the_incident_page_and_verifies_without_mamo
     assert exported[-1]["actor"]["role"] == "auditor"
 
 
+def test_merging_a_person_notified_under_both_registrations_keeps_both_notices(
+    world: World,
+) -> None:
+    """Two registrations of one person, each sent a notice for the same incident: the merge
+    goes through (it used to hit the one-notice-per-patient rule), the kept registration keeps
+    its notice and the duplicate's stays on the duplicate, as it was sent; a staff member's
+    link to the duplicate (staff-as-patient) follows the kept registration."""
+    from mamori.detection import service as detection
+    from mamori.detection.models import StaffPatientLink
+    from mamori.incidents.models import IncidentNotice
+
+    keep = _register(world, given_name="統合")
+    dup = _register(world, given_name="統合")
+    iid = _open(world, kind="device", title="USBメモリの紛失")
+    with world.db.session(write=True) as s:
+        for pid in (keep, dup):
+            service.record_notice(
+                s, world.actors["sec_sae"], iid, uuid.UUID(pid), method="mail",
+                sent_on=clinic_today(),
+            )  # fmt: skip
+        detection.link_patient(
+            s, world.actors["director"], world.actors["nurse_ben"].user_id, uuid.UUID(dup),
+            "self",
+        )  # fmt: skip
+        s.commit()
+    r = world.http.post(
+        f"/api/v1/patients/{keep}/merge",
+        json={"duplicate_id": dup, "reason": "二重登録"},
+        headers=world.h("director"),
+    )
+    assert r.status_code == 200, r.text
+    with world.db.session(write=False) as s:
+        notices = {str(n.patient_id) for n in s.scalars(select(IncidentNotice))}
+        links = [str(x.patient_id) for x in s.scalars(select(StaffPatientLink))]
+        assert verify_all(s)[1] == []
+    assert notices == {keep, dup} and links == [keep]
+    with world.db.session(write=False) as s:
+        assert service.get(s, world.actors["sec_sae"], iid).notices == 2
+
+
 def test_a_device_and_a_backup_generation_as_the_scope(world: World) -> None:
     pid = _register(world)
     world.http.get(f"/api/v1/patients/{pid}", headers=world.h("clerk_chika"))

@@ -140,6 +140,10 @@ class IncidentNotice(PatientRecord, Base):
         Permission.INCIDENT_READ, Permission.INCIDENT_MANAGE, demographic=True
     )
     __content_fields__ = ("incident_id", "patient_id", "method", "sent_on", "address")
+    # one notice per incident and patient: when two registrations of one person were both
+    # notified, a merge leaves the duplicate's notice on the duplicate (what was sent, to
+    # which registration's address, stays as it happened) instead of refusing the merge
+    __merge_unique__ = ("incident_id",)
     __table_args__ = (
         UniqueConstraint("incident_id", "patient_id"),
         Index("ix_incident_notice_patient", "patient_id"),

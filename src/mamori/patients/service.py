@@ -315,7 +315,24 @@ def merge_patients(
         rows = session.scalars(
             select(model).where(model.clinic_id == actor.clinic_id, model.patient_id == dup.id)
         ).all()
+        # a kind unique per patient and some key (``__merge_unique__``): a row whose key the
+        # kept registration already has stays where it is, as it happened
+        unique: tuple[str, ...] = getattr(model, "__merge_unique__", ())
+        held = (
+            {
+                tuple(getattr(r, k) for k in unique)
+                for r in session.scalars(
+                    select(model).where(
+                        model.clinic_id == actor.clinic_id, model.patient_id == keep.id
+                    )
+                )
+            }
+            if unique
+            else set()
+        )
         for row in rows:
+            if unique and tuple(getattr(row, k) for k in unique) in held:
+                continue
             row.patient_id = keep.id
             write_version(
                 session,
@@ -324,10 +341,25 @@ def merge_patients(
                 ChangeKind.MERGED,
                 reason=f"患者統合 {dup.patient_number}→{keep.patient_number}: {reason}",
             )
+    _carry_staff_links(session, dup.id, keep.id)
     dup.status = PatientStatus.MERGED.value
     dup.merged_into_id = keep.id
     write_version(session, actor, dup, ChangeKind.MERGED, reason=reason)
     return keep
+
+
+def _carry_staff_links(session: Session, dup: uuid.UUID, keep: uuid.UUID) -> None:
+    """A staff member (or their family) registered twice is still theirs once merged: the
+    detector's staff-as-patient links follow the kept registration (a link it already has
+    stays single)."""
+    from mamori.detection.models import StaffPatientLink  # the detector's own table
+
+    kept = set(
+        session.scalars(select(StaffPatientLink.user_id).where(StaffPatientLink.patient_id == keep))
+    )
+    for link in session.scalars(select(StaffPatientLink).where(StaffPatientLink.patient_id == dup)):
+        if link.user_id not in kept:
+            link.patient_id = keep
 
 
 def active_patient(
