@@ -199,8 +199,10 @@ def _remove(data: Path) -> None:
 
 
 def _basebackup(args: list[str], dest: Path, what: str, password: str | None = None) -> None:
+    """Synced to disk before it returns (the default): a power cut never leaves a replica or a
+    served snapshot that PostgreSQL would start on with pages missing."""
     _run(
-        [pg_tool("pg_basebackup"), "-D", str(dest), "-X", "stream", "-c", "fast", "--no-sync",
+        [pg_tool("pg_basebackup"), "-D", str(dest), "-X", "stream", "-c", "fast",
          *args],
         what, password=password,
     )  # fmt: skip
