@@ -406,7 +406,9 @@ def restore_cmd(
         f"documents: {done.documents}; last record at {done.last_event_at}"
     )
     steps = ", ".join(f"{k} {v:.1f}" for k, v in done.timings.items())
-    console.print(f"steps (s) / 所要時間（秒）: {steps}")
+    console.print(
+        f"steps (s) / 所要時間（秒）: {steps}", soft_wrap=True
+    )  # one line: scripts read it
     if done.integrity == "attested":
         console.print(
             "整合性検査: バックアップ時に合格した状態とビット単位で同一（--check で再検査）"
