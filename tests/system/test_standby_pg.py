@@ -37,7 +37,7 @@ from mamori import copies
 from mamori.app import create_app
 from mamori.audit.models import AuditEvent
 from mamori.clinic.models import Clinic, StaffUser
-from mamori.continuity import replica, standby
+from mamori.continuity import pgserver, standby
 from mamori.documents.store import DocumentStore
 from mamori.instance import Instance, create_instance, open_instance
 from mamori.patients.models import Patient
@@ -96,7 +96,7 @@ def main(primary_server: PgServer, tmp_path: Path) -> Iterator[tuple[Instance, P
         token = person_token(s, inst.settings, director)
     yield inst, keys, usb, token
     try:
-        replica.stop_all(tmp_path / "sb")
+        pgserver.stop_all(tmp_path / "sb")
     finally:
         inst.db.dispose()
         with psycopg.connect(host="127.0.0.1", port=primary_server.port, user="postgres",
@@ -146,7 +146,7 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     banner = copies.copy_banner(served.home)
     assert banner and banner["as_of"] and banner["age_minutes"] is not None
 
-    replica.ensure_up(root, served.home)  # --once stopped its servers
+    pgserver.ensure_up(root, served.home)  # --once stopped its servers
     copy = open_instance(str(served.home))
     try:
         assert copy.db.read_only
@@ -176,7 +176,7 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     assert served is not None and served.home != old.home and not old.home.exists()
     assert not (root / "pg" / old.home.name).exists()
     assert len(list((root / "log").glob("standby-*.jsonl"))) == 1
-    replica.ensure_up(root, served.home)
+    pgserver.ensure_up(root, served.home)
     copy = open_instance(str(served.home))
     try:
         assert _count(copy, Patient) == _count(inst, Patient)
@@ -194,7 +194,7 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     usb.with_name("usb-gone").rename(usb)
     served = standby.current(root)
     assert served is not None
-    replica.ensure_up(root, served.home)
+    pgserver.ensure_up(root, served.home)
     copy = open_instance(str(served.home))
     try:
         assert _count(copy, Patient) == _count(inst, Patient)
@@ -239,7 +239,7 @@ def test_rows_destroyed_on_the_main_server_are_never_served(
     assert still is not None and still.home == served.home
     marked = copies.marker(still.home)
     assert marked and "patient" in marked["refresh_error"]["en"]
-    replica.ensure_up(root, still.home)
+    pgserver.ensure_up(root, still.home)
     copy = open_instance(str(still.home))
     try:
         assert _count(copy, Patient) == patients

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +13,7 @@ from mamori import copies
 from mamori.backup.identity import load_identity
 from mamori.cli.backup import _Bars, _identity_passphrase, _source
 from mamori.cli.common import InstanceOpt, app, close_when_done, console, err, fail, progress
+from mamori.continuity import replica as streaming
 from mamori.continuity import standby
 from mamori.errors import MamoriError
 from mamori.instance import open_instance
@@ -80,11 +81,15 @@ def run_cmd(
     try:
         ident = load_identity(identity, _identity_passphrase(identity))
         src = standby.Source(spec, ident, key_dir)
-        primary = (
-            standby.Primary(replica, os.environ.get("MAMORI_REPLICA_PASSWORD") or None)
-            if replica
-            else None
-        )
+        refresher: standby.Refresher | None = None
+        if replica:
+            primary = standby.Primary(replica, os.environ.get("MAMORI_REPLICA_PASSWORD") or None)
+
+            def refresher(
+                root: Path, source: standby.Source, *, progress: Any, origins: Any
+            ) -> standby.Copy | None:
+                return streaming.refresh(root, source, primary, progress=progress, origins=origins)
+
         root.resolve().mkdir(parents=True, exist_ok=True, mode=0o700)
         # this PC's certificate, kept across refreshes
         tls.local_certificate(root.resolve(), [] if host in ("0.0.0.0", "::") else [host])  # noqa: S104
@@ -92,7 +97,7 @@ def run_cmd(
             standby.run(
                 root.resolve(), src, host=host, port=port, every_minutes=every,
                 say=lambda line: console.print(line, markup=False), progress=_Bars(bars),
-                once=True, primary=primary,
+                once=True, refresher=refresher,
             )  # fmt: skip
         served = standby.current(root.resolve())
         assert served is not None
@@ -107,7 +112,7 @@ def run_cmd(
         console.print(f"mamori standby: https://{host}:{port}/ （参照専用 / read-only）")
         standby.run(
             root.resolve(), src, host=host, port=port, every_minutes=every,
-            say=lambda line: console.print(line, markup=False), primary=primary,
+            say=lambda line: console.print(line, markup=False), refresher=refresher,
         )  # fmt: skip
     except MamoriError as exc:
         fail(exc)

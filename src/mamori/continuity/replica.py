@@ -36,9 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pwd
 import shutil
-import subprocess
 import time
 import tomllib
 import uuid
@@ -53,6 +51,13 @@ from mamori.audit.verify import verify_log
 from mamori.backup.fetch import Say
 from mamori.backup.restore import restore_files
 from mamori.backup.sources import pg_facts, pg_tool
+from mamori.continuity.pgserver import (
+    as_postgres,
+    hand_over,
+    remove,
+    run_pg,
+    start,
+)
 from mamori.continuity.standby import (
     Copy,
     Primary,
@@ -81,45 +86,18 @@ _AT_LEAST = {
 # ------------------------------------------------------------------ the PostgreSQL programs
 
 
-def _as_postgres() -> bool:
-    return os.geteuid() == 0
-
-
-def _run(args: list[str], what: str, *, password: str | None = None, timeout: float = 3600) -> str:
-    env = dict(os.environ)
-    env.pop("PGPASSWORD", None)
-    if password:
-        env["PGPASSWORD"] = password
-    if _as_postgres():
-        args = ["runuser", "-u", "postgres", "--", *args]
-    done = subprocess.run(  # noqa: S603 - fixed PostgreSQL programs, arguments are ours
-        args, env=env, capture_output=True, timeout=timeout, check=False
-    )
-    if done.returncode != 0:
-        detail = done.stderr.decode("utf-8", "replace").strip()[-500:]
-        raise StandbyError(f"{what} に失敗しました: {detail}", f"{what} failed: {detail}")
-    return done.stdout.decode("utf-8", "replace")
-
-
-def _mine(path: Path) -> None:
-    """``path`` (made by mamori) handed to the user the PostgreSQL programs run as."""
-    if _as_postgres():
-        entry = pwd.getpwnam("postgres")
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
 def _pg_dir(root: Path) -> Path:
     pg = root / "pg"
     if not pg.exists():
         pg.mkdir(mode=0o700)
         (pg / "run").mkdir(mode=0o700)
-        _mine(pg)
-        _mine(pg / "run")
-    if _as_postgres():
+        hand_over(pg)
+        hand_over(pg / "run")
+    if as_postgres():
         # the postgres user passes through to ROOT/pg and lists nothing
         os.chmod(root, 0o711)  # noqa: S103 - traversal only, no read
         try:
-            _run(["test", "-w", str(pg)], "test")
+            run_pg(["test", "-w", str(pg)], "test")
         except StandbyError as exc:
             raise StandbyError(
                 f"postgres ユーザーが {pg} に入れません。{root} の親ディレクトリに実行権限"
@@ -135,7 +113,7 @@ def _settings(data: Path, port: int, run_dir: Path, *, hot: bool) -> None:
     there, is replaced: a Debian server keeps it in /etc, and its addresses and paths are
     not this PC's): Unix socket only, trust for the OS user that owns the socket directory
     (0700) and nobody else, and the hot-standby limits at least the main server's."""
-    control = _run([pg_tool("pg_controldata"), "-D", str(data)], "pg_controldata")
+    control = run_pg([pg_tool("pg_controldata"), "-D", str(data)], "pg_controldata")
     found = dict(
         (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in control.splitlines())
     )
@@ -157,51 +135,13 @@ def _settings(data: Path, port: int, run_dir: Path, *, hot: bool) -> None:
     (data / "pg_ident.conf").write_text("", encoding="utf-8")
     for f in (conf, hba, data / "pg_ident.conf"):
         os.chmod(f, 0o600)
-        _mine(f)
-
-
-def _running(data: Path) -> bool:
-    if not (data / "postmaster.pid").exists():
-        return False
-    try:
-        _run([pg_tool("pg_ctl"), "-D", str(data), "status"], "pg_ctl status")
-    except StandbyError:
-        return False
-    return True
-
-
-def _start(data: Path, port: int, run_dir: Path) -> None:
-    if _running(data):
-        return
-    opts = f"-c port={port} -c listen_addresses='' -c unix_socket_directories={run_dir}"
-    log = data.parent / f"{data.name}.log"
-    _run(
-        [pg_tool("pg_ctl"), "-D", str(data), "-o", opts, "-w", "-t", "300", "-l", str(log),
-         "start"],
-        f"PostgreSQL の起動（{data.name}）",
-    )  # fmt: skip
-
-
-def _stop(data: Path) -> None:
-    if _running(data):
-        _run([pg_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], "pg_ctl stop")
-
-
-def _remove(data: Path) -> None:
-    if not data.exists():
-        return
-    _stop(data)
-    if _as_postgres():
-        _run(["rm", "-rf", "--", str(data)], "rm")  # its files are the postgres user's
-    else:
-        shutil.rmtree(data, ignore_errors=True)
-    (data.parent / f"{data.name}.log").unlink(missing_ok=True)
+        hand_over(f)
 
 
 def _basebackup(args: list[str], dest: Path, what: str, password: str | None = None) -> None:
     """Synced to disk before it returns (the default): a power cut never leaves a replica or a
     served snapshot that PostgreSQL would start on with pages missing."""
-    _run(
+    run_pg(
         [pg_tool("pg_basebackup"), "-D", str(dest), "-X", "stream", "-c", "fast",
          *args],
         what, password=password,
@@ -228,9 +168,9 @@ def ensure_replica(root: Path, primary: Primary) -> Path:
     pg = _pg_dir(root)
     data = pg / "replica"
     if not (data / "PG_VERSION").exists():
-        _remove(data)
+        remove(data)
         part = pg / "replica.part"
-        _remove(part)
+        remove(part)
         try:
             _basebackup(
                 ["-R", "-d", primary.uri], part, "本番からの複製（pg_basebackup）",
@@ -238,10 +178,10 @@ def ensure_replica(root: Path, primary: Primary) -> Path:
             )  # fmt: skip
             _settings(part, REPLICA_PORT, pg / "run", hot=True)
         except BaseException:
-            _remove(part)
+            remove(part)
             raise
         _rename(part, data)
-    _start(data, REPLICA_PORT, pg / "run")
+    start(data, REPLICA_PORT, pg / "run")
     return data
 
 
@@ -266,8 +206,8 @@ def _promoted(root: Path, primary: Primary, port: int, timeout: float = 300) -> 
 
 
 def _rename(src: Path, dst: Path) -> None:
-    if _as_postgres():
-        _run(["mv", "-T", "--", str(src), str(dst)], "mv")
+    if as_postgres():
+        run_pg(["mv", "-T", "--", str(src), str(dst)], "mv")
     else:
         src.rename(dst)
 
@@ -371,7 +311,7 @@ def refresh(
         for signal_file in _SIGNALS:
             (data / signal_file).unlink(missing_ok=True)
         _settings(data, port, pg / "run", hot=True)
-        _start(data, port, pg / "run")
+        start(data, port, pg / "run")
         _promoted(root, primary, port)
         if progress:
             progress("database", 1, 1)
@@ -401,7 +341,7 @@ def refresh(
         _allow_origins(home, list(origins))
     except BaseException:
         shutil.rmtree(home, ignore_errors=True)
-        _remove(data)
+        remove(data)
         raise
     return Copy(home, generation, f"replica:{lsn}", facts["last_event_at"])
 
@@ -468,33 +408,6 @@ def _verify_audit(home: Path) -> None:
             f"複製の監査証跡の検証に失敗しました（配信しません）: {first}",
             f"The replica's audit trail fails verification (not served): {first}",
         )
-
-
-# ------------------------------------------------------------------ the copy's server
-
-
-def ensure_up(root: Path, home: Path) -> None:
-    """The snapshot behind a replica copy running (a standby started again)."""
-    found = (copies.marker(home) or {}).get("pg")
-    if found:
-        _start(root / "pg" / str(found["data"]), int(found["port"]), root / "pg" / "run")
-
-
-def retire(root: Path, home: Path) -> None:
-    """Stop and remove the snapshot behind a replica copy (its log is already a segment)."""
-    found = (copies.marker(home) or {}).get("pg")
-    if found:
-        _remove(root / "pg" / str(found["data"]))
-
-
-def stop_all(root: Path) -> None:
-    """The served snapshot and the replica stopped (the standby is stopping)."""
-    served = current(root)
-    if served is not None:
-        found = (copies.marker(served.home) or {}).get("pg")
-        if found:
-            _stop(root / "pg" / str(found["data"]))
-    _stop(root / "pg" / "replica")
 
 
 _CAUGHT_UP = (

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy import insert, select
@@ -68,6 +68,7 @@ from mamori.backup.restore import choose_generation, restore
 from mamori.backup.targets import open_target
 from mamori.backup.verify import verify_target
 from mamori.clinic.models import Clinic
+from mamori.continuity import pgserver
 from mamori.continuity.models import StandbyMerge
 from mamori.db import utcnow
 from mamori.errors import MamoriError
@@ -101,6 +102,12 @@ class Primary:
 
     uri: str
     password: str | None = None
+
+
+class Refresher(Protocol):
+    def __call__(
+        self, root: Path, source: Source, *, progress: Say | None, origins: Sequence[str]
+    ) -> Copy | None: ...
 
 
 @dataclass(frozen=True)
@@ -284,9 +291,7 @@ def switch(root: Path, old: Copy | None, new: Copy) -> Path | None:
         _carry_sessions(old.home, new.home)
     _serve_from(root, new)
     if old is not None:
-        from mamori.continuity import replica  # a PostgreSQL standby's snapshot server
-
-        replica.retire(root, old.home)
+        pgserver.retire(root, old.home)  # a PostgreSQL standby's snapshot server
         shutil.rmtree(old.home, ignore_errors=True)
     return segment
 
@@ -310,9 +315,7 @@ def _carry_sessions(old: Path, new: Path) -> None:
 
 @contextmanager
 def _opened(home: Path) -> Iterator[Instance]:
-    from mamori.continuity import replica  # a PostgreSQL standby's snapshot server
-
-    replica.ensure_up(home.parent.parent, home)
+    pgserver.ensure_up(home.parent.parent, home)  # a PostgreSQL standby's snapshot server
     inst = open_instance(str(home))
     try:
         yield inst
@@ -330,7 +333,7 @@ def run(
     say: Callable[[str], None],
     progress: Say | None = None,
     once: bool = False,
-    primary: Primary | None = None,
+    refresher: Refresher | None = None,
 ) -> None:
     """``mamori standby``: make (or refresh) the copy, serve it read-only with ``mamori serve``
     in a child process, and every ``every_minutes`` look for a newer generation. A new one is
@@ -339,15 +342,13 @@ def run(
     served copy as it is, with the failure in its banner and an alert. ``once``: make or refresh
     the copy and return (a drill, a benchmark, a cron job).
 
-    ``primary``: a PostgreSQL clinic's main server to stream from (``continuity.replica``):
-    each refresh serves a new snapshot of the replica instead of a restored generation."""
-    from mamori.continuity import replica
+    ``refresher``: how the next copy is made — by default :func:`refresh` (a restored
+    generation); a PostgreSQL clinic's standby passes a snapshot of its streaming replica
+    (``continuity.replica.refresh``). Everything else is the same for both."""
+    make_copy = refresher or refresh
 
     def make() -> Copy | None:
-        origins = standby_origins(host, port)
-        if primary is not None:
-            return replica.refresh(root, source, primary, progress=progress, origins=origins)
-        return refresh(root, source, progress=progress, origins=origins)
+        return make_copy(root, source, progress=progress, origins=standby_origins(host, port))
 
     served = current(root)
     try:
@@ -371,10 +372,9 @@ def run(
         note_attempt(root, None)
     assert served is not None
     if once:
-        if primary is not None:
-            replica.stop_all(root)
+        pgserver.stop_all(root)  # a PostgreSQL standby's servers (none for SQLite)
         return
-    replica.ensure_up(root, served.home)
+    pgserver.ensure_up(root, served.home)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -408,8 +408,7 @@ def run(
     finally:
         _stop(child)
         export_segment(served.home, root / "log")  # its own log, ready for merge-log
-        if primary is not None:
-            replica.stop_all(root)
+        pgserver.stop_all(root)
 
 
 def _serve(home: Path, host: str, port: int) -> subprocess.Popen[bytes]:
