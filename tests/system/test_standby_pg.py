@@ -123,6 +123,19 @@ def _count(inst: Instance, model: Any) -> int:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def _served_patients(root: Path) -> int:
+    """How many patients the copy being served holds (its server started if --once stopped
+    it)."""
+    served = standby.current(root)
+    assert served is not None
+    pgserver.ensure_up(root, served.home)
+    copy = open_instance(str(served.home))
+    try:
+        return _count(copy, Patient)
+    finally:
+        copy.close()
+
+
 def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     main: Any, primary_server: PgServer, tmp_path: Path
 ) -> None:
@@ -176,12 +189,7 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     assert served is not None and served.home != old.home and not old.home.exists()
     assert not (root / "pg" / old.home.name).exists()
     assert len(list((root / "log").glob("standby-*.jsonl"))) == 1
-    pgserver.ensure_up(root, served.home)
-    copy = open_instance(str(served.home))
-    try:
-        assert _count(copy, Patient) == _count(inst, Patient)
-    finally:
-        copy.close()
+    assert _served_patients(root) == _count(inst, Patient)
 
     # the backups out of reach (the NAS went down with the server): the records still come
     # from the replica, with the settings and documents already held
@@ -192,14 +200,7 @@ def test_the_replica_standby_serves_what_the_main_server_wrote_after_the_backup(
     out = _standby_once(tmp_path, keys, usb, primary_server.port)
     assert out.exit_code == 0, out.output
     usb.with_name("usb-gone").rename(usb)
-    served = standby.current(root)
-    assert served is not None
-    pgserver.ensure_up(root, served.home)
-    copy = open_instance(str(served.home))
-    try:
-        assert _count(copy, Patient) == _count(inst, Patient)
-    finally:
-        copy.close()
+    assert _served_patients(root) == _count(inst, Patient)
 
     # after recovery the standby's reads go into the main log, verifiably
     before = _count(inst, AuditEvent)
