@@ -344,7 +344,7 @@ def _prove(
     say("audit", 0, 1)
     inst = _open_restored(job.dest)
     try:
-        audit_size = _verify_audit(inst)
+        audit_size = verify_audit(inst)
         timings["audit"] = time.monotonic() - t
         if integrity is not None:
             say("integrity", 0, 1)
@@ -609,7 +609,7 @@ def _open_restored(dest: Path) -> Instance:
     return open_instance(str(dest))
 
 
-def _verify_audit(inst: Instance) -> int:
+def verify_audit(inst: Instance) -> int:
     """The restored audit trail against the checkpoints that travelled with it (opened with the
     restored key); its size."""
 

@@ -46,10 +46,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from mamori import copies
-from mamori.audit.checkpointer import load_checkpoints, origin, signer
-from mamori.audit.verify import verify_log
 from mamori.backup.fetch import Say
-from mamori.backup.restore import restore_files
+from mamori.backup.restore import restore_files, verify_audit
 from mamori.backup.sources import pg_facts, pg_tool
 from mamori.continuity.pgserver import (
     as_postgres,
@@ -63,6 +61,9 @@ from mamori.continuity.standby import (
     Primary,
     Source,
     StandbyError,
+    _allow_origins,
+    _own_certificate,
+    _write_json,
     current,
     newest_generation,
 )
@@ -248,16 +249,10 @@ def ensure_files(root: Path, source: Source, *, progress: Say | None = None) -> 
         source.spec, source.ident, dest, key_dir=source.key_dir, progress=progress,
     )  # fmt: skip
     (dest / ".generation").write_text(manifest)
-    _write(base / "CURRENT", {"dir": dest.name, "generation": generation})
+    _write_json(base / "CURRENT", {"dir": dest.name, "generation": generation})
     if held is not None:
         shutil.rmtree(held, ignore_errors=True)
     return dest
-
-
-def _write(path: Path, body: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ snapshots
@@ -274,8 +269,6 @@ def refresh(
     """A new served snapshot of the replica, if it has replayed anything since the served
     one; None otherwise. The served copy is untouched either way (``standby.switch`` changes
     it). Raises, leaving nothing half-made, when the snapshot fails a proof."""
-    from mamori.continuity.standby import _allow_origins, _own_certificate
-
     try:
         files = ensure_files(root, source, progress=progress)
     except MamoriError:
@@ -393,21 +386,12 @@ def _no_shrink(before: dict[str, int] | None, after: dict[str, int]) -> None:
 
 
 def _verify_audit(home: Path) -> None:
+    """The snapshot's audit trail against the signed checkpoints, as a restore proves it."""
     inst = open_instance(str(home))
     try:
-        checkpoints, bad = load_checkpoints(
-            inst.settings.checkpoint_dir, [signer(inst.settings).verifier()], origin(inst.settings)
-        )
-        with inst.transaction(write=False) as session:
-            report = verify_log(session, checkpoints)
+        verify_audit(inst)
     finally:
         inst.close()
-    if bad or not report.ok:
-        first = bad[0] if bad else f"#{report.first_bad}: {report.problems[0][1]}"
-        raise StandbyError(
-            f"複製の監査証跡の検証に失敗しました（配信しません）: {first}",
-            f"The replica's audit trail fails verification (not served): {first}",
-        )
 
 
 _CAUGHT_UP = (
